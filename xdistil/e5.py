@@ -359,11 +359,33 @@ def convert_e5(bin_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         build_tokenizer(vocab).save_pretrained(tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(_source_record(bin_path, header), indent=2) + "\n")
+        _relax_permissions(tmp)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _relax_permissions(folder: Path) -> None:
+    # mkdtemp makes a 0700 folder (and safetensors may write 0600); a cache should get the
+    # permissions an ordinary mkdir/open would have given under the user's umask.
+    umask = _current_umask()
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
+def _current_umask() -> int:
+    try:  # Linux exposes it without having to change it (os.umask is process-wide)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -375,12 +397,15 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     try:
         os.replace(tmp, out_dir)
     except OSError:
-        # Another process finished the same conversion first: keep its complete folder.
         if not is_complete(out_dir):
+            if old is not None and not out_dir.exists():
+                os.replace(old / "x", out_dir)  # put the previous folder back
             raise
+        # Another process finished the same conversion first: keep its complete folder.
         shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def default_cache_dir() -> Path:

@@ -11,6 +11,8 @@ import gzip
 import io
 import logging
 import re
+
+import regex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,9 +190,10 @@ def read_tokens(path: str | Path, limit: int | None = None) -> Iterator[Sentence
         raise DataError(path, None, "empty file: no sentences found")
 
 
-# Words are runs of letters/marks/digits (keeping inner apostrophes, hyphens, and
-# combining marks of Indic/Arabic scripts); every other non-space character is its own token.
-_WORD = re.compile(r"[^\W_](?:[\w\u0300-\u036f\u0900-\u0dff\u064b-\u065f\u0670]|['’\-.](?=\w))*|\S", re.UNICODE)
+# Words are runs of letters and digits with their combining marks (Indic vowel signs,
+# Arabic harakat), keeping inner apostrophes, hyphens and dots ("isn't", "3.5"); every
+# other non-space character (punctuation, danda, symbols) is a token of its own.
+_WORD = regex.compile(r"[\p{L}\p{N}][\p{L}\p{N}\p{M}]*(?:['’\-.][\p{L}\p{N}][\p{L}\p{N}\p{M}]*)*|\S")
 
 
 def split_words(text: str) -> list[str]:

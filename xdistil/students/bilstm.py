@@ -1,0 +1,109 @@
+"""BiLSTM tagger student, after XtremeDistil (Mukherjee & Hassan Awadallah, ACL 2020,
+arXiv 2004.05686) and its precursor arXiv 1910.01769.
+
+word pieces -> embedding (E, initialised from the SVD-reduced teacher embeddings by
+`xdistil.students.build_student`) -> dropout -> BiLSTM (H per direction) -> dropout ->
+linear tag scores per word piece. The paper's best small student is E=50, H=200
+(about 5.1M parameters with mBERT's vocabulary, 35x smaller than the teacher).
+
+The student sees exactly the teacher's word pieces (same tokenizer, reduced vocabulary),
+so its positions line up one to one with the teacher's logits and hidden states and the
+same word mask picks one position per word. Sequences are packed, so padding never
+reaches the backward direction: a sentence gets the same scores alone or in a batch.
+Padding must be on the right (``attention_mask`` a run of ones then zeros).
+
+ONNX: the forward exports with ``torch.onnx.export(..., dynamo=False)`` and dynamic
+batch / sequence axes; the packing becomes the ONNX LSTM's ``sequence_lens`` input, so
+the exported graph keeps the padding invariance (checked in tests/test_students.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from xdistil.outputs import TaggerOutput
+
+
+@dataclass
+class BiLSTMConfig:
+    vocab_size: int | None = None  # rows of the embedding table; None = set by build_student
+    num_labels: int | None = None  # tags; None = set by build_student from the label list
+    embedding_dim: int = 50  # E; the paper's small student uses 50 (300 for the large one)
+    hidden_dim: int = 200  # H per direction; the BiLSTM output is 2H wide
+    num_layers: int = 1  # stacked BiLSTM layers
+    dropout: float = 0.2  # after the embeddings, between LSTM layers, before the classifier
+    pad_id: int = 0  # padding id of the (reduced) tokenizer; its embedding row stays zero
+    embedding_init: str = "svd"  # "svd" (teacher embeddings, reduced) | "random"; used by build_student
+
+    def __post_init__(self):
+        for name in ("vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name in ("embedding_dim", "hidden_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.vocab_size is not None and not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} outside the vocabulary of {self.vocab_size}")
+        if self.embedding_init not in ("svd", "random"):
+            raise ValueError(f"embedding_init must be 'svd' or 'random', got {self.embedding_init!r}")
+
+
+class BiLSTMTagger(nn.Module):
+    def __init__(self, config: BiLSTMConfig, labels: Sequence[str] | None = None):
+        super().__init__()
+        if config.vocab_size is None or config.num_labels is None:
+            raise ValueError("BiLSTMConfig.vocab_size and num_labels must be set (build_student does it)")
+        if labels is not None and len(labels) != config.num_labels:
+            raise ValueError(f"{len(labels)} labels for num_labels={config.num_labels}")
+        self.config = config
+        self.labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(config.num_labels))
+        E, H = config.embedding_dim, config.hidden_dim
+        self.embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(
+            E,
+            H,
+            num_layers=config.num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.classifier = nn.Linear(2 * H, config.num_labels)
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """Width of each entry of ``TaggerOutput.hidden_states``: (embeddings, BiLSTM output)."""
+        return (self.config.embedding_dim, 2 * self.config.hidden_dim)
+
+    def hidden_size(self, layer_index: int) -> int:
+        return self.hidden_sizes[layer_index]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor
+    ) -> TaggerOutput:
+        T = input_ids.shape[1]
+        emb = self.embeddings(input_ids)  # (B, T, E)
+        x = self.dropout(emb)  # (B, T, E)
+        # Lengths live on the CPU for packing; an all-padding row gets length 1 (scores ignored).
+        lengths = attention_mask.sum(dim=1).clamp(min=1).to("cpu", torch.int64)  # (B,)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H), zeros at padding
+        logits = self.classifier(self.dropout(h))  # (B, T, C)
+        return TaggerOutput(logits=logits, hidden_states=(emb, h), word_mask=word_mask.bool())
+
+    def param_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """Parameters top-down, the order in which gradual unfreezing releases them."""
+        return [
+            ("output", list(self.classifier.parameters())),
+            ("encoder", list(self.lstm.parameters())),
+            ("embeddings", list(self.embeddings.parameters())),
+        ]
