@@ -2,7 +2,15 @@ import gzip
 
 import pytest
 
-from xdistil.data.readers import DataError, FileStats, read_conll, read_raw, read_tokens, sniff_format, split_words
+from xdistil.data.readers import (
+    DataError,
+    FileStats,
+    read_conll,
+    read_raw,
+    read_tokens,
+    sniff_format,
+    split_words,
+)
 
 TYPES = {"PER", "LOC", "ORG"}
 

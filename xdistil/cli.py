@@ -11,8 +11,6 @@ from pathlib import Path
 from xdistil import __version__
 
 LATER = {
-    "label": "labels the transfer set with the teacher(s) (staged-distillation issue)",
-    "distill": "distils a BiLSTM or small-Transformer student (staged-distillation issue)",
     "export": "exports a model to ONNX, optionally int8 (export issue)",
     "predict": "tags text with an exported model, without torch (export issue)",
     "serve": "serves an exported model over HTTP (export issue)",
@@ -29,6 +27,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget", type=int, help="labeled sentences per language (head of train)")
     g.add_argument("--train", action="append", metavar="[LANG=]FILE", help="your own labeled train file")
     g.add_argument("--dev", action="append", metavar="[LANG=]FILE", help="your own labeled dev file")
+    g.add_argument("--val-size", type=int, help="sentences of the budget held out for model selection")
     g.add_argument("--dev-limit", type=int, help="evaluate on the first N dev sentences per language")
     g.add_argument("--strict", action="store_true", default=None, help="fail on repairable IOB problems")
 
@@ -60,14 +59,15 @@ def _files(values, langs, split):
 
 def build_config(args):
     """Config file (or preset) first, then flags on top."""
-    from xdistil.config import RunConfig, from_dict, load_yaml
+    from xdistil.config import RunConfig, from_dict, load_yaml, parse_stages
 
     raw = load_yaml(args.config) if getattr(args, "config", None) else {}
     data, teacher = dict(raw.get("data", {})), dict(raw.get("teacher", {}))
     langs = args.lang or data.get("languages") or ["de", "ar", "hi"]
     data["languages"] = langs
     for key, val in (("root", args.data_root), ("labeled_budget", args.budget),
-                     ("dev_limit", args.dev_limit), ("strict", args.strict)):
+                     ("dev_limit", args.dev_limit), ("strict", args.strict),
+                     ("val_size", args.val_size)):
         if val is not None:
             data[key] = val
     files = data.get("files", {})
@@ -80,7 +80,12 @@ def build_config(args):
         if val is not None:
             teacher[key] = val
     rest = {k: v for k, v in raw.items() if k not in ("data", "teacher")}
-    return from_dict(RunConfig, {"data": data, "teacher": teacher, "extra": rest.get("extra", rest)})
+    student, distill = dict(rest.pop("student", {})), dict(rest.pop("distill", {}))
+    if getattr(args, "student", None):
+        student["arch"] = args.student
+    if getattr(args, "stages", None):
+        distill["stages"] = parse_stages(args.stages)
+    return from_dict(RunConfig, {"data": data, "teacher": teacher, "student": student, "distill": distill, **rest})
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -150,6 +155,64 @@ def cmd_teacher_train(args) -> int:
             print(f"{lang}: dev F1 {r['f1']:.2f} (P {r['precision']:.2f} R {r['recall']:.2f})")
         print(f"avg: dev F1 {m['f1_avg']:.2f}")
     print(f"teacher saved to {out}")
+    return 0
+
+
+def _add_transfer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transfer set")
+    g.add_argument("--teacher", action="append", metavar="DIR", help="fine-tuned teacher directory (repeatable)")
+    g.add_argument("--layers", type=int, nargs="+", help="teacher hidden layers to store per word (default 6)")
+    g.add_argument("--transfer-limit", type=int, help="at most N transfer sentences per language")
+    g.add_argument("--transfer-sources", help="comma list of train_rest,unlabeled,raw (default: all)")
+
+
+def _apply_transfer_args(cfg, args):
+    from xdistil.config import TransferConfig
+
+    tc = cfg.transfer
+    cfg.transfer = TransferConfig(
+        sources=args.transfer_sources.split(",") if args.transfer_sources else tc.sources, hf=tc.hf,
+        limit=args.transfer_limit if args.transfer_limit is not None else tc.limit,
+        layers=args.layers or tc.layers, chunk_size=tc.chunk_size, batch_size=tc.batch_size,
+        hidden_dtype=tc.hidden_dtype)
+    return cfg
+
+
+def cmd_label(args) -> int:
+    from xdistil.labeling import label_transfer
+
+    if not args.teacher:
+        raise SystemExit("error: give at least one --teacher DIR")
+    cfg = _apply_transfer_args(build_config(args), args)
+    out = label_transfer(cfg, args.teacher, args.out, progress=not args.quiet)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for lang, c in manifest["counts"].items():
+        print(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    print(f"transfer set written to {out}")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from xdistil.labeling import label_transfer
+    from xdistil.pipeline import evaluate_dev
+    from xdistil.stages import distill
+
+    cfg = _apply_transfer_args(build_config(args), args)
+    if not args.teacher:
+        raise SystemExit("error: give --teacher DIR (the fine-tuned teacher; see 'xdistil teacher train')")
+    out = Path(args.out)
+    transfer = args.transfer
+    if transfer is None:
+        transfer = label_transfer(cfg, args.teacher, out / "transfer", progress=not args.quiet)
+    dirs = distill(cfg, transfer, args.teacher[0], out / "students", progress=not args.quiet)
+    if not args.no_eval:
+        teacher = evaluate_dev(Path(args.teacher[0]), cfg, progress=False)
+        print(f"{'model':<28}{'params':>10}" + "".join(f"{lang:>8}" for lang in cfg.data.languages) + f"{'avg':>8}")
+        for name, d in [("teacher", Path(args.teacher[0]))] + [(p.name, p) for p in dirs]:
+            m = teacher if name == "teacher" else evaluate_dev(d, cfg, progress=False)
+            print(f"{name:<28}{m['params'] / 1e6:>9.2f}M" + "".join(f"{m['dev'][lang]['f1']:>8.2f}" for lang in
+                  cfg.data.languages) + f"{m['f1_avg']:>8.2f}")
+    print(f"students saved under {out / 'students'} (final: {dirs[-1]})")
     return 0
 
 
@@ -280,6 +343,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("label", help="label the transfer set once with the teacher(s)",
+                       description="Build each language's transfer set (train beyond the budget with tags "
+                                   "stripped, token files, raw sentences, HF datasets; de-duplicated) and store "
+                                   "every teacher's hard tags, logits and chosen hidden layers per word, in "
+                                   "resumable Arrow chunks.")
+    _add_data_args(s)
+    _add_transfer_args(s)
+    s.add_argument("--out", required=True, help="output directory of the labeled transfer set")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_label)
+
+    s = sub.add_parser("distill", help="distil a BiLSTM or small-Transformer student in stages",
+                       description="Per-language (or multi-language) student training from a labeled transfer "
+                                   "set; labels one first when --transfer is not given. Stages: a preset "
+                                   "(staged, xtremedistil, gold-only) or a comma list (hard,soft,intermediate). "
+                                   "Resumable at the last finished step.")
+    _add_data_args(s)
+    _add_transfer_args(s)
+    s.add_argument("--transfer", help="labeled transfer set directory (from 'xdistil label')")
+    s.add_argument("--student", choices=["bilstm", "transformer"], help="student architecture (default bilstm)")
+    s.add_argument("--stages", help="preset name or comma list of stages (default: staged = hard,soft,intermediate)")
+    s.add_argument("--out", required=True, help="output directory (students/stageN-NAME/ per stage)")
+    s.add_argument("--no-eval", action="store_true", help="skip the dev evaluation at the end")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_distill)
+
     for name, what in LATER.items():
         s = sub.add_parser(name, help=f"{what} [not available yet]", description=f"Not available yet: {what}.")
         s.set_defaults(func=cmd_later)
@@ -303,6 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:  # transformers' own bars (weights loading, shard writing) drown ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
     try:
         return args.func(args)
     except (DataError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:

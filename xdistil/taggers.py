@@ -70,7 +70,7 @@ def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
         from xdistil.students import load_student
 
         module, tokenizer, labels, meta = load_student(p)
-        limit = max_length or int(meta.get("max_length", 128))
+        limit = max_length or int(meta.get("extra", {}).get("max_length", 128))
         return Tagger(module.eval(), tokenizer, list(labels), limit, meta.get("arch", "student"), str(p))
     if p.exists() and not (p / "config.json").exists():
         raise FileNotFoundError(f"{p}: not a model directory (no config.json or {STUDENT_MARKER})")

@@ -11,11 +11,11 @@ import gzip
 import io
 import logging
 import re
-
-import regex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import regex
 
 log = logging.getLogger(__name__)
 

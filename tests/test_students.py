@@ -1,0 +1,367 @@
+"""Students: BiLSTM and small Transformer built from a tiny teacher, saved and loaded."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tiny import make_tiny_teacher, tiny_sentences
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from xdistil import DEFAULT_LABELS
+from xdistil.students import (
+    BiLSTMConfig,
+    BiLSTMTagger,
+    TransformerStudentConfig,
+    build_student,
+    count_parameters,
+    evenly_spaced_layers,
+    is_student_dir,
+    load_student,
+    save_student,
+    svd_embeddings,
+)
+from xdistil.vocab import reduce_tokenizer, seen_piece_ids
+
+LABELS = list(DEFAULT_LABELS)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    path = make_tiny_teacher(tmp_path_factory.mktemp("teacher"), num_layers=4)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = tiny_sentences(40)
+    return SimpleNamespace(
+        path=path,
+        tokenizer=tokenizer,
+        model=AutoModelForTokenClassification.from_pretrained(path).eval(),
+        data=data,
+        seen=seen_piece_ids(tokenizer, data),
+    )
+
+
+def encode(tokenizer, sentences):
+    """(input_ids, attention_mask, word_mask), right-padded; word_mask marks first sub-words."""
+    enc = tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")
+    word_mask = torch.zeros_like(enc["input_ids"], dtype=torch.bool)
+    for b in range(len(sentences)):
+        previous = None
+        for t, w in enumerate(enc.word_ids(b)):
+            word_mask[b, t] = w is not None and w != previous
+            previous = w
+    return enc["input_ids"], enc["attention_mask"], word_mask
+
+
+def small_bilstm(**kw) -> BiLSTMTagger:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=40, num_labels=5, embedding_dim=8, hidden_dim=6, pad_id=1) | kw
+    return BiLSTMTagger(BiLSTMConfig(**cfg))
+
+
+def random_batch(vocab=40, lengths=(7, 3, 5), pad_id=1):
+    g = torch.Generator().manual_seed(0)
+    T = max(lengths)
+    ids = torch.randint(2, vocab, (len(lengths), T), generator=g)
+    am = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids.masked_fill(am == 0, pad_id), am
+
+
+# ---------------------------------------------------------------- BiLSTM
+
+
+def test_bilstm_config_checks():
+    for bad in (
+        dict(embedding_dim=0),
+        dict(dropout=1.0),
+        dict(vocab_size=5, pad_id=5),
+        dict(embedding_init="x"),
+    ):
+        with pytest.raises(ValueError):
+            BiLSTMConfig(**bad)
+    with pytest.raises(ValueError, match="build_student"):
+        BiLSTMTagger(BiLSTMConfig())  # vocab_size / num_labels still unset
+
+
+def test_bilstm_shapes_and_hidden_sizes():
+    model = small_bilstm(num_layers=2).eval()
+    ids, am = random_batch()
+    out = model(ids, am, am)
+    assert out.logits.shape == (3, 7, 5)
+    assert [h.shape[-1] for h in out.hidden_states] == [model.hidden_size(0), model.hidden_size(1)] == [8, 12]
+    assert out.word_mask.dtype == torch.bool
+    assert (out.hidden_states[1][am == 0] == 0).all()  # nothing computed at padding
+
+
+def test_bilstm_sentence_alone_equals_sentence_in_padded_batch():
+    model = small_bilstm(num_layers=2).eval()
+    ids, am = random_batch(lengths=(7, 3, 5))
+    batched = model(ids, am, am).logits
+    for b, n in enumerate((7, 3, 5)):
+        alone = model(ids[b : b + 1, :n], am[b : b + 1, :n], am[b : b + 1, :n]).logits[0]
+        torch.testing.assert_close(alone, batched[b, :n], atol=1e-6, rtol=1e-5)
+
+
+def test_bilstm_onnx_export_keeps_padding_invariance(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = small_bilstm(num_layers=2).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, tagger):
+            super().__init__()
+            self.tagger = tagger
+
+        def forward(self, input_ids, attention_mask):
+            return self.tagger(input_ids, attention_mask, attention_mask).logits
+
+    wrapper = Logits(model).eval()  # export restores the wrapper's mode: keep it eval
+    axes = {0: "batch", 1: "seq"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            random_batch(lengths=(4, 2)),
+            str(tmp_path / "bilstm.onnx"),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+        )
+    session = ort.InferenceSession(str(tmp_path / "bilstm.onnx"))
+    ids, am = random_batch(lengths=(7, 3, 5))  # another batch size and length than traced
+    got = torch.from_numpy(session.run(None, {"input_ids": ids.numpy(), "attention_mask": am.numpy()})[0])
+    with torch.no_grad():
+        expected = wrapper(ids, am)
+    torch.testing.assert_close(got[am.bool()], expected[am.bool()], atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- both students
+
+
+def _students(teacher):
+    bilstm, _ = build_student(
+        "bilstm",
+        teacher.model,
+        teacher.tokenizer,
+        teacher.seen,
+        LABELS,
+        BiLSTMConfig(embedding_dim=16, hidden_dim=8),
+    )
+    transformer, tokenizer = build_student(
+        "transformer",
+        teacher.model,
+        teacher.tokenizer,
+        teacher.seen,
+        LABELS,
+        TransformerStudentConfig(num_layers=2),
+    )
+    return {"bilstm": bilstm, "transformer": transformer}, tokenizer
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "transformer"])
+def test_param_groups_cover_every_parameter_once(teacher, arch):
+    model = _students(teacher)[0][arch]
+    groups = model.param_groups()
+    assert [name for name, _ in groups] == ["output", "encoder", "embeddings"]
+    ids = [id(p) for _, params in groups for p in params]
+    assert all(params for _, params in groups)
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "transformer"])
+def test_gradients_reach_every_parameter(teacher, arch):
+    students, tokenizer = _students(teacher)
+    model = students[arch].train()
+    ids, am, wm = encode(tokenizer, teacher.data[:4])
+    out = model(ids, am, wm)
+    (out.word_logits.logsumexp(-1).sum() + sum(h[wm].pow(2).mean() for h in out.hidden_states)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_build_bilstm_student_reduces_vocabulary_and_zeroes_padding(teacher):
+    model, tokenizer = build_student("bilstm", teacher.model, teacher.tokenizer, teacher.seen, LABELS)
+    assert model.config.vocab_size == len(tokenizer) < len(teacher.tokenizer)
+    assert model.config.num_labels == len(LABELS) and model.labels == tuple(LABELS)
+    assert model.config.pad_id == tokenizer.pad_token_id
+    assert model.config.embedding_dim == 50 and model.hidden_sizes == (50, 400)  # paper defaults
+    assert (model.embeddings.weight[tokenizer.pad_token_id] == 0).all()
+
+
+def test_svd_embeddings_keep_the_teacher_geometry(teacher):
+    E = 12
+    svd, tokenizer = build_student(
+        "bilstm", teacher.model, teacher.tokenizer, teacher.seen, LABELS, BiLSTMConfig(embedding_dim=E)
+    )
+    rand, _ = build_student(
+        "bilstm",
+        teacher.model,
+        teacher.tokenizer,
+        teacher.seen,
+        LABELS,
+        BiLSTMConfig(embedding_dim=E, embedding_init="random"),
+    )
+    _, kept = reduce_tokenizer(teacher.tokenizer, teacher.seen)
+    rows = teacher.model.get_input_embeddings().weight[kept].detach()
+    rows = rows - rows.mean(0)
+    keep = torch.arange(len(kept)) != tokenizer.pad_token_id  # the pad row is zeroed on purpose
+    # Inner products equal those of the best rank-E approximation (Eckart-Young), up to the rescale.
+    U, S, _ = torch.linalg.svd(rows, full_matrices=False)
+    target = (U[:, :E] * S[:E])[keep]
+    emb = svd.embeddings.weight.detach()[keep]
+    gram, gram_target = emb @ emb.T, target @ target.T
+    scale = (gram * gram_target).sum() / (gram_target * gram_target).sum()
+    torch.testing.assert_close(gram, scale * gram_target, atol=1e-4 * gram.abs().max(), rtol=1e-3)
+    assert svd.embeddings.weight.std().item() == pytest.approx(1.0, rel=0.05)
+
+    def cosine_agreement(x):  # correlation of all pairwise cosines with the teacher's
+        def cos(m):
+            m = torch.nn.functional.normalize(m, dim=-1)
+            return (m @ m.T)[torch.triu_indices(len(m), len(m), 1).unbind()]
+
+        return torch.corrcoef(torch.stack([cos(x), cos(rows[keep])]))[0, 1].item()
+
+    assert cosine_agreement(emb) > 0.6
+    assert cosine_agreement(rand.embeddings.weight.detach()[keep]) < 0.2
+    assert svd_embeddings(rows[:5, :3], 8)[:, 3:].abs().sum() == 0  # dim beyond the rank: zero columns
+
+
+# ---------------------------------------------------------------- Transformer
+
+
+def test_evenly_spaced_layers():
+    assert evenly_spaced_layers(12, 4) == [2, 5, 8, 11]
+    assert evenly_spaced_layers(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert evenly_spaced_layers(4, 2) == [1, 3]
+
+
+def test_transformer_student_copies_the_chosen_teacher_layers(teacher):
+    tagger, tokenizer = build_student(
+        "transformer",
+        teacher.model,
+        teacher.tokenizer,
+        teacher.seen,
+        LABELS,
+        TransformerStudentConfig(num_layers=2, teacher_layers=[0, 2]),
+    )
+    _, kept = reduce_tokenizer(teacher.tokenizer, teacher.seen)
+    student, t = tagger.model, teacher.model
+    assert type(student) is type(t) and student.config.num_hidden_layers == 2
+    for s_layer, t_index in zip(student.bert.encoder.layer, [0, 2], strict=True):
+        t_state = t.bert.encoder.layer[t_index].state_dict()
+        for name, value in s_layer.state_dict().items():
+            assert torch.equal(value, t_state[name]), name
+    assert torch.equal(
+        student.bert.embeddings.word_embeddings.weight, t.bert.embeddings.word_embeddings.weight[kept]
+    )
+    assert torch.equal(
+        student.bert.embeddings.position_embeddings.weight, t.bert.embeddings.position_embeddings.weight
+    )
+    assert torch.equal(student.bert.embeddings.LayerNorm.weight, t.bert.embeddings.LayerNorm.weight)
+    assert torch.equal(student.classifier.weight, t.classifier.weight)  # same tag set: head copied
+    assert tagger.labels == tuple(LABELS) and tagger.hidden_sizes == (32, 32, 32)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta"])
+def test_full_depth_student_reproduces_the_teacher(tmp_path, model_type):
+    path = make_tiny_teacher(tmp_path, num_layers=2, model_type=model_type)
+    tok = AutoTokenizer.from_pretrained(path)
+    t_model = AutoModelForTokenClassification.from_pretrained(path).eval()
+    data = tiny_sentences(12)
+    tagger, tokenizer = build_student(
+        "transformer", t_model, tok, seen_piece_ids(tok, data), LABELS, TransformerStudentConfig(num_layers=2)
+    )
+    assert type(tagger.model) is type(t_model)
+    ids, am, wm = encode(tokenizer, data)
+    t_ids, t_am, t_wm = encode(tok, data)
+    assert torch.equal(wm, t_wm)
+    with torch.no_grad():
+        out = tagger.eval()(ids, am, wm)
+        expected = t_model(input_ids=t_ids, attention_mask=t_am, output_hidden_states=True)
+    torch.testing.assert_close(out.logits[am.bool()], expected.logits[am.bool()])
+    assert len(out.hidden_states) == 3
+
+
+def test_transformer_widths(teacher):
+    with pytest.raises(ValueError, match="init='teacher'"):
+        build_student(
+            "transformer",
+            teacher.model,
+            teacher.tokenizer,
+            teacher.seen,
+            LABELS,
+            TransformerStudentConfig(num_layers=2, hidden_size=16),
+        )
+    tagger, tokenizer = build_student(
+        "transformer",
+        teacher.model,
+        teacher.tokenizer,
+        teacher.seen,
+        LABELS,
+        TransformerStudentConfig(num_layers=1, hidden_size=16, num_heads=2, init="random"),
+    )
+    ids, am, wm = encode(tokenizer, teacher.data[:2])
+    out = tagger(ids, am, wm)
+    assert out.logits.shape[-1] == len(LABELS) and out.hidden_states[-1].shape[
+        -1
+    ] == 16 == tagger.hidden_size(-1)
+    assert tagger.config.intermediate_size == 32  # the teacher's 64, scaled with the width
+    with pytest.raises(ValueError):
+        TransformerStudentConfig(num_layers=2, teacher_layers=[1])
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "transformer"])
+def test_save_load_round_trip(teacher, tmp_path, arch):
+    students, _ = _students(teacher)
+    model = students[arch].eval()
+    tokenizer, _ = reduce_tokenizer(teacher.tokenizer, teacher.seen)
+    out_dir = tmp_path / "student"
+    save_student(model, tokenizer, out_dir, extra={"stage": "logits", "f1": 0.5})
+    save_student(model, tokenizer, out_dir, extra={"stage": "hard", "f1": 0.7})  # overwrite in place
+    assert is_student_dir(out_dir) and not is_student_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]  # no temporary folders left
+    files = {p.name for p in out_dir.iterdir()}
+    assert {"model.safetensors", "xdistil_student.json", "tokenizer.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
+
+    loaded, loaded_tok, labels, meta = load_student(out_dir)
+    assert meta["arch"] == arch and meta["extra"] == {"stage": "hard", "f1": 0.7} and labels == LABELS
+    assert not loaded.training
+    ids, am, wm = encode(tokenizer, teacher.data[:3])
+    assert torch.equal(encode(loaded_tok, teacher.data[:3])[0], ids)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, am, wm).logits, model(ids, am, wm).logits, rtol=0, atol=0)
+
+
+def test_saved_transformer_student_loads_in_plain_transformers(teacher, tmp_path):
+    from transformers import pipeline
+
+    students, tokenizer = _students(teacher)
+    tagger = students["transformer"].eval()
+    save_student(tagger, tokenizer, tmp_path / "s")
+    hf = AutoModelForTokenClassification.from_pretrained(tmp_path / "s").eval()
+    assert type(hf) is type(tagger.model)
+    ids, am, wm = encode(tokenizer, teacher.data[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=am).logits, tagger(ids, am, wm).logits)
+    ner = pipeline("token-classification", model=str(tmp_path / "s"))
+    tags = ner(" ".join(teacher.data[0]))
+    assert tags and {t["entity"] for t in tags} <= set(LABELS) - {"O"}
+
+
+def test_count_parameters(teacher):
+    tagger = _students(teacher)[0]["transformer"]
+    manual = sum(p.numel() for p in tagger.parameters())
+    counts = count_parameters(tagger)
+    assert counts.total == counts.trainable == manual
+    assert sum(b.numel() for b in tagger.buffers()) > 0  # position ids etc. exist but are not counted
+    for p in dict(tagger.param_groups())["embeddings"]:
+        p.requires_grad_(False)
+    emb = sum(p.numel() for p in tagger.model.bert.embeddings.parameters())
+    assert count_parameters(tagger) == (manual, manual - emb)
+    bilstm = small_bilstm()
+    assert count_parameters(bilstm).total == 40 * 8 + 2 * 4 * 6 * (8 + 6 + 2) + 12 * 5 + 5
