@@ -104,7 +104,7 @@ def reduce_tokenizer(
             keep.add(model["unk_id"])
         # The lowest score fixes the unknown-node score (module docstring): keep it.
         keep.add(min(range(n_model), key=lambda i: model["vocab"][i][1]))
-    else:
+    elif model.get("unk_token") in model["vocab"]:
         keep.add(model["vocab"][model["unk_token"]])
     if keep_chars:
         keep |= _char_pieces(pieces, keep, model)
