@@ -11,9 +11,6 @@ from pathlib import Path
 from xdistil import __version__
 
 LATER = {
-    "export": "exports a model to ONNX, optionally int8 (export issue)",
-    "predict": "tags text with an exported model, without torch (export issue)",
-    "serve": "serves an exported model over HTTP (export issue)",
     "bench": "runs the benchmark suite on a run directory (benchmark issue)",
     "report": "writes the Markdown/HTML report with plots (benchmark issue)",
 }
@@ -260,6 +257,66 @@ def load_model_any(path: str):
     return load_tagger(p)
 
 
+def cmd_export(args) -> int:
+    from xdistil_export.onnx_export import export_model
+
+    m = export_model(args.model, args.out, int8=args.int8, opset=args.opset, dev_file=args.dev,
+                     tolerance=args.tolerance)
+    p = m["parity"]
+    print(f"exported {m['kind']} model to {args.out} (opset {m['opset']}); parity: max abs diff "
+          f"{p['max_abs_diff']:.2e} over {p['windows']} windows, batch sizes {p['batch_sizes']}")
+    if m["int8"]:
+        q = m["int8"]["parity"]
+        print(f"int8: {m['int8']['size_bytes'] / 1e6:.2f} MB (fp32 {m['int8']['fp32_size_bytes'] / 1e6:.2f} MB), "
+              f"tags agree with PyTorch on {100 * q['min_agreement']:.2f}% of words")
+    if m["dev"]:
+        d = m["dev"]
+        line = f"dev F1 ({d['sentences']} sentences): fp32 {d['f1_fp32']:.2f}"
+        if "f1_int8" in d:
+            line += f", int8 {d['f1_int8']:.2f} ({d['f1_delta']:+.2f})"
+        print(line)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Torch-free: only xdistil_export (onnxruntime, tokenizers, numpy) and tqdm."""
+    from itertools import islice
+
+    from tqdm.auto import tqdm
+    from xdistil_export.runtime import Predictor
+    from xdistil_export.text import iter_conll_words, iter_text_lines
+
+    predictor = Predictor(args.model, precision=args.precision, threads=args.threads)
+    stdin = args.file in (None, "-")
+    src = sys.stdin if stdin else open(args.file, encoding="utf-8")
+    dst = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        items = iter_conll_words(src) if args.format == "conll" else iter_text_lines(src)
+        with tqdm(unit="sent", desc="predict", disable=args.quiet or stdin) as bar:
+            while chunk := list(islice(items, 8 * args.batch_size)):  # stream: big files never sit in memory
+                for r in predictor.annotate(chunk, batch_size=args.batch_size):
+                    if args.output_format == "conll":
+                        dst.write("".join(f"{w}\t{t}\n" for w, t in zip(r["words"], r["tags"], strict=True)) + "\n")
+                    else:
+                        dst.write(json.dumps(r, ensure_ascii=False) + "\n")
+                bar.update(len(chunk))
+    finally:
+        if not stdin:
+            src.close()
+        if args.out:
+            dst.close()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from xdistil_export.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, precision=args.precision, threads=args.threads,
+          max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,
+          batch_size=args.batch_size)
+    return 0
+
+
 def cmd_run(args) -> int:
     from xdistil.pipeline import run
 
@@ -369,6 +426,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_distill)
 
+    s = sub.add_parser("export", help="export a model to ONNX (+ int8), checked against PyTorch",
+                       description="Export a teacher, student or HF token classifier to a self-contained ONNX "
+                                   "directory (model, tokenizer.json, labels, manifest). onnxruntime outputs are "
+                                   "compared with PyTorch on sentences of several lengths and batch sizes; the "
+                                   "export fails if they differ by more than --tolerance.")
+    s.add_argument("model", metavar="MODEL", help="teacher or student directory")
+    s.add_argument("--out", required=True, help="export directory (replaced atomically)")
+    s.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 model")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    s.add_argument("--dev", metavar="FILE", help="CoNLL dev file: record the F1 of the export(s)")
+    s.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit difference allowed (fp32)")
+    s.set_defaults(func=cmd_export)
+
+    def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="DIR", help="export directory (from 'xdistil export')")
+        p.add_argument("--precision", choices=["fp32", "int8", "auto"], default="fp32",
+                       help="model file to run (auto: int8 when exported)")
+        p.add_argument("--threads", type=int, help="onnxruntime threads (default: its own choice)")
+        p.add_argument("--batch-size", type=int, default=32, help="windows per onnxruntime call")
+
+    s = sub.add_parser("predict", help="tag text or CoNLL with an export directory (no torch)",
+                       description="Read text lines (one text per line) or CoNLL (first column), write JSONL "
+                                   "(words, tags, entities with word spans and character offsets) or CoNLL.")
+    _add_runtime_args(s)
+    s.add_argument("file", nargs="?", metavar="FILE|-", help="input file (default: stdin)")
+    s.add_argument("--format", choices=["text", "conll"], default="text", help="input format")
+    s.add_argument("--output-format", choices=["jsonl", "conll"], default="jsonl")
+    s.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="serve an export directory over HTTP (no torch)",
+                       description="POST /predict with a JSON list of texts; GET /health. FastAPI + uvicorn.")
+    _add_runtime_args(s)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
+    s.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    s.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    s.set_defaults(func=cmd_serve)
+
     for name, what in LATER.items():
         s = sub.add_parser(name, help=f"{what} [not available yet]", description=f"Not available yet: {what}.")
         s.set_defaults(func=cmd_later)
@@ -393,10 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:  # transformers' own bars (weights loading, shard writing) drown ours
-        from transformers.utils import logging as hf_logging
+        if args.command not in ("predict", "serve"):  # those two run without torch / transformers
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
     except ImportError:
         pass
     try:

@@ -127,7 +127,7 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
     else:
         weights = torch.full((b.logits.shape[0],), 1.0 / b.logits.shape[0])
     parts = {}
-    for name, w in spec.losses.items():
+    for name in spec.losses:
         if name == "gold":
             parts[name] = L.hard_ce(logits, b.gold.clamp(min=0), gold_mask)
         elif name == "hard":
@@ -141,7 +141,7 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
             proj = [p(state) for p in d.projections]  # K x (N, D_k)
             parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, spec.hidden_kind)
     total = sum(spec.losses[k] * v for k, v in parts.items())
-    return total, {k: float(v) for k, v in parts.items()}
+    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _student_tagger(student, tokenizer, labels, max_length):
@@ -166,7 +166,7 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
                 by_lang[lang][0].append(words)
                 by_lang[lang][1].append(gold)
             f1s = []
-            for lang, (ws, gs) in by_lang.items():
+            for ws, gs in by_lang.values():
                 pred = predict_tags(tagger, ws, cfg.distill.eval_batch_size)
                 f1s.append(score(gs, pred)["f1"])
             return sum(f1s) / len(f1s)
@@ -186,7 +186,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     from tqdm.auto import tqdm
 
     from xdistil.labeling import load_transfer
-    from xdistil.students import build_student, count_parameters, load_student, save_student
+    from xdistil.students import build_student, count_parameters, save_student
     from xdistil.taggers import load_tagger
     from xdistil.vocab import seen_piece_ids
 
@@ -309,7 +309,6 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
         done["stages"].append(spec.name)
         save_json(done, progress_path)
         save_json(metrics, metrics_path)
-    load_student  # noqa: B018 (imported for readers of this module: stage dirs load with it)
     return stage_dirs
 
 

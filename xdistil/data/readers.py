@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import regex
+from xdistil_export.text import split_words
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +190,8 @@ def read_tokens(path: str | Path, limit: int | None = None) -> Iterator[Sentence
         raise DataError(path, None, "empty file: no sentences found")
 
 
-# Words are runs of letters and digits with their combining marks (Indic vowel signs,
-# Arabic harakat), keeping inner apostrophes, hyphens and dots ("isn't", "3.5"); every
-# other non-space character (punctuation, danda, symbols) is a token of its own.
-_WORD = regex.compile(r"[\p{L}\p{N}][\p{L}\p{N}\p{M}]*(?:['’\-.][\p{L}\p{N}][\p{L}\p{N}\p{M}]*)*|\S")
-
-
-def split_words(text: str) -> list[str]:
-    """Unicode-aware word tokenizer for raw sentences (all scripts; punctuation split off)."""
-    return _WORD.findall(text)
+# `split_words` (imported above) lives in `xdistil_export.text`, so that the torch-free
+# runtime splits raw text exactly as training does.
 
 
 def read_raw(path: str | Path, limit: int | None = None) -> Iterator[Sentence]:
