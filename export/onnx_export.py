@@ -155,7 +155,10 @@ def export_model(
         _export_onnx(wrapper, _trace_batch(windows, specials.pad_id), tmp / MODEL_FILES["fp32"], opset)
         reference, _ = _torch_word_logits(tagger, sentences)
 
-        fp32 = Predictor(tmp, "fp32")
+        # One onnxruntime thread: with PyTorch's pool in the same process, two spinning
+        # thread pools fought over the cores and made the checks tens of times slower on a
+        # busy small machine. The checks run small batches; one thread is plenty.
+        fp32 = Predictor(tmp, "fp32", threads=1)
         parity = _parity(fp32, wrapper, windows, sentences, reference, specials.pad_id)
         parity.update(tolerance=tolerance, sentences=len(sentences), windows=len(windows),
                       longest_sentence_words=max(len(s) for s in sentences))
@@ -169,7 +172,7 @@ def export_model(
             manifest["files"]["model_int8"] = MODEL_FILES["int8"]
             _write_manifest(tmp, manifest)
             _quantize(tmp / MODEL_FILES["fp32"], tmp / MODEL_FILES["int8"])
-            q8 = Predictor(tmp, "int8")
+            q8 = Predictor(tmp, "int8", threads=1)
             p8 = _parity(q8, wrapper, windows, sentences, reference, specials.pad_id)
             p8["min_tag_agreement"] = int8_min_agreement
             manifest["int8"] = {
@@ -231,9 +234,8 @@ def _export_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor],
             dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
             do_constant_folding=True,
         )
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
-    _check_dynamic_axes(model, path)
+    onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data) too
+    _check_dynamic_axes(onnx.load(str(path), load_external_data=False), path)
 
 
 def _check_dynamic_axes(model, path: Path) -> None:
@@ -253,10 +255,11 @@ def _quantize(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs every skipped tensor on the root logger
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         use_external_data_format=src.stat().st_size > 1_800_000_000)
     finally:
         root.setLevel(level)
-    _check_dynamic_axes(onnx.load(str(dst)), dst)
+    _check_dynamic_axes(onnx.load(str(dst), load_external_data=False), dst)
 
 
 def _parity_set(tagger, specials, given, dev) -> list[list[str]]:

@@ -33,8 +33,17 @@ LABELS = list(DEFAULT_LABELS)
 RANDOM_INT8_AGREEMENT = 0.8  # see the module docstring
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread, and a busy 2-core machine makes two thread pools crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("export")
     teacher = make_tiny_teacher(root)
     tokenizer = AutoTokenizer.from_pretrained(teacher)
