@@ -385,21 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_teacher_train)
 
-    s = sub.add_parser("evaluate", help="entity-level F1/P/R (seqeval, IOB2) of any saved model",
-                       description="Evaluate a teacher, student or export directory on CoNLL files, or on a "
-                                   "language's dev split with --lang.")
-    s.add_argument("model", metavar="MODEL", help="model directory (teacher, student or ONNX export)")
-    s.add_argument("files", nargs="*", metavar="FILE", help="labeled CoNLL files")
-    s.add_argument("--lang", action="append", metavar="XX", help="evaluate on this language's dev split")
-    s.add_argument("--data-root")
-    s.add_argument("--limit", type=int, help="first N sentences only")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--any-labels", action="store_true", help="do not check tags against the model's labels")
-    s.add_argument("--strict", action="store_true")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(func=cmd_evaluate)
-
     s = sub.add_parser("label", help="label the transfer set once with the teacher(s)",
                        description="Build each language's transfer set (train beyond the budget with tags "
                                    "stripped, token files, raw sentences, HF datasets; de-duplicated) and store "
@@ -425,6 +410,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-eval", action="store_true", help="skip the dev evaluation at the end")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("evaluate", help="entity-level F1/P/R (seqeval, IOB2) of any saved model",
+                       description="Evaluate a teacher, student or export directory on CoNLL files, or on a "
+                                   "language's dev split with --lang.")
+    s.add_argument("model", metavar="MODEL", help="model directory (teacher, student or ONNX export)")
+    s.add_argument("files", nargs="*", metavar="FILE", help="labeled CoNLL files")
+    s.add_argument("--lang", action="append", metavar="XX", help="evaluate on this language's dev split")
+    s.add_argument("--data-root")
+    s.add_argument("--limit", type=int, help="first N sentences only")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--any-labels", action="store_true", help="do not check tags against the model's labels")
+    s.add_argument("--strict", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("export", help="export a model to ONNX (+ int8), checked against PyTorch",
                        description="Export a teacher, student or HF token classifier to a self-contained ONNX "

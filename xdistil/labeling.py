@@ -101,6 +101,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     if (out / MANIFEST).exists():
         log.info("transfer set already labeled: %s", out)
         return out
+    datasets.disable_progress_bars()  # one bar of ours instead of one per chunk
     state = PartialState()
     tc = cfg.transfer
     teachers = [load_tagger(d) for d in teacher_dirs]

@@ -1,0 +1,582 @@
+"""Latency benchmark: teachers and students in PyTorch and onnxruntime, side by side on this CPU.
+
+    python -m benchmarks.latency --teacher runs/bench/teacher --bilstm DIR --transformer DIR \
+        --out benchmarks/results/latency
+
+Every model is timed in one process with the same inputs and thread count: batch latency
+(batch 32 x 32 pieces, batch 256 x 32) and online latency (batch 1 x 32). Teachers run
+in PyTorch and ONNX Runtime fp32 (``--teacher-int8`` adds int8); students in PyTorch,
+ORT fp32 and ORT int8. Beside the real teacher, two teachers shaped like the reference
+models are timed: ``mbert-base`` (bert-base-multilingual-cased) and ``xlmr-base``
+(xlm-roberta-base), built from their public configs with random weights -- the same
+shapes, so the same cost (inputs are random in-vocabulary ids; cost does not depend on
+values). XtremeDistil's speedups (51x batch, 16x online) were measured against mBERT-base.
+
+What is timed: the module's forward under ``torch.inference_mode()`` (PyTorch) and
+``InferenceSession.run`` (ORT) on fixed random ids of shape (batch, seq) with a full
+attention mask; no tokenization. Each cell: warm-up calls, then calls until at least
+``min_repeats`` are done and ``cell_seconds`` have passed (at most ``max_repeats``);
+the median is reported. A call that takes longer than ``cell_seconds`` needs only one
+warm-up call, so the expensive cells (mBERT-shaped, batch 256) cost ``1 + min_repeats``
+calls.
+
+Writes into ``--out``: ``latency.json`` (machine, settings, models, every cell with its
+spread, speedups, targets), ``latency.md`` (tables) and the ``latency`` list (plus a
+``latency_report``) merged into ``summary.json``, keeping its other keys. Exports go to
+``--exports`` (default ``runs/latency/exports``; several GB for the shaped teachers, so
+not beside the committed results) and are reused when already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("benchmarks.latency")
+
+BATCHES = ((1, 32), (32, 32), (256, 32))  # (batch, seq): online, batch 32 (the paper's), large batch
+QUICK = {"batches": ((1, 32), (32, 32)), "warmup": 1, "min_repeats": 2, "max_repeats": 3, "cell_seconds": 0.0}
+REFERENCE = "mbert-base"  # the teacher XtremeDistil's speedups were measured against
+LOW_ID = 5  # random ids start here: clear of the usual special / padding ids
+SHAPED_TOLERANCE = 1e-3  # max |ORT fp32 - torch| logits of a shaped teacher's export
+SHAPED_MANIFEST = "shaped_export.json"
+
+# Public configs of the reference teachers (config.json of bert-base-multilingual-cased and
+# xlm-roberta-base); 7 labels (IOB2 over PER / LOC / ORG) as in xdistil.
+SHAPES: dict[str, tuple[str, dict]] = {
+    "mbert-base": ("bert", dict(vocab_size=119547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
+                                pad_token_id=0, layer_norm_eps=1e-12)),
+    "xlmr-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
+                                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
+                                      type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                                      layer_norm_eps=1e-5)),
+}
+
+# Targets of this project and what XtremeDistil (Table 16, E=50 H=200 BiLSTM) reported.
+# Both are for the int8 BiLSTM student in ORT over the mBERT-shaped teacher in PyTorch.
+TARGETS = (
+    {"name": "batch", "batch": 32, "seq": 32, "target": 150.0, "xtremedistil": 51.0,
+     "xtremedistil_setting": "GPU, batch 32"},
+    {"name": "online", "batch": 1, "seq": 32, "target": 50.0, "xtremedistil": 16.0,
+     "xtremedistil_setting": "CPU, batch 1"},
+)
+TARGET_CELL = {"kind": "bilstm", "runtime": "ort", "precision": "int8"}
+
+
+def shaped_config(name: str, labels: Sequence[str] | None = None):
+    """A transformers config with the shape of a reference teacher (`SHAPES`) and a 7-tag head."""
+    from transformers import AutoConfig
+
+    from xdistil import DEFAULT_LABELS
+
+    labels = list(labels or DEFAULT_LABELS)
+    model_type, fields = SHAPES[name]
+    return AutoConfig.for_model(model_type, **fields, id2label=dict(enumerate(labels)),
+                                label2id={lab: i for i, lab in enumerate(labels)})
+
+
+@dataclass
+class Subject:
+    """One model to time: its torch module (built on demand), its ONNX files and its cells."""
+
+    name: str
+    kind: str  # "hf" | "bilstm" | "transformer" | "shaped"
+    role: str  # "teacher" | "student"
+    params: int
+    vocab_size: int
+    onnx: dict[str, Path]  # precision -> file
+    cells: list[tuple[str, str]]  # (runtime, precision)
+    info: dict = field(default_factory=dict)
+
+
+# ---- timing ----------------------------------------------------------------------------
+
+
+def time_cell(fn: Callable[[], object], warmup: int, min_repeats: int, max_repeats: int,
+              cell_seconds: float) -> dict:
+    """Warm up, then time ``fn`` until ``min_repeats`` calls and ``cell_seconds`` (at most ``max_repeats``)."""
+    warm = 0
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        warm += 1
+        if time.perf_counter() - t0 > cell_seconds:  # a long call: one warm-up is enough
+            break
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max(1, max_repeats) and (
+        len(times) < max(1, min_repeats) or time.perf_counter() - start < cell_seconds
+    ):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    ms = [1e3 * t for t in times]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
+            "mean_ms": statistics.fmean(ms), "repeats": len(ms), "warmup": warm}
+
+
+def _inputs(vocab_size: int, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, batch, seq])
+    low = min(LOW_ID, vocab_size - 1)
+    ids = rng.integers(low, vocab_size, size=(batch, seq), dtype=np.int64)  # (B, T)
+    return ids, np.ones((batch, seq), dtype=np.int64)  # (B, T) full attention mask
+
+
+def _time_torch(module, subject: Subject, batches, seed: int, timing: dict) -> list[dict]:
+    import torch
+
+    out = []
+    module.eval()
+    for batch, seq in batches:
+        ids, mask = (torch.from_numpy(a) for a in _inputs(subject.vocab_size, batch, seq, seed))
+        word_mask = mask.bool()  # the export's contract: logits need no real word mask
+
+        def call(ids=ids, mask=mask, word_mask=word_mask):
+            with torch.inference_mode():
+                return module(ids, mask, word_mask).logits  # (B, T, C)
+
+        out.append(_record(subject, "torch", "fp32", batch, seq, time_cell(call, **timing)))
+    return out
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _time_ort(subject: Subject, precision: str, batches, threads: int, seed: int, timing: dict) -> list[dict]:
+    session = _ort_session(subject.onnx[precision], threads)
+    out = []
+    for batch, seq in batches:
+        ids, mask = _inputs(subject.vocab_size, batch, seq, seed)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        out.append(_record(subject, "ort", precision, batch, seq,
+                           time_cell(lambda feeds=feeds: session.run(["logits"], feeds), **timing)))
+    return out  # the session (and its thread pool) goes with this frame
+
+
+def _record(subject: Subject, runtime: str, precision: str, batch: int, seq: int, t: dict) -> dict:
+    r = {"model": subject.name, "runtime": runtime, "precision": precision, "batch": batch, "seq": seq, **t}
+    log.info("%-12s %-5s %-4s batch %4d x %d: median %9.2f ms (%d runs, min %.2f, max %.2f)", subject.name,
+             runtime, precision, batch, seq, t["median_ms"], t["repeats"], t["min_ms"], t["max_ms"])
+    return r
+
+
+# ---- exports ---------------------------------------------------------------------------
+
+
+def _newest_mtime(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
+
+
+def ensure_export(model_dir: Path, dest: Path, int8: bool, export_kwargs: dict) -> tuple[dict, bool]:
+    """`export_model` into ``dest`` unless an export of the same, unchanged source is already there."""
+    from xdistil_export.onnx_export import export_model
+    from xdistil_export.runtime import MANIFEST
+
+    manifest_file = dest / MANIFEST
+    if manifest_file.is_file():
+        m = json.loads(manifest_file.read_text(encoding="utf-8"))
+        same_source = m.get("source") == str(model_dir.resolve())
+        fresh = _newest_mtime(model_dir) <= manifest_file.stat().st_mtime
+        if same_source and fresh and (not int8 or m.get("files", {}).get("model_int8")):
+            log.info("reusing export %s", dest)
+            return m, True
+    log.info("exporting %s -> %s (int8: %s)", model_dir, dest, int8)
+    return export_model(model_dir, dest, int8=int8, **export_kwargs), False
+
+
+def _shape_key(config) -> dict:
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "intermediate_size", "max_position_embeddings", "type_vocab_size", "pad_token_id", "num_labels")
+    return {k: getattr(config, k, None) for k in keys}
+
+
+def _build_shaped(config, seed: int):
+    """A random HF token classifier of ``config``'s shape, wrapped as a tagger (eval mode)."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from xdistil.taggers import HFTagger
+
+    torch.manual_seed(seed)
+    return HFTagger(AutoModelForTokenClassification.from_config(config)).eval()
+
+
+def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opset: int, seed: int,
+                         threads: int) -> tuple[dict, bool]:
+    """Export a shaped teacher (no tokenizer, so not `export_model`) with the same graph and checks.
+
+    The graph is `export_model`'s: ``_LogitsOnly`` over the tagger, traced on a padded
+    batch, dynamic batch / sequence axes checked, int8 by the same dynamic quantization.
+    Parity: ORT fp32 against PyTorch on one random batch (max abs logits difference).
+    """
+    import torch
+    from xdistil_export.onnx_export import _export_onnx, _LogitsOnly, _quantize
+    from xdistil_export.runtime import MODEL_FILES
+
+    key = _shape_key(config)
+    manifest_file = dest / SHAPED_MANIFEST
+    if manifest_file.is_file():
+        m = json.loads(manifest_file.read_text(encoding="utf-8"))
+        if m.get("shape") == key and m.get("seed") == seed and (not int8 or m["files"].get("model_int8")):
+            log.info("reusing export %s", dest)
+            return m, True
+    log.info("exporting %s-shaped teacher -> %s (int8: %s)", name, dest, int8)
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest_file.unlink(missing_ok=True)  # written last: its presence means the files are complete
+    wrapper = _LogitsOnly(module).eval()
+    ids, mask = (torch.from_numpy(a) for a in _inputs(config.vocab_size, 2, 16, seed))
+    mask[1, 8:] = 0  # trace on a padded batch, as export_model does
+    _export_onnx(wrapper, (ids, mask), dest / MODEL_FILES["fp32"], opset)
+    ids, mask = _inputs(config.vocab_size, 3, 12, seed + 1)
+    with torch.inference_mode():
+        expected = wrapper(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()  # (B, T, C)
+    got = _ort_session(dest / MODEL_FILES["fp32"], threads).run(
+        ["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+    diff = float(np.abs(got - expected).max())
+    if diff > SHAPED_TOLERANCE:
+        raise RuntimeError(f"{name}: ONNX logits differ from PyTorch by {diff:.2e} (> {SHAPED_TOLERANCE})")
+    files = {"model": MODEL_FILES["fp32"], "model_int8": None}
+    if int8:
+        _quantize(dest / MODEL_FILES["fp32"], dest / MODEL_FILES["int8"])
+        files["model_int8"] = MODEL_FILES["int8"]
+    m = {"format": "xdistil-latency-shaped-export", "name": name, "shape": key, "seed": seed, "opset": opset,
+         "files": files, "parity_max_abs_diff": diff, "weights": "random (cost depends on shapes, not values)",
+         "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    manifest_file.write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+    return m, False
+
+
+def _vocab_size(module) -> int:
+    inner = getattr(module, "model", None)
+    if inner is not None and hasattr(inner, "get_input_embeddings"):
+        return int(inner.get_input_embeddings().num_embeddings)  # HF teacher / Transformer student
+    return int(module.embeddings.num_embeddings)  # BiLSTM student
+
+
+def _onnx_files(folder: Path, files: dict) -> dict[str, Path]:
+    out = {"fp32": folder / files["model"]}
+    if files.get("model_int8"):
+        out["int8"] = folder / files["model_int8"]
+    return out
+
+
+def _file_mb(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 2)
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+
+def machine_info(threads: int, command: str | None = None) -> dict:
+    import onnxruntime
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "threads": threads,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def run(
+    models: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    batches: Sequence[tuple[int, int]] = BATCHES,
+    *,
+    warmup: int = 2,
+    min_repeats: int = 3,
+    max_repeats: int = 100,
+    cell_seconds: float = 1.0,
+    threads: int | None = None,
+    shapes: Sequence[str] | Mapping[str, object] = ("mbert-base", "xlmr-base"),
+    teacher_int8: bool = False,
+    exports_dir: str | os.PathLike | None = None,
+    reference: str = REFERENCE,
+    export_kwargs: dict | None = None,
+    opset: int = 17,
+    seed: int = 0,
+    command: str | None = None,
+) -> dict:
+    """Time every model side by side; write ``latency.json``, ``latency.md``, ``summary.json``.
+
+    ``models``: name -> model folder (teacher, student or any HF token classifier; a
+    teacher is a folder that loads as kind "hf"). ``shapes``: names from `SHAPES`, or
+    name -> transformers config (tests pass tiny ones). ``reference``: the model (timed in
+    PyTorch fp32) the targets are measured against. ``threads``: torch and ORT intra-op
+    threads (default: all usable cores). ``export_kwargs`` go to `export_model`.
+    Returns the content of ``latency.json``.
+    """
+    import torch
+
+    from xdistil.taggers import load_tagger
+
+    out = Path(out_dir)
+    exports = Path(exports_dir) if exports_dir is not None else out / "exports"
+    threads = int(threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+    batches = [(int(b), int(s)) for b, s in batches]
+    shape_configs = {n: shaped_config(n) for n in shapes} if not isinstance(shapes, Mapping) else dict(shapes)
+    if set(shape_configs) & set(models):
+        raise ValueError(f"model names clash with shaped teachers: {sorted(set(shape_configs) & set(models))}")
+    timing = {"warmup": warmup, "min_repeats": min_repeats, "max_repeats": max_repeats, "cell_seconds": cell_seconds}
+    machine = machine_info(threads, command)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    results: list[dict] = []
+    subjects: list[Subject] = []
+    try:
+        for name, model_dir in models.items():
+            model_dir = Path(model_dir)
+            tagger = load_tagger(model_dir)
+            role = "teacher" if tagger.kind == "hf" else "student"
+            int8 = role == "student" or teacher_int8
+            manifest, reused = ensure_export(model_dir, exports / name, int8, dict(export_kwargs or {}))
+            cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
+            subj = Subject(name, tagger.kind, role, tagger.param_count(), _vocab_size(tagger.module),
+                           _onnx_files(exports / name, manifest["files"]), cells,
+                           {"source": str(model_dir), "export": str(exports / name), "export_reused": reused})
+            results += _time_subject(subj, tagger.module, batches, threads, seed, timing)
+            subjects.append(subj)
+            del tagger
+            gc.collect()
+        for name, config in shape_configs.items():
+            module = _build_shaped(config, seed)
+            manifest, reused = ensure_shaped_export(name, config, module, exports / name, teacher_int8, opset,
+                                                    seed, threads)
+            cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if teacher_int8 else [])
+            params = sum(p.numel() for p in module.parameters())
+            subj = Subject(name, "shaped", "teacher", params, int(config.vocab_size),
+                           _onnx_files(exports / name, manifest["files"]), cells,
+                           {"shape": _shape_key(config), "weights": "random", "export": str(exports / name),
+                            "export_reused": reused,
+                            "attn_implementation": getattr(module.model.config, "_attn_implementation", None),
+                            "parity_max_abs_diff": manifest["parity_max_abs_diff"]})
+            results += _time_subject(subj, module, batches, threads, seed, timing)
+            subjects.append(subj)
+            del module
+            gc.collect()
+    finally:
+        torch.set_num_threads(before)
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+    teachers = [s.name for s in subjects if s.role == "teacher"]
+    references = ([reference] if reference in teachers else []) + [t for t in teachers if t != reference
+                                                                   and t not in shape_configs]
+    students = [s for s in subjects if s.role == "student"]
+    report = {
+        "machine": machine,
+        "settings": {"batches": [list(b) for b in batches], "threads": threads, **timing, "seed": seed,
+                     "inputs": "random in-vocabulary ids (batch, seq), full attention mask; no tokenization",
+                     "torch": "module(input_ids, attention_mask, word_mask) under torch.inference_mode()",
+                     "ort": "InferenceSession.run, CPUExecutionProvider, intra_op threads = threads, inter_op 1",
+                     "reference": reference, "wall_s": round(time.perf_counter() - started, 1)},
+        "models": [{"name": s.name, "kind": s.kind, "role": s.role, "params": s.params, "vocab_size": s.vocab_size,
+                    "onnx_mb": {p: _file_mb(f) for p, f in s.onnx.items()}, **s.info} for s in subjects],
+        "results": results,
+        "speedups": speedups(results, references, [s.name for s in students]),
+    }
+    report["targets"] = targets(report["speedups"], [s.name for s in students if s.kind == TARGET_CELL["kind"]],
+                                reference)
+    write_outputs(report, out)
+    return report
+
+
+def _time_subject(subj: Subject, module, batches, threads: int, seed: int, timing: dict) -> list[dict]:
+    """All cells of one model, runtime by runtime (one thread pool busy at a time)."""
+    out = []
+    for runtime, precision in subj.cells:
+        if runtime == "torch":
+            out += _time_torch(module, subj, batches, seed, timing)
+        else:
+            out += _time_ort(subj, precision, batches, threads, seed, timing)
+            gc.collect()
+    return out
+
+
+def speedups(results: Sequence[dict], references: Sequence[str], students: Sequence[str]) -> list[dict]:
+    """Speedup of every student cell over each reference in PyTorch fp32 at the same (batch, seq)."""
+    median = {(r["model"], r["runtime"], r["precision"], r["batch"], r["seq"]): r["median_ms"] for r in results}
+    out = []
+    for ref in references:
+        for r in results:
+            base = median.get((ref, "torch", "fp32", r["batch"], r["seq"]))
+            if r["model"] not in students or base is None:
+                continue
+            out.append({"model": r["model"], "runtime": r["runtime"], "precision": r["precision"],
+                        "batch": r["batch"], "seq": r["seq"], "reference": ref, "reference_runtime": "torch",
+                        "reference_precision": "fp32", "reference_ms": base, "median_ms": r["median_ms"],
+                        "speedup": base / r["median_ms"]})
+    return out
+
+
+def targets(speedup_rows: Sequence[dict], target_models: Sequence[str], reference: str) -> list[dict]:
+    """The 150x / 50x targets (and XtremeDistil's 51x / 16x) for each int8 BiLSTM student in ORT."""
+    out = []
+    for model in target_models:
+        for t in TARGETS:
+            row = next((s for s in speedup_rows if s["model"] == model and s["reference"] == reference
+                        and s["runtime"] == TARGET_CELL["runtime"] and s["precision"] == TARGET_CELL["precision"]
+                        and (s["batch"], s["seq"]) == (t["batch"], t["seq"])), None)
+            x = None if row is None else row["speedup"]
+            out.append({**t, "model": model, "runtime": TARGET_CELL["runtime"], "precision": TARGET_CELL["precision"],
+                        "reference": f"{reference} torch fp32", "speedup": x,
+                        "met": None if x is None else bool(x >= t["target"]),
+                        "beats_xtremedistil": None if x is None else bool(x >= t["xtremedistil"])})
+    return out
+
+
+# ---- outputs ---------------------------------------------------------------------------
+
+SUMMARY_KEYS = ("model", "runtime", "precision", "batch", "seq", "median_ms")
+
+
+def write_outputs(report: dict, out: Path) -> None:
+    """``latency.json``, ``latency.md``, and ``summary.json`` with its ``latency`` list replaced.
+
+    The list is replaced, not appended to: its cells must come from one run (one machine
+    state) to be compared. Every other key of ``summary.json`` is kept.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "latency.json", report)
+    summary_file = out / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    summary["latency"] = [{k: r[k] for k in SUMMARY_KEYS} for r in report["results"]]
+    summary["latency_report"] = {"file": "latency.json", "machine": report["machine"],
+                                 "settings": report["settings"], "targets": report["targets"],
+                                 "speedups": [{k: s[k] for k in ("model", "runtime", "precision", "batch", "seq",
+                                                                 "reference", "speedup")} for s in report["speedups"]]}
+    _write_json(summary_file, summary)
+    (out / "latency.md").write_text(markdown(report), encoding="utf-8")
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _ms(x: float) -> str:
+    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
+
+
+def markdown(report: dict) -> str:
+    m, st = report["machine"], report["settings"]
+    batches = [tuple(b) for b in st["batches"]]
+    cell = {(r["model"], r["runtime"], r["precision"], r["batch"], r["seq"]): r for r in report["results"]}
+    lines = ["# Latency", "", f"Command: `{m['command']}`", "",
+             f"Machine: {m['cpu']}, {m['usable_cpus']} usable cores; intra-op threads: {st['threads']}, the same "
+             f"for PyTorch and ONNX Runtime; torch {m['torch']}, onnxruntime {m['onnxruntime']}, transformers "
+             f"{m['transformers']}. Load average at start {_load(m.get('loadavg_start'))}, at end "
+             f"{_load(m.get('loadavg_end'))} (other work on the machine inflates every number).", "",
+             f"Median ms per call over random in-vocabulary ids with a full mask (no tokenization); "
+             f"{st['warmup']} warm-up call(s), then at least {st['min_repeats']} and at most {st['max_repeats']} "
+             f"calls or {st['cell_seconds']} s per cell. Shaped teachers have random weights with the public "
+             f"configs' shapes. Whole run: {st['wall_s']} s.", "",
+             "| model | kind | params | runtime | precision | " + " | ".join(f"batch {b} x {s}" for b, s in batches)
+             + " |", "|---|---|---:|---|---|" + "---:|" * len(batches)]
+    for mod in report["models"]:
+        for runtime, precision in sorted({(r["runtime"], r["precision"]) for r in report["results"]
+                                          if r["model"] == mod["name"]}, key=lambda c: (c[0] != "torch", c)):
+            vals = [cell.get((mod["name"], runtime, precision, b, s)) for b, s in batches]
+            lines.append(f"| {mod['name']} | {mod['kind']} | {_params(mod['params'])} | {runtime} | {precision} | "
+                         + " | ".join(_ms(v["median_ms"]) if v else "-" for v in vals) + " |")
+    refs = list(dict.fromkeys(s["reference"] for s in report["speedups"]))
+    if refs:
+        order = sorted(batches, key=lambda b: (b[0] != 32, b))  # batch 32 first: the paper's setting
+        cols = [(ref, b) for ref in refs for b in order]
+        speed = {(s["model"], s["runtime"], s["precision"], s["reference"], s["batch"], s["seq"]): s["speedup"]
+                 for s in report["speedups"]}
+        lines += ["", "## Speedups of the students over the teachers in PyTorch (fp32)", "",
+                  "| student | runtime | precision | " + " | ".join(f"vs {r} torch, batch {b}" for r, (b, _) in cols)
+                  + " |", "|---|---|---|" + "---:|" * len(cols)]
+        for key in dict.fromkeys((s["model"], s["runtime"], s["precision"]) for s in report["speedups"]):
+            vals = [speed.get((*key, r, b, s)) for r, (b, s) in cols]
+            lines.append(f"| {' | '.join(key)} | " + " | ".join("-" if v is None else f"{v:.1f}x" for v in vals) + " |")
+    lines += ["", "## Targets (int8 BiLSTM student in ORT over the mBERT-shaped teacher in PyTorch)", ""]
+    if report["targets"]:
+        lines += ["| student | setting | speedup | target | met | XtremeDistil | XtremeDistil setting |",
+                  "|---|---|---:|---:|---|---:|---|"]
+        for t in report["targets"]:
+            x = "not measured" if t["speedup"] is None else f"{t['speedup']:.1f}x"
+            met = "not measured" if t["met"] is None else ("**met**" if t["met"] else "**not met**")
+            lines.append(f"| {t['model']} | {t['name']} (batch {t['batch']} x {t['seq']}) | {x} | "
+                         f"{t['target']:.0f}x | {met} | {t['xtremedistil']:.0f}x | {t['xtremedistil_setting']} |")
+        lines += ["", "XtremeDistil's 51x batch speedup was measured on a GPU and its 16x online speedup on a CPU, "
+                  "both against mBERT-base in PyTorch; the numbers here are all on this machine's CPU."]
+    else:
+        lines.append("No int8 BiLSTM student was timed: targets not evaluated.")
+    return "\n".join(lines) + "\n"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
+def _load(avg) -> str:
+    return "n/a" if not avg else "/".join(f"{a:.2f}" for a in avg)
+
+
+# ---- CLI -------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", help="the real teacher's folder (timed in torch and ORT)")
+    p.add_argument("--bilstm", help="BiLSTM student folder")
+    p.add_argument("--transformer", help="Transformer student folder")
+    p.add_argument("--out", default="benchmarks/results/latency", help="latency.json / latency.md / summary.json")
+    p.add_argument("--exports", default="runs/latency/exports", help="ONNX exports (reused when already there)")
+    p.add_argument("--threads", type=int, help="torch and ORT intra-op threads (default: all usable cores)")
+    p.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES),
+                   help="reference-shaped teachers to time (default: all; none with an empty list)")
+    p.add_argument("--teacher-int8", action="store_true", help="also time the teachers in ORT int8")
+    p.add_argument("--quick", action="store_true", help="smoke test: few repeats, no batch 256")
+    args = p.parse_args(argv)
+    command = shlex.join(["python", "-m", "benchmarks.latency", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    models = {n: d for n, d in (("teacher", args.teacher), ("bilstm", args.bilstm),
+                                ("transformer", args.transformer)) if d}
+    if not models and not args.shapes:
+        p.error("nothing to time: give --teacher / --bilstm / --transformer or --shapes")
+    kwargs = dict(QUICK) if args.quick else {}
+    report = run(models, args.out, threads=args.threads, shapes=args.shapes, teacher_int8=args.teacher_int8,
+                 exports_dir=args.exports, command=command, **kwargs)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
