@@ -156,6 +156,18 @@ def test_distill_stages_resume_and_load(trained, monkeypatch):
         m = evaluate_dev(d, cfg, progress=False)
         assert 0 <= m["dev"]["xx"]["f1"] <= 100 and m["params"] < 100_000
 
+    # continuing from a saved student starts from its weights, not from scratch
+    from xdistil.config import from_dict, to_dict
+    from xdistil.students import load_student
+
+    raw = to_dict(cfg)
+    raw["distill"].update({"init_from": str(dirs[-1]), "stages": [{"name": "more", "losses": {"soft": 1.0},
+                                                                   "unfreeze": False, "epochs": 1, "lr": 1e-9}]})
+    more = stages.distill(from_dict(type(cfg), raw), transfer, teacher, tmp / "distill-more", progress=False)
+    a, b = load_student(dirs[-1])[0], load_student(more[0])[0]
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=0, msg=name)
+
 
 def test_run_pipeline_cli(tmp_path, teacher_src, capsys):
     import yaml

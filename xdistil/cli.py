@@ -218,7 +218,6 @@ def cmd_evaluate(args) -> int:
     from xdistil.data.readers import read_conll
     from xdistil.data.sources import dev_sentences
     from xdistil.evaluate import evaluate_tagger, format_scores
-    from xdistil.taggers import load_tagger
 
     tagger = load_model_any(args.model)
     labels = getattr(tagger, "labels", None)
@@ -241,7 +240,6 @@ def cmd_evaluate(args) -> int:
     else:
         for name, m in results.items():
             print(format_scores(name, m))
-    del load_tagger
     return 0
 
 

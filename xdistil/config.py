@@ -222,6 +222,8 @@ class DistillConfig:
     """A preset name (staged, xtremedistil, gold-only) or a list of stage specs."""
     teacher_layer: int = 6
     """Teacher layer the hidden loss targets (must be one of transfer.layers)."""
+    init_from: str | None = None
+    """Continue from a saved student directory instead of building a new one (same labels)."""
     teacher_weighting: str = "mtbert"
     """How several teachers are weighted: mtbert (1/(1+task loss)), uniform, best."""
     seed: int = 13

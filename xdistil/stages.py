@@ -186,7 +186,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     from tqdm.auto import tqdm
 
     from xdistil.labeling import load_transfer
-    from xdistil.students import build_student, count_parameters, save_student
+    from xdistil.students import build_student, count_parameters, load_student, save_student
     from xdistil.taggers import load_tagger
     from xdistil.vocab import seen_piece_ids
 
@@ -208,11 +208,17 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     if needs_hidden and layer not in manifest["layers"]:
         raise ValueError(f"distill.teacher_layer {layer} was not stored; the transfer set has {manifest['layers']}")
 
-    teacher = load_tagger(teacher_dir)
-    all_words = (list(w) for w in ds["words"])
-    seen = seen_piece_ids(teacher.tokenizer, all_words)
-    student, tokenizer = _build(cfg, build_student, teacher, seen, labels)
-    del teacher
+    if cfg.distill.init_from:
+        student, tokenizer, init_labels, _ = load_student(cfg.distill.init_from)
+        if list(init_labels) != list(labels):
+            raise ValueError(f"distill.init_from {cfg.distill.init_from} predicts {init_labels}, "
+                             f"the transfer set has {labels}")
+    else:
+        teacher = load_tagger(teacher_dir)
+        all_words = (list(w) for w in ds["words"])
+        seen = seen_piece_ids(teacher.tokenizer, all_words)
+        student, tokenizer = _build(cfg, build_student, teacher, seen, labels)
+        del teacher
     with torch.no_grad():
         probe = tokenizer(["x"], is_split_into_words=True, return_tensors="pt")
         o = student(probe["input_ids"], probe["attention_mask"], torch.zeros_like(probe["input_ids"], dtype=torch.bool))
@@ -281,7 +287,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                     torch.nn.utils.clip_grad_norm_(trainable, 5.0)
                     opt.step()
                     tokens += int(b.inputs["attention_mask"].sum())
-                    run_loss = 0.9 * run_loss + 0.1 * float(loss) if run_loss else float(loss)
+                    run_loss = 0.9 * run_loss + 0.1 * loss.item() if run_loss else loss.item()
                     bar.set_postfix(loss=f"{run_loss:.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
                 metric = select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher)
                 history.append({"epoch": epoch + 1, "loss": run_loss, "select": metric})
