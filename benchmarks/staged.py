@@ -22,7 +22,8 @@ from xdistil.config import RunConfig, from_dict, load_yaml, save_json, to_dict
 # Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),
 # the staged BiLSTM trained further on soft targets, the XtremeDistil order, and a small
 # Transformer. Their stage lists live in the config.
-VARIANTS = ["bilstm-gold-only", "bilstm-staged", "bilstm-staged-long", "bilstm-xtremedistil", "transformer"]
+VARIANTS = ["bilstm-gold-only", "bilstm-staged", "bilstm-staged-long", "bilstm2-staged-long", "bilstm-xtremedistil",
+            "transformer"]
 
 
 def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
