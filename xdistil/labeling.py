@@ -6,6 +6,11 @@ states of the chosen layers (``t{k}_h{L}``, flattened n_words x H). Chunks are H
 ``datasets`` (Arrow) directories written atomically; a rerun skips the chunks that are
 done, so an interrupted run loses at most one chunk. Memory is bounded by one chunk.
 
+Under ``accelerate launch`` every process reads the same rows and labels every N-th chunk
+(chunk g, counted over all languages, goes to process g % N) on its own device; the main
+process lists the chunks of all processes into the manifest after a barrier. Readers
+memory-map the chunks (`load_transfer`), so a transfer set never has to fit in memory.
+
     transfer/
       chunks/<lang>-00000/ ...   one Arrow dataset per chunk
       manifest.json              written last: teachers, layers, counts, versions, speed
@@ -93,16 +98,20 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     """Label every language's transfer set with the teachers; resumable and chunked."""
     import datasets
     from accelerate import PartialState
+    from accelerate.utils import gather_object, parse_flag_from_env
     from tqdm.auto import tqdm
 
     from xdistil.taggers import load_tagger
+    from xdistil.teachers import OnDevice, check_launch
 
     out = Path(out_dir)
     if (out / MANIFEST).exists():
         log.info("transfer set already labeled: %s", out)
         return out
     datasets.disable_progress_bars()  # one bar of ours instead of one per chunk
-    state = PartialState()
+    # Accelerator() reads ACCELERATE_USE_CPU itself; PartialState needs it said (gloo on CPU)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_launch(state.num_processes)
     tc = cfg.transfer
     teachers = [load_tagger(d) for d in teacher_dirs]
     for d, t in zip(teacher_dirs, teachers, strict=True):
@@ -112,19 +121,20 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
         n_layers = getattr(n_layers, "num_hidden_layers", None)
         if n_layers is not None and any(not 0 <= layer <= n_layers for layer in tc.layers):
             raise ValueError(f"transfer.layers {tc.layers}: teacher {d} has layers 0..{n_layers}")
-        t.module = TimedModule(t.module)
+        t.module = TimedModule(OnDevice(t.module.to(state.device), state.device, tuple(tc.layers)))
     chunks_dir = out / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
-    words_total, sents_labeled, wall = 0, 0, 0.0
+    words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
     for lang in cfg.data.languages:
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
+            g += 1  # chunk number over all languages: decides which process labels it
             for r in rows:
                 counts[lang][r.split] = counts[lang].get(r.split, 0) + 1
             name = f"{lang}-{i:05d}"
-            if (chunks_dir / name).exists() or i % state.num_processes != state.process_index:
+            if (chunks_dir / name).exists() or g % state.num_processes != state.process_index:
                 bar.update(len(rows))
                 continue
             t0 = time.perf_counter()
@@ -140,9 +150,17 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             bar.update(len(rows))
             bar.set_postfix(sent_s=f"{sents_labeled / max(wall, 1e-9):.0f}")
     bar.close()
-    state.wait_for_everyone()
     forward_s = sum(t.module.seconds for t in teachers)
+    # every process's own figures, gathered (a collective: all processes get here)
+    per_process = gather_object([{"sentences": sents_labeled, "words": words_total, "wall_s": wall,
+                                  "forward_s": forward_s}])
+    state.wait_for_everyone()  # every chunk is on disk
     if state.is_main_process:
+        sents_all = sum(p["sentences"] for p in per_process)
+        # processes run side by side: the run took as long as its slowest process
+        wall_max = max(p["wall_s"] for p in per_process)
+        fwd_max = max(p["forward_s"] for p in per_process)
+        wall_sum, fwd_sum = sum(p["wall_s"] for p in per_process), sum(p["forward_s"] for p in per_process)
         manifest = {
             "teachers": [{"path": str(d), "labels": t.labels, "max_length": t.max_length,
                           "params": t.param_count()} for d, t in zip(teacher_dirs, teachers, strict=True)],
@@ -153,25 +171,33 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             "chunks": sorted(p.name for p in chunks_dir.iterdir() if not p.name.endswith(".tmp")),
             "hidden_dtype": tc.hidden_dtype,
             "throughput": {
-                "sentences_labeled_this_run": sents_labeled,
-                "words_labeled_this_run": words_total,
-                "label_sentences_per_s": round(sents_labeled / wall, 1) if wall else None,
-                "forward_sentences_per_s": round(sents_labeled / forward_s, 1) if forward_s else None,
-                "overhead": round(wall / forward_s, 3) if forward_s else None,
+                "processes": state.num_processes,
+                "sentences_labeled_this_run": sents_all,
+                "words_labeled_this_run": sum(p["words"] for p in per_process),
+                "label_sentences_per_s": round(sents_all / wall_max, 1) if wall_max else None,
+                "forward_sentences_per_s": round(sents_all / fwd_max, 1) if fwd_max else None,
+                "overhead": round(wall_sum / fwd_sum, 3) if fwd_sum else None,
+                "per_process": [{**p, "wall_s": round(p["wall_s"], 3), "forward_s": round(p["forward_s"], 3)}
+                                for p in per_process],
             },
             "config": to_dict(cfg.transfer),
             "versions": versions(),
         }
         save_json(manifest, out / MANIFEST)
         tp = manifest["throughput"]
-        if sents_labeled:
-            print(f"labeled {sents_labeled} sentences: {tp['label_sentences_per_s']} sent/s end-to-end, "
-                  f"teacher forward alone {tp['forward_sentences_per_s']} sent/s (x{tp['overhead']} overhead)")
+        if sents_all:
+            print(f"labeled {sents_all} sentences: {tp['label_sentences_per_s']} sent/s end-to-end, "
+                  f"teacher forward alone {tp['forward_sentences_per_s']} sent/s (x{tp['overhead']} overhead)"
+                  + (f", {state.num_processes} processes" if state.num_processes > 1 else ""))
+    state.wait_for_everyone()  # no process reads the transfer set before its manifest exists
     return out
 
 
 def _hidden_size(tagger) -> int | None:
-    cfg = getattr(getattr(tagger.module, "inner", tagger.module), "model", None)
+    module = tagger.module
+    while hasattr(module, "inner"):  # TimedModule / OnDevice wrappers
+        module = module.inner
+    cfg = getattr(module, "model", None)
     return getattr(getattr(cfg, "config", None), "hidden_size", None)
 
 
@@ -185,6 +211,21 @@ def load_transfer(path: str | Path, splits: tuple[str, ...] | None = None, langs
              if langs is None or c.rsplit("-", 1)[0] in langs]
     ds = datasets.concatenate_datasets(parts)
     if splits is not None:
-        keep = [i for i, s in enumerate(ds["split"]) if s in splits]
-        ds = ds.select(keep)
+        _, rows = scan_transfer(ds)
+        ds = ds.select(sorted(i for s in splits for i in rows.get(s, [])))
     return ds, manifest
+
+
+def scan_transfer(ds, batch_size: int = 10_000) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Words per row and the row numbers of every split, read from the memory-mapped set in
+    Arrow batches: memory grows by a few integers a row, never by the rows themselves."""
+    import pyarrow.compute as pc
+
+    lengths, rows, start = [], {}, 0
+    for t in ds.select_columns(["words", "split"]).with_format("arrow").iter(batch_size=batch_size):
+        lengths.append(pc.list_value_length(t["words"]).to_numpy(zero_copy_only=False).astype(np.int64))
+        split = t["split"].to_numpy(zero_copy_only=False)
+        for name in np.unique(split):
+            rows.setdefault(str(name), []).extend((np.flatnonzero(split == name) + start).tolist())
+        start += t.num_rows
+    return (np.concatenate(lengths) if lengths else np.zeros(0, np.int64)), rows

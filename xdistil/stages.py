@@ -13,6 +13,11 @@ resumes at the last finished step; after every stage the student is saved on its
       checkpoint/                 weights after the last finished step
       stage1-hard/ stage2-soft/   a complete student after each stage
       final -> last stage         (a copy of the last stage's student)
+
+Under ``accelerate launch`` it is data-parallel (DDP): every process trains on its share
+of each epoch's batches, the selection metric is computed by the main process and
+broadcast (so all processes stop early together), and only the main process writes.
+The transfer set stays memory-mapped; only row lengths and split row numbers are in memory.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ class Batch:
     tags: torch.Tensor  # (K, N) teacher hard tags
     logits: torch.Tensor  # (K, N, C) teacher logits
     hidden: list[torch.Tensor]  # K tensors (N, D_k): the teacher layer the hidden loss targets
+
+    def to(self, device) -> Batch:
+        if torch.device(device).type == "cpu":
+            return self
+        return Batch({k: v.to(device) for k, v in self.inputs.items()}, self.gold.to(device), self.tags.to(device),
+                     self.logits.to(device), [h.to(device) for h in self.hidden])
 
 
 class TransferBatcher:
@@ -105,6 +116,18 @@ class Distiller(nn.Module):
         self.student = student
         self.projections = nn.ModuleList([L.Projection(student_dim, d) for d in teacher_dims])
 
+    def forward(self, inputs: dict, student_layer: int | None = None, with_logits: bool = True):
+        """(word logits (N, C), projections of student layer ``student_layer`` per teacher or None).
+
+        Training runs through here so that a DDP wrapper sees the forward; it returns only
+        what the loss uses (logits detached when ``with_logits`` is False)."""
+        out = self.student(**inputs)
+        logits = out.word_logits if with_logits else out.word_logits.detach()
+        if student_layer is None:
+            return logits, None
+        state = out.words(out.hidden_states[student_layer])  # (N, H_student)
+        return logits, [p(state) for p in self.projections]  # K x (N, D_k)
+
     def groups(self, spec: StageSpec) -> list[tuple[str, list[nn.Parameter]]]:
         """Top-down unfreezing order for this stage: output, projection, encoder, embeddings."""
         student = self.student.param_groups()
@@ -116,16 +139,19 @@ class Distiller(nn.Module):
 
 
 def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, student_layer: int,
-               weighting: str) -> tuple[torch.Tensor, dict]:
-    """The stage's weighted loss on one batch; every loss sees only scored words."""
-    logits = out.word_logits  # (N, C)
-    mask = torch.ones(logits.shape[0], dtype=torch.bool)
+               weighting: str, proj: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """The stage's weighted loss on one batch; every loss sees only scored words.
+
+    ``out``: the student's output, or its word logits (N, C) as `Distiller.forward` returns
+    them; ``proj``: the projections from `Distiller.forward` (computed here when None)."""
+    logits = out if isinstance(out, torch.Tensor) else out.word_logits  # (N, C)
+    mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
     gold_mask = b.gold != L.IGNORE_INDEX
     if gold_mask.any():
         task = L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), gold_mask)  # (K,)
         weights = L.teacher_weights(task, weighting)
     else:
-        weights = torch.full((b.logits.shape[0],), 1.0 / b.logits.shape[0])
+        weights = torch.full((b.logits.shape[0],), 1.0 / b.logits.shape[0], device=b.logits.device)
     parts = {}
     for name in spec.losses:
         if name == "gold":
@@ -137,8 +163,9 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
         elif name == "soft":
             parts[name] = L.soft_loss(logits, b.logits, mask, weights, spec.soft_kind, spec.temperature)
         elif name == "hidden":
-            state = out.words(out.hidden_states[student_layer])  # (N, H_student)
-            proj = [p(state) for p in d.projections]  # K x (N, D_k)
+            if proj is None:
+                state = out.words(out.hidden_states[student_layer])  # (N, H_student)
+                proj = [p(state) for p in d.projections]  # K x (N, D_k)
             parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, spec.hidden_kind)
     total = sum(spec.losses[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
@@ -146,8 +173,10 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
 
 def _student_tagger(student, tokenizer, labels, max_length):
     from xdistil.taggers import Tagger
+    from xdistil.teachers import OnDevice
 
-    return Tagger(student, tokenizer, list(labels), max_length, "student")
+    device = next(student.parameters()).device
+    return Tagger(OnDevice(student, device, ()), tokenizer, list(labels), max_length, "student")
 
 
 def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cfg: RunConfig,
@@ -157,6 +186,7 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
     from xdistil.taggers import predict_tags
 
     d.eval()
+    device = next(d.parameters()).device
     with torch.no_grad():
         if spec.selects_on_f1:
             tagger = _student_tagger(d.student, tokenizer, labels, cfg.student.max_length)
@@ -172,7 +202,7 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
             return sum(f1s) / len(f1s)
         total, n = 0.0, 0
         for chunk in range(0, len(batcher.val_index), 64):
-            b = batcher(batcher.val_index[chunk : chunk + 64], need_hidden=True)
+            b = batcher(batcher.val_index[chunk : chunk + 64], need_hidden=True).to(device)
             out = d.student(**b.inputs)
             _, parts = stage_loss(d, spec, out, b, cfg.student.student_layer, cfg.distill.teacher_weighting)
             total += parts["hidden"] * len(b.gold)
@@ -183,11 +213,14 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
 def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
             progress: bool = True) -> list[Path]:
     """Run every stage of ``cfg.distill``; returns the student directory saved after each stage."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
     from tqdm.auto import tqdm
 
-    from xdistil.labeling import load_transfer
+    from xdistil.labeling import load_transfer, scan_transfer
     from xdistil.students import build_student, count_parameters, load_student, save_student
     from xdistil.taggers import load_tagger
+    from xdistil.teachers import check_launch, pad_to_multiple
     from xdistil.vocab import seen_piece_ids
 
     out = Path(out_dir)
@@ -199,6 +232,11 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     if len(done["stages"]) == len(stages):
         return stage_dirs
 
+    # find_unused_parameters: a step may train parameters its loss does not reach (e.g. the
+    # layers above student.student_layer in a hidden-only stage); DDP must not wait for them
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    main, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
+    check_launch(world)
     torch.manual_seed(cfg.distill.seed)
     ds, manifest = load_transfer(transfer_dir, langs=cfg.data.languages)
     labels = manifest["labels"]
@@ -215,8 +253,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                              f"the transfer set has {labels}")
     else:
         teacher = load_tagger(teacher_dir)
-        all_words = (list(w) for w in ds["words"])
-        seen = seen_piece_ids(teacher.tokenizer, all_words)
+        seen = seen_piece_ids(teacher.tokenizer, _iter_words(ds))
         student, tokenizer = _build(cfg, build_student, teacher, seen, labels)
         del teacher
     with torch.no_grad():
@@ -228,23 +265,31 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     if (ckpt / "distiller.safetensors").exists():
         d.load_state_dict(load_file(str(ckpt / "distiller.safetensors")))
         log.info("resuming distillation after %d finished steps", len(done["steps"]))
+    d.to(device)
 
-    splits = ds["split"]
-    lengths = [len(w) for w in ds["words"]]
+    # streamed from the memory-mapped set: a length and a row number per row, no rows
+    lengths, split_rows = scan_transfer(ds)
     index = {
-        "transfer": [i for i, s in enumerate(splits) if s in ("labeled", "transfer")],
-        "labeled": [i for i, s in enumerate(splits) if s == "labeled"],
+        "transfer": sorted(split_rows.get("labeled", []) + split_rows.get("transfer", [])),
+        "labeled": split_rows.get("labeled", []),
     }
-    val_index = [i for i, s in enumerate(splits) if s == "val"]
+    val_index = split_rows.get("val", [])
     batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, K, len(labels),
                               layer if needs_hidden else None)
     batcher.val_index = val_index
-    val_rows = [(list(ds[i]["words"]), [labels[t] for t in ds[i]["gold"]], ds[i]["lang"]) for i in val_index]
+    val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"])
+                for r in (ds[i] for i in val_index)]
     if not val_rows:
         raise ValueError("the transfer set has no selection slice (data.val_size = 0); early stopping needs one")
     params = count_parameters(student)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"stages": []}
+
+    def selection(spec: StageSpec) -> float:
+        # the main process scores the selection slice and tells the others, so every
+        # process takes the same early-stopping and best-weights decisions
+        value = [select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher) if main else None]
+        return broadcast_object_list(value, from_process=0)[0]
 
     for si, spec in enumerate(stages):
         if spec.name in done["stages"] and si < len(done["stages"]):
@@ -263,36 +308,55 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             for p in trainable:
                 p.requires_grad_(True)
             opt = torch.optim.Adam(trainable, lr=spec.lr)
-            best = select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher)
+            # DDP fixes the parameters it all-reduces (those requiring grad) when it wraps a
+            # module, and unfreezing changes them from step to step: so every step wraps the
+            # plain Distiller anew (one process: prepare returns it unwrapped) and the
+            # previous wrapper is dropped at the end of the step (free_memory)
+            d.__dict__.pop("_is_accelerate_prepared", None)
+            ddp, opt = accelerator.prepare(d, opt)
+            best = selection(spec)
             best_state, bad, t0, tokens = copy.deepcopy(d.state_dict()), 0, time.time(), 0
             idx = index[spec.data]
             n_epochs = max(1, math.ceil(spec.epochs))
             desc = f"{spec.name} [{'+'.join(n for n, _ in active)}]"
             history = []
+            hidden_layer = cfg.student.student_layer if "hidden" in spec.losses else None
             for epoch in range(n_epochs):
-                d.train()
+                ddp.train()
                 batches = _batches(idx, lengths, spec.batch_size, cfg.distill.seed * 1000 + si * 100 + step * 10 + epoch)
                 if spec.epochs < 1:
                     batches = batches[: max(1, int(len(batches) * spec.epochs))]
+                # every process takes its share, as many batches each (DDP syncs every backward)
+                batches = pad_to_multiple(batches, world)[accelerator.process_index :: world]
                 if cfg.distill.max_steps_per_epoch:
                     batches = batches[: cfg.distill.max_steps_per_epoch]
-                bar = tqdm(batches, desc=f"{desc} ep{epoch + 1}", unit="batch", disable=not progress, leave=False)
-                run_loss = 0.0
+                bar = tqdm(batches, desc=f"{desc} ep{epoch + 1}", unit="batch", disable=not (progress and main),
+                           leave=False)
+                run_loss, loss_sum = 0.0, 0.0
                 for bi in bar:
-                    b = batcher(bi, need_hidden="hidden" in spec.losses)
-                    o = d.student(**b.inputs)
-                    loss, _ = stage_loss(d, spec, o, b, cfg.student.student_layer, cfg.distill.teacher_weighting)
+                    b = batcher(bi, need_hidden="hidden" in spec.losses).to(device)
+                    # only what the loss uses leaves the forward (logits detached when unused),
+                    # so DDP's unused-parameter search sees exactly the parameters trained
+                    wl, proj = ddp(b.inputs, hidden_layer, spec.selects_on_f1)
+                    loss, _ = stage_loss(d, spec, wl, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
+                                         proj)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(trainable, 5.0)
+                    accelerator.backward(loss)
+                    accelerator.clip_grad_norm_(trainable, 5.0)
                     opt.step()
                     tokens += int(b.inputs["attention_mask"].sum())
+                    loss_sum += loss.item()
                     run_loss = 0.9 * run_loss + 0.1 * loss.item() if run_loss else loss.item()
                     bar.set_postfix(loss=f"{run_loss:.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
-                metric = select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher)
-                history.append({"epoch": epoch + 1, "loss": run_loss, "select": metric})
-                log.info("%s epoch %d: loss %.4f, selection %s %.3f", desc, epoch + 1, run_loss,
-                         "F1" if spec.selects_on_f1 else "-hidden loss", metric)
+                # mean training loss of the epoch over all processes
+                total = accelerator.reduce(torch.tensor([loss_sum, len(batches)], dtype=torch.float64,
+                                                        device=device), reduction="sum")
+                mean_loss = float(total[0] / total[1].clamp(min=1))
+                metric = selection(spec)
+                history.append({"epoch": epoch + 1, "loss": run_loss, "mean_loss": mean_loss, "select": metric})
+                if main:
+                    log.info("%s epoch %d: loss %.4f, selection %s %.3f", desc, epoch + 1, mean_loss,
+                             "F1" if spec.selects_on_f1 else "-hidden loss", metric)
                 if metric > best:
                     best, best_state, bad = metric, copy.deepcopy(d.state_dict()), 0
                 else:
@@ -300,22 +364,36 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                     if bad >= spec.patience:
                         break
             d.load_state_dict(best_state)  # restore the best checkpoint of this step
+            tokens = int(accelerator.reduce(torch.tensor([tokens], dtype=torch.float64, device=device),
+                                            reduction="sum")[0])
+            del ddp, opt
+            accelerator.free_memory()
             stage_log["steps"].append({"groups": [n for n, _ in active], "best_select": best, "history": history,
                                        "seconds": round(time.time() - t0, 1),
-                                       "tokens_per_s": round(tokens / max(time.time() - t0, 1e-9), 1)})
-            _save_ckpt(d, ckpt)
+                                       "tokens_per_s": round(tokens / max(time.time() - t0, 1e-9), 1),
+                                       "processes": world})
             done["steps"].append(key)
-            save_json(done, progress_path)
+            if main:
+                _save_ckpt(d, ckpt)
+                save_json(done, progress_path)
         if stage_log["steps"]:
             metrics["stages"].append(stage_log)
-        save_student(d.student, tokenizer, stage_dirs[si],
-                     {"labels": labels, "max_length": cfg.student.max_length, "stage": spec.name,
-                      "stages_so_far": [s.name for s in stages[: si + 1]], "params": params._asdict(),
-                      "config": to_dict(cfg.student), "distill": to_dict(cfg.distill)})
         done["stages"].append(spec.name)
-        save_json(done, progress_path)
-        save_json(metrics, metrics_path)
+        if main:
+            save_student(d.student, tokenizer, stage_dirs[si],
+                         {"labels": labels, "max_length": cfg.student.max_length, "stage": spec.name,
+                          "stages_so_far": [s.name for s in stages[: si + 1]], "params": params._asdict(),
+                          "config": to_dict(cfg.student), "distill": to_dict(cfg.distill)})
+            save_json(done, progress_path)
+            save_json(metrics, metrics_path)
+    accelerator.wait_for_everyone()  # every student is on disk before any process reads one
     return stage_dirs
+
+
+def _iter_words(ds, batch_size: int = 1000):
+    """The ``words`` column row by row, read in batches from the memory-mapped set."""
+    for batch in ds.select_columns(["words"]).iter(batch_size=batch_size):
+        yield from batch["words"]
 
 
 def _build(cfg: RunConfig, build_student, teacher, seen, labels):
@@ -337,6 +415,7 @@ def _save_ckpt(d: nn.Module, ckpt: Path) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in d.state_dict().items()}, str(tmp / "distiller.safetensors"))
+    state = {k: v.detach().cpu().contiguous() for k, v in d.state_dict().items()}
+    save_file(state, str(tmp / "distiller.safetensors"))
     shutil.rmtree(ckpt, ignore_errors=True)
     tmp.replace(ckpt)

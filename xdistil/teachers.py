@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from xdistil.config import RunConfig, save_json, to_dict
 from xdistil.data.align import WindowEncoder, collate
+from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,29 @@ def load_teacher(name: str, labels: list[str]):
     return model, tokenizer
 
 
+class OnDevice(nn.Module):
+    """Runs a `TaggerOutput` module on ``device`` for callers that build CPU batches
+    (`xdistil.taggers.word_logits`, `predict_tags`) and hands the outputs back on the CPU.
+
+    ``layers``: the hidden states to bring back (others become None; all when None). On
+    the CPU it is a pass-through. Under `accelerate launch` each process has its own device.
+    """
+
+    def __init__(self, inner: nn.Module, device, layers: tuple[int, ...] | None = None):
+        super().__init__()
+        self.inner, self.device, self.layers = inner, torch.device(device), layers
+
+    def forward(self, input_ids, attention_mask, word_mask, **kwargs) -> TaggerOutput:
+        if self.device.type == "cpu":
+            return self.inner(input_ids, attention_mask, word_mask, **kwargs)
+        dev = self.device
+        out = self.inner(input_ids.to(dev), attention_mask.to(dev), word_mask.to(dev), **kwargs)
+        n = len(out.hidden_states)
+        keep = range(n) if self.layers is None else {i % n for i in self.layers} if n else ()
+        hidden = tuple(h.float().cpu() if i in keep else None for i, h in enumerate(out.hidden_states))
+        return TaggerOutput(out.logits.float().cpu(), hidden, word_mask)
+
+
 def head_parameters(model) -> set[int]:
     head = getattr(model, "classifier", None)
     return {id(p) for p in head.parameters()} if head is not None else set()
@@ -89,6 +114,30 @@ def _make_batches(n_items: int, lengths: list[int], batch_size: int, seed: int) 
     return batches
 
 
+def check_launch(num_processes: int) -> None:
+    """Fail loudly when a launcher started several processes that accelerate runs each alone.
+
+    That happens on a machine without GPUs unless ``ACCELERATE_USE_CPU=1`` is set (accelerate
+    then uses gloo); each process would otherwise redo, and overwrite, the whole job.
+    """
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and num_processes != launched:
+        raise RuntimeError(f"launched as {launched} processes but accelerate sees {num_processes}: on a machine "
+                           "without GPUs set ACCELERATE_USE_CPU=1 for multi-process runs")
+
+
+def pad_to_multiple(batches: list, world: int) -> list:
+    """Repeat the first batches until each of ``world`` processes gets as many (as DistributedSampler does)."""
+    if not batches or world <= 1:
+        return batches
+    out = list(batches)
+    while len(out) % world:
+        out.append(batches[len(out) % len(batches)])
+    return out
+
+
 def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Fine-tune ``cfg.teacher.model`` on the labeled budget of ``cfg.data.languages`` jointly.
 
@@ -112,6 +161,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         return out
     tc, dc = cfg.teacher, cfg.data
     accelerator = Accelerator()
+    check_launch(accelerator.num_processes)
     torch.manual_seed(tc.seed)
     model, tokenizer = load_teacher(tc.model, dc.labels)
     if tc.freeze_embeddings:
@@ -136,7 +186,9 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     ]
     optimizer = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
     world = accelerator.num_processes
-    steps_per_epoch = math.ceil(len(pieces) / tc.batch_size / world)
+    # every process runs the same number of steps (DDP all-reduces each backward): the
+    # epoch's batches are padded with its first ones up to a multiple of the world size
+    steps_per_epoch = math.ceil(math.ceil(len(pieces) / tc.batch_size) / world)
     total_steps = math.ceil(steps_per_epoch * tc.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -157,6 +209,9 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
                           f"(global step {state.global_step}) from {ckpt}")
 
     def save_checkpoint():
+        # called by every process at the same step: get_state_dict gathers sharded
+        # (FSDP / ZeRO-3) weights; only the main process writes
+        full = accelerator.get_state_dict(model)
         if not accelerator.is_main_process:
             return
         tmp = out / "checkpoint.tmp"
@@ -164,7 +219,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         tmp.mkdir(parents=True)
         unwrapped = accelerator.unwrap_model(model)
         names = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
-        sd = {k: v.detach().contiguous() for k, v in unwrapped.state_dict().items() if k in names}
+        sd = {k: v.detach().cpu().contiguous() for k, v in full.items() if k in names}
         save_file(sd, str(tmp / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state()}, tmp / "optim.pt")
@@ -173,7 +228,10 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         tmp.replace(ckpt)
 
     def select_score() -> dict:
-        tagger = Tagger(HFTagger(accelerator.unwrap_model(model)), tokenizer, dc.labels, tc.max_length, "hf")
+        # every process scores the whole (small) selection slice through the prepared model,
+        # so all take the same decisions and run the same collectives (FSDP gathers weights)
+        tagger = Tagger(OnDevice(HFTagger(model), accelerator.device, ()), tokenizer, dc.labels, tc.max_length,
+                        "hf")
         res = {lang: score([s.tags for s in v], predict_tags(tagger, v, tc.eval_batch_size))["f1"]
                for lang, v in val.items() if v}
         res["avg"] = sum(res.values()) / max(len(res), 1)
@@ -186,15 +244,17 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     while state.epoch < n_epochs and state.global_step < total_steps:
         model.train()
         batches = _make_batches(len(pieces), lengths, tc.batch_size, tc.seed + state.epoch)
+        batches = pad_to_multiple(batches, world)
         batches = batches[accelerator.process_index :: world][:steps_per_epoch]
         for b in range(state.step_in_epoch, len(batches)):
             if state.global_step >= total_steps:
                 break
             batch = collate([pieces[i] for i in batches[b]], enc.specials.pad_id, word_labels)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             out_ = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          labels=batch["labels"])
             accelerator.backward(out_.loss)
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            accelerator.clip_grad_norm_(trainable, 1.0)  # unscales fp16 grads; FSDP-aware
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -210,15 +270,17 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         state.history.append({"epoch": state.epoch, "step": state.global_step, "select_f1": sel})
         accelerator.print(f"epoch {state.epoch}: selection F1 " +
                           " ".join(f"{k}={v:.1f}" for k, v in sel.items()))
-        if sel["avg"] > state.best_score and accelerator.is_main_process:
+        if sel["avg"] > state.best_score:  # the same on every process; only the main one writes
             state.best_score, state.best_epoch = sel["avg"], state.epoch
-            best = out / "best"
-            tmp = out / "best.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            accelerator.unwrap_model(model).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            shutil.rmtree(best, ignore_errors=True)
-            tmp.replace(best)
+            full = accelerator.get_state_dict(model)
+            if accelerator.is_main_process:
+                best = out / "best"
+                tmp = out / "best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=full)
+                tokenizer.save_pretrained(tmp)
+                shutil.rmtree(best, ignore_errors=True)
+                tmp.replace(best)
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint()
@@ -235,4 +297,5 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
                 "seconds": round(time.time() - t0, 1)}
         save_json(info, out / DONE_MARKER)
         shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()  # the folder is complete before any process uses it
     return out
