@@ -557,6 +557,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", help="the real teacher's folder (timed in torch and ORT)")
     p.add_argument("--bilstm", help="BiLSTM student folder")
     p.add_argument("--transformer", help="Transformer student folder")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
+                   help="another student or teacher folder to time under NAME (repeatable)")
     p.add_argument("--out", default="benchmarks/results/latency", help="latency.json / latency.md / summary.json")
     p.add_argument("--exports", default="runs/latency/exports", help="ONNX exports (reused when already there)")
     p.add_argument("--threads", type=int, help="torch and ORT intra-op threads (default: all usable cores)")
@@ -564,16 +566,25 @@ def main(argv=None) -> int:
                    help="reference-shaped teachers to time (default: all; none with an empty list)")
     p.add_argument("--teacher-int8", action="store_true", help="also time the teachers in ORT int8")
     p.add_argument("--quick", action="store_true", help="smoke test: few repeats, no batch 256")
+    p.add_argument("--int8-min-agreement", type=float, default=0.9,
+                   help="int8 exports are timed if their tags agree with PyTorch on this share of words "
+                        "(the agreement is recorded in the export manifest; `xdistil export` itself uses 0.98)")
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.latency", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = {n: d for n, d in (("teacher", args.teacher), ("bilstm", args.bilstm),
                                 ("transformer", args.transformer)) if d}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            p.error(f"--model {spec!r}: write NAME=DIR")
+        models[name] = path
     if not models and not args.shapes:
         p.error("nothing to time: give --teacher / --bilstm / --transformer or --shapes")
     kwargs = dict(QUICK) if args.quick else {}
     report = run(models, args.out, threads=args.threads, shapes=args.shapes, teacher_int8=args.teacher_int8,
-                 exports_dir=args.exports, command=command, **kwargs)
+                 exports_dir=args.exports, command=command,
+                 export_kwargs={"int8_min_agreement": args.int8_min_agreement}, **kwargs)
     print(markdown(report))
     return 0
 
