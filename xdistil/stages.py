@@ -26,7 +26,6 @@ import copy
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from torch import nn
 
 from xdistil import losses as L
 from xdistil.config import RunConfig, StageSpec, save_json, to_dict
-from xdistil.data.align import WindowEncoder, collate
+from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
 from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
@@ -95,17 +94,6 @@ class TransferBatcher:
         return Batch(inputs, gold, torch.stack(tags), torch.stack(logits), hidden)
 
 
-def _batches(indices: list[int], lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    order = list(indices)
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    out = []
-    for i in range(0, len(order), chunk):
-        part = sorted(order[i : i + chunk], key=lambda j: lengths[j])
-        out += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
-    rng.shuffle(out)
-    return out
 
 
 class Distiller(nn.Module):
@@ -323,7 +311,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             hidden_layer = cfg.student.student_layer if "hidden" in spec.losses else None
             for epoch in range(n_epochs):
                 ddp.train()
-                batches = _batches(idx, lengths, spec.batch_size, cfg.distill.seed * 1000 + si * 100 + step * 10 + epoch)
+                batches = shuffled_length_batches(idx, lengths, spec.batch_size, cfg.distill.seed * 1000 + si * 100 + step * 10 + epoch)
                 if spec.epochs < 1:
                     batches = batches[: max(1, int(len(batches) * spec.epochs))]
                 # every process takes its share, as many batches each (DDP syncs every backward)

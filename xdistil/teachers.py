@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from xdistil.config import RunConfig, save_json, to_dict
-from xdistil.data.align import WindowEncoder, collate
+from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
 from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
@@ -100,18 +99,6 @@ class TrainState:
     history: list | None = None
 
 
-def _make_batches(n_items: int, lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffle, then sort inside chunks of 50 batches by length (less padding), shuffle batches."""
-    rng = random.Random(seed)
-    order = list(range(n_items))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for i in range(0, n_items, chunk):
-        part = sorted(order[i : i + chunk], key=lambda j: lengths[j])
-        batches += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def check_launch(num_processes: int) -> None:
@@ -243,7 +230,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     t0, tokens = time.time(), 0
     while state.epoch < n_epochs and state.global_step < total_steps:
         model.train()
-        batches = _make_batches(len(pieces), lengths, tc.batch_size, tc.seed + state.epoch)
+        batches = shuffled_length_batches(range(len(pieces)), lengths, tc.batch_size, tc.seed + state.epoch)
         batches = pad_to_multiple(batches, world)
         batches = batches[accelerator.process_index :: world][:steps_per_epoch]
         for b in range(state.step_in_epoch, len(batches)):

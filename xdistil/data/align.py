@@ -7,6 +7,7 @@ word is ever dropped: each word is scored in exactly one window (``word_mask``).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,21 @@ def collate(pieces: Sequence[Piece], pad_id: int, word_labels: Sequence[Sequence
     if labels is not None:
         batch["labels"] = labels
     return batch
+
+
+def shuffled_length_batches(indices, lengths, batch_size: int, seed: int) -> list[list[int]]:
+    """Training batches: shuffle, sort inside chunks of 50 batches by length (less padding),
+    then shuffle the batches. Deterministic for a seed, so a resumed epoch sees the same order."""
+    rng = random.Random(seed)
+    order = list(indices)
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    out = []
+    for i in range(0, len(order), chunk):
+        part = sorted(order[i : i + chunk], key=lambda j: lengths[j])
+        out += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+    rng.shuffle(out)
+    return out
 
 
 def length_batches(pieces: Sequence[Piece], batch_size: int) -> list[list[int]]:
