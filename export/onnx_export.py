@@ -40,7 +40,6 @@ import os
 import platform
 import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from xdistil_export.atomic import replace_dir
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def export_model(
         _write_manifest(tmp, manifest)
         del fp32, q8  # release the model files before the rename
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -385,14 +385,3 @@ def _versions() -> dict:
 def _write_manifest(folder: Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     (folder / MANIFEST).write_text(text, encoding="utf-8")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` (rename, so never half-written)."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)

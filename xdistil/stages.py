@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from xdistil_export.atomic import replace_dir
 
 from xdistil import losses as L
 from xdistil.config import RunConfig, StageSpec, save_json, to_dict
@@ -405,5 +406,4 @@ def _save_ckpt(d: nn.Module, ckpt: Path) -> None:
     tmp.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in d.state_dict().items()}
     save_file(state, str(tmp / "distiller.safetensors"))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    tmp.replace(ckpt)
+    replace_dir(tmp, ckpt)

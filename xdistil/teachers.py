@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from xdistil_export.atomic import replace_dir
 
 from xdistil.config import RunConfig, save_json, to_dict
 from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
@@ -211,8 +212,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state()}, tmp / "optim.pt")
         save_json(state.__dict__, tmp / "state.json")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.replace(ckpt)
+        replace_dir(tmp, ckpt)
 
     def select_score() -> dict:
         # every process scores the whole (small) selection slice through the prepared model,
@@ -266,8 +266,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
                 shutil.rmtree(tmp, ignore_errors=True)
                 accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=full)
                 tokenizer.save_pretrained(tmp)
-                shutil.rmtree(best, ignore_errors=True)
-                tmp.replace(best)
+                replace_dir(tmp, best)
         state.epoch += 1
         state.step_in_epoch = 0
         save_checkpoint()

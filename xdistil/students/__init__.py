@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from xdistil_export.atomic import replace_dir
 
 from xdistil import __version__
 from xdistil.students.bilstm import BiLSTMConfig, BiLSTMTagger
@@ -160,7 +160,7 @@ def save_student(model: nn.Module, tokenizer, out_dir: str | Path, extra: dict |
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -190,14 +190,3 @@ def load_student(path: str | Path) -> tuple[nn.Module, object, list[str], dict]:
 
 def is_student_dir(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` (rename, so never half-written)."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
