@@ -191,7 +191,7 @@ def cmd_label(args) -> int:
 
 def cmd_distill(args) -> int:
     from xdistil.labeling import label_transfer
-    from xdistil.pipeline import evaluate_dev
+    from xdistil.pipeline import dev_sets, evaluate_dev
     from xdistil.stages import distill
 
     cfg = _apply_transfer_args(build_config(args), args)
@@ -203,10 +203,11 @@ def cmd_distill(args) -> int:
         transfer = label_transfer(cfg, args.teacher, out / "transfer", progress=not args.quiet)
     dirs = distill(cfg, transfer, args.teacher[0], out / "students", progress=not args.quiet)
     if not args.no_eval:
-        teacher = evaluate_dev(Path(args.teacher[0]), cfg, progress=False)
+        dev = dev_sets(cfg)
+        teacher = evaluate_dev(Path(args.teacher[0]), cfg, progress=False, dev=dev)
         print(f"{'model':<28}{'params':>10}" + "".join(f"{lang:>8}" for lang in cfg.data.languages) + f"{'avg':>8}")
         for name, d in [("teacher", Path(args.teacher[0]))] + [(p.name, p) for p in dirs]:
-            m = teacher if name == "teacher" else evaluate_dev(d, cfg, progress=False)
+            m = teacher if name == "teacher" else evaluate_dev(d, cfg, progress=False, dev=dev)
             print(f"{name:<28}{m['params'] / 1e6:>9.2f}M" + "".join(f"{m['dev'][lang]['f1']:>8.2f}" for lang in
                   cfg.data.languages) + f"{m['f1_avg']:>8.2f}")
     print(f"students saved under {out / 'students'} (final: {dirs[-1]})")

@@ -32,16 +32,23 @@ def _log_to(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True) -> dict:
-    """Dev F1 per language of any saved model, with its parameter count."""
+def dev_sets(cfg: RunConfig) -> dict[str, list]:
+    """Each language's dev sentences, read once for every model a run evaluates."""
     from xdistil.data.sources import dev_sentences
+
+    return {lang: dev_sentences(lang, cfg.data) for lang in cfg.data.languages}
+
+
+def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True, dev: dict | None = None) -> dict:
+    """Dev F1 per language of any saved model, with its parameter count."""
     from xdistil.evaluate import evaluate_tagger
     from xdistil.taggers import load_tagger
 
+    dev = dev if dev is not None else dev_sets(cfg)
     tagger = load_tagger(model_dir)
     res = {}
     for lang in cfg.data.languages:
-        res[lang] = evaluate_tagger(tagger, dev_sentences(lang, cfg.data), cfg.teacher.eval_batch_size, progress)
+        res[lang] = evaluate_tagger(tagger, dev[lang], cfg.teacher.eval_batch_size, progress)
     return {"path": str(model_dir), "params": tagger.param_count(), "dev": res,
             "f1_avg": sum(r["f1"] for r in res.values()) / len(res)}
 
@@ -81,15 +88,13 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict:
             stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teacher_dir,
                                                          run_dir / "distill", progress))
         if "evaluate" in cfg.steps:
-            if "teacher" not in metrics:
-                metrics["teacher"] = evaluate_dev(teacher_dir, cfg, progress)
-                save_json(metrics, metrics_path)
             students = metrics.setdefault("students", {})
-            for d in stage_dirs:
-                if d.name not in students:
-                    students[d.name] = evaluate_dev(d, cfg, progress)
-                    save_json(metrics, metrics_path)
-        save_json(metrics, metrics_path)
+            todo = ([] if "teacher" in metrics else [("teacher", teacher_dir)]) + \
+                [(d.name, d) for d in stage_dirs if d.name not in students]
+            dev = dev_sets(cfg) if todo else {}
+            for name, path in todo:
+                (metrics if name == "teacher" else students)[name] = evaluate_dev(path, cfg, progress, dev)
+                save_json(metrics, metrics_path)
         save_json(summary(metrics, cfg), run_dir / "summary.json")
         print(summary_table(metrics, cfg))
         return metrics
