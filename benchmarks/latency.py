@@ -18,7 +18,8 @@ attention mask; no tokenization. Each cell: warm-up calls, then calls until at l
 ``min_repeats`` are done and ``cell_seconds`` have passed (at most ``max_repeats``);
 the median is reported. A call that takes longer than ``cell_seconds`` needs only one
 warm-up call, so the expensive cells (mBERT-shaped, batch 256) cost ``1 + min_repeats``
-calls.
+calls. The timing, the ORT sessions and the exports are `xdistil.bench`'s: the same code
+``xdistil bench`` times a run's teacher and student with.
 
 Writes into ``--out``: ``latency.json`` (machine, settings, models, every cell with its
 spread, speedups, targets), ``latency.md`` (tables) and the ``latency`` list (plus a
@@ -34,17 +35,19 @@ import gc
 import json
 import logging
 import os
-import platform
 import shlex
-import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from xdistil.bench import ensure_export, file_mb, onnx_files, ort_session, time_cell, torch_call
+from xdistil.provenance import load_average, usable_cpus, versions
+from xdistil.provenance import machine as machine_record
 
 log = logging.getLogger("benchmarks.latency")
 
@@ -107,29 +110,6 @@ class Subject:
 # ---- timing ----------------------------------------------------------------------------
 
 
-def time_cell(fn: Callable[[], object], warmup: int, min_repeats: int, max_repeats: int,
-              cell_seconds: float) -> dict:
-    """Warm up, then time ``fn`` until ``min_repeats`` calls and ``cell_seconds`` (at most ``max_repeats``)."""
-    warm = 0
-    for _ in range(warmup):
-        t0 = time.perf_counter()
-        fn()
-        warm += 1
-        if time.perf_counter() - t0 > cell_seconds:  # a long call: one warm-up is enough
-            break
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max(1, max_repeats) and (
-        len(times) < max(1, min_repeats) or time.perf_counter() - start < cell_seconds
-    ):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    ms = [1e3 * t for t in times]
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-            "mean_ms": statistics.fmean(ms), "repeats": len(ms), "warmup": warm}
-
-
 def _inputs(vocab_size: int, batch: int, seq: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed, batch, seq])
     low = min(LOW_ID, vocab_size - 1)
@@ -145,27 +125,13 @@ def _time_torch(module, subject: Subject, batches, seed: int, timing: dict) -> l
     for batch, seq in batches:
         ids, mask = (torch.from_numpy(a) for a in _inputs(subject.vocab_size, batch, seq, seed))
         word_mask = mask.bool()  # the export's contract: logits need no real word mask
-
-        def call(ids=ids, mask=mask, word_mask=word_mask):
-            with torch.inference_mode():
-                return module(ids, mask, word_mask).logits  # (B, T, C)
-
+        call = torch_call(module, ids, mask, word_mask)
         out.append(_record(subject, "torch", "fp32", batch, seq, time_cell(call, **timing)))
     return out
 
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def _time_ort(subject: Subject, precision: str, batches, threads: int, seed: int, timing: dict) -> list[dict]:
-    session = _ort_session(subject.onnx[precision], threads)
+    session = ort_session(subject.onnx[precision], threads)
     out = []
     for batch, seq in batches:
         ids, mask = _inputs(subject.vocab_size, batch, seq, seed)
@@ -183,27 +149,6 @@ def _record(subject: Subject, runtime: str, precision: str, batch: int, seq: int
 
 
 # ---- exports ---------------------------------------------------------------------------
-
-
-def _newest_mtime(folder: Path) -> float:
-    return max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
-
-
-def ensure_export(model_dir: Path, dest: Path, int8: bool, export_kwargs: dict) -> tuple[dict, bool]:
-    """`export_model` into ``dest`` unless an export of the same, unchanged source is already there."""
-    from xdistil_export.onnx_export import export_model
-    from xdistil_export.runtime import MANIFEST
-
-    manifest_file = dest / MANIFEST
-    if manifest_file.is_file():
-        m = json.loads(manifest_file.read_text(encoding="utf-8"))
-        same_source = m.get("source") == str(model_dir.resolve())
-        fresh = _newest_mtime(model_dir) <= manifest_file.stat().st_mtime
-        if same_source and fresh and (not int8 or m.get("files", {}).get("model_int8")):
-            log.info("reusing export %s", dest)
-            return m, True
-    log.info("exporting %s -> %s (int8: %s)", model_dir, dest, int8)
-    return export_model(model_dir, dest, int8=int8, **export_kwargs), False
 
 
 def _shape_key(config) -> dict:
@@ -252,7 +197,7 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
     ids, mask = _inputs(config.vocab_size, 3, 12, seed + 1)
     with torch.inference_mode():
         expected = wrapper(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()  # (B, T, C)
-    got = _ort_session(dest / MODEL_FILES["fp32"], threads).run(
+    got = ort_session(dest / MODEL_FILES["fp32"], threads).run(
         ["logits"], {"input_ids": ids, "attention_mask": mask})[0]
     diff = float(np.abs(got - expected).max())
     if diff > SHAPED_TOLERANCE:
@@ -275,40 +220,14 @@ def _vocab_size(module) -> int:
     return int(module.embeddings.num_embeddings)  # BiLSTM student
 
 
-def _onnx_files(folder: Path, files: dict) -> dict[str, Path]:
-    out = {"fp32": folder / files["model"]}
-    if files.get("model_int8"):
-        out["int8"] = folder / files["model_int8"]
-    return out
-
-
-def _file_mb(path: Path) -> float:
-    return round(path.stat().st_size / 2**20, 2)
-
-
 # ---- the run ---------------------------------------------------------------------------
 
 
 def machine_info(threads: int, command: str | None = None) -> dict:
-    import onnxruntime
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "threads": threads,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
+    """Machine, library versions and command line, flat (the layout latency.json has always had)."""
+    return {**machine_record(threads), **versions(),
             "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),
-            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+            "loadavg_start": load_average()}
 
 
 def run(
@@ -345,7 +264,7 @@ def run(
 
     out = Path(out_dir)
     exports = Path(exports_dir) if exports_dir is not None else out / "exports"
-    threads = int(threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+    threads = int(threads or usable_cpus())
     batches = [(int(b), int(s)) for b, s in batches]
     shape_configs = {n: shaped_config(n) for n in shapes} if not isinstance(shapes, Mapping) else dict(shapes)
     if set(shape_configs) & set(models):
@@ -366,7 +285,7 @@ def run(
             manifest, reused = ensure_export(model_dir, exports / name, int8, dict(export_kwargs or {}))
             cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
             subj = Subject(name, tagger.kind, role, tagger.param_count(), _vocab_size(tagger.module),
-                           _onnx_files(exports / name, manifest["files"]), cells,
+                           onnx_files(exports / name, manifest["files"]), cells,
                            {"source": str(model_dir), "export": str(exports / name), "export_reused": reused})
             results += _time_subject(subj, tagger.module, batches, threads, seed, timing)
             subjects.append(subj)
@@ -379,7 +298,7 @@ def run(
             cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if teacher_int8 else [])
             params = sum(p.numel() for p in module.parameters())
             subj = Subject(name, "shaped", "teacher", params, int(config.vocab_size),
-                           _onnx_files(exports / name, manifest["files"]), cells,
+                           onnx_files(exports / name, manifest["files"]), cells,
                            {"shape": _shape_key(config), "weights": "random", "export": str(exports / name),
                             "export_reused": reused,
                             "attn_implementation": getattr(module.model.config, "_attn_implementation", None),
@@ -390,7 +309,7 @@ def run(
             gc.collect()
     finally:
         torch.set_num_threads(before)
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["loadavg_end"] = load_average()
 
     teachers = [s.name for s in subjects if s.role == "teacher"]
     references = ([reference] if reference in teachers else []) + [t for t in teachers if t != reference
@@ -404,7 +323,7 @@ def run(
                      "ort": "InferenceSession.run, CPUExecutionProvider, intra_op threads = threads, inter_op 1",
                      "reference": reference, "wall_s": round(time.perf_counter() - started, 1)},
         "models": [{"name": s.name, "kind": s.kind, "role": s.role, "params": s.params, "vocab_size": s.vocab_size,
-                    "onnx_mb": {p: _file_mb(f) for p, f in s.onnx.items()}, **s.info} for s in subjects],
+                    "onnx_mb": {p: file_mb(f) for p, f in s.onnx.items()}, **s.info} for s in subjects],
         "results": results,
         "speedups": speedups(results, references, [s.name for s in students]),
     }

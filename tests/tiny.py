@@ -103,20 +103,26 @@ def make_tiny_teacher(
     num_layers: int = 2,
     seed: int = 0,
     model_type: str = "bert",
+    hidden_size: int = 32,
+    tokenizer: str = "unigram",
 ) -> Path:
-    """Save a tiny random token classifier + Unigram tokenizer under ``tmp_path``.
+    """Save a tiny random token classifier + tokenizer under ``tmp_path``.
 
-    ``model_type``: "bert" (like the e5 teacher) or "xlm-roberta".
+    ``model_type``: "bert" (like the e5 teacher) or "xlm-roberta"; ``tokenizer``: "unigram"
+    (XLM-R-like) or "wordpiece" (BERT-like, as the MiniLM teacher).
     """
     import torch
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    path = Path(tmp_path) / f"tiny-teacher-{model_type}"
-    tokenizer = make_unigram_tokenizer(tiny_sentences(seed=seed))
+    name = f"tiny-teacher-{model_type}" + ("" if (hidden_size, tokenizer) == (32, "unigram") else
+                                           f"-{tokenizer}-{hidden_size}")
+    path = Path(tmp_path) / name
+    make = make_unigram_tokenizer if tokenizer == "unigram" else make_wordpiece_tokenizer
+    tokenizer = make(tiny_sentences(seed=seed))
     config = AutoConfig.for_model(
         model_type,
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,

@@ -10,11 +10,6 @@ from pathlib import Path
 
 from xdistil import __version__
 
-LATER = {
-    "bench": "runs the benchmark suite on a run directory (benchmark issue)",
-    "report": "writes the Markdown/HTML report with plots (benchmark issue)",
-}
-
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
@@ -76,6 +71,8 @@ def build_config(args):
         val = getattr(args, key, None)
         if val is not None:
             teacher[key] = val
+    if getattr(args, "teacher_models", None):
+        teacher["models"] = args.teacher_models
     rest = {k: v for k, v in raw.items() if k not in ("data", "teacher")}
     student, distill = dict(rest.pop("student", {})), dict(rest.pop("distill", {}))
     if getattr(args, "student", None):
@@ -141,23 +138,30 @@ def cmd_teacher_prepare(args) -> int:
 
 
 def cmd_teacher_train(args) -> int:
-    from xdistil.pipeline import evaluate_dev
-    from xdistil.teachers import train_teacher
+    from xdistil.pipeline import dev_sets, evaluate_dev
+    from xdistil.teachers import teacher_dirs, train_teacher
 
     cfg = build_config(args)
     out = train_teacher(cfg, args.out, progress=not args.quiet)
+    members = teacher_dirs(out)
     if not args.no_eval:
-        m = evaluate_dev(out, cfg, progress=not args.quiet)
-        for lang, r in m["dev"].items():
-            print(f"{lang}: dev F1 {r['f1']:.2f} (P {r['precision']:.2f} R {r['recall']:.2f})")
-        print(f"avg: dev F1 {m['f1_avg']:.2f}")
-    print(f"teacher saved to {out}")
+        dev = dev_sets(cfg)
+        for d in members:
+            m = evaluate_dev(d, cfg, progress=not args.quiet, dev=dev)
+            who = f"{d.name} " if len(members) > 1 else ""
+            for lang, r in m["dev"].items():
+                print(f"{who}{lang}: dev F1 {r['f1']:.2f} (P {r['precision']:.2f} R {r['recall']:.2f})")
+            print(f"{who}avg: dev F1 {m['f1_avg']:.2f}")
+    print("teacher saved to " + (str(out) if len(members) == 1 else ", ".join(str(d) for d in members)))
     return 0
 
 
 def _add_transfer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transfer set")
-    g.add_argument("--teacher", action="append", metavar="DIR", help="fine-tuned teacher directory (repeatable)")
+    g.add_argument("--teacher", action="append", metavar="DIR",
+                   help="fine-tuned teacher directory; repeat for several teachers (MT-BERT). A co-finetuned "
+                        "group folder from 'xdistil teacher train --teacher A --teacher B' counts as all its "
+                        "members. Default: transfer.teachers of --config")
     g.add_argument("--layers", type=int, nargs="+", help="teacher hidden layers to store per word (default 6)")
     g.add_argument("--transfer-limit", type=int, help="at most N transfer sentences per language")
     g.add_argument("--transfer-sources", help="comma list of train_rest,unlabeled,raw (default: all)")
@@ -165,23 +169,28 @@ def _add_transfer_args(p: argparse.ArgumentParser) -> None:
 
 def _apply_transfer_args(cfg, args):
     from xdistil.config import TransferConfig
+    from xdistil.teachers import teacher_dirs
 
     tc = cfg.transfer
+    teachers = args.teacher or tc.teachers
+    for t in teachers:
+        if not Path(t).is_dir():
+            raise SystemExit(f"error: --teacher {t}: no such directory (a folder from 'xdistil teacher train')")
     cfg.transfer = TransferConfig(
         sources=args.transfer_sources.split(",") if args.transfer_sources else tc.sources, hf=tc.hf,
         limit=args.transfer_limit if args.transfer_limit is not None else tc.limit,
         layers=args.layers or tc.layers, chunk_size=tc.chunk_size, batch_size=tc.batch_size,
-        hidden_dtype=tc.hidden_dtype)
+        hidden_dtype=tc.hidden_dtype, teachers=[str(d) for t in teachers for d in teacher_dirs(t)])
     return cfg
 
 
 def cmd_label(args) -> int:
     from xdistil.labeling import label_transfer
 
-    if not args.teacher:
-        raise SystemExit("error: give at least one --teacher DIR")
     cfg = _apply_transfer_args(build_config(args), args)
-    out = label_transfer(cfg, args.teacher, args.out, progress=not args.quiet)
+    if not cfg.transfer.teachers:
+        raise SystemExit("error: give at least one --teacher DIR")
+    out = label_transfer(cfg, cfg.transfer.teachers, args.out, progress=not args.quiet)
     manifest = json.loads((out / "manifest.json").read_text())
     for lang, c in manifest["counts"].items():
         print(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
@@ -195,19 +204,21 @@ def cmd_distill(args) -> int:
     from xdistil.stages import distill
 
     cfg = _apply_transfer_args(build_config(args), args)
-    if not args.teacher:
+    teachers = [Path(t) for t in cfg.transfer.teachers]
+    if not teachers:
         raise SystemExit("error: give --teacher DIR (the fine-tuned teacher; see 'xdistil teacher train')")
     out = Path(args.out)
     transfer = args.transfer
     if transfer is None:
-        transfer = label_transfer(cfg, args.teacher, out / "transfer", progress=not args.quiet)
-    dirs = distill(cfg, transfer, args.teacher[0], out / "students", progress=not args.quiet)
+        transfer = label_transfer(cfg, teachers, out / "transfer", progress=not args.quiet)
+    # the student's vocabulary and initialisation come from the first teacher
+    dirs = distill(cfg, transfer, teachers[0], out / "students", progress=not args.quiet)
     if not args.no_eval:
         dev = dev_sets(cfg)
-        teacher = evaluate_dev(Path(args.teacher[0]), cfg, progress=False, dev=dev)
+        named = [(f"teacher{k + 1}" if len(teachers) > 1 else "teacher", t) for k, t in enumerate(teachers)]
         print(f"{'model':<28}{'params':>10}" + "".join(f"{lang:>8}" for lang in cfg.data.languages) + f"{'avg':>8}")
-        for name, d in [("teacher", Path(args.teacher[0]))] + [(p.name, p) for p in dirs]:
-            m = teacher if name == "teacher" else evaluate_dev(d, cfg, progress=False, dev=dev)
+        for name, d in named + [(p.name, p) for p in dirs]:
+            m = evaluate_dev(d, cfg, progress=False, dev=dev)
             print(f"{name:<28}{m['params'] / 1e6:>9.2f}M" + "".join(f"{m['dev'][lang]['f1']:>8.2f}" for lang in
                   cfg.data.languages) + f"{m['f1_avg']:>8.2f}")
     print(f"students saved under {out / 'students'} (final: {dirs[-1]})")
@@ -318,15 +329,37 @@ def cmd_serve(args) -> int:
 
 def cmd_run(args) -> int:
     from xdistil.pipeline import run
+    from xdistil.provenance import command_line
 
     cfg = build_config(args)
-    run(cfg, args.out, progress=not args.quiet)
+    run(cfg, args.out, progress=not args.quiet, command=command_line(args.argv))
     return 0
 
 
-def cmd_later(args) -> int:
-    print(f"xdistil {args.command}: not available yet -- it {LATER[args.command]}.", file=sys.stderr)
-    return 2
+def cmd_bench(args) -> int:
+    from xdistil.bench import BENCH_FILE, format_summary, run_bench
+    from xdistil.provenance import command_line
+
+    command = command_line(args.argv)
+    if args.config:  # the run first (each finished step is skipped), then its benchmark
+        from xdistil.config import RunConfig, from_dict, load_yaml
+        from xdistil.pipeline import run
+
+        run(from_dict(RunConfig, load_yaml(args.config)), args.run_dir, progress=not args.quiet, command=command)
+    bench = run_bench(args.run_dir, args.batch_sizes, args.repeats, int8=not args.no_int8, threads=args.threads,
+                      quick=args.quick, seq=args.seq, teacher_ort=args.teacher_ort,
+                      int8_min_agreement=args.int8_min_agreement, command=command, progress=not args.quiet)
+    print(format_summary(bench))
+    print(f"benchmark written to {Path(args.run_dir) / BENCH_FILE}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from xdistil.report import write_report
+
+    out = write_report(args.runs, args.out, target=args.target)
+    print(f"report written to {out['markdown']} and {out['html']} ({len(out['plots'])} plots)")
+    return 0
 
 
 # ---- parser ---------------------------------------------------------------------------
@@ -373,13 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", help="cache root (default $XDISTIL_CACHE or ~/.cache/xdistil)")
     c.add_argument("--force", action="store_true", help="convert again even if cached")
     c.set_defaults(func=cmd_teacher_prepare)
-    c = tsub.add_parser("train", help="fine-tune a teacher jointly over several languages",
+    c = tsub.add_parser("train", help="fine-tune a teacher (or co-finetune several) over several languages",
                         description="Fine-tune a token-classification teacher on the labeled budget of each "
-                                    "language. Interrupt at any time: rerunning the same command resumes "
+                                    "language. With several --teacher, co-finetune them (MT-BERT): one shared "
+                                    "linear head (per-teacher linear adapters where hidden sizes differ), the sum "
+                                    "of their task losses; each is saved as its own HF folder under --out, "
+                                    "usable alone. Interrupt at any time: rerunning the same command resumes "
                                     "from the last checkpoint.")
     _add_data_args(c)
     _add_teacher_args(c)
-    c.add_argument("--out", required=True, help="output directory (a HF model folder when done)")
+    c.add_argument("--teacher", action="append", dest="teacher_models", metavar="MODEL",
+                   help="a teacher to co-finetune (hub id, path or e5-small); repeat for several (MT-BERT). "
+                        "Replaces --model; config key teacher.models")
+    c.add_argument("--out", required=True, help="output directory: a HF model folder when done (one teacher), "
+                                                "or one folder per teacher plus xdistil_teachers.json")
     c.add_argument("--no-eval", action="store_true", help="skip the dev evaluation at the end")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_teacher_train)
@@ -466,15 +506,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
     s.set_defaults(func=cmd_serve)
 
-    for name, what in LATER.items():
-        s = sub.add_parser(name, help=f"{what} [not available yet]", description=f"Not available yet: {what}.")
-        s.set_defaults(func=cmd_later)
+    s = sub.add_parser(
+        "bench", help="benchmark a run directory: quality, size, latency, throughput, memory -> bench.json",
+        description="Benchmark a run directory (from 'xdistil run') and write RUN_DIR/bench.json: dev F1 per "
+                    "language of the teacher and every stage's student with the share of the teacher's F1 kept; "
+                    "parameters and compression; latency of the teacher (PyTorch) and the final student (PyTorch, "
+                    "ONNX Runtime fp32 and int8) at each batch size, medians after warm-up, side by side in one "
+                    "process on the CPU; labeling throughput against the teacher's bare forward pass; "
+                    "distillation tokens/s per stage; peak memory of labeling and training. Every section "
+                    "records the machine, the library versions and the command line. Student exports go to "
+                    "RUN_DIR/bench-exports/ and are reused while the student is unchanged.",
+        epilog="Quality, throughput and memory come from the run's own files (a model the run did not evaluate "
+               "is evaluated here); only latency is measured here, so it depends on this machine and on what "
+               "else runs on it.")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.json, metrics.json, teacher/, "
+                                                       "transfer/, distill/)")
+    s.add_argument("--config", help="run (or resume) 'xdistil run' with this config into RUN_DIR first")
+    s.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 256], metavar="N",
+                   help="batch sizes to time (default: 1 32 256)")
+    s.add_argument("--seq", type=int, default=32, help="word pieces per row, specials included (default 32)")
+    s.add_argument("--repeats", type=int, help="timed calls per cell, at least (default 5; 2 with --quick); "
+                                               "cells faster than a second get more, up to 200")
+    s.add_argument("--threads", type=int, help="PyTorch and ONNX Runtime intra-op threads (default: all usable cores)")
+    s.add_argument("--no-int8", action="store_true", help="skip the int8 export and its timings")
+    s.add_argument("--int8-min-agreement", type=float, default=0.98,
+                   help="the int8 student's tags must agree with PyTorch on this share of words (default 0.98)")
+    s.add_argument("--teacher-ort", action="store_true",
+                   help="also export the teacher and time it in ONNX Runtime fp32 (as large as the teacher)")
+    s.add_argument("--quick", action="store_true", help="smoke test: one warm-up and 2-3 timed calls per cell")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser(
+        "report", help="Markdown + HTML report with plots from benchmarked runs",
+        description="Write report.md and report.html (the same content), PNG plots (F1 kept per language, F1 "
+                    "against parameters, latency against batch size, F1 after each stage) and a copy of each "
+                    "bench.json into --out. Opens with a verdict per run (share of the teacher's F1 kept against "
+                    "the target, compression, speedup), states the protocol and sets the figures beside "
+                    "XtremeDistil's published ones.",
+        epilog="A directory with only a summary.json ('xdistil run' or benchmarks/staged.py) adds its quality "
+               "figures. Example: xdistil report runs/demo --out benchmarks/results/demo")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory with bench.json (from 'xdistil "
+                                                              "bench'), or a summary.json")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("--target", type=float, default=95.0,
+                   help="%% of the teacher's F1 the student must keep to pass (default 95)")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("run", help="the whole pipeline from a config into one run directory",
-                       description="teacher -> evaluate (later: label -> distill -> export -> bench -> report). "
-                                   "Resumable: rerun the same command after an interruption.")
+                       description="teacher -> label -> distill -> evaluate into RUN_DIR; then 'xdistil bench "
+                                   "RUN_DIR' and 'xdistil report RUN_DIR --out DIR'. Resumable: rerun the same "
+                                   "command after an interruption.")
     _add_data_args(s)
     _add_teacher_args(s)
+    s.add_argument("--teacher", action="append", dest="teacher_models", metavar="MODEL",
+                   help="co-finetune several teachers (MT-BERT); repeatable, replaces --model")
     s.add_argument("--out", required=True, help="run directory")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_run)
@@ -486,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     from xdistil.data.readers import DataError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded beside the figures it produces
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

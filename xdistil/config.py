@@ -58,6 +58,9 @@ class DataConfig:
 class TeacherConfig:
     model: str = "e5-small"
     """Hub id, local path, or 'e5-small' (the bundled offline encoder, prepared on first use)."""
+    models: list[str] = field(default_factory=list)
+    """Several teachers (hub ids / paths / 'e5-small'), co-finetuned with one shared head
+    (MT-BERT); when given, it replaces ``model``. Tokenizers and hidden sizes may differ."""
     max_length: int = 128
     """Sub-words per window (specials included); longer sentences are windowed, not cut."""
     epochs: float = 2.0
@@ -79,6 +82,11 @@ class TeacherConfig:
             raise ConfigError("teacher: epochs, batch_size and lr must be positive")
         if self.max_length < 8:
             raise ConfigError("teacher.max_length must be >= 8")
+        if isinstance(self.models, str):
+            self.models = [self.models]
+
+    def model_names(self) -> list[str]:
+        return list(self.models) or [self.model]
 
 
 @dataclass
@@ -98,6 +106,9 @@ class TransferConfig:
     """Sentences per written chunk (the unit of resumption)."""
     batch_size: int = 64
     hidden_dtype: str = "float16"
+    teachers: list[str] = field(default_factory=list)
+    """Fine-tuned teacher folders that label the set (a co-finetuned group folder counts
+    as all its members); ``--teacher DIR`` on the command line replaces it."""
 
     def __post_init__(self):
         bad = set(self.sources) - {"train_rest", "unlabeled", "raw"}
@@ -226,6 +237,9 @@ class DistillConfig:
     """Continue from a saved student directory instead of building a new one (same labels)."""
     teacher_weighting: str = "mtbert"
     """How several teachers are weighted: mtbert (1/(1+task loss)), uniform, best."""
+    teachers: list[int] | None = None
+    """Which of the transfer set's teachers to learn from, by position (default: all);
+    e.g. [1] distils a single-teacher student from a set labeled by several."""
     seed: int = 13
     eval_batch_size: int = 128
     max_steps_per_epoch: int | None = None

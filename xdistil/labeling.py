@@ -31,6 +31,7 @@ from torch import nn
 
 from xdistil.config import RunConfig, save_json, to_dict
 from xdistil.data.transfer import TransferRow, iter_transfer
+from xdistil.memory import PeakMemory
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -127,6 +128,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     counts: dict[str, dict[str, int]] = {}
     words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
+    mem = PeakMemory().__enter__()  # peak memory of the labeling itself, not of loading the teachers
     for lang in cfg.data.languages:
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
@@ -150,10 +152,11 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             bar.update(len(rows))
             bar.set_postfix(sent_s=f"{sents_labeled / max(wall, 1e-9):.0f}")
     bar.close()
+    mem.__exit__(None, None, None)
     forward_s = sum(t.module.seconds for t in teachers)
     # every process's own figures, gathered (a collective: all processes get here)
     per_process = gather_object([{"sentences": sents_labeled, "words": words_total, "wall_s": wall,
-                                  "forward_s": forward_s}])
+                                  "forward_s": forward_s, "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}])
     state.wait_for_everyone()  # every chunk is on disk
     if state.is_main_process:
         sents_all = sum(p["sentences"] for p in per_process)
@@ -177,6 +180,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
                 "label_sentences_per_s": round(sents_all / wall_max, 1) if wall_max else None,
                 "forward_sentences_per_s": round(sents_all / fwd_max, 1) if fwd_max else None,
                 "overhead": round(wall_sum / fwd_sum, 3) if fwd_sum else None,
+                "peak_rss_mb": max(p["peak_rss_mb"] for p in per_process),
                 "per_process": [{**p, "wall_s": round(p["wall_s"], 3), "forward_s": round(p["forward_s"], 3)}
                                 for p in per_process],
             },

@@ -5,7 +5,8 @@
       teacher/           fine-tuned teacher (HF folder + xdistil_teacher.json)
       transfer/          transfer set labeled by the teacher (Arrow chunks + manifest)
       distill/           one student folder per stage (stage1-hard/, ...)
-      metrics.json       dev scores per model and language, parameters, timings
+      metrics.json       dev scores per model and language, parameters, timings, and where each
+                         step ran (machine, library versions, command line: `xdistil.provenance`)
       summary.json       the machine-readable summary (protocol + models)
       run.log            the log of every invocation
 
@@ -53,11 +54,15 @@ def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True, dev: di
             "f1_avg": sum(r["f1"] for r in res.values()) / len(res)}
 
 
-def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    """teacher -> label -> distill -> evaluate, each step skipped when already done."""
+def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str | None = None) -> dict:
+    """teacher -> label -> distill -> evaluate, each step skipped when already done.
+
+    ``command``: the command line recorded with each step (default: this process's).
+    """
     from xdistil.labeling import label_transfer
+    from xdistil.provenance import provenance
     from xdistil.stages import distill
-    from xdistil.teachers import train_teacher
+    from xdistil.teachers import teacher_dirs, train_teacher
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,30 +75,49 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> dict:
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         timings = metrics.setdefault("timings", {})
+        where = metrics.setdefault("provenance", {})  # step -> machine, versions, command (xdistil bench)
 
         def step(name, fn):
             t0 = time.time()
             result = fn()
-            timings.setdefault(f"{name}_s", round(time.time() - t0, 1))
+            if f"{name}_s" not in timings:  # recorded by the invocation that did the work
+                timings[f"{name}_s"] = round(time.time() - t0, 1)
+                where[name] = provenance(command)
             save_json(metrics, metrics_path)
             return result
 
         teacher_dir = run_dir / "teacher"
         if "teacher" in cfg.steps:
             step("teacher", lambda: train_teacher(cfg, teacher_dir, progress))
+        # one teacher, or the members of a co-finetuned group (MT-BERT)
+        teachers = teacher_dirs(teacher_dir) if teacher_dir.exists() else [teacher_dir]
         stage_dirs: list[Path] = []
         if "label" in cfg.steps:
-            step("label", lambda: label_transfer(cfg, [teacher_dir], run_dir / "transfer", progress))
+            step("label", lambda: label_transfer(cfg, teachers, run_dir / "transfer", progress))
         if "distill" in cfg.steps:
-            stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teacher_dir,
+            stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teachers[0],
                                                          run_dir / "distill", progress))
         if "evaluate" in cfg.steps:
             students = metrics.setdefault("students", {})
-            todo = ([] if "teacher" in metrics else [("teacher", teacher_dir)]) + \
+            members = metrics.setdefault("teachers", {}) if len(teachers) > 1 else {}
+            todo = [(d.name, d) for d in teachers if len(teachers) > 1 and d.name not in members] + \
+                ([] if "teacher" in metrics or len(teachers) > 1 else [("teacher", teacher_dir)]) + \
                 [(d.name, d) for d in stage_dirs if d.name not in students]
             dev = dev_sets(cfg) if todo else {}
+            if todo:
+                where["evaluate"] = provenance(command)
             for name, path in todo:
-                (metrics if name == "teacher" else students)[name] = evaluate_dev(path, cfg, progress, dev)
+                m = evaluate_dev(path, cfg, progress, dev)
+                if path in stage_dirs:
+                    students[name] = m
+                elif name == "teacher":
+                    metrics["teacher"] = m
+                else:
+                    members[name] = m
+                save_json(metrics, metrics_path)
+            if members:  # the reference for "% of the teacher": the best co-finetuned teacher
+                best = max(members, key=lambda n: members[n]["f1_avg"])
+                metrics["teacher"] = {**members[best], "member": best}
                 save_json(metrics, metrics_path)
         save_json(summary(metrics, cfg), run_dir / "summary.json")
         print(summary_table(metrics, cfg))
@@ -107,7 +131,11 @@ def summary(metrics: dict, cfg: RunConfig) -> dict:
     models = []
     if "teacher" in metrics:
         t = metrics["teacher"]
-        models.append({"name": "teacher", "role": "teacher", "arch": cfg.teacher.model, "params": t["params"],
+        models.append({"name": "teacher", "role": "teacher", "arch": t.get("member", cfg.teacher.model),
+                       "params": t["params"], "f1": {k: v["f1"] for k, v in t["dev"].items()},
+                       "f1_avg": t["f1_avg"]})
+    for name, t in metrics.get("teachers", {}).items():
+        models.append({"name": name, "role": "co-finetuned teacher", "arch": name, "params": t["params"],
                        "f1": {k: v["f1"] for k, v in t["dev"].items()}, "f1_avg": t["f1_avg"]})
     for name, s in metrics.get("students", {}).items():
         models.append({"name": name, "role": "student", "arch": cfg.student.arch, "params": s["params"],
@@ -127,7 +155,7 @@ def summary_table(metrics: dict, cfg: RunConfig) -> str:
     langs = list(t["dev"])
     students = metrics.get("students", {})
     head = f"{'model':<26}{'params':>9}{'compr.':>8}" + "".join(f"{lang:>8}" for lang in langs) + f"{'avg':>8}{'% teacher':>11}"
-    lines = [f"dev F1 per language ({cfg.teacher.model} teacher, budget {cfg.data.labeled_budget}/language)",
+    lines = [f"dev F1 per language ({' + '.join(cfg.teacher.model_names())} teacher, budget {cfg.data.labeled_budget}/language)",
              head, "-" * len(head)]
 
     def row(name, m):
@@ -136,7 +164,9 @@ def summary_table(metrics: dict, cfg: RunConfig) -> str:
         keep = 100 * m["f1_avg"] / t["f1_avg"] if t["f1_avg"] else float("nan")
         return f"{name:<26}{m['params'] / 1e6:>8.2f}M{comp:>7.1f}x{f1s}{m['f1_avg']:>8.2f}{keep:>10.1f}%"
 
-    lines.append(row("teacher", t))
+    lines.append(row("teacher" + (f" (= {t['member']})" if "member" in t else ""), t))
+    for name, m in metrics.get("teachers", {}).items():
+        lines.append(row(name, m))
     for name, m in students.items():
         lines.append(row(name, m))
         lines.append(" " * 43 + "".join(

@@ -40,6 +40,7 @@ from xdistil_export.atomic import replace_dir
 from xdistil import losses as L
 from xdistil.config import RunConfig, StageSpec, save_json, to_dict
 from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
+from xdistil.memory import PeakMemory
 from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,11 @@ class Batch:
 class TransferBatcher:
     """Turns rows of the labeled transfer set into student windows + word-level targets."""
 
-    def __init__(self, ds, tokenizer, max_length: int, n_teachers: int, n_labels: int, layer: int | None):
+    def __init__(self, ds, tokenizer, max_length: int, teachers: list[int], n_labels: int, layer: int | None):
+        """``teachers``: which of the set's teachers (column prefixes t0, t1, ...) to read."""
         self.ds = ds.with_format("numpy")
         self.enc = WindowEncoder(tokenizer, max_length)
-        self.K, self.C, self.layer = n_teachers, n_labels, layer
-        self.has_hidden = layer is not None and f"t0_h{layer}" in ds.column_names
+        self.ids, self.K, self.C, self.layer = list(teachers), len(teachers), n_labels, layer
 
     def __call__(self, idx: list[int], need_hidden: bool) -> Batch:
         rows = self.ds[list(idx)]
@@ -83,7 +84,7 @@ class TransferBatcher:
             if len(g):
                 gold[j] = int(g[w])
         tags, logits, hidden = [], [], []
-        for k in range(self.K):
+        for k in self.ids:
             lg = [np.asarray(x, dtype=np.float32).reshape(-1, self.C) for x in rows[f"t{k}_logits"]]
             logits.append(torch.from_numpy(np.stack([lg[s][w] for s, w in zip(sent, word, strict=True)])))
             tg = rows[f"t{k}_tags"]
@@ -128,17 +129,23 @@ class Distiller(nn.Module):
 
 
 def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, student_layer: int,
-               weighting: str, proj: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+               weighting: str, proj: list[torch.Tensor] | None = None,
+               fallback: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The stage's weighted loss on one batch; every loss sees only scored words.
 
     ``out``: the student's output, or its word logits (N, C) as `Distiller.forward` returns
-    them; ``proj``: the projections from `Distiller.forward` (computed here when None)."""
+    them; ``proj``: the projections from `Distiller.forward` (computed here when None).
+    Teacher weights (MT-BERT): from the teachers' task losses on this batch's gold words
+    when it has any, else ``fallback`` (the weights from the selection slice, see
+    `validation_weights`), else uniform."""
     logits = out if isinstance(out, torch.Tensor) else out.word_logits  # (N, C)
     mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
     gold_mask = b.gold != L.IGNORE_INDEX
     if gold_mask.any():
         task = L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), gold_mask)  # (K,)
         weights = L.teacher_weights(task, weighting)
+    elif fallback is not None:
+        weights = fallback.to(b.logits.device)
     else:
         weights = torch.full((b.logits.shape[0],), 1.0 / b.logits.shape[0], device=b.logits.device)
     parts = {}
@@ -158,6 +165,20 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
             parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, spec.hidden_kind)
     total = sum(spec.losses[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def validation_weights(batcher: TransferBatcher, weighting: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-teacher task loss (K,), teacher weights (K,)) on the selection slice's gold words:
+    the weights of batches without gold labels (most of the transfer set)."""
+    losses, n = torch.zeros(batcher.K, dtype=torch.float64), 0
+    for chunk in range(0, len(batcher.val_index), 256):
+        b = batcher(batcher.val_index[chunk : chunk + 256], need_hidden=False)
+        m = b.gold != L.IGNORE_INDEX
+        if m.any():
+            losses += L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), m).double() * int(m.sum())
+            n += int(m.sum())
+    losses = (losses / max(n, 1)).float()
+    return losses, L.teacher_weights(losses, weighting)
 
 
 def _student_tagger(student, tokenizer, labels, max_length):
@@ -193,7 +214,8 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
         for chunk in range(0, len(batcher.val_index), 64):
             b = batcher(batcher.val_index[chunk : chunk + 64], need_hidden=True).to(device)
             out = d.student(**b.inputs)
-            _, parts = stage_loss(d, spec, out, b, cfg.student.student_layer, cfg.distill.teacher_weighting)
+            _, parts = stage_loss(d, spec, out, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
+                                  fallback=batcher.fallback)
             total += parts["hidden"] * len(b.gold)
             n += len(b.gold)
         return -total / max(n, 1)
@@ -229,7 +251,11 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     torch.manual_seed(cfg.distill.seed)
     ds, manifest = load_transfer(transfer_dir, langs=cfg.data.languages)
     labels = manifest["labels"]
-    K = len(manifest["teachers"])
+    n_stored = len(manifest["teachers"])
+    ids = list(range(n_stored)) if cfg.distill.teachers is None else list(cfg.distill.teachers)
+    if not ids or any(not 0 <= k < n_stored for k in ids):
+        raise ValueError(f"distill.teachers {cfg.distill.teachers}: the transfer set has teachers 0..{n_stored - 1}")
+    K = len(ids)
     layer = cfg.distill.teacher_layer
     needs_hidden = any("hidden" in s.losses for s in stages)
     if needs_hidden and layer not in manifest["layers"]:
@@ -241,7 +267,8 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             raise ValueError(f"distill.init_from {cfg.distill.init_from} predicts {init_labels}, "
                              f"the transfer set has {labels}")
     else:
-        teacher = load_tagger(teacher_dir)
+        # the student's vocabulary and initial embeddings: from the first teacher it learns from
+        teacher = load_tagger(_teacher_path(manifest, ids[0], teacher_dir))
         seen = seen_piece_ids(teacher.tokenizer, _iter_words(ds))
         student, tokenizer = _build(cfg, build_student, teacher, seen, labels)
         del teacher
@@ -249,7 +276,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
         probe = tokenizer(["x"], is_split_into_words=True, return_tensors="pt")
         o = student(probe["input_ids"], probe["attention_mask"], torch.zeros_like(probe["input_ids"], dtype=torch.bool))
         student_dim = o.hidden_states[cfg.student.student_layer].shape[-1]
-    d = Distiller(student, student_dim, manifest["hidden_sizes"] if needs_hidden else [])
+    d = Distiller(student, student_dim, [manifest["hidden_sizes"][k] for k in ids] if needs_hidden else [])
     ckpt = out / "checkpoint"
     if (ckpt / "distiller.safetensors").exists():
         d.load_state_dict(load_file(str(ckpt / "distiller.safetensors")))
@@ -263,7 +290,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
         "labeled": split_rows.get("labeled", []),
     }
     val_index = split_rows.get("val", [])
-    batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, K, len(labels),
+    batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, ids, len(labels),
                               layer if needs_hidden else None)
     batcher.val_index = val_index
     val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"])
@@ -273,6 +300,16 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     params = count_parameters(student)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"stages": []}
+    val_task, fallback = validation_weights(batcher, cfg.distill.teacher_weighting)
+    batcher.fallback = fallback
+    metrics["teachers"] = {"weighting": cfg.distill.teacher_weighting, "ids": ids,
+                           "paths": [manifest["teachers"][k]["path"] for k in ids],
+                           "selection_task_loss": [round(float(x), 4) for x in val_task],
+                           "weights_without_gold": [round(float(x), 4) for x in fallback]}
+    if K > 1 and main:
+        log.info("teacher task loss on the selection slice %s -> weights %s (%s)",
+                 metrics["teachers"]["selection_task_loss"], metrics["teachers"]["weights_without_gold"],
+                 cfg.distill.teacher_weighting)
 
     def selection(spec: StageSpec) -> float:
         # the main process scores the selection slice and tells the others, so every
@@ -303,6 +340,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             # previous wrapper is dropped at the end of the step (free_memory)
             d.__dict__.pop("_is_accelerate_prepared", None)
             ddp, opt = accelerator.prepare(d, opt)
+            mem = PeakMemory().__enter__()
             best = selection(spec)
             best_state, bad, t0, tokens = copy.deepcopy(d.state_dict()), 0, time.time(), 0
             idx = index[spec.data]
@@ -328,7 +366,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                     # so DDP's unused-parameter search sees exactly the parameters trained
                     wl, proj = ddp(b.inputs, hidden_layer, spec.selects_on_f1)
                     loss, _ = stage_loss(d, spec, wl, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
-                                         proj)
+                                         proj, fallback)
                     opt.zero_grad(set_to_none=True)
                     accelerator.backward(loss)
                     accelerator.clip_grad_norm_(trainable, 5.0)
@@ -353,6 +391,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                     if bad >= spec.patience:
                         break
             d.load_state_dict(best_state)  # restore the best checkpoint of this step
+            mem.__exit__(None, None, None)
             tokens = int(accelerator.reduce(torch.tensor([tokens], dtype=torch.float64, device=device),
                                             reduction="sum")[0])
             del ddp, opt
@@ -360,7 +399,8 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             stage_log["steps"].append({"groups": [n for n, _ in active], "best_select": best, "history": history,
                                        "seconds": round(time.time() - t0, 1),
                                        "tokens_per_s": round(tokens / max(time.time() - t0, 1e-9), 1),
-                                       "processes": world})
+                                       "processes": world, "peak_rss_mb": mem.peak_mb,
+                                       "memory_scope": mem.scope})
             done["steps"].append(key)
             if main:
                 _save_ckpt(d, ckpt)
@@ -377,6 +417,19 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             save_json(metrics, metrics_path)
     accelerator.wait_for_everyone()  # every student is on disk before any process reads one
     return stage_dirs
+
+
+def _teacher_path(manifest: dict, k: int, given: str | Path | None) -> Path:
+    """Teacher k of the transfer set: from ``given`` (a folder or a co-finetuned group) when it
+    names as many teachers as the set has, else the folder the set recorded (when it still
+    exists), else the first of ``given``."""
+    from xdistil.teachers import teacher_dirs
+
+    dirs = teacher_dirs(given) if given is not None else []
+    if len(dirs) == len(manifest["teachers"]):
+        return dirs[k]
+    recorded = Path(manifest["teachers"][k]["path"])
+    return recorded if recorded.exists() or not dirs else dirs[0]
 
 
 def _iter_words(ds, batch_size: int = 1000):

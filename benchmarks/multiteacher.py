@@ -1,0 +1,182 @@
+"""Multi-teacher (MT-BERT) benchmark: single-teacher students against multi-teacher
+students (uniform and MT-BERT weights), with teachers fine-tuned apart or co-finetuned.
+
+    python -m benchmarks.multiteacher --config benchmarks/configs/multiteacher.yaml \
+        --run runs/mt --results benchmarks/results/multiteacher
+
+Steps, each resumable (rerun the same command after an interruption):
+
+1. ``teachers/<name>``: every teacher of the config fine-tuned alone (its own seed);
+2. ``co/``: the same teachers co-finetuned with one shared head (`xdistil.teachers.CoTeachers`);
+3. ``transfer-apart/``, ``transfer-co/``: the transfer set labeled once by each group
+   (every teacher's tags, logits and hidden layer per word);
+4. per group: one student per teacher (``distill.teachers: [k]``) and two students of all
+   teachers (``teacher_weighting`` uniform / mtbert), same student and stages throughout;
+5. dev F1 of every teacher and student; ``summary.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from xdistil.config import RunConfig, from_dict, load_yaml, save_json, to_dict
+
+GROUPS = ("apart", "co")
+
+
+def _cfg(base: dict, **sections) -> RunConfig:
+    raw = json.loads(json.dumps(base))
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return from_dict(RunConfig, raw)
+
+
+def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
+    from xdistil.labeling import label_transfer
+    from xdistil.pipeline import dev_sets, evaluate_dev
+    from xdistil.stages import distill
+    from xdistil.teachers import DONE_MARKER, GROUP_MARKER, teacher_dirs, train_teacher
+
+    raw = load_yaml(config)
+    teachers = raw.pop("teachers")
+    base = from_dict(RunConfig, raw)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_path = run_dir / "eval_cache.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    dev: dict = {}
+
+    def evaluate(name: str, path: Path) -> dict:
+        if name not in cache:
+            if not dev:
+                dev.update(dev_sets(base))
+            cache[name] = evaluate_dev(path, base, progress, dev)
+            save_json(cache, cache_path)
+        return cache[name]
+
+    # 1-2. teachers: apart (one run each) and co-finetuned (one run for all)
+    dirs: dict[str, list[Path]] = {"apart": [], "co": []}
+    seconds: dict[str, float] = {}
+    for t in teachers:
+        d = train_teacher(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}), run_dir / "teachers" / t["name"],
+                          progress)
+        dirs["apart"].append(d)
+        seconds[f"teacher {t['name']}"] = json.loads((d / DONE_MARKER).read_text())["seconds"]
+    co = train_teacher(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
+                       run_dir / "co", progress)
+    dirs["co"] = teacher_dirs(co)
+    seconds["teachers co-finetuned"] = json.loads((co / GROUP_MARKER).read_text())["seconds"]
+
+    models, logs = [], {}
+    for group in GROUPS:
+        for t, d in zip(teachers, dirs[group], strict=True):
+            m = evaluate(f"{group}/teacher/{t['name']}", d)
+            models.append({"name": f"teacher {t['name']}", "group": group, "role": "teacher", "params": m["params"],
+                           "f1": {k: v["f1"] for k, v in m["dev"].items()}, "f1_avg": m["f1_avg"]})
+    # 3. one transfer set per group, labeled by all its teachers
+    for group in GROUPS:
+        transfer = label_transfer(base, dirs[group], run_dir / f"transfer-{group}", progress)
+        tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
+        if tp.get("label_sentences_per_s"):
+            seconds[f"label {group}"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1)
+        # 4. students
+        variants = [(f"single {t['name']}", {"teachers": [k]}) for k, t in enumerate(teachers)]
+        variants += [("multi uniform", {"teacher_weighting": "uniform"}), ("multi mtbert", {"teacher_weighting": "mtbert"})]
+        for name, over in variants:
+            out = run_dir / f"students-{group}" / name.replace(" ", "-")
+            t0 = time.time()
+            stage_dirs = distill(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress)
+            metrics = json.loads((out / "metrics.json").read_text())
+            train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["steps"]), 1)
+            m = evaluate(f"{group}/{name}", stage_dirs[-1])
+            logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"],
+                                       "wall_s_this_run": round(time.time() - t0, 1)}
+            models.append({"name": name, "group": group, "role": "student", "params": m["params"],
+                           "f1": {k: v["f1"] for k, v in m["dev"].items()}, "f1_avg": m["f1_avg"],
+                           "train_s": train_s, "teacher_weights_without_gold":
+                               (metrics.get("teachers") or {}).get("weights_without_gold")})
+    summary = {
+        "protocol": {"languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
+                     "selection_slice": base.data.val_size, "transfer_limit_per_language": base.transfer.limit,
+                     "evaluation": f"dev, first {base.data.dev_limit} sentences per language",
+                     "metric": "seqeval entity F1, IOB2 strict", "teachers": teachers,
+                     "student": to_dict(base.student), "stages": to_dict(base.distill)["stages"]},
+        "models": models,
+        "seconds": seconds,
+        "logs": logs,
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "command": "python -m benchmarks.multiteacher " + " ".join(sys.argv[1:]),
+    }
+    summary["verdict"] = verdict(summary)
+    results.mkdir(parents=True, exist_ok=True)
+    save_json(summary, results / "summary.json")
+    (results / "results.md").write_text(markdown(summary), encoding="utf-8")
+    print(markdown(summary))
+    return summary
+
+
+def verdict(s: dict) -> dict:
+    """Does a multi-teacher student beat the best single-teacher student (average F1)?"""
+    students = [m for m in s["models"] if m["role"] == "student"]
+    singles = [m for m in students if m["name"].startswith("single")]
+    multis = [m for m in students if m["name"].startswith("multi")]
+    best_single = max(singles, key=lambda m: m["f1_avg"])
+    best_multi = max(multis, key=lambda m: m["f1_avg"])
+    return {"best_single": f"{best_single['group']}/{best_single['name']}", "best_single_f1": best_single["f1_avg"],
+            "best_multi": f"{best_multi['group']}/{best_multi['name']}", "best_multi_f1": best_multi["f1_avg"],
+            "multi_minus_single": round(best_multi["f1_avg"] - best_single["f1_avg"], 2),
+            "multi_beats_single": best_multi["f1_avg"] > best_single["f1_avg"]}
+
+
+def markdown(s: dict) -> str:
+    langs = s["protocol"]["languages"]
+    v = s["verdict"]
+    lines = ["# Multi-teacher (MT-BERT) benchmark", "", f"Command: `{s['command']}`", "",
+             "Protocol: " + json.dumps({k: s["protocol"][k] for k in
+                                        ("languages", "labeled_budget", "selection_slice",
+                                         "transfer_limit_per_language", "evaluation", "metric")}), "",
+             "Teachers: " + ", ".join(f"{t['name']} = {t['model']} (seed {t['seed']})" for t in s["protocol"]["teachers"])
+             + ". *apart*: each fine-tuned alone; *co*: co-finetuned with one shared head. Every student is the "
+               "same 2-layer BiLSTM with the same stages; *single X* learns from teacher X only, *multi* from "
+               "all teachers with uniform or MT-BERT (1/(1+task loss)) weights.", "",
+             f"**Verdict:** best multi-teacher student {v['best_multi']} {v['best_multi_f1']:.2f} vs best "
+             f"single-teacher student {v['best_single']} {v['best_single_f1']:.2f}: "
+             + (f"the multi-teacher student is better by {v['multi_minus_single']:.2f} F1."
+                if v["multi_beats_single"] else
+                f"the multi-teacher student does **not** beat it ({v['multi_minus_single']:+.2f} F1)."), "",
+             "| teachers | model | " + " | ".join(langs) + " | avg | train s | weights w/o gold |",
+             "|---|---|" + "---:|" * len(langs) + "---:|---:|---|"]
+    for m in s["models"]:
+        w = m.get("teacher_weights_without_gold")
+        lines.append(f"| {m['group']} | {m['name']} | " + " | ".join(f"{m['f1'][lang]:.2f}" for lang in langs)
+                     + f" | {m['f1_avg']:.2f} | {m.get('train_s', '')} | "
+                     + (" / ".join(f"{x:.2f}" for x in w) if w and len(w) > 1 else "") + " |")
+    lines += ["", "Seconds (2 CPU cores): " + json.dumps(s["seconds"]), "",
+              "`train s`: the student's distillation time as recorded by its stages. `weights w/o gold`: the "
+              "teacher weights applied to batches without gold words, from each teacher's task loss on the "
+              "selection slice (batches with gold words weight the teachers by their loss on those words).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="benchmarks/configs/multiteacher.yaml")
+    p.add_argument("--run", default="runs/mt", help="working directory (teachers, transfer sets, students)")
+    p.add_argument("--results", default="benchmarks/results/multiteacher", help="where summary.json/results.md go")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run(args.config, Path(args.run), Path(args.results), not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""``xdistil bench`` then ``xdistil report`` on a tiny run made by the real pipeline (tiny random models).
+
+The numbers mean nothing here; the tests check that every figure the benchmark issue asks
+for is in bench.json, consistent with the run's own files, and shown by the report.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from synth import synth_files
+from tiny import make_tiny_teacher
+
+from xdistil.cli import main
+
+BATCHES = [1, 4]
+QUICK = ["--batch-sizes", *map(str, BATCHES), "--seq", "16", "--repeats", "2", "--quick", "--threads", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run directory: teacher, transfer set, two stages, dev scores (a few seconds)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only waits (and stalls on a busy machine)
+    tmp = tmp_path_factory.mktemp("bench")
+    cfg = {
+        "data": {"languages": ["xx"], "labeled_budget": 100, "val_size": 20,
+                 "files": synth_files(tmp / "data", n_train=120, n_dev=40, n_unlabeled=40)},
+        "teacher": {"model": str(make_tiny_teacher(tmp)), "epochs": 1, "batch_size": 16, "lr": 1e-3,
+                    "max_length": 24, "freeze_embeddings": False},
+        "transfer": {"layers": [1], "chunk_size": 50, "batch_size": 16},
+        "student": {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24},
+        "distill": {"stages": [{"name": "hard", "losses": {"hard": 1.0}, "epochs": 1, "unfreeze": False},
+                               {"name": "soft", "losses": {"soft": 1.0}, "epochs": 1, "unfreeze": False}],
+                    "max_steps_per_epoch": 2},
+    }
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(tmp / "cfg.yaml"), "--out", str(tmp / "run"), "-q"]) == 0
+    yield tmp / "run", tmp / "cfg.yaml"
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bench(run):
+    run_dir, _ = run
+    # int8 agreement floor 0: a barely trained student has near-tied logits, int8 may flip some
+    assert main(["bench", str(run_dir), *QUICK, "--teacher-ort", "--int8-min-agreement", "0"]) == 0
+    return json.loads((run_dir / "bench.json").read_text())
+
+
+def test_bench_json_has_every_figure(run, bench):
+    run_dir, _ = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    students = list(metrics["students"])
+    assert students == ["stage1-hard", "stage2-soft"]
+
+    # quality per language: teacher, every stage, % of the teacher kept
+    q = bench["quality"]
+    assert q["languages"] == ["xx"] and q["final"] == "stage2-soft"
+    assert [m["name"] for m in q["models"]] == ["teacher", *students]
+    teacher = q["models"][0]
+    for m in q["models"]:
+        source = metrics["teacher"] if m["role"] == "teacher" else metrics["students"][m["name"]]
+        assert m["f1"]["xx"] == source["dev"]["xx"]["f1"] and 0 <= m["f1"]["xx"] <= 100
+        if teacher["f1"]["xx"]:
+            assert m["retained_pct"]["xx"] == pytest.approx(100 * m["f1"]["xx"] / teacher["f1"]["xx"])
+
+    # parameters and compression
+    size = {m["name"]: m for m in bench["size"]["models"]}
+    assert size["teacher"]["params"] == metrics["teacher"]["params"]
+    for name in students:
+        assert size[name]["compression"] == pytest.approx(metrics["teacher"]["params"] / size[name]["params"])
+        assert size[name]["compression"] > 1
+    assert size["stage2-soft"]["params"] == metrics["students"]["stage2-soft"]["params"]
+    assert set(bench["size"]["exports"]["stage2-soft"]) == {"fp32", "int8"}
+
+    # latency: every model x runtime x batch size, medians > 0; speedups against the teacher in PyTorch
+    lat = bench["latency"]
+    cells = {(r["model"], r["runtime"], r["precision"], r["batch"]): r for r in lat["results"]}
+    expected = [("teacher", "torch", "fp32"), ("teacher", "ort", "fp32"), ("stage2-soft", "torch", "fp32"),
+                ("stage2-soft", "ort", "fp32"), ("stage2-soft", "ort", "int8")]
+    assert sorted(cells) == sorted((*c, b) for c in expected for b in BATCHES)
+    for r in lat["results"]:
+        assert r["median_ms"] > 0 and r["repeats"] >= 2 and r["seq"] == 16
+        assert r["sentences_per_s"] == pytest.approx(1e3 * r["batch"] / r["median_ms"])
+    assert lat["settings"]["threads"] == 1 and lat["settings"]["batch_sizes"] == BATCHES
+    assert all(0 < m["mean_real_pieces"] <= 16 for m in lat["models"])
+    assert len(lat["speedups"]) == 3 * len(BATCHES)
+    for s in lat["speedups"]:
+        ref = cells[("teacher", "torch", "fp32", s["batch"])]["median_ms"]
+        assert s["speedup"] == pytest.approx(ref / cells[(s["model"], s["runtime"], s["precision"], s["batch"])]
+                                             ["median_ms"])
+
+    # labeling throughput: copied from the transfer set's manifest
+    tp = json.loads((run_dir / "transfer" / "manifest.json").read_text())["throughput"]
+    lab = bench["labeling"]
+    assert (lab["label_sentences_per_s"], lab["forward_sentences_per_s"], lab["overhead"]) == \
+        (tp["label_sentences_per_s"], tp["forward_sentences_per_s"], tp["overhead"])
+    assert lab["sentences"] == tp["sentences_labeled_this_run"] > 0
+
+    # distillation tokens/s per stage (and per step), matched to the stage students
+    d = bench["distillation"]
+    assert [(s["stage"], s["student"]) for s in d["stages"]] == [("hard", "stage1-hard"), ("soft", "stage2-soft")]
+    assert all(s["tokens_per_s"] > 0 and s["steps"] and s["steps"][0]["tokens_per_s"] > 0 for s in d["stages"])
+
+    # peak memory of labeling and training
+    mem = bench["memory"]
+    assert mem["labeling"]["peak_rss_mb"] == tp["peak_rss_mb"] > 0
+    assert mem["training"]["peak_rss_mb"] > 0 and len(mem["training"]["per_stage"]) == 2
+
+    # provenance: machine, versions and command on every section
+    for section in ("quality", "latency", "labeling", "distillation"):
+        prov = bench[section]["provenance"]
+        assert prov["machine"]["cpu"] and prov["machine"]["usable_cpus"] >= 1
+        assert prov["versions"]["torch"] and prov["versions"]["xdistil"]
+        assert prov["command"].startswith("xdistil ")
+    assert bench["latency"]["provenance"]["command"].startswith("xdistil bench ")
+    assert bench["labeling"]["provenance"]["command"].startswith("xdistil run ")
+    assert bench["latency"]["provenance"]["versions"]["onnxruntime"]
+    assert bench["protocol"]["labeled_budget"] == 100 and bench["protocol"]["transfer"]["sentences"] > 0
+
+
+def test_report_shows_the_bench(run, bench, tmp_path, capsys):
+    from xdistil.report import _ms
+
+    run_dir, _ = run
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert "report.md" in capsys.readouterr().out
+    for png in ("f1_retained.png", "f1_vs_params.png", "latency.png", "stages.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    assert json.loads((out / "bench.json").read_text()) == bench
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+
+    q = bench["quality"]
+    expected = ["labeled budget", "100 sentences per language", "evaluation split", "dev (whole file)",
+                "transfer set", f"{bench['protocol']['transfer']['sentences']:,} sentences",  # the protocol
+                "88.64", "86.46", "91.86", "35.1x", "51.0x", "16.0x",  # the published anchors
+                f"{q['models'][0]['f1_avg']:.2f}",  # the teacher's F1
+                *[m["name"] for m in q["models"]], *[f"{m['f1']['xx']:.2f}" for m in q["models"]],
+                *[_ms(r["median_ms"]) for r in bench["latency"]["results"]],
+                f"{bench['labeling']['label_sentences_per_s']:,.1f}", "timings depend on the machine"]
+    for text in expected:
+        assert text.lower() in md.lower(), text
+        assert text.lower() in page.lower(), text
+    assert md.count("\n|---") == page.count("<table>") >= 8  # the same tables in both
+    assert "target" in md.splitlines()[2]  # the verdict comes first
+    for png in ("f1_retained.png", "latency.png"):
+        assert f"]({png})" in md and f'src="{png}"' in page
+
+
+def test_bench_with_config_reuses_run_and_exports(run, bench):
+    run_dir, cfg = run
+    assert main(["bench", str(run_dir), "--config", str(cfg), *QUICK, "--no-int8"]) == 0
+    again = json.loads((run_dir / "bench.json").read_text())
+    student = next(m for m in again["latency"]["models"] if m["role"] == "student")
+    assert student["export_reused"] and {r["precision"] for r in again["latency"]["results"]} == {"fp32"}
+    assert "--config" in again["latency"]["provenance"]["command"]
+    assert again["quality"]["models"] == bench["quality"]["models"]  # nothing was retrained or re-evaluated
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an xdistil run directory (no metrics.json)" in err and "xdistil run" in err
+    assert "Traceback" not in err
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "xdistil bench" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""Where a figure was measured: the machine, the library versions and the command line.
+
+A latency or a throughput means little without the CPU it ran on, the thread count and
+the library versions, and cannot be reproduced without the command. Every benchmark
+figure xdistil writes carries one `provenance` record; ``xdistil run`` stores one per
+pipeline step in ``metrics.json`` so that ``xdistil bench`` can attach it to the labeling
+and distillation figures it copies from the run.
+
+Importing this module is cheap: torch and the other libraries are imported only to read
+their versions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from importlib import import_module
+from pathlib import Path
+
+# Libraries whose versions change the figures (kernels, graph optimisations, tokenizers).
+LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "tokenizers", "numpy")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (a container or taskset can allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> list[float] | None:
+    """Other work on the machine inflates every timing; the load average says how much there was."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def machine(threads: int | None = None) -> dict:
+    """CPU model, core counts and the intra-op thread count the figures were measured with.
+
+    ``threads`` defaults to torch's current thread count when torch is already imported.
+    """
+    if threads is None and "torch" in sys.modules:
+        threads = sys.modules["torch"].get_num_threads()
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(), "threads": threads,
+            "platform": platform.platform()}
+
+
+def versions() -> dict:
+    """xdistil, Python and the `LIBRARIES` that are installed (None for those that are not)."""
+    from xdistil import __version__
+
+    out: dict[str, str | None] = {"xdistil": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = getattr(import_module(name), "__version__", None)
+        except ImportError:
+            out[name] = None
+    return out
+
+
+def command_line(argv: list[str] | None = None, prog: str = "xdistil") -> str:
+    """The command as a user would retype it: ``prog`` and its arguments, shell-quoted."""
+    return shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
+
+
+def provenance(command: str | None = None, threads: int | None = None) -> dict:
+    """One record: machine, versions, command line (default: this process's) and the time."""
+    return {"machine": machine(threads), "versions": versions(),
+            "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "loadavg": load_average(), "time": datetime.now(UTC).isoformat(timespec="seconds")}
