@@ -142,3 +142,26 @@ def test_two_process_teacher_train(setup):
     assert not (out / "checkpoint").exists() and not (out / "best").exists()
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_process_run_with_cofinetuned_teachers(setup):
+    """`xdistil run` under the launcher: two teachers co-finetuned with DDP, labeled, distilled;
+    only the main process writes the run's files, evaluates and prints the summary."""
+    from xdistil.teachers import GROUP_MARKER, teacher_dirs
+
+    cfg, teacher, tmp, one = setup
+    other = make_tiny_teacher(tmp / "other", seed=1, hidden_size=48, tokenizer="wordpiece")
+    out = tmp / "run"
+    text = launch("run", "--config", str(tmp / "cfg.yaml"), "--teacher", str(teacher), "--teacher", str(other),
+                  "--out", str(out), "-q", timeout=240)
+    assert text.count("% teacher") == 1  # one summary table, from the main process
+    assert len(teacher_dirs(out / "teacher")) == 2 and (out / "teacher" / GROUP_MARKER).exists()
+    manifest = json.loads((out / "transfer/manifest.json").read_text())
+    assert manifest["throughput"]["processes"] == 2 and manifest["hidden_sizes"] == [32, 48]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sorted(metrics["teachers"]) == ["teacher1-tiny-teacher-bert", "teacher2-tiny-teacher-bert-wordpiece-48"]
+    assert metrics["teacher"]["member"] in metrics["teachers"]
+    assert sorted(metrics["students"]) == ["stage1-logits", "stage2-hidden"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["role"] for m in summary["models"]].count("co-finetuned teacher") == 2
+    assert not [p.name for p in out.rglob("*.tmp")]

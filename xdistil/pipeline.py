@@ -59,6 +59,9 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
 
     ``command``: the command line recorded with each step (default: this process's).
     """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
     from xdistil.labeling import label_transfer
     from xdistil.provenance import provenance
     from xdistil.stages import distill
@@ -66,12 +69,20 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _log_to(run_dir)
+    # under `accelerate launch` every process runs the steps (they are data-parallel), but
+    # only the main one writes the run's own files and evaluates
+    main = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
+
+    def write(obj, path: Path) -> None:
+        if main:
+            save_json(obj, path)
+
+    handler = _log_to(run_dir) if main else logging.NullHandler()
     try:
         cfg_path = run_dir / "config.json"
         if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(json.dumps(to_dict(cfg))):
             log.warning("%s differs from the current config; steps already done are kept", cfg_path)
-        save_json(to_dict(cfg), cfg_path)
+        write(to_dict(cfg), cfg_path)
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         timings = metrics.setdefault("timings", {})
@@ -83,7 +94,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
             if f"{name}_s" not in timings:  # recorded by the invocation that did the work
                 timings[f"{name}_s"] = round(time.time() - t0, 1)
                 where[name] = provenance(command)
-            save_json(metrics, metrics_path)
+            write(metrics, metrics_path)
             return result
 
         teacher_dir = run_dir / "teacher"
@@ -97,7 +108,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
         if "distill" in cfg.steps:
             stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teachers[0],
                                                          run_dir / "distill", progress))
-        if "evaluate" in cfg.steps:
+        if "evaluate" in cfg.steps and main:
             students = metrics.setdefault("students", {})
             members = metrics.setdefault("teachers", {}) if len(teachers) > 1 else {}
             todo = [(d.name, d) for d in teachers if len(teachers) > 1 and d.name not in members] + \
@@ -114,13 +125,14 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
                     metrics["teacher"] = m
                 else:
                     members[name] = m
-                save_json(metrics, metrics_path)
+                write(metrics, metrics_path)
             if members:  # the reference for "% of the teacher": the best co-finetuned teacher
                 best = max(members, key=lambda n: members[n]["f1_avg"])
                 metrics["teacher"] = {**members[best], "member": best}
-                save_json(metrics, metrics_path)
-        save_json(summary(metrics, cfg), run_dir / "summary.json")
-        print(summary_table(metrics, cfg))
+                write(metrics, metrics_path)
+        write(summary(metrics, cfg), run_dir / "summary.json")
+        if main:
+            print(summary_table(metrics, cfg))
         return metrics
     finally:
         logging.getLogger().removeHandler(handler)
