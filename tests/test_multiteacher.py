@@ -192,3 +192,29 @@ def test_batches_without_gold_use_the_validation_weights():
     got, _ = stage_loss(None, spec, student, with_gold, 0, "best", fallback=torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(got, soft_loss(student, teachers, mask, torch.tensor([1.0, 0.0]), spec.soft_kind,
                                               spec.temperature))
+
+
+def test_single_teacher_student_from_a_multi_teacher_set(co_run):
+    """distill.teachers: [1] learns from the second teacher only, with its vocabulary."""
+    from xdistil.config import RunConfig, from_dict, to_dict
+    from xdistil.labeling import label_transfer
+    from xdistil.stages import distill
+    from xdistil.taggers import load_tagger
+    from xdistil.teachers import teacher_dirs
+
+    cfg, group, tmp = co_run
+    transfer = label_transfer(cfg, teacher_dirs(group), tmp / "transfer", progress=False)
+    raw = to_dict(cfg)
+    raw["distill"].update(teachers=[1], stages=[{"name": "soft", "losses": {"soft": 1.0, "hidden": 1.0},
+                                                  "epochs": 1, "unfreeze": False}])
+    one = from_dict(RunConfig, raw)
+    dirs = distill(one, transfer, group, tmp / "single-2", progress=False)
+    metrics = json.loads((tmp / "single-2/metrics.json").read_text())
+    assert metrics["teachers"]["ids"] == [1] and metrics["teachers"]["weights_without_gold"] == [1.0]
+    keys = load_file_keys(tmp / "single-2/checkpoint/distiller.safetensors")
+    assert keys["projections.0.linear.weight"][0] == 48 and "projections.1.linear.weight" not in keys
+    student = load_tagger(dirs[-1])
+    assert json.loads(student.tokenizer.backend_tokenizer.to_str())["model"]["type"] == "WordPiece"
+    raw["distill"]["teachers"] = [2]
+    with pytest.raises(ValueError, match="teachers 0..1"):
+        distill(from_dict(RunConfig, raw), transfer, group, tmp / "bad", progress=False)
