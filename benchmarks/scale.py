@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from xdistil.config import save_json
+from xdistil.provenance import cpu_model
 
 # six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
 LANGS = ["ar", "fr", "it", "pt", "tr", "vi"]
@@ -142,23 +143,13 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         "languages": LANGS,
         "demo_rows": DEMO_ROWS,
         "runs": [state[f"x{f:g}"] for f in factors],
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
     results.mkdir(parents=True, exist_ok=True)
     save_json(summary, results / "summary.json")
     (results / "results.md").write_text(markdown(summary), encoding="utf-8")
     print(markdown(summary))
     return summary
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(s: dict) -> str:
