@@ -22,7 +22,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 from xdistil.config import RunConfig, from_dict, load_yaml, save_json, to_dict
@@ -39,7 +38,7 @@ def _cfg(base: dict, **sections) -> RunConfig:
 
 def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     from xdistil.labeling import label_transfer
-    from xdistil.pipeline import dev_sets, evaluate_dev
+    from xdistil.pipeline import DevScorer
     from xdistil.stages import distill
     from xdistil.teachers import DONE_MARKER, GROUP_MARKER, teacher_dirs, train_teacher
 
@@ -47,17 +46,7 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     teachers = raw.pop("teachers")
     base = from_dict(RunConfig, raw)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = run_dir / "eval_cache.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    dev: dict = {}
-
-    def evaluate(name: str, path: Path) -> dict:
-        if name not in cache:
-            if not dev:
-                dev.update(dev_sets(base))
-            cache[name] = evaluate_dev(path, base, progress, dev)
-            save_json(cache, cache_path)
-        return cache[name]
+    evaluate = DevScorer(base, progress, cache=run_dir / "eval_cache.json")
 
     # 1-2. teachers: apart (one run each) and co-finetuned (one run for all)
     dirs: dict[str, list[Path]] = {"apart": [], "co": []}
@@ -93,13 +82,11 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
             variants.append(("multi mtbert e5 only", {"teachers": e5, "teacher_weighting": "mtbert"}))
         for name, over in variants:
             out = run_dir / f"students-{group}" / name.replace(" ", "-")
-            t0 = time.time()
             stage_dirs = distill(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress)
             metrics = json.loads((out / "metrics.json").read_text())
             train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["steps"]), 1)
             m = evaluate(f"{group}/{name}", stage_dirs[-1])
-            logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"],
-                                       "wall_s_this_run": round(time.time() - t0, 1)}
+            logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"]}
             models.append({"name": name, "group": group, "role": "student", "params": m["params"],
                            "f1": {k: v["f1"] for k, v in m["dev"].items()}, "f1_avg": m["f1_avg"],
                            "train_s": train_s, "teacher_weights_without_gold":

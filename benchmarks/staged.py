@@ -35,7 +35,7 @@ def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
 
 def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progress: bool) -> dict:
     from xdistil.labeling import label_transfer
-    from xdistil.pipeline import dev_sets, evaluate_dev
+    from xdistil.pipeline import DevScorer
     from xdistil.stages import distill
     from xdistil.teachers import train_teacher
 
@@ -51,18 +51,7 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
     tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
     timings["label_s"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1) \
         if tp["label_sentences_per_s"] else None
-    cache_path = run_dir / "eval_cache.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-
-    dev: dict = {}
-
-    def evaluate(name: str, path: Path) -> dict:
-        if name not in cache:
-            if not dev:
-                dev.update(dev_sets(base))
-            cache[name] = evaluate_dev(path, base, progress, dev)
-            save_json(cache, cache_path)
-        return cache[name]
+    evaluate = DevScorer(base, progress, cache=run_dir / "eval_cache.json")
 
     models = []
     t = evaluate("teacher", teacher)

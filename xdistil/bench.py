@@ -222,19 +222,17 @@ def quality(run_dir: Path, cfg: RunConfig, metrics: dict, students: list[Path], 
     Models the run did not evaluate (``steps`` without ``evaluate``, or an interrupted
     run) are evaluated here on the same dev sets.
     """
-    from xdistil.pipeline import dev_sets, evaluate_dev
+    from xdistil.pipeline import DevScorer
 
-    dev: dict = {}
+    score = DevScorer(cfg, progress)
 
     def scores(path: Path, stored: dict | None) -> tuple[dict, str]:
         if stored is not None:
             return stored, "xdistil run"
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: missing; the run is incomplete (rerun 'xdistil run')")
-        if not dev:
-            dev.update(dev_sets(cfg))
         log.info("evaluating %s (not in metrics.json)", path)
-        return evaluate_dev(path, cfg, progress, dev), "xdistil bench"
+        return score(str(path), path), "xdistil bench"
 
     teacher, by = scores(teacher_dir(run_dir, metrics), metrics.get("teacher"))
     langs = list(teacher["dev"])

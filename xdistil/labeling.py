@@ -128,7 +128,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     counts: dict[str, dict[str, int]] = {}
     words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
-    mem = PeakMemory().__enter__()  # peak memory of the labeling itself, not of loading the teachers
+    mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
     for lang in cfg.data.languages:
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
@@ -152,7 +152,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             bar.update(len(rows))
             bar.set_postfix(sent_s=f"{sents_labeled / max(wall, 1e-9):.0f}")
     bar.close()
-    mem.__exit__(None, None, None)
+    mem.stop()
     forward_s = sum(t.module.seconds for t in teachers)
     # every process's own figures, gathered (a collective: all processes get here)
     per_process = gather_object([{"sentences": sents_labeled, "words": words_total, "wall_s": wall,

@@ -9,6 +9,8 @@ does that on entry and reads ``VmHWM`` on exit. Elsewhere it falls back to ``ru_
     with PeakMemory() as mem:
         work()
     mem.result()  # {"peak_rss_mb": 812.4, "scope": "step"}
+
+or ``mem = PeakMemory().start(); ...; mem.stop()`` where a ``with`` block does not fit.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _maxrss_mb() -> float:
 
 
 class PeakMemory:
-    def __enter__(self) -> PeakMemory:
+    def start(self) -> PeakMemory:
         self.scope = "process"
         try:
             _CLEAR.write_text("5")
@@ -49,9 +51,16 @@ class PeakMemory:
         self.peak_mb: float | None = None
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> PeakMemory:
         hwm = _status_kb("VmHWM") if self.scope == "step" else None
         self.peak_mb = round(hwm / 1024, 1) if hwm is not None else round(_maxrss_mb(), 1)
+        return self
+
+    def __enter__(self) -> PeakMemory:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def result(self) -> dict:
         return {"peak_rss_mb": self.peak_mb, "scope": self.scope}

@@ -54,6 +54,26 @@ def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True, dev: di
             "f1_avg": sum(r["f1"] for r in res.values()) / len(res)}
 
 
+class DevScorer:
+    """Dev F1 of saved models (`evaluate_dev`) over one config's dev sets, read once and only
+    when a model is first scored. With ``cache`` (a JSON file) the scores persist by name,
+    so a rerun of a benchmark does not evaluate again."""
+
+    def __init__(self, cfg: RunConfig, progress: bool = True, cache: Path | None = None):
+        self.cfg, self.progress, self.cache_path = cfg, progress, cache
+        self.scores: dict = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+        self._dev: dict | None = None
+
+    def __call__(self, name: str, path: Path) -> dict:
+        if name not in self.scores:
+            if self._dev is None:
+                self._dev = dev_sets(self.cfg)
+            self.scores[name] = evaluate_dev(path, self.cfg, self.progress, self._dev)
+            if self.cache_path is not None:
+                save_json(self.scores, self.cache_path)
+        return self.scores[name]
+
+
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str | None = None) -> dict:
     """teacher -> label -> distill -> evaluate, each step skipped when already done.
 
@@ -109,24 +129,19 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
             stage_dirs = step("distill", lambda: distill(cfg, run_dir / "transfer", teachers[0],
                                                          run_dir / "distill", progress))
         if "evaluate" in cfg.steps and main:
+            score = DevScorer(cfg, progress)
+            # one teacher is "teacher"; co-finetuned teachers are scored by folder name
+            members = metrics.setdefault("teachers", {}) if len(teachers) > 1 else metrics
             students = metrics.setdefault("students", {})
-            members = metrics.setdefault("teachers", {}) if len(teachers) > 1 else {}
-            todo = [(d.name, d) for d in teachers if len(teachers) > 1 and d.name not in members] + \
-                ([] if "teacher" in metrics or len(teachers) > 1 else [("teacher", teacher_dir)]) + \
-                [(d.name, d) for d in stage_dirs if d.name not in students]
-            dev = dev_sets(cfg) if todo else {}
-            if todo:
-                where["evaluate"] = provenance(command)
-            for name, path in todo:
-                m = evaluate_dev(path, cfg, progress, dev)
-                if path in stage_dirs:
-                    students[name] = m
-                elif name == "teacher":
-                    metrics["teacher"] = m
-                else:
-                    members[name] = m
-                write(metrics, metrics_path)
-            if members:  # the reference for "% of the teacher": the best co-finetuned teacher
+            todo = [(members, d.name if len(teachers) > 1 else "teacher", d) for d in teachers] + \
+                [(students, d.name, d) for d in stage_dirs]
+            for store, name, path in todo:
+                if name not in store:
+                    if not score.scores:
+                        where["evaluate"] = provenance(command)
+                    store[name] = score(name, path)
+                    write(metrics, metrics_path)
+            if len(teachers) > 1:  # the reference for "% of the teacher": the best co-finetuned teacher
                 best = max(members, key=lambda n: members[n]["f1_avg"])
                 metrics["teacher"] = {**members[best], "member": best}
                 write(metrics, metrics_path)

@@ -167,17 +167,16 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def validation_weights(batcher: TransferBatcher, weighting: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-teacher task loss (K,), teacher weights (K,)) on the selection slice's gold words:
-    the weights of batches without gold labels (most of the transfer set)."""
-    losses, n = torch.zeros(batcher.K, dtype=torch.float64), 0
-    for chunk in range(0, len(batcher.val_index), 256):
-        b = batcher(batcher.val_index[chunk : chunk + 256], need_hidden=False)
-        m = b.gold != L.IGNORE_INDEX
-        if m.any():
-            losses += L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), m).double() * int(m.sum())
-            n += int(m.sum())
-    losses = (losses / max(n, 1)).float()
+def validation_weights(ds, rows: list[int], teachers: list[int], n_labels: int,
+                       weighting: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-teacher task loss (K,), teacher weights (K,)) on the selection slice's gold words,
+    read straight from the stored tags and logits: the weights of batches without gold
+    labels (most of the transfer set)."""
+    val = ds.select_columns(["gold", *(f"t{k}_logits" for k in teachers)]).with_format("numpy")[list(rows)]
+    gold = torch.from_numpy(np.concatenate(val["gold"]).astype(np.int64))  # (N,)
+    logits = torch.stack([torch.from_numpy(np.concatenate(val[f"t{k}_logits"]).astype(np.float32))
+                          .view(-1, n_labels) for k in teachers])  # (K, N, C)
+    losses = L.per_teacher_task_loss(logits, gold, torch.ones_like(gold, dtype=torch.bool))
     return losses, L.teacher_weights(losses, weighting)
 
 
@@ -190,7 +189,7 @@ def _student_tagger(student, tokenizer, labels, max_length):
 
 
 def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cfg: RunConfig,
-                  batcher: TransferBatcher) -> float:
+                  batcher: TransferBatcher, fallback: torch.Tensor | None = None) -> float:
     """Higher is better: average per-language F1, or minus the hidden loss for hidden-only stages."""
     from xdistil.evaluate import score
     from xdistil.taggers import predict_tags
@@ -215,7 +214,7 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
             b = batcher(batcher.val_index[chunk : chunk + 64], need_hidden=True).to(device)
             out = d.student(**b.inputs)
             _, parts = stage_loss(d, spec, out, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
-                                  fallback=batcher.fallback)
+                                  fallback=fallback)
             total += parts["hidden"] * len(b.gold)
             n += len(b.gold)
         return -total / max(n, 1)
@@ -300,8 +299,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     params = count_parameters(student)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"stages": []}
-    val_task, fallback = validation_weights(batcher, cfg.distill.teacher_weighting)
-    batcher.fallback = fallback
+    val_task, fallback = validation_weights(ds, val_index, ids, len(labels), cfg.distill.teacher_weighting)
     metrics["teachers"] = {"weighting": cfg.distill.teacher_weighting, "ids": ids,
                            "paths": [manifest["teachers"][k]["path"] for k in ids],
                            "selection_task_loss": [round(float(x), 4) for x in val_task],
@@ -314,7 +312,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     def selection(spec: StageSpec) -> float:
         # the main process scores the selection slice and tells the others, so every
         # process takes the same early-stopping and best-weights decisions
-        value = [select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher) if main else None]
+        value = [select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher, fallback) if main else None]
         return broadcast_object_list(value, from_process=0)[0]
 
     for si, spec in enumerate(stages):
@@ -340,7 +338,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
             # previous wrapper is dropped at the end of the step (free_memory)
             d.__dict__.pop("_is_accelerate_prepared", None)
             ddp, opt = accelerator.prepare(d, opt)
-            mem = PeakMemory().__enter__()
+            mem = PeakMemory().start()
             best = selection(spec)
             best_state, bad, t0, tokens = copy.deepcopy(d.state_dict()), 0, time.time(), 0
             idx = index[spec.data]
@@ -391,7 +389,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                     if bad >= spec.patience:
                         break
             d.load_state_dict(best_state)  # restore the best checkpoint of this step
-            mem.__exit__(None, None, None)
+            mem.stop()
             tokens = int(accelerator.reduce(torch.tensor([tokens], dtype=torch.float64, device=device),
                                             reduction="sum")[0])
             del ddp, opt
@@ -419,17 +417,13 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     return stage_dirs
 
 
-def _teacher_path(manifest: dict, k: int, given: str | Path | None) -> Path:
-    """Teacher k of the transfer set: from ``given`` (a folder or a co-finetuned group) when it
-    names as many teachers as the set has, else the folder the set recorded (when it still
-    exists), else the first of ``given``."""
+def _teacher_path(manifest: dict, k: int, given: str | Path) -> Path:
+    """Teacher k of the transfer set: the k-th folder behind ``given`` (a teacher, or a
+    co-finetuned group), else the folder the set recorded for it."""
     from xdistil.teachers import teacher_dirs
 
-    dirs = teacher_dirs(given) if given is not None else []
-    if len(dirs) == len(manifest["teachers"]):
-        return dirs[k]
-    recorded = Path(manifest["teachers"][k]["path"])
-    return recorded if recorded.exists() or not dirs else dirs[0]
+    dirs = teacher_dirs(given)
+    return dirs[k] if k < len(dirs) else Path(manifest["teachers"][k]["path"])
 
 
 def _iter_words(ds, batch_size: int = 1000):
