@@ -13,27 +13,29 @@ Steps, each resumable (rerun the same command after an interruption):
 4. per group: one student per teacher (``distill.teachers: [k]``), two students of all
    teachers (``teacher_weighting`` uniform / mtbert) and one of the e5 teachers only
    (mtbert), same student and stages throughout;
-5. dev F1 of every teacher and student; ``summary.json`` and ``results.md``.
+5. dev F1 of every teacher and student; ``summary.json`` (a `xdistil.records.Summary`, one
+   row per model named ``GROUP/NAME``, its group in ``group``) and ``results.md`` (rendered
+   by the report's block renderer).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
-from xdistil.config import RunConfig, from_dict, load_yaml, save_json, to_dict
+from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from xdistil.provenance import provenance
+from xdistil.records import ModelScores, Provenance, Summary
+from xdistil.report import Heading, Para, Table, num, write_page
 
 GROUPS = ("apart", "co")
 
 
 def _cfg(base: dict, **sections) -> RunConfig:
-    raw = json.loads(json.dumps(base))
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return from_dict(RunConfig, raw)
+    """The base config with sections merged in (`xdistil.config.apply_overrides`)."""
+    return from_dict(RunConfig, apply_overrides(base, sections))
 
 
 def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
@@ -64,9 +66,9 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     models, logs = [], {}
     for group in GROUPS:
         for t, d in zip(teachers, dirs[group], strict=True):
-            m = evaluate(f"{group}/teacher/{t['name']}", d)
-            models.append({"name": f"teacher {t['name']}", "group": group, "role": "teacher", "params": m["params"],
-                           "f1": {k: v["f1"] for k, v in m["dev"].items()}, "f1_avg": m["f1_avg"]})
+            models.append(ModelScores.from_eval(f"{group}/teacher {t['name']}", "teacher",
+                                                evaluate(f"{group}/teacher/{t['name']}", d), arch=t["model"],
+                                                group=group, evaluated_by="benchmarks.multiteacher"))
     # 3. one transfer set per group, labeled by all its teachers
     for group in GROUPS:
         transfer = label_transfer(base, dirs[group], run_dir / f"transfer-{group}", progress)
@@ -85,99 +87,99 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
             stage_dirs = distill(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress)
             metrics = json.loads((out / "metrics.json").read_text())
             train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["steps"]), 1)
-            m = evaluate(f"{group}/{name}", stage_dirs[-1])
             logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"]}
-            models.append({"name": name, "group": group, "role": "student", "params": m["params"],
-                           "f1": {k: v["f1"] for k, v in m["dev"].items()}, "f1_avg": m["f1_avg"],
-                           "train_s": train_s, "teacher_weights_without_gold":
-                               (metrics.get("teachers") or {}).get("weights_without_gold")})
-    summary = {
-        "protocol": {"languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
-                     "selection_slice": base.data.val_size, "transfer_limit_per_language": base.transfer.limit,
-                     "evaluation": f"dev, first {base.data.dev_limit} sentences per language",
-                     "metric": "seqeval entity F1, IOB2 strict", "teachers": teachers,
-                     "student": to_dict(base.student), "stages": to_dict(base.distill)["stages"]},
-        "models": models,
-        "seconds": seconds,
-        "logs": logs,
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "command": "python -m benchmarks.multiteacher " + " ".join(sys.argv[1:]),
-    }
-    summary["verdict"] = verdict(summary)
-    results.mkdir(parents=True, exist_ok=True)
-    save_json(summary, results / "summary.json")
-    (results / "results.md").write_text(markdown(summary), encoding="utf-8")
-    print(markdown(summary))
+            models.append(ModelScores.from_eval(
+                f"{group}/{name}", "student", evaluate(f"{group}/{name}", stage_dirs[-1]), arch=base.student.arch,
+                group=group, evaluated_by="benchmarks.multiteacher",
+                extra={"train_s": train_s, "teacher_weights_without_gold":
+                       (metrics.get("teachers") or {}).get("weights_without_gold")}))
+    protocol = {"languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
+                "selection_slice": base.data.val_size, "transfer_limit_per_language": base.transfer.limit,
+                "evaluation": f"dev, first {base.data.dev_limit} sentences per language",
+                "metric": "seqeval entity F1, IOB2 strict", "teachers": teachers,
+                "student": to_dict(base.student), "stages": to_dict(base.distill)["stages"]}
+    command = "python -m benchmarks.multiteacher " + " ".join(sys.argv[1:])
+    best = max((m for m in models if m.role == "teacher"), key=lambda m: m.f1_avg)
+    summary = Summary(protocol, models, reference=best.name, title="Multi-teacher (MT-BERT) benchmark",
+                      timings=seconds, provenance={"run": Provenance(**provenance(command))},
+                      extra={"verdict": verdict(models), "logs": logs})
+    summary.write(results / "summary.json")
+    write_page(blocks(summary), results)
+    print((results / "results.md").read_text())
     return summary
 
 
-def verdict(s: dict) -> dict:
+def _short(m: ModelScores) -> str:
+    return m.name.split("/", 1)[1]
+
+
+def verdict(models: list[ModelScores]) -> dict:
     """Does a multi-teacher student beat the best single-teacher student (average F1)? Overall
     and within each teacher group; and MT-BERT weights against uniform ones."""
-    students = [m for m in s["models"] if m["role"] == "student"]
+    students = [m for m in models if m.role == "student"]
 
-    def best(group: str | None, prefix: str) -> dict:
-        return max((m for m in students if m["name"].startswith(prefix) and group in (None, m["group"])),
-                   key=lambda m: m["f1_avg"])
+    def best(group: str | None, prefix: str) -> ModelScores:
+        return max((m for m in students if _short(m).startswith(prefix) and group in (None, m.group)),
+                   key=lambda m: m.f1_avg)
 
     out = {}
     for group in (None, *GROUPS):
         single, multi = best(group, "single"), best(group, "multi")
         out[group or "overall"] = {
-            "best_single": f"{single['group']}/{single['name']}", "best_single_f1": single["f1_avg"],
-            "best_multi": f"{multi['group']}/{multi['name']}", "best_multi_f1": multi["f1_avg"],
-            "multi_minus_single": round(multi["f1_avg"] - single["f1_avg"], 2),
-            "multi_beats_single": multi["f1_avg"] > single["f1_avg"]}
-    f1 = {(m["group"], m["name"]): m["f1_avg"] for m in students}
-    out["mtbert_minus_uniform"] = {g: round(f1[(g, "multi mtbert")] - f1[(g, "multi uniform")], 2) for g in GROUPS}
+            "best_single": single.name, "best_single_f1": single.f1_avg,
+            "best_multi": multi.name, "best_multi_f1": multi.f1_avg,
+            "multi_minus_single": round(multi.f1_avg - single.f1_avg, 2),
+            "multi_beats_single": multi.f1_avg > single.f1_avg}
+    f1 = {m.name: m.f1_avg for m in students}
+    out["mtbert_minus_uniform"] = {g: round(f1[f"{g}/multi mtbert"] - f1[f"{g}/multi uniform"], 2) for g in GROUPS}
     return out
 
 
-def _seed_spread(s: dict) -> float:
+def _seed_spread(models: list[ModelScores]) -> float:
     """Largest gap between the e5 single-teacher students of one group (same recipe, other seed)."""
     gaps = []
     for g in GROUPS:
-        f = [m["f1_avg"] for m in s["models"] if m["group"] == g and m["name"].startswith("single e5")]
+        f = [m.f1_avg for m in models if m.group == g and _short(m).startswith("single e5")]
         if len(f) > 1:
             gaps.append(max(f) - min(f))
     return max(gaps, default=0.0)
 
 
-def markdown(s: dict) -> str:
-    langs = s["protocol"]["languages"]
-    v = s["verdict"]
-    lines = ["# Multi-teacher (MT-BERT) benchmark", "", f"Command: `{s['command']}`", "",
-             "Protocol: " + json.dumps({k: s["protocol"][k] for k in
-                                        ("languages", "labeled_budget", "selection_slice",
-                                         "transfer_limit_per_language", "evaluation", "metric")}), "",
-             "Teachers: " + ", ".join(f"{t['name']} = {t['model']} (seed {t['seed']})" for t in s["protocol"]["teachers"])
+def blocks(s: Summary) -> list:
+    """``results.md``: protocol, teachers, the verdict, one row per model, seconds."""
+    langs, v, p = s.languages, s.extra["verdict"], s.protocol
+    verdicts = " ".join(
+        f"{'Overall' if g == 'overall' else f'Within *{g}*'}: best multi-teacher student "
+        f"{v[g]['best_multi']} {v[g]['best_multi_f1']:.2f} vs best single-teacher student "
+        f"{v[g]['best_single']} {v[g]['best_single_f1']:.2f} "
+        + (f"(**better by {v[g]['multi_minus_single']:.2f}**)." if v[g]["multi_beats_single"] else
+           f"(**not better: {v[g]['multi_minus_single']:+.2f}**).") for g in ("overall", *GROUPS))
+    rows = []
+    for m in s.models:
+        w = m.extra.get("teacher_weights_without_gold")
+        rows.append([m.group or "", _short(m), *[num(m.f1[lang]) for lang in langs], num(m.f1_avg),
+                     str(m.extra.get("train_s", "")), " / ".join(f"{x:.2f}" for x in w) if w and len(w) > 1 else ""])
+    return [
+        Heading(1, s.title or "Multi-teacher (MT-BERT) benchmark"),
+        Para(f"Command: `{s.provenance['run'].command}`"),
+        Para("Protocol: " + json.dumps({k: p[k] for k in ("languages", "labeled_budget", "selection_slice",
+                                                          "transfer_limit_per_language", "evaluation", "metric")})),
+        Para("Teachers: " + ", ".join(f"{t['name']} = {t['model']} (seed {t['seed']})" for t in p["teachers"])
              + ". *apart*: each fine-tuned alone; *co*: co-finetuned with one shared head. Every student is the "
                "same 2-layer BiLSTM with the same stages; *single X* learns from teacher X only, *multi* from "
                "all teachers with uniform or MT-BERT (1/(1+task loss)) weights, *multi mtbert e5 only* from the two "
-               "e5 teachers with MT-BERT weights.", "",
-             "**Verdict** (average dev F1): " + " ".join(
-                 f"{'Overall' if g == 'overall' else f'Within *{g}*'}: best multi-teacher student "
-                 f"{v[g]['best_multi']} {v[g]['best_multi_f1']:.2f} vs best single-teacher student "
-                 f"{v[g]['best_single']} {v[g]['best_single_f1']:.2f} "
-                 + (f"(**better by {v[g]['multi_minus_single']:.2f}**)." if v[g]["multi_beats_single"] else
-                    f"(**not better: {v[g]['multi_minus_single']:+.2f}**).")
-                 for g in ("overall", *GROUPS))
-             + " MT-BERT weights minus uniform weights (all three teachers): "
+               "e5 teachers with MT-BERT weights."),
+        Para(f"**Verdict** (average dev F1): {verdicts} MT-BERT weights minus uniform weights (all three teachers): "
              + ", ".join(f"{g} {d:+.2f}" for g, d in v["mtbert_minus_uniform"].items()) + ". "
              "The two single-teacher students of the two e5 seeds differ by up to "
-             f"{_seed_spread(s):.2f} F1, a measure of the noise in these single runs.", "",
-             "| teachers | model | " + " | ".join(langs) + " | avg | train s | weights w/o gold |",
-             "|---|---|" + "---:|" * len(langs) + "---:|---:|---|"]
-    for m in s["models"]:
-        w = m.get("teacher_weights_without_gold")
-        lines.append(f"| {m['group']} | {m['name']} | " + " | ".join(f"{m['f1'][lang]:.2f}" for lang in langs)
-                     + f" | {m['f1_avg']:.2f} | {m.get('train_s', '')} | "
-                     + (" / ".join(f"{x:.2f}" for x in w) if w and len(w) > 1 else "") + " |")
-    lines += ["", "Seconds (2 CPU cores): " + json.dumps(s["seconds"]), "",
-              "`train s`: the student's distillation time as recorded by its stages. `weights w/o gold`: the "
-              "teacher weights applied to batches without gold words, from each teacher's task loss on the "
-              "selection slice (batches with gold words weight the teachers by their loss on those words).", ""]
-    return "\n".join(lines)
+             f"{_seed_spread(s.models):.2f} F1, a measure of the noise in these single runs."),
+        Table(["teachers", "model", *langs, "avg", "train s", "weights w/o gold"], rows,
+              set(range(2, len(langs) + 4))),
+        Para("Seconds (2 CPU cores): " + json.dumps(s.timings)),
+        Para("`train s`: the student's distillation time as recorded by its stages. `weights w/o gold`: the "
+             "teacher weights applied to batches without gold words, from each teacher's task loss on the "
+             "selection slice (batches with gold words weight the teachers by their loss on those words)."),
+    ]
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,7 @@ import yaml
 
 from xdistil.config import save_json
 from xdistil.provenance import cpu_model
+from xdistil.report import Heading, Para, Table, write_page
 
 # six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
 LANGS = ["ar", "fr", "it", "pt", "tr", "vi"]
@@ -91,7 +92,7 @@ def config_for(factor: float) -> dict:
         "data": {"languages": LANGS, "labeled_budget": BUDGET, "val_size": VAL, "dev_limit": 200},
         "transfer": {"limit": per_lang - BUDGET, "layers": [6]},
         "student": {"arch": "bilstm", "embedding_dim": 50, "hidden_dim": 200, "num_layers": 1},
-        "distill": {"teacher_layer": 6, "stages": [
+        "distill": {"match": {"teacher_layer": 6}, "stages": [
             {"name": "soft-hidden", "losses": {"soft": 1.0, "hidden": 1.0, "gold": 1.0}, "epochs": 1,
              "unfreeze": False, "batch_size": 64}]},
     }
@@ -145,48 +146,47 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         "runs": [state[f"x{f:g}"] for f in factors],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
-    results.mkdir(parents=True, exist_ok=True)
     save_json(summary, results / "summary.json")
-    (results / "results.md").write_text(markdown(summary), encoding="utf-8")
-    print(markdown(summary))
+    print(write_page(blocks(summary), results).read_text(encoding="utf-8"))
     return summary
 
 
-def markdown(s: dict) -> str:
+def blocks(s: dict) -> list:
+    """``results.md``: one row per size, then how memory grew from the smallest to the largest."""
     base = s["runs"][0]
-    lines = ["# Scale benchmark: peak memory as the transfer set grows", "",
-             f"Command: `{s['command']}`", "",
-             f"Teacher `{s['teacher']}` (e5-small, 12 x 384), languages {', '.join(s['languages'])}; "
-             f"the demo's transfer set has {s['demo_rows']:,} rows. Each step is its own process; "
-             "`anon` is its peak anonymous memory (what it allocated), `RSS` its peak resident set "
-             "including cached pages of the memory-mapped transfer set (reclaimable).", "",
-             "| size | rows | words | on disk | label s | label sent/s | label anon MB | label RSS MB "
-             "| distill s | distill tok/s | distill anon MB | distill RSS MB | student vocab | student params |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for r in s["runs"]:
         la, di = r["label"], r["distill"]
-        lines.append(f"| {r['rows'] / s['demo_rows']:.3g}x demo | {r['rows']:,} | {r['words']:,} | "
-                     f"{r['transfer_mb']:,.0f} MB | {la['seconds']:,.0f} | {la['sentences_per_s']} | "
-                     f"{la['peak_anon_mb']:,.0f} | {la['peak_rss_mb']:,.0f} | {di['seconds']:,.0f} | "
-                     f"{di['tokens_per_s']:,.0f} | {di['peak_anon_mb']:,.0f} | {di['peak_rss_mb']:,.0f} | "
-                     f"{r['student']['vocab']:,} | {r['student']['params'] / 1e6:.2f}M |")
+        rows.append([f"{r['rows'] / s['demo_rows']:.3g}x demo", f"{r['rows']:,}", f"{r['words']:,}",
+                     f"{r['transfer_mb']:,.0f} MB", f"{la['seconds']:,.0f}", str(la["sentences_per_s"]),
+                     f"{la['peak_anon_mb']:,.0f}", f"{la['peak_rss_mb']:,.0f}", f"{di['seconds']:,.0f}",
+                     f"{di['tokens_per_s']:,.0f}", f"{di['peak_anon_mb']:,.0f}", f"{di['peak_rss_mb']:,.0f}",
+                     f"{r['student']['vocab']:,}", f"{r['student']['params'] / 1e6:.2f}M"])
+    out = [Heading(1, "Scale benchmark: peak memory as the transfer set grows"), Para(f"Command: `{s['command']}`"),
+           Para(f"Teacher `{s['teacher']}` (e5-small, 12 x 384), languages {', '.join(s['languages'])}; "
+                f"the demo's transfer set has {s['demo_rows']:,} rows. Each step is its own process; "
+                "`anon` is its peak anonymous memory (what it allocated), `RSS` its peak resident set "
+                "including cached pages of the memory-mapped transfer set (reclaimable)."),
+           Table(["size", "rows", "words", "on disk", "label s", "label sent/s", "label anon MB", "label RSS MB",
+                  "distill s", "distill tok/s", "distill anon MB", "distill RSS MB", "student vocab",
+                  "student params"], rows, set(range(1, 14)))]
     if len(s["runs"]) > 1:
         top = s["runs"][-1]
-        lines += ["", f"From {base['rows']:,} to {top['rows']:,} rows ({top['rows'] / base['rows']:.1f}x): "
-                  f"labeling peak anonymous memory x{top['label']['peak_anon_mb'] / base['label']['peak_anon_mb']:.2f}, "
-                  f"distillation x{top['distill']['peak_anon_mb'] / base['distill']['peak_anon_mb']:.2f}; "
-                  f"the set on disk grows x{top['transfer_mb'] / base['transfer_mb']:.1f}. The rows are not what "
-                  "grows: labeling holds one chunk of sentences at a time and distillation reads the memory-mapped "
-                  "set in batches (the RSS - anon gap is its cached pages, reclaimable). Part of distillation's growth "
-                  "is the student itself: the BiLSTM's vocabulary is every word piece the set contains "
-                  f"({base['student']['vocab']:,} -> {top['student']['vocab']:,} pieces, "
-                  f"{base['student']['params'] / 1e6:.2f}M -> {top['student']['params'] / 1e6:.2f}M parameters, "
-                  "about 16 bytes each with gradients and Adam state). The rest of the growth of both steps is "
-                  "not broken down yet (candidates: allocator high-water marks of Arrow's gathers over more "
-                  "chunks, the per-row index lists, the de-duplication keys at about 100 bytes a sentence)."]
-    lines += ["", f"Machine: {s['machine']['cpu']}, {s['machine']['cores']} cores. Times depend on the machine; "
-              "the memory figures depend on it far less.", ""]
-    return "\n".join(lines)
+        out.append(Para(
+            f"From {base['rows']:,} to {top['rows']:,} rows ({top['rows'] / base['rows']:.1f}x): "
+            f"labeling peak anonymous memory x{top['label']['peak_anon_mb'] / base['label']['peak_anon_mb']:.2f}, "
+            f"distillation x{top['distill']['peak_anon_mb'] / base['distill']['peak_anon_mb']:.2f}; "
+            f"the set on disk grows x{top['transfer_mb'] / base['transfer_mb']:.1f}. The rows are not what "
+            "grows: labeling holds one chunk of sentences at a time and distillation reads the memory-mapped "
+            "set in batches (the RSS - anon gap is its cached pages, reclaimable). Part of distillation's growth "
+            "is the student itself: the BiLSTM's vocabulary is every word piece the set contains "
+            f"({base['student']['vocab']:,} -> {top['student']['vocab']:,} pieces, "
+            f"{base['student']['params'] / 1e6:.2f}M -> {top['student']['params'] / 1e6:.2f}M parameters, "
+            "about 16 bytes each with gradients and Adam state). The rest of the growth of both steps is "
+            "not broken down yet (candidates: allocator high-water marks of Arrow's gathers over more "
+            "chunks, the per-row index lists, the de-duplication keys at about 100 bytes a sentence)."))
+    return out + [Para(f"Machine: {s['machine']['cpu']}, {s['machine']['cores']} cores. Times depend on the machine; "
+                       "the memory figures depend on it far less.")]
 
 
 def main(argv=None) -> int:

@@ -5,19 +5,22 @@ preset and a small Transformer, all on one teacher and one labeled transfer set.
         --run runs/bench --results benchmarks/results/staged
 
 Every step is resumable (rerun the same command after an interruption). Writes
-``summary.json`` (protocol + one entry per model) and ``results.md`` (generated from it).
+``summary.json`` (a `xdistil.records.Summary`: protocol + one scored row per model, each
+student with its variant, stage and folder) and ``results.md`` (rendered from it by the
+report's block renderer; ``xdistil report`` reads the same file).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import platform
 import sys
 from pathlib import Path
 
-from xdistil.config import RunConfig, from_dict, load_yaml, save_json, to_dict
+from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from xdistil.provenance import provenance
+from xdistil.records import ModelScores, Provenance, Summary, stage_of
+from xdistil.report import Heading, Para, Table, num, params, pct, times, write_page
 
 # Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),
 # the staged BiLSTM trained further on soft targets, the XtremeDistil order, and a small
@@ -27,10 +30,8 @@ VARIANTS = ["bilstm-gold-only", "bilstm-staged", "bilstm-staged-long", "bilstm2-
 
 
 def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
-    raw = to_dict(base)
-    for section, values in overrides.items():
-        raw[section].update(values)
-    return from_dict(RunConfig, raw)
+    """The base config with a variant's sections merged in (`xdistil.config.apply_overrides`)."""
+    return from_dict(RunConfig, apply_overrides(to_dict(base), overrides))
 
 
 def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progress: bool) -> dict:
@@ -53,10 +54,8 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
         if tp["label_sentences_per_s"] else None
     evaluate = DevScorer(base, progress, cache=run_dir / "eval_cache.json")
 
-    models = []
     t = evaluate("teacher", teacher)
-    models.append({"name": "teacher", "role": "teacher", "arch": base.teacher.model, "params": t["params"],
-                   "f1": {k: v["f1"] for k, v in t["dev"].items()}, "f1_avg": t["f1_avg"]})
+    models = [ModelScores.from_eval("teacher", "teacher", t, arch=base.teacher.model, evaluated_by="benchmarks.staged")]
     stage_logs = {}
     for name in VARIANTS:
         if only and name not in only:
@@ -68,61 +67,50 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
         timings[f"{name}_s"] = round(sum(step["seconds"] for st in stage_logs[name]["stages"]
                                          for step in st["steps"]), 1)
         for d in dirs:
-            m = evaluate(f"{name}/{d.name}", d)
-            models.append({"name": f"{name}/{d.name}", "role": "student", "arch": cfg.student.arch,
-                           "params": m["params"], "f1": {k: v["f1"] for k, v in m["dev"].items()},
-                           "f1_avg": m["f1_avg"], "compression": t["params"] / m["params"],
-                           "retained_pct": 100 * m["f1_avg"] / t["f1_avg"],
-                           "stages": [s.name for s in cfg.distill.resolved_stages()][: dirs.index(d) + 1],
-                           "student": dataclasses.asdict(cfg.student),
-                           "distill": to_dict(cfg.distill)})
+            index, stage = stage_of(d)
+            models.append(ModelScores.from_eval(
+                f"{name}/{d.name}", "student", evaluate(f"{name}/{d.name}", d), arch=cfg.student.arch, stage=index,
+                stage_name=stage, group=name, evaluated_by="benchmarks.staged",
+                extra={"student": to_dict(cfg.student), "distill": to_dict(cfg.distill)}))
     manifest = json.loads((transfer / "manifest.json").read_text())
-    summary = {
-        "protocol": {
-            "languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
-            "selection_slice": f"last {base.data.val_size} sentences of the budget",
-            "transfer": {"sources": base.transfer.sources, "limit_per_language": base.transfer.limit,
-                         "counts": manifest["counts"]},
-            "evaluation": "dev" + (f" (first {base.data.dev_limit})" if base.data.dev_limit else " (whole file)"),
-            "metric": "seqeval entity F1, IOB2 strict", "data": "../shared/data/wikiann",
-        },
-        "models": models,
-        "timings": timings,
-        "labeling_throughput": manifest["throughput"],
-        "stage_logs": stage_logs,
-        "teacher_training": json.loads((teacher / "xdistil_teacher.json").read_text())["history"],
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "command": "python -m benchmarks.staged " + " ".join(sys.argv[1:]),
-        "config": to_dict(base),
+    protocol = {
+        "languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
+        "selection_slice": f"last {base.data.val_size} sentences of the budget",
+        "transfer": {"sources": base.transfer.sources, "limit_per_language": base.transfer.limit,
+                     "counts": manifest["counts"]},
+        "evaluation": "dev" + (f" (first {base.data.dev_limit})" if base.data.dev_limit else " (whole file)"),
+        "metric": "seqeval entity F1, IOB2 strict", "data": "../shared/data/wikiann", "teacher": base.teacher.model,
     }
-    results.mkdir(parents=True, exist_ok=True)
-    save_json(summary, results / "summary.json")
-    (results / "results.md").write_text(markdown(summary), encoding="utf-8")
-    print(markdown(summary))
+    command = "python -m benchmarks.staged " + " ".join(sys.argv[1:])
+    summary = Summary(protocol, models, reference="teacher", title="Staged distillation benchmark", timings=timings,
+                      provenance={"run": Provenance(**provenance(command))},
+                      extra={"labeling_throughput": manifest["throughput"], "stage_logs": stage_logs,
+                             "teacher_training": json.loads((teacher / "xdistil_teacher.json").read_text())["history"],
+                             "config": to_dict(base)})
+    summary.write(results / "summary.json")
+    write_page(blocks(summary), results)
+    print((results / "results.md").read_text())
     return summary
 
 
-def markdown(summary: dict) -> str:
-    langs = summary["protocol"]["languages"]
-    teacher = next(m for m in summary["models"] if m["role"] == "teacher")
-    lines = ["# Staged distillation benchmark", "",
-             f"Command: `{summary['command']}`", "",
-             "Protocol: " + json.dumps({k: v for k, v in summary["protocol"].items() if k != "transfer"}), "",
-             "Transfer set per language: " + ", ".join(
-                 f"{lang}: {sum(c.values())} sentences ({c.get('transfer', 0)} transfer-only)"
-                 for lang, c in summary["protocol"]["transfer"]["counts"].items()), "",
-             "| model | params | compression | " + " | ".join(langs) + " | avg | % of teacher |",
-             "|---|---:|---:|" + "---:|" * len(langs) + "---:|---:|"]
-    for m in summary["models"]:
-        comp = teacher["params"] / m["params"]
-        keep = 100 * m["f1_avg"] / teacher["f1_avg"]
-        lines.append(f"| {m['name']} | {m['params'] / 1e6:.2f}M | {comp:.1f}x | "
-                     + " | ".join(f"{m['f1'][lang]:.2f}" for lang in langs)
-                     + f" | {m['f1_avg']:.2f} | {keep:.1f}% |")
-    lines += ["", "Timings (seconds, 2 CPU cores): " + json.dumps(summary["timings"]), "",
-              "Rows `NAME/stageK-X` are the student of variant NAME after its K-th stage "
-              "(the staged preset: hard -> +soft -> +intermediate), so each stage's gain or loss is visible.", ""]
-    return "\n".join(lines)
+def blocks(s: Summary) -> list:
+    """``results.md``: the protocol, one row per model (F1 per language, % of the teacher), timings."""
+    langs, t = s.languages, s.teacher
+    counts = s.protocol["transfer"].get("counts", {})
+    return [
+        Heading(1, s.title or "Staged distillation benchmark"),
+        Para(f"Command: `{s.provenance['run'].command}`"),
+        Para("Protocol: " + json.dumps({k: v for k, v in s.protocol.items() if k != "transfer"})),
+        Para("Transfer set per language: " + ", ".join(f"{lang}: {sum(c.values())} sentences "
+                                                       f"({c.get('transfer', 0)} transfer-only)"
+                                                       for lang, c in counts.items())),
+        Table(["model", "params", "compression", *langs, "avg", "% of teacher"],
+              [[m.name, params(m.params), times(t.params / m.params), *[num(m.f1[lang]) for lang in langs],
+                num(m.f1_avg), pct(m.retained(t))] for m in s.models], set(range(1, len(langs) + 5))),
+        Para("Timings (seconds, 2 CPU cores): " + json.dumps(s.timings)),
+        Para("Rows `NAME/stageK-X` are the student of variant NAME after its K-th stage "
+             "(the staged preset: hard -> +soft -> +intermediate), so each stage's gain or loss is visible."),
+    ]
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,8 @@
-"""Deployment side of xdistil, installed as the package ``xdistil_export``.
+"""Deployment side of xdistil: the package ``xdistil_export`` (distribution ``xdistil-runtime``).
 
-``xdistil_export.windows`` and ``xdistil_export.runtime`` import only numpy, tokenizers
-and onnxruntime -- never torch or transformers -- so a deployment stays a few megabytes.
-The ONNX export entry points (``xdistil_export.onnx_export``) need torch and are only
-imported when exporting.
+Nothing here imports torch, transformers or xdistil (tests/test_torchfree.py checks
+every module): ``runtime`` (the `Predictor`), ``decode`` (IOB2 Viterbi), ``windows``,
+``text``, ``serve`` (FastAPI) and ``cli`` (``xdistil-runtime predict|serve``) need only
+onnxruntime, tokenizers, numpy and regex (+ fastapi/uvicorn to serve), so a deployment
+installs a few megabytes. ONNX *export* needs torch and lives in ``xdistil.onnx_export``.
 """

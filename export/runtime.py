@@ -10,10 +10,13 @@ is predicted by exactly one of them, so no word is ever dropped.
 
 Nothing here imports torch or transformers (tests/test_runtime.py checks it).
 
-Entities are read from IOB2 tags leniently: ``B-X`` starts an entity, ``I-X`` continues
-an ``X`` entity, and an ``I-X`` after ``O`` or after another type starts a new ``X``
-entity (seqeval's default mode). ``xdistil evaluate`` scores strictly (an orphan ``I-``
-earns nothing there); a deployed model should not hide what it found.
+Tags are decoded under the IOB2 transition rules (`xdistil_export.decode`: Viterbi over
+the word log-probabilities), so every output is valid IOB2; every word carries the
+probability of its tag and every entity the mean of its words' probabilities. Entities
+carry the Hugging Face token-classification pipeline's keys (``entity_group``,
+``score``, ``word``, ``start``, ``end``) beside xdistil's word spans. `spans_from_tags`
+still reads tags leniently (an ``I-X`` after ``O`` starts an entity, seqeval's default),
+for tags that come from elsewhere.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TypedDict
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+from xdistil_export.decode import decode_all
 from xdistil_export.text import split_words_with_offsets
 from xdistil_export.windows import encode_windows, word_pieces
 
@@ -43,6 +47,12 @@ class Entity(TypedDict):
     end_word: int  # one past the last word
     start_char: int  # character offsets into the text: text[start_char:end_char]
     end_char: int
+    # the same entity under the Hugging Face pipeline's keys (aggregation_strategy="first")
+    entity_group: str  # == type
+    score: float  # mean probability of its words' tags, in [0, 1]
+    word: str  # == text
+    start: int  # == start_char
+    end: int  # == end_char
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,13 @@ def spans_from_tags(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 def entities_from_tags(
     tags: Sequence[str], words: Sequence[str], offsets: Sequence[tuple[int, int]] | None = None,
-    text: str | None = None,
+    text: str | None = None, scores: Sequence[float] | None = None,
 ) -> list[Entity]:
-    """Entities with word spans and character offsets.
+    """Entities with word spans, character offsets and scores (mean of ``scores`` over the words).
 
     With ``text`` and ``offsets`` (raw input), character offsets point into ``text``. For
-    pre-tokenized input they point into ``" ".join(words)``.
+    pre-tokenized input they point into ``" ".join(words)``. Without ``scores`` every
+    word counts as certain (score 1.0).
     """
     if offsets is None or text is None:
         text = " ".join(words)
@@ -88,8 +99,18 @@ def entities_from_tags(
     out: list[Entity] = []
     for typ, s, e in spans_from_tags(tags):
         a, b = offsets[s][0], offsets[e - 1][1]
-        out.append(Entity(type=typ, text=text[a:b], start_word=s, end_word=e, start_char=a, end_char=b))
+        score = 1.0 if scores is None else float(np.mean(scores[s:e]))
+        out.append(Entity(type=typ, text=text[a:b], start_word=s, end_word=e, start_char=a, end_char=b,
+                          entity_group=typ, score=score, word=text[a:b], start=a, end=b))
     return out
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Predictor:
@@ -133,6 +154,18 @@ class Predictor:
         self.session = ort.InferenceSession(
             str(self.path / model_file), sess_options=opts, providers=["CPUExecutionProvider"]
         )
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        """Fail at load time, not per request, when the graph and the manifest's labels disagree."""
+        ids = [i for i in (self.cls_id, self.unk_id, self.sep_id) if i is not None]
+        try:
+            logits = self.run(np.array([ids], dtype=np.int64), np.ones((1, len(ids)), dtype=np.int64))
+        except Exception as e:  # onnxruntime raises its own types for wrong inputs / ids
+            raise ValueError(f"{self.path}: the ONNX graph does not run on a 1-word input: {e}") from None
+        if logits.ndim != 3 or logits.shape[-1] != len(self.labels):
+            raise ValueError(f"{self.path}: the graph gives logits of shape {list(logits.shape)} but "
+                             f"{MANIFEST} lists {len(self.labels)} labels")
 
     def __repr__(self) -> str:
         return f"Predictor({str(self.path)!r}, precision={self.precision!r}, kind={self.kind!r})"
@@ -142,7 +175,13 @@ class Predictor:
     def _windows(self, sentences: Sequence[Sequence[str]]) -> list[_Window]:
         out = []
         for i, words in enumerate(sentences):
-            pieces = word_pieces(self.tokenizer, list(words), self.unk_id)
+            try:
+                pieces = word_pieces(self.tokenizer, list(words), self.unk_id)
+            except TypeError:  # the Rust tokenizer refuses strings it cannot encode as UTF-8
+                bad = next((w for w in words if isinstance(w, str) and not _utf8(w)), None)
+                if bad is None:
+                    raise
+                raise ValueError(f"item {i}: not valid Unicode text (lone surrogate in {bad!r})") from None
             for ew in encode_windows(pieces, self.max_pieces, self.cls_id, self.sep_id):
                 w = ew.window
                 kept = ew.word_starts[w.keep_start - w.start : w.keep_end - w.start]
@@ -179,15 +218,22 @@ class Predictor:
                 out[w.sent][w.keep_start : w.keep_start + n] = logits[b, w.word_starts]
         return out
 
+    def tag_words(
+        self, sentences: Sequence[Sequence[str]], batch_size: int = 32, constrained: bool = True
+    ) -> list[tuple[list[str], list[float]]]:
+        """Per sentence, ``(tags, probabilities)``: valid IOB2 tags (`xdistil_export.decode`)."""
+        return decode_all(self.word_logits(sentences, batch_size), self.labels, constrained)
+
     def predict_words(self, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[str]]:
         """One IOB2 tag per word, per sentence."""
-        labels = self.labels
-        return [[labels[k] for k in lg.argmax(-1).tolist()] for lg in self.word_logits(sentences, batch_size)]
+        return [tags for tags, _ in self.tag_words(sentences, batch_size)]
 
     # ---- texts -> entities -----------------------------------------------------------
 
     def annotate(self, items: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 32) -> list[dict]:
-        """Per item ``{"words", "tags", "entities"}`` (+ ``"text"`` for raw text).
+        """Per item ``{"words", "tags", "scores", "entities"}`` (+ ``"text"`` first, for raw text).
+
+        ``scores`` holds the probability of each word's tag.
 
         ``items`` are raw texts (split into words with `xdistil_export.text`) or
         pre-tokenized word lists; the two kinds cannot be mixed in one call.
@@ -203,14 +249,13 @@ class Predictor:
             sentences = [list(x) for x in items]
             if not all(isinstance(w, str) for s in sentences for w in s):
                 raise TypeError("word lists must hold strings")
-        tags = self.predict_words(sentences, batch_size)
         out = []
-        for i, (words, t) in enumerate(zip(sentences, tags, strict=True)):
+        for i, (words, (t, p)) in enumerate(zip(sentences, self.tag_words(sentences, batch_size), strict=True)):
             if raw:
-                ents = entities_from_tags(t, words, split[i][1], items[i])
-                out.append({"text": items[i], "words": words, "tags": t, "entities": ents})
+                ents = entities_from_tags(t, words, split[i][1], items[i], p)
+                out.append({"text": items[i], "words": words, "tags": t, "scores": p, "entities": ents})
             else:
-                out.append({"words": words, "tags": t, "entities": entities_from_tags(t, words)})
+                out.append({"words": words, "tags": t, "scores": p, "entities": entities_from_tags(t, words, scores=p)})
         return out
 
     def predict(self, texts: Sequence[str] | Sequence[Sequence[str]], batch_size: int = 32) -> list[list[Entity]]:

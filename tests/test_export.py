@@ -19,12 +19,11 @@ import torch
 from synth import synth_sentences, write_conll
 from tiny import make_tiny_teacher
 from transformers import AutoModelForTokenClassification, AutoTokenizer
-from xdistil_export import onnx_export
-from xdistil_export.onnx_export import WORD_MASK_CONTRACT, ExportParityError, export_model
 from xdistil_export.runtime import Predictor
 
-from xdistil import DEFAULT_LABELS
+from xdistil import DEFAULT_LABELS, onnx_export
 from xdistil.cli import main
+from xdistil.onnx_export import WORD_MASK_CONTRACT, ExportParityError, export_model
 from xdistil.students import BiLSTMConfig, TransformerStudentConfig, build_student, save_student
 from xdistil.taggers import load_tagger, predict_tags
 from xdistil.vocab import seen_piece_ids
@@ -63,7 +62,8 @@ def env(tmp_path_factory, one_torch_thread):
 
 def test_export_directory_is_self_contained(env):
     files = {p.name for p in env.out.iterdir()}
-    assert files == {"model.onnx", "model.int8.onnx", "tokenizer.json", "export_manifest.json"}
+    assert files == {"model.onnx", "model.int8.onnx", "tokenizer.json", "export_manifest.json", "config.json",
+                     "README.md"}  # config.json: id2label / label2id; README.md: the model card (test_cards.py)
     m = json.loads((env.out / "export_manifest.json").read_text())
     assert m == env.manifest
     assert m["kind"] == "bilstm" and m["labels"] == LABELS and m["max_length"] == 16

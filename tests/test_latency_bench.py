@@ -17,6 +17,7 @@ from tiny import make_tiny_teacher
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, XLMRobertaConfig
 
 from xdistil import DEFAULT_LABELS
+from xdistil.records import Latency
 from xdistil.students import BiLSTMConfig, TransformerStudentConfig, build_student, save_student
 from xdistil.vocab import seen_piece_ids
 
@@ -72,8 +73,12 @@ def test_latency_run_on_tiny_models(models, tmp_path):
         expected |= {(name, rt, "fp32") for rt in ("torch", "ort")}
     for name in ("bilstm", "transformer"):
         expected |= {(name, "torch", "fp32"), (name, "ort", "fp32"), (name, "ort", "int8")}
-    cells = [(r["model"], r["runtime"], r["precision"], r["batch"], r["seq"]) for r in report["results"]]
+    cells = [(*c.key, c.batch, c.seq) for c in report.cells]
     assert sorted(cells) == sorted((*c, b, s) for c in expected for b, s in BATCHES)
+    # students and their kinds come from the student registry
+    kinds = {m["name"]: (m["role"], m["kind"]) for m in report.models}
+    assert kinds["bilstm"] == ("student", "bilstm") and kinds["transformer"] == ("student", "transformer")
+    assert kinds["teacher"] == ("teacher", "hf") and kinds["mbert-base"] == ("teacher", "shaped")
 
     # summary.json: the schema of the issue, other keys kept, old latency list replaced
     summary = json.loads((out / "summary.json").read_text())
@@ -85,34 +90,34 @@ def test_latency_run_on_tiny_models(models, tmp_path):
         assert all(isinstance(row[k], t) for k, t in types.items())
         assert row["runtime"] in ("torch", "ort") and row["precision"] in ("fp32", "int8")
         assert row["median_ms"] > 0
-    assert json.loads((out / "latency.json").read_text()) == report
-    assert summary["latency_report"]["targets"] == report["targets"]
+    assert Latency.read(out / "latency.json") == report
+    assert json.loads((out / "latency.json").read_text())["format"] == "xdistil-latency/1"
+    assert summary["latency_report"]["targets"] == report.targets
 
     # speedups come from the medians: students over mbert-base and the real teacher, in torch fp32
-    median = {c: r["median_ms"] for c, r in zip(cells, report["results"], strict=True)}
-    rows = report["speedups"]
-    assert {s["reference"] for s in rows} == {"mbert-base", "teacher"}
+    median = {c: r.median_ms for c, r in zip(cells, report.cells, strict=True)}
+    rows = report.speedups
+    assert {s.reference for s in rows} == {"mbert-base", "teacher"}
     assert len(rows) == 2 * 2 * 3 * len(BATCHES)  # references x students x cells x batches
     for s in rows:
-        ref = median[(s["reference"], "torch", "fp32", s["batch"], s["seq"])]
-        assert s["speedup"] == pytest.approx(ref / median[(s["model"], s["runtime"], s["precision"], s["batch"],
-                                                           s["seq"])])
+        ref = median[(s.reference, "torch", "fp32", s.batch, s.seq)]
+        assert s.speedup == pytest.approx(ref / median[(s.model, s.runtime, s.precision, s.batch, s.seq)])
     # targets at batch 32 / batch 1: batch 32 is not timed here, batch 1 is
-    t = {x["name"]: x for x in report["targets"]}
+    t = {x["name"]: x for x in report.targets}
     assert set(t) == {"batch", "online"} and t["batch"]["speedup"] is None and t["batch"]["met"] is None
-    online = next(s for s in rows if s["model"] == "bilstm" and s["reference"] == "mbert-base"
-                  and s["runtime"] == "ort" and s["precision"] == "int8" and s["batch"] == 1)
-    assert t["online"]["speedup"] == online["speedup"] and t["online"]["met"] == (online["speedup"] >= 50)
+    online = next(s for s in rows if s.model == "bilstm" and s.reference == "mbert-base"
+                  and s.runtime == "ort" and s.precision == "int8" and s.batch == 1)
+    assert t["online"]["speedup"] == online.speedup and t["online"]["met"] == (online.speedup >= 50)
     assert (t["online"]["target"], t["online"]["xtremedistil"]) == (50.0, 16.0)
 
     md = (out / "latency.md").read_text()
     assert "| bilstm | bilstm |" in md and "batch 4 x 32" in md and "not measured" in md
-    assert report["machine"]["threads"] == 1 and report["machine"]["command"] == "test"
-    assert {m["name"]: m["kind"] for m in report["models"]}["mbert-base"] == "shaped"
+    assert report.settings["threads"] == 1 and report.provenance.command == "test"
+    assert report.provenance.machine["threads"] == 1
 
     # a second run reuses every export
     again = _run(dirs, out, exports)
-    assert all(m["export_reused"] for m in again["models"])
+    assert all(m["export_reused"] for m in again.models)
 
 
 def test_cli_parses_and_refuses_nothing_to_time():

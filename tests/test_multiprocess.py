@@ -37,11 +37,11 @@ def _cfg(tmp, teacher) -> RunConfig:
         "data": {"languages": ["xx"], "labeled_budget": 200, "val_size": 40,
                  "files": synth_files(tmp / "data", n_unlabeled=40)},
         "teacher": {"model": str(teacher), "epochs": 1, "batch_size": 16, "lr": 1e-3, "max_length": 24,
-                    "checkpoint_every": 100, "freeze_embeddings": False},
+                    "checkpoint_every": 100, "freeze_embeddings": False, "min_steps": 0, "min_selection_f1": 0},
         # 340 rows, 7 chunks of (at most) 50: the two processes label 4 and 3
         "transfer": {"layers": [2], "chunk_size": 50, "batch_size": 32},
         "student": {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24},
-        "distill": {"stages": STAGES, "teacher_layer": 2, "max_steps_per_epoch": 3},
+        "distill": {"stages": STAGES, "match": {"teacher_layer": 2}, "max_steps_per_epoch": 3},
     })
 
 

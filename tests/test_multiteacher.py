@@ -21,6 +21,7 @@ def two_sources(tmp_path_factory):
 def _cfg(tmp_path, sources, **over):
     cfg = small_cfg(tmp_path, sources[0], **over)
     cfg.teacher.models = [str(s) for s in sources]
+    cfg.precision = "fp32"  # labeled logits compared with fp32 forward passes below
     return cfg
 
 
@@ -155,7 +156,7 @@ def test_label_and_distill_with_two_teachers(co_run, capsys):
     assert t["weighting"] == "mtbert" and len(t["selection_task_loss"]) == 2
     inv = [1 / (1 + x) for x in t["selection_task_loss"]]
     assert t["weights_without_gold"] == pytest.approx([w / sum(inv) for w in inv], abs=1e-3)
-    ckpt = load_file_keys(tmp / "distill/students/checkpoint/distiller.safetensors")
+    ckpt = load_file_keys(tmp / "distill/students/checkpoint/weights.safetensors")
     # one learned projection per teacher, to that teacher's width
     assert ckpt["projections.0.linear.weight"][0] == 32 and ckpt["projections.1.linear.weight"][0] == 48
 
@@ -168,7 +169,7 @@ def load_file_keys(path):
 
 
 def test_batches_without_gold_use_the_validation_weights():
-    from xdistil.config import StageSpec
+    from xdistil.config import MatchSpec, StageSpec
     from xdistil.losses import soft_loss
     from xdistil.stages import Batch, stage_loss
 
@@ -180,16 +181,17 @@ def test_batches_without_gold_use_the_validation_weights():
     no_gold = Batch({}, torch.full((N,), -100), teachers.argmax(-1), teachers, [])
     fallback = torch.tensor([0.9, 0.1])
     mask = torch.ones(N, dtype=torch.bool)
-    total, _ = stage_loss(None, spec, student, no_gold, 0, "mtbert", fallback=fallback)
+    match = MatchSpec(student_layer=0)
+    total, _ = stage_loss(None, spec, student, no_gold, match, "mtbert", fallback=fallback)
     torch.testing.assert_close(total, soft_loss(student, teachers, mask, fallback, spec.soft_kind, spec.temperature))
-    uniform, _ = stage_loss(None, spec, student, no_gold, 0, "mtbert")
+    uniform, _ = stage_loss(None, spec, student, no_gold, match, "mtbert")
     torch.testing.assert_close(uniform, soft_loss(student, teachers, mask, torch.tensor([0.5, 0.5]), spec.soft_kind,
                                                   spec.temperature))
     assert not torch.allclose(total, uniform)
     # with gold words the batch's own task losses decide: teacher 0 agrees with the gold tags
     gold = teachers[0].argmax(-1)
     with_gold = Batch({}, gold, teachers.argmax(-1), teachers, [])
-    got, _ = stage_loss(None, spec, student, with_gold, 0, "best", fallback=torch.tensor([0.0, 1.0]))
+    got, _ = stage_loss(None, spec, student, with_gold, match, "best", fallback=torch.tensor([0.0, 1.0]))
     torch.testing.assert_close(got, soft_loss(student, teachers, mask, torch.tensor([1.0, 0.0]), spec.soft_kind,
                                               spec.temperature))
 
@@ -211,7 +213,7 @@ def test_single_teacher_student_from_a_multi_teacher_set(co_run):
     dirs = distill(one, transfer, group, tmp / "single-2", progress=False)
     metrics = json.loads((tmp / "single-2/metrics.json").read_text())
     assert metrics["teachers"]["ids"] == [1] and metrics["teachers"]["weights_without_gold"] == [1.0]
-    keys = load_file_keys(tmp / "single-2/checkpoint/distiller.safetensors")
+    keys = load_file_keys(tmp / "single-2/checkpoint/weights.safetensors")
     assert keys["projections.0.linear.weight"][0] == 48 and "projections.1.linear.weight" not in keys
     student = load_tagger(dirs[-1])
     assert json.loads(student.tokenizer.backend_tokenizer.to_str())["model"]["type"] == "WordPiece"

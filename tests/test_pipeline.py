@@ -15,10 +15,10 @@ def small_cfg(tmp_path, teacher_path, **over) -> RunConfig:
     raw = {
         "data": {"languages": ["xx"], "labeled_budget": 200, "val_size": 40, "files": synth_files(tmp_path / "data")},
         "teacher": {"model": str(teacher_path), "epochs": 2, "batch_size": 16, "lr": 1e-3, "max_length": 24,
-                    "checkpoint_every": 3, "freeze_embeddings": False},
+                    "checkpoint_every": 3, "freeze_embeddings": False, "min_steps": 0, "min_selection_f1": 0},
         "transfer": {"layers": [1, 2], "chunk_size": 50, "batch_size": 16},
         "student": {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24},
-        "distill": {"stages": "staged", "teacher_layer": 2, "max_steps_per_epoch": 4},
+        "distill": {"stages": "staged", "match": {"teacher_layer": 2}, "max_steps_per_epoch": 4},
     }
     for k, v in over.items():
         raw[k].update(v)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from synth import synth_sentences, write_conll
 from tiny import make_tiny_teacher, tiny_words
-from xdistil_export.onnx_export import export_model
+from xdistil_export import decode
 from xdistil_export.runtime import Predictor, entities_from_tags, spans_from_tags
 from xdistil_export.text import split_words, split_words_with_offsets
 
 from xdistil.cli import main
 from xdistil.data import readers
+from xdistil.onnx_export import export_model
 from xdistil.taggers import load_tagger, predict_tags
 
 # Run first in a subprocess: any import of torch or transformers fails loudly.
@@ -109,6 +112,10 @@ def test_entity_offsets_slice_the_original_text(predictor):
         words, spans = split_words_with_offsets(text)
         for e in ents:
             assert text[e["start_char"] : e["end_char"]] == e["text"]
+            # the Hugging Face pipeline's keys say the same thing
+            assert (e["entity_group"], e["word"], e["start"], e["end"]) == (e["type"], e["text"], e["start_char"],
+                                                                            e["end_char"])
+            assert text[e["start"] : e["end"]] == e["word"] and 0 <= e["score"] <= 1
             assert e["start_char"] == spans[e["start_word"]][0] and e["end_char"] == spans[e["end_word"] - 1][1]
             assert e["type"] in ("PER", "LOC", "ORG")
             found += 1
@@ -130,7 +137,10 @@ def test_iob2_is_read_leniently():
     text = "Ana  Lu went"
     words, offsets = split_words_with_offsets(text)
     (e,) = entities_from_tags(["B-PER", "I-PER", "O"], words, offsets, text)
-    assert e == {"type": "PER", "text": "Ana  Lu", "start_word": 0, "end_word": 2, "start_char": 0, "end_char": 7}
+    assert e == {"type": "PER", "text": "Ana  Lu", "start_word": 0, "end_word": 2, "start_char": 0, "end_char": 7,
+                 "entity_group": "PER", "score": 1.0, "word": "Ana  Lu", "start": 0, "end": 7}
+    (e,) = entities_from_tags(["O", "B-LOC", "I-LOC"], words, offsets, text, scores=[0.9, 0.5, 0.7])
+    assert e["score"] == pytest.approx(0.6) and (e["start"], e["end"], e["word"]) == (5, 12, "Lu went")
 
 
 def test_training_and_runtime_split_words_alike():
@@ -171,3 +181,86 @@ def test_predict_cli_text_and_conll(export, predictor, tmp_path, capsys):
     words = [w for w, _ in sents]
     assert [[r[0] for r in b] for b in rows] == words
     assert [[r[1] for r in b] for b in rows] == predictor.predict_words(words)
+
+
+# ---- decoding: scores and valid IOB2 --------------------------------------------------
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+
+
+def _brute_force(logp: np.ndarray) -> tuple[float, list[int]]:
+    best = (-np.inf, [])
+    for path in itertools.product(range(logp.shape[1]), repeat=logp.shape[0]):
+        if decode.is_valid(path, LABELS):
+            best = max(best, (float(logp[np.arange(len(path)), path].sum()), list(path)))
+    return best
+
+
+def test_viterbi_finds_the_best_valid_path():
+    rng = np.random.default_rng(0)
+    fixed = 0
+    for n in (1, 2, 3, 4):
+        for _ in range(15):
+            logits = rng.normal(size=(n, len(LABELS))) * 3
+            logits[:, [2, 4, 6]] += 2  # make orphan I- tags likely
+            logp = decode.log_softmax(logits)
+            tags, probs = decode.decode(logits, LABELS)
+            path = [LABELS.index(t) for t in tags]
+            assert decode.is_valid(path, LABELS)
+            best, _ = _brute_force(logp)
+            assert logp[np.arange(n), path].sum() == pytest.approx(best)
+            # each word's score is the softmax probability of the tag it got
+            assert probs == pytest.approx(np.exp(logp[np.arange(n), path]).tolist())
+            fixed += path != logp.argmax(-1).tolist()
+    assert fixed > 10  # the argmax was often invalid, and decoding changed it
+
+
+def test_argmax_is_kept_when_already_valid_and_unconstrained_is_argmax():
+    logits = np.array([[0, 5, 0, 0, 0, 0, 0], [0, 0, 5, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0, 0.0]])
+    assert decode.decode(logits, LABELS)[0] == ["B-PER", "I-PER", "O"]
+    orphan = np.array([[5, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 5.0]])
+    assert decode.decode(orphan, LABELS, constrained=False)[0] == ["O", "I-ORG"]
+    assert decode.decode(orphan, LABELS)[0] in (["O", "O"], ["O", "B-ORG"], ["B-ORG", "I-ORG"])
+    assert decode.decode(np.zeros((0, 7)), LABELS) == ([], [])
+
+
+def test_scores_follow_the_logits_and_every_output_is_valid_iob2(predictor):
+    sents = [w for w, _ in synth_sentences(40, 9)] + [tiny_words(300, seed=9)]
+    logits = predictor.word_logits(sents)
+    for words, lg, (tags, probs), ann in zip(sents, logits, predictor.tag_words(sents), predictor.annotate(sents),
+                                             strict=True):
+        assert ann["tags"] == tags and ann["scores"] == probs and len(probs) == len(words)
+        assert decode.is_valid([predictor.labels.index(t) for t in tags], predictor.labels)
+        softmax = np.exp(lg - lg.max(-1, keepdims=True))
+        softmax /= softmax.sum(-1, keepdims=True)
+        chosen = softmax[np.arange(len(tags)), [predictor.labels.index(t) for t in tags]]
+        assert np.allclose(probs, chosen, atol=1e-6) and all(0 <= p <= 1 for p in probs)
+        for e in ann["entities"]:
+            assert e["score"] == pytest.approx(float(np.mean(probs[e["start_word"] : e["end_word"]])))
+
+
+def test_predict_conll_output_passes_the_strict_reader(export, tmp_path):
+    sents = synth_sentences(30, 10) + [(tiny_words(200, seed=10), ["O"] * 200)]
+    conll = write_conll(tmp_path / "in.conll", sents)
+    out = tmp_path / "out.conll"
+    assert main(["predict", str(export[1]), str(conll), "--format", "conll", "--output-format", "conll",
+                 "--out", str(out), "--threads", "1", "-q"]) == 0
+    read = list(readers.read_conll(out, strict=True))  # raises on I-X after O / another type
+    assert [s.words for s in read] == [w for w, _ in sents]
+
+
+def test_evaluation_and_runtime_decode_alike(export, predictor):
+    sents = [w for w, _ in synth_sentences(30, 11)]
+    tagger = load_tagger(export[0])
+    assert predict_tags(tagger, sents) == predictor.predict_words(sents)
+    raw = predict_tags(tagger, sents, constrained=False)
+    assert raw == [[predictor.labels[k] for k in lg.argmax(-1)] for lg in predictor.word_logits(sents)]
+
+
+def test_batched_decoding_equals_one_sentence_at_a_time():
+    rng = np.random.default_rng(1)
+    sents = [rng.normal(size=(int(n), len(LABELS))) * 3 for n in rng.integers(0, 9, size=300)]
+    together = decode.decode_all(sents, LABELS)
+    assert together == [decode.decode(s, LABELS) for s in sents]
+    for s, (tags, _) in zip(sents, together, strict=True):
+        assert [LABELS[k] for k in decode.viterbi(decode.log_softmax(s), LABELS)] == tags

@@ -1,7 +1,8 @@
-"""Students: BiLSTM and small Transformer built from a tiny teacher, saved and loaded."""
+"""Students: the registry, and the BiLSTM and small Transformer built from a tiny teacher, saved and loaded."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from types import SimpleNamespace
 
@@ -11,19 +12,23 @@ from tiny import make_tiny_teacher, tiny_sentences
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from xdistil import DEFAULT_LABELS
+from xdistil.config import ConfigError, RunConfig, StudentConfig, from_dict, to_dict
 from xdistil.students import (
     BiLSTMConfig,
     BiLSTMTagger,
+    Student,
     TransformerStudentConfig,
     build_student,
+    config_from,
     count_parameters,
     evenly_spaced_layers,
     is_student_dir,
     load_student,
+    registry,
     save_student,
     svd_embeddings,
 )
-from xdistil.vocab import reduce_tokenizer, seen_piece_ids
+from xdistil.vocab import count_pieces, reduce_tokenizer, seen_piece_ids
 
 LABELS = list(DEFAULT_LABELS)
 
@@ -365,3 +370,78 @@ def test_count_parameters(teacher):
     assert count_parameters(tagger) == (manual, manual - emb)
     bilstm = small_bilstm()
     assert count_parameters(bilstm).total == 40 * 8 + 2 * 4 * 6 * (8 + 6 + 2) + 12 * 5 + 5
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_registry_lists_every_student_file():
+    from pathlib import Path
+
+    import xdistil.students as pkg
+
+    files = sorted(p.stem for p in Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    assert registry.names() == [f for f in files if f != "registry"] == ["bilstm", "cnn", "transformer"]
+    for arch in registry.names():
+        cls = registry.get(arch)
+        assert cls.arch == arch and isinstance(cls.describe(to_dict(StudentConfig(arch=arch))), str)
+    with pytest.raises(ValueError, match="unknown student arch 'gru' \\(known: bilstm, cnn, transformer\\)"):
+        registry.get("gru")
+    with pytest.raises(TypeError, match="not a registered student"):
+        registry.arch_of(torch.nn.Linear(2, 2))
+
+
+def test_register_refuses_incomplete_or_duplicate_students():
+    class Half(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, word_mask): ...
+
+    with pytest.raises(TypeError, match="lacks config_from, build, save, load, describe"):
+        registry.register("half")(Half)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("bilstm")(type("Other", (BiLSTMTagger,), {}))
+    assert registry.get("bilstm") is BiLSTMTagger
+
+
+def test_config_checks_the_arch_against_the_registry():
+    with pytest.raises(ConfigError, match="student.*arch must be one of bilstm, cnn, transformer, got 'gru'"):
+        from_dict(RunConfig, {"student": {"arch": "gru"}})
+    for arch in registry.names():
+        run = from_dict(RunConfig, {"student": {"arch": arch, "num_layers": 2}}).student
+        assert isinstance(config_from(run), registry.get(arch).Config)
+    assert config_from(StudentConfig(arch="bilstm", num_layers=2)).num_layers == 2
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "cnn", "transformer"])
+def test_every_student_keeps_the_protocol(teacher, arch):
+    cls = registry.get(arch)
+    cfg = cls.config_from(StudentConfig(arch=arch, embedding_dim=12, hidden_dim=8, transformer_layers=2))
+    model, tokenizer = build_student(arch, teacher.model, teacher.tokenizer, teacher.seen, LABELS, cfg)
+    assert isinstance(model, Student) and registry.arch_of(model) == arch
+    assert model.vocab_size == len(tokenizer) and model.labels == tuple(LABELS)
+    ids, am, wm = encode(tokenizer, teacher.data[:3])
+    with torch.no_grad():
+        out = model.eval()(ids, am, wm)
+    # hidden sizes are known without a forward pass, and they are right
+    assert tuple(h.shape[-1] for h in out.hidden_states) == model.hidden_sizes
+    with pytest.raises(TypeError, match=f"arch '{arch}' needs a {cls.Config.__name__}"):
+        build_student(arch, teacher.model, teacher.tokenizer, teacher.seen, LABELS, object())
+
+
+def test_the_vocabulary_report_travels_with_the_student(teacher, tmp_path):
+    data = teacher.data + [["думи", "ράκο"]] * 3
+    counts = count_pieces(teacher.tokenizer, data, ["a"] * len(teacher.data) + ["b"] * 3)
+    cap = len(reduce_tokenizer(teacher.tokenizer, counts)[1]) - 10
+    model, tokenizer = build_student("bilstm", teacher.model, teacher.tokenizer, counts, LABELS,
+                                     BiLSTMConfig(embedding_dim=8, hidden_dim=4), max_vocab=cap)
+    assert model.vocab_size == len(tokenizer) <= cap
+    save_student(model, tokenizer, tmp_path / "s")
+    meta = json.loads((tmp_path / "s/xdistil_student.json").read_text())
+    vocab = meta["vocab"]
+    assert vocab["max_vocab"] == cap and vocab["size"] == len(tokenizer) and set(vocab["languages"]) == {"a", "b"}
+    assert {"teacher_pieces_per_word", "student_pieces_per_word"} <= set(vocab["languages"]["a"])
+    loaded = load_student(tmp_path / "s")[0]
+    save_student(loaded, tokenizer, tmp_path / "again")  # trained on and saved again: the report stays
+    assert json.loads((tmp_path / "again/xdistil_student.json").read_text())["vocab"] == vocab
+    plain, _ = build_student("bilstm", teacher.model, teacher.tokenizer, teacher.seen, LABELS)
+    save_student(plain, tokenizer, tmp_path / "plain")  # bare seen ids: no report
+    assert json.loads((tmp_path / "plain/xdistil_student.json").read_text())["vocab"] is None

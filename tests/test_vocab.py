@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pytest
-from tiny import make_unigram_tokenizer, make_wordpiece_tokenizer, tiny_sentences
+from tiny import make_unigram_tokenizer, make_wordpiece_tokenizer, tiny_sentences, tiny_words
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from xdistil.vocab import reduce_tokenizer, seen_piece_ids
+from xdistil.vocab import (
+    always_kept,
+    count_pieces,
+    reduce_tokenizer,
+    seen_piece_ids,
+    select_pieces,
+    student_vocabulary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +141,92 @@ def test_reduced_tokenizer_round_trips_through_save_pretrained(teachers, tmp_pat
     assert (
         spec["model"]["type"] == "Unigram" and len(spec["model"]["vocab"]) == len(kept) - 1
     )  # <mask> is added
+
+
+# ---------------------------------------------------------------- the vocabulary budget
+
+
+def two_languages():
+    """A large language over Latin syllables and a small one over Cyrillic / Greek ones."""
+    latin = tiny_sentences(1500, seed=3, vocab=[w for w in tiny_words(800, seed=3) if w.isascii()])
+    rng = random.Random(5)
+    other = [["".join(rng.choice(["ду", "ми", "ра", "ко", "νε", "στ"]) for _ in range(3)) for _ in range(5)]
+             for _ in range(12)]
+    return latin + other, ["big"] * len(latin) + ["small"] * len(other)
+
+
+def test_count_pieces_counts_every_occurrence_per_language(teachers):
+    teacher = teachers["unigram"]
+    data, langs = two_languages()
+    counts = count_pieces(teacher, data, langs, sample_size=7, chunk_size=50)
+    assert set(counts.counts) == {"big", "small"} and set(counts) == seen_piece_ids(teacher, data)
+    for lang in ("big", "small"):
+        mine = [s for s, g in zip(data, langs, strict=True) if g == lang]
+        expected = Counter(i for s in mine for i in _ids(teacher, s)[1:-1])  # without <s> </s>
+        assert {i: int(n) for i, n in enumerate(counts.counts[lang]) if n} == dict(expected)
+        assert counts.words[lang] == sum(map(len, mine)) and counts.sample[lang] == mine[:7]
+
+
+@pytest.mark.parametrize("kind", ["unigram", "wordpiece"])
+def test_capped_vocabulary_keeps_words_off_unk(teachers, kind):
+    teacher = teachers[kind]
+    data, langs = two_languages()
+    assert not any(teacher.unk_token_id in _ids(teacher, s) for s in data)  # so UNK below is the cap's doing
+    counts = count_pieces(teacher, data, langs)
+    n_seen = len(reduce_tokenizer(teacher, counts)[1])
+    n_base = len(always_kept(teacher, counts))
+    for cap in (n_seen - 20, (n_seen + n_base) // 2, n_base):
+        reduced, kept, report = student_vocabulary(teacher, counts, max_vocab=cap)
+        assert len(reduced) == len(kept) == report["size"] <= cap < n_seen
+        for words in data:
+            student = [kept[i] for i in _ids(reduced, words)]
+            assert teacher.unk_token_id not in student
+            assert len(student) >= len(_ids(teacher, words))  # words break into more, shorter pieces
+        assert all(v["student_unk_words"] == 0 for v in report["languages"].values())
+    with pytest.raises(ValueError, match=f"max_vocab {n_base - 1} is below the {n_base} special"):
+        select_pieces(teacher, counts, n_base - 1)
+
+
+@pytest.mark.parametrize("kind", ["unigram", "wordpiece"])
+def test_every_language_keeps_its_share(teachers, kind):
+    teacher = teachers[kind]
+    data, langs = two_languages()
+    counts = count_pieces(teacher, data, langs)
+    base = always_kept(teacher, counts)
+    cap = len(base) + 60
+    budget = cap - len(base)
+
+    def top(lang, n):  # the language's n most frequent pieces beyond the always-kept ones
+        c = counts.counts[lang]
+        return sorted((i for i in range(len(c)) if c[i] and i not in base), key=lambda i: (-c[i], i))[:n]
+
+    fair = select_pieces(teacher, counts, cap, language_share=0.5)
+    greedy = select_pieces(teacher, counts, cap, language_share=0.0)
+    assert len(fair) == len(greedy) == cap and base <= fair
+    q = int(budget * 0.5) // 2  # the guarantee: share x budget / languages pieces each, at least
+    for lang in ("big", "small"):
+        assert set(top(lang, q)) <= fair
+    assert not set(top("small", q)) <= greedy  # by global frequency alone the small one loses
+    small = student_vocabulary(teacher, counts, cap)[2]["languages"]["small"]
+    small_greedy_kept = sum(counts.counts["small"][i] for i in greedy) / counts.counts["small"].sum()
+    assert small["occurrences_kept"] > small_greedy_kept
+    full = student_vocabulary(teacher, counts)[2]["languages"]["small"]
+    assert full["student_pieces_per_word"] == full["teacher_pieces_per_word"]  # nothing dropped
+    assert small["student_pieces_per_word"] > small["teacher_pieces_per_word"]
+
+
+def test_report_lists_pieces_per_word_per_language(teachers):
+    teacher = teachers["wordpiece"]
+    data, langs = two_languages()
+    counts = count_pieces(teacher, data, langs)
+    cap = len(always_kept(teacher, counts)) + 30
+    _, kept, report = student_vocabulary(teacher, counts, max_vocab=cap)
+    assert report["max_vocab"] == cap < len(reduce_tokenizer(teacher, counts)[1]) and report["size"] == len(kept) and report["teacher_size"] == len(teacher)
+    assert 0 < report["occurrences_kept"] < 1 and report["seen"] == len(counts.seen())
+    for lang, r in report["languages"].items():
+        assert r["words"] == counts.words[lang] and r["sample_words"] <= r["words"]
+        assert r["student_pieces_per_word"] > r["teacher_pieces_per_word"] >= 1
+    assert student_vocabulary(teacher, counts)[2]["max_vocab"] is None
+    assert student_vocabulary(teacher, counts.seen())[2] is None  # bare ids: no counts, no report
+    with pytest.raises(TypeError, match="count_pieces"):
+        student_vocabulary(teacher, counts.seen(), max_vocab=cap)

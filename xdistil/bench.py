@@ -1,30 +1,29 @@
 """``xdistil bench``: the benchmark suite of one run directory, written to ``RUN_DIR/bench.json``.
 
-What the run measured while it worked is read from its files, not measured again:
+``bench.json`` is a `xdistil.records.Bench` record composed of the records a run wrote
+and of what is measured here. Read from the run's files, not measured again:
 
-- quality: dev F1 per language of the teacher and of every stage's student
-  (``metrics.json``; a model the run did not evaluate is evaluated here) and the share of
-  the teacher's F1 each student keeps; parameters and compression;
-- labeling throughput, end to end against the teacher's bare forward pass, and the peak
-  memory of labeling (``transfer/manifest.json``);
-- distillation throughput in tokens/s per stage and unfreezing step, and the peak memory
-  of training (``distill/metrics.json``).
+- quality: the `Summary` of the teacher and every stage's student (``metrics.json``; a
+  model the run did not evaluate is evaluated here), each row with its stage and folder;
+- labeling throughput (``transfer/manifest.json``) and one `StepLog` per distillation
+  step (``distill/metrics.json``), with the peak memory each recorded.
 
-Latencies can only be compared when measured side by side, so they are measured here, in
-one process with one thread count: the teacher in PyTorch (with ``teacher_ort`` also in
-ONNX Runtime fp32) and the final student in PyTorch, ORT fp32 and ORT int8, at every batch
-size, on the CPU. Inputs are real dev sentences: each model's own windows of at most
-``seq`` word pieces, padded to ``seq`` (a fixed shape, so batch sizes compare). Each cell:
-warm-up calls, then timed calls until ``min_repeats`` are done and ``cell_seconds`` have
-passed (at most ``max_repeats``); the median is kept. A call longer than ``cell_seconds``
-needs one warm-up only, so the big batches cost ``1 + min_repeats`` calls.
+Measured here, side by side in one process with one thread count, on the CPU:
+
+- latency: the teacher in PyTorch (with ``teacher_ort`` also ONNX Runtime fp32) and the
+  final student in PyTorch, ORT fp32 and ORT int8, at every batch size. Inputs are real
+  dev sentences: each model's own windows of at most ``seq`` word pieces, padded to
+  ``seq`` (a fixed shape, so batch sizes compare). Each cell: warm-up calls, then timed
+  calls until ``min_repeats`` are done and ``cell_seconds`` have passed (at most
+  ``max_repeats``); the median is kept;
+- end to end: words/s of the torch-free runtime (``xdistil_export.runtime.Predictor`` on
+  the student's int8 and fp32 exports) tagging raw dev text -- tokenisation, windows,
+  ONNX Runtime and decoding included -- beside the teacher through the Hugging Face
+  token-classification pipeline on the same text.
 
 Every section carries its provenance (machine, library versions, command line): the
-bench's own for what it measures, the run's record of the step for what it copies
-(``xdistil run`` keeps one per step in ``metrics.json``; older runs lack it and say so).
-
-`time_cell`, `ort_session` and `ensure_export` are also what ``benchmarks/latency.py``
-times the reference-shaped teachers with.
+bench's own for what it measures, the run's record of the step for what it copies.
+`time_cell`, `ort_session` and `ensure_export` also serve ``benchmarks/latency.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -41,26 +39,35 @@ from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 
-from xdistil.config import RunConfig, from_dict, save_json, to_dict
+from xdistil.config import RunConfig, from_dict
 from xdistil.provenance import load_average, provenance, usable_cpus
+from xdistil.records import (
+    Bench,
+    LatencyCell,
+    ModelScores,
+    Provenance,
+    StepLog,
+    Summary,
+    Throughput,
+    speedups,
+    stage_of,
+    step_logs,
+)
 
 log = logging.getLogger(__name__)
 
 BENCH_FILE = "bench.json"
-FORMAT = "xdistil-bench"
 EXPORTS = "bench-exports"  # inside the run directory; reused while the model is unchanged
 BATCH_SIZES = (1, 32, 256)  # online, XtremeDistil's batch, a large offline batch
 SEQ = 32  # word pieces per row, specials included: XtremeDistil's maximum sequence length
 TIMING = {"warmup": 2, "min_repeats": 5, "max_repeats": 200, "cell_seconds": 1.0}
 QUICK = {"warmup": 1, "min_repeats": 2, "max_repeats": 3, "cell_seconds": 0.0}
+TEXT_ROWS = 1000  # dev sentences tagged end to end (QUICK: 32)
 INT8_MIN_AGREEMENT = 0.98  # the floor of `xdistil export --int8`
 NOT_RECORDED = "not recorded by this run (made before xdistil recorded it; rerun the step to record it)"
-_STAGE_DIR = re.compile(r"stage(\d+)-")
 
 
 # ---- timing (shared with benchmarks/latency.py) -------------------------------------------
-
-
 def time_cell(fn: Callable[[], object], warmup: int, min_repeats: int, max_repeats: int,
               cell_seconds: float) -> dict:
     """Warm up, then time ``fn`` until ``min_repeats`` calls and ``cell_seconds`` (at most ``max_repeats``)."""
@@ -115,8 +122,9 @@ def ensure_export(model_dir: Path, dest: Path, int8: bool, export_kwargs: dict) 
 
     Returns the export manifest and whether it was reused.
     """
-    from xdistil_export.onnx_export import export_model
     from xdistil_export.runtime import MANIFEST
+
+    from xdistil.onnx_export import export_model
 
     manifest_file = dest / MANIFEST
     if manifest_file.is_file():
@@ -142,6 +150,8 @@ def file_mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 2)
 
 
+
+
 # ---- the run directory ------------------------------------------------------------------
 
 
@@ -156,14 +166,13 @@ def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
     return cfg, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
-def student_dirs(run_dir: Path) -> list[Path]:
-    """The run's stage students (``distill/stageN-NAME``) in stage order; the last is the final one."""
-    from xdistil.taggers import STUDENT_MARKER
+def student_dirs(run_dir: Path) -> list[tuple[int, str, Path]]:
+    """(stage index, stage name, folder) of the run's stage students, in stage order; the last is the final one.
 
+    The index and name are what each stage saved in its student's metadata."""
     root = run_dir / "distill"
-    found = [(int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
-             if (m := _STAGE_DIR.match(p.name)) and (p / STUDENT_MARKER).is_file()]
-    return [p for _, p in sorted(found)]
+    found = [(*stage_of(p), p) for p in (sorted(root.iterdir()) if root.is_dir() else [])]
+    return sorted((i, name, p) for i, name, p in found if i is not None)
 
 
 def teacher_dir(run_dir: Path, metrics: dict) -> Path:
@@ -181,165 +190,92 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _run_provenance(metrics: dict, step: str, versions: dict | None = None) -> dict:
+def _run_provenance(metrics: dict, step: str, versions: dict | None = None) -> Provenance:
     """The record ``xdistil run`` kept for ``step``; for older runs, what is known (library versions)."""
     rec = metrics.get("provenance", {}).get(step)
-    if rec:
-        return {**rec, "measured_by": f"xdistil run ({step} step)"}
-    return {"machine": None, "versions": versions, "command": None, "measured_by": f"xdistil run ({step} step)",
-            "note": NOT_RECORDED}
+    by = f"xdistil run ({step} step)"
+    return Provenance(**{**rec, "measured_by": by}) if rec else Provenance(versions=versions, measured_by=by,
+                                                                          note=NOT_RECORDED)
 
 
 # ---- sections ---------------------------------------------------------------------------
 
 
-def _evaluation(cfg: RunConfig) -> str:
-    return "dev " + (f"(first {cfg.data.dev_limit} sentences per language)" if cfg.data.dev_limit else "(whole file)")
-
-
-def protocol(cfg: RunConfig, manifest: dict | None) -> dict:
-    """What the figures were measured on: budget, transfer set, evaluation split, models."""
-    counts = (manifest or {}).get("counts", {})
-    return {
-        "languages": list(cfg.data.languages),
-        "labeled_budget": cfg.data.labeled_budget,
-        "selection_slice": cfg.data.val_size,
-        "transfer": {"sources": list(cfg.transfer.sources), "limit_per_language": cfg.transfer.limit,
-                     "counts": counts,
-                     "unlabeled_sentences": sum(c.get("transfer", 0) for c in counts.values()),
-                     "sentences": sum(sum(c.values()) for c in counts.values())},
-        "evaluation": _evaluation(cfg),
-        "metric": "seqeval entity F1, IOB2 strict",
-        "teacher": cfg.teacher.model,
-        "student": to_dict(cfg.student),
-        "stages": [s.name for s in cfg.distill.resolved_stages()],
-    }
-
-
-def quality(run_dir: Path, cfg: RunConfig, metrics: dict, students: list[Path], progress: bool) -> dict:
-    """F1 per language of the teacher and every stage's student, and the share of the teacher's kept.
+def quality(run_dir: Path, cfg: RunConfig, metrics: dict, students: list[tuple[int, str, Path]],
+            progress: bool) -> Summary:
+    """The run's `Summary`: the teacher and every stage's student, with its stage and folder.
 
     Models the run did not evaluate (``steps`` without ``evaluate``, or an interrupted
     run) are evaluated here on the same dev sets.
     """
-    from xdistil.pipeline import DevScorer
+    from xdistil.pipeline import DevScorer, summary
 
+    base = summary(metrics, cfg)
     score = DevScorer(cfg, progress)
-
-    def scores(path: Path, stored: dict | None) -> tuple[dict, str]:
-        if stored is not None:
-            return stored, "xdistil run"
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: missing; the run is incomplete (rerun 'xdistil run')")
-        log.info("evaluating %s (not in metrics.json)", path)
-        return score(str(path), path), "xdistil bench"
-
-    teacher, by = scores(teacher_dir(run_dir, metrics), metrics.get("teacher"))
-    langs = list(teacher["dev"])
-
-    def row(name: str, role: str, m: dict, by: str, stage: int | None) -> dict:
-        f1 = {lang: m["dev"][lang]["f1"] for lang in langs}
-        kept = {lang: 100 * f1[lang] / teacher["dev"][lang]["f1"] if teacher["dev"][lang]["f1"] else None
-                for lang in langs}
-        return {"name": name, "role": role, "stage": stage, "path": m.get("path"), "params": m["params"],
-                "f1": f1, "f1_avg": m["f1_avg"], "retained_pct": kept,
-                "retained_avg_pct": 100 * m["f1_avg"] / teacher["f1_avg"] if teacher["f1_avg"] else None,
-                "evaluated_by": by}
-
-    rows = [row("teacher", "teacher", teacher, by, None)]
     stored = metrics.get("students", {})
-    for i, d in enumerate(students, 1):
-        m, by = scores(d, stored.get(d.name))
-        rows.append(row(d.name, "student", m, by, i))
-    return {"languages": langs, "evaluation": _evaluation(cfg),
-            "metric": "seqeval entity F1 (%), IOB2 strict", "models": rows,
-            "final": students[-1].name if students else None,
-            "provenance": _run_provenance(metrics, "evaluate")}
+    tpath = teacher_dir(run_dir, metrics)
+    if "teacher" in metrics:
+        teacher = base.teacher
+    else:
+        if not tpath.is_dir():
+            raise FileNotFoundError(f"{tpath}: missing; the run is incomplete (rerun 'xdistil run')")
+        log.info("evaluating %s (not in metrics.json)", tpath)
+        teacher = ModelScores.from_eval("teacher", "teacher", score("teacher", tpath), arch=cfg.teacher.model,
+                                        evaluated_by="xdistil bench")
+    rows = [teacher]
+    for index, stage, folder in students:
+        if folder.name in stored:
+            rows.append(base.model(folder.name))
+        else:
+            log.info("evaluating %s (not in metrics.json)", folder)
+            rows.append(ModelScores.from_eval(folder.name, "student", score(folder.name, folder),
+                                              arch=cfg.student.arch, stage=index, stage_name=stage,
+                                              evaluated_by="xdistil bench"))
+    return Summary(base.protocol, rows, reference=teacher.name, headline=students[-1][2].name if students else None,
+                   timings=base.timings, provenance={"evaluate": _run_provenance(metrics, "evaluate")})
 
 
-def size(rows: Sequence[dict]) -> dict:
-    """Parameters and compression (teacher parameters / student parameters) of every model."""
-    teacher = rows[0]["params"]
-    return {"teacher_params": teacher,
-            "models": [{"name": r["name"], "role": r["role"], "params": r["params"],
-                        "compression": teacher / r["params"]} for r in rows],
-            "exports": {}}
-
-
-def labeling(m: dict | None, metrics: dict) -> dict:
+def labeling(m: dict | None) -> Throughput | None:
     """Labeling throughput from the transfer set's manifest ``m``: end to end against the bare forward pass."""
     if m is None:
-        return {"source": None, "note": "no transfer/manifest.json in the run directory"}
-    tp = m.get("throughput", {})
-    return {"source": "transfer/manifest.json",
-            "sentences": tp.get("sentences_labeled_this_run"), "words": tp.get("words_labeled_this_run"),
-            "processes": tp.get("processes", 1),
-            "label_sentences_per_s": tp.get("label_sentences_per_s"),
-            "forward_sentences_per_s": tp.get("forward_sentences_per_s"),
-            "overhead": tp.get("overhead"),
-            "batch_size": m.get("config", {}).get("batch_size"), "layers": m.get("layers"),
-            "teachers": [{"path": t.get("path"), "params": t.get("params")} for t in m.get("teachers", [])],
-            "what": "end to end: reading, windowing, teacher forward, writing Arrow chunks; forward: the "
-                    "teacher's forward pass alone; overhead: end-to-end time / forward time",
-            "provenance": _run_provenance(metrics, "label", m.get("versions"))}
-
-
-def distillation(run_dir: Path, metrics: dict, students: Sequence[Path]) -> dict:
-    """Tokens/s per stage and unfreezing step from ``distill/metrics.json``."""
-    log_ = _read_json(run_dir / "distill" / "metrics.json")
-    if log_ is None:
-        return {"source": None, "stages": [], "note": "no distill/metrics.json in the run directory"}
-    pending = list(students)
-    stages = []
-    for st in log_.get("stages", []):
-        # stage logs come in stage order; a student folder is named stageN-<stage name>
-        while pending and pending[0].name.split("-", 1)[-1] != st["stage"]:
-            pending.pop(0)
-        student = pending.pop(0).name if pending else None
-        steps = [{"groups": s.get("groups"), "seconds": s.get("seconds"), "tokens_per_s": s.get("tokens_per_s"),
-                  "epochs": len(s.get("history", [])), "best_select": s.get("best_select"),
-                  "processes": s.get("processes", 1), "peak_rss_mb": s.get("peak_rss_mb"),
-                  "memory_scope": s.get("memory_scope")} for s in st.get("steps", [])]
-        seconds = sum(s["seconds"] or 0 for s in steps)
-        tokens = sum((s["seconds"] or 0) * (s["tokens_per_s"] or 0) for s in steps)
-        stages.append({"stage": st["stage"], "student": student, "seconds": round(seconds, 1),
-                       "tokens": round(tokens), "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-                       "epochs": sum(s["epochs"] for s in steps), "steps": steps})
-    seconds = sum(s["seconds"] for s in stages)
-    tokens = sum(s["tokens"] for s in stages)
-    return {"source": "distill/metrics.json", "stages": stages, "seconds": round(seconds, 1),
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-            "what": "optimizer steps over the transfer set (forward, losses, backward, update) plus the "
-                    "selection-slice scoring after every epoch; tokens are real word pieces",
-            "provenance": _run_provenance(metrics, "distill")}
-
-
-def memory(manifest: dict | None, metrics: dict, distill: dict) -> dict:
-    """Peak resident memory of labeling and of training, as `xdistil.memory.PeakMemory` recorded it."""
-    m = manifest or {}
+        return None
     tp = m.get("throughput", {})
     per = tp.get("per_process") or [{}]
-    lab = {"peak_rss_mb": tp.get("peak_rss_mb"), "scope": per[0].get("memory_scope"),
-           "source": "transfer/manifest.json", "provenance": _run_provenance(metrics, "label", m.get("versions"))}
-    steps = [s for st in distill.get("stages", []) for s in st["steps"] if s["peak_rss_mb"] is not None]
-    train = {"peak_rss_mb": max((s["peak_rss_mb"] for s in steps), default=None),
-             "scope": steps[0]["memory_scope"] if steps else None,
-             "per_stage": [{"stage": st["stage"], "student": st["student"],
-                            "peak_rss_mb": max((s["peak_rss_mb"] for s in st["steps"] if s["peak_rss_mb"] is not None),
-                                               default=None)} for st in distill.get("stages", [])],
-             "source": "distill/metrics.json", "provenance": _run_provenance(metrics, "distill")}
-    for part in (lab, train):
-        if part["peak_rss_mb"] is None:
-            part["note"] = NOT_RECORDED
-    return {"labeling": lab, "training": train,
+    return Throughput("labeling", "end to end: reading, windowing, teacher forward, writing Arrow chunks; forward: "
+                      "the teacher's forward pass alone; overhead: end-to-end time / forward time",
+                      sentences=tp.get("sentences_labeled_this_run"), words=tp.get("words_labeled_this_run"),
+                      sentences_per_s=tp.get("label_sentences_per_s"), runtime="torch",
+                      extra={"forward_sentences_per_s": tp.get("forward_sentences_per_s"),
+                             "overhead": tp.get("overhead"), "processes": tp.get("processes", 1),
+                             "batch_size": m.get("config", {}).get("batch_size"), "layers": m.get("layers"),
+                             "peak_rss_mb": tp.get("peak_rss_mb"), "memory_scope": per[0].get("memory_scope"),
+                             "source": "transfer/manifest.json"})
+
+
+def distillation(run_dir: Path, students: list[tuple[int, str, Path]]) -> list[StepLog]:
+    """One `StepLog` per unfreezing step from ``distill/metrics.json``, paired with its stage's student."""
+    stage_log = _read_json(run_dir / "distill" / "metrics.json") or {}
+    return step_logs(stage_log.get("stages", []), [(i, name, p.name) for i, name, p in students])
+
+
+def memory(lab: Throughput | None, steps: Sequence[StepLog]) -> dict:
+    """Peak resident memory of labeling and of training, as `xdistil.memory.PeakMemory` recorded it."""
+    measured = [s for s in steps if s.peak_rss_mb is not None]
+    per_stage: dict[str, float] = {}
+    for s in measured:
+        per_stage[s.student or s.stage] = max(per_stage.get(s.student or s.stage, 0.0), s.peak_rss_mb)
+    lab_mb = lab.extra.get("peak_rss_mb") if lab else None
+    return {"labeling": {"peak_rss_mb": lab_mb, "scope": lab.extra.get("memory_scope") if lab else None,
+                         **({} if lab_mb else {"note": NOT_RECORDED})},
+            "training": {"peak_rss_mb": max(per_stage.values(), default=None),
+                         "scope": measured[0].memory_scope if measured else None, "per_stage": per_stage,
+                         **({} if measured else {"note": NOT_RECORDED})},
             "what": "peak resident set size (MB); scope 'step': the high-water mark reset when the work "
                     "started, so it excludes what ran before in the same process; 'process': the "
                     "process-wide peak"}
 
 
 # ---- latency ----------------------------------------------------------------------------
-
-
 def _sentences(cfg: RunConfig, rows: int) -> list[list[str]]:
     """The first ``rows`` dev sentences, languages interleaved, so every batch mixes them."""
     from xdistil.pipeline import dev_sets
@@ -370,15 +306,8 @@ def _inputs(tagger, sentences: Sequence[Sequence[str]], rows: int, seq: int):
     return ids, mask, word_mask
 
 
-def _cell(model: str, role: str, runtime: str, precision: str, batch: int, seq: int, t: dict) -> dict:
-    log.debug("%-20s %-5s %-4s batch %4d x %d: median %9.2f ms (%d runs)", model, runtime, precision, batch, seq,
-             t["median_ms"], t["repeats"])
-    return {"model": model, "role": role, "runtime": runtime, "precision": precision, "batch": batch, "seq": seq,
-            **t, "ms_per_sentence": t["median_ms"] / batch, "sentences_per_s": 1e3 * batch / t["median_ms"]}
-
-
-def _time_model(name: str, role: str, tagger, onnx: dict[str, Path], cells: Sequence[tuple[str, str]],
-                batches: Sequence[int], inputs, seq: int, threads: int, timing: dict, bar) -> list[dict]:
+def _time_model(name: str, role: str, kind: str, tagger, onnx: dict[str, Path], cells: Sequence[tuple[str, str]],
+                batches: Sequence[int], inputs, seq: int, threads: int, timing: dict, bar) -> list[LatencyCell]:
     """Every (runtime, precision) cell of one model at every batch size, one runtime at a time."""
     ids, mask, word_mask = inputs
     out = []
@@ -390,54 +319,36 @@ def _time_model(name: str, role: str, tagger, onnx: dict[str, Path], cells: Sequ
             else:
                 call = partial(session.run, ["logits"], {"input_ids": ids[:b].numpy(),
                                                          "attention_mask": mask[:b].numpy()})
-            out.append(_cell(name, role, runtime, precision, b, seq, time_cell(call, **timing)))
+            out.append(LatencyCell(name, role, runtime, precision, b, seq, kind=kind, **time_cell(call, **timing)))
             bar.update()
         del session  # its thread pool goes before the next runtime's starts
     return out
 
 
-def speedups(results: Sequence[dict], reference: str = "teacher") -> list[dict]:
-    """Every student cell against the teacher in PyTorch fp32 at the same batch size."""
-    base = {r["batch"]: r["median_ms"] for r in results
-            if (r["model"], r["runtime"], r["precision"]) == (reference, "torch", "fp32")}
-    return [{"model": r["model"], "runtime": r["runtime"], "precision": r["precision"], "batch": r["batch"],
-             "reference": reference, "reference_runtime": "torch", "reference_precision": "fp32",
-             "reference_ms": base[r["batch"]], "median_ms": r["median_ms"], "speedup": base[r["batch"]] / r["median_ms"]}
-            for r in results if r["role"] == "student" and r["batch"] in base]
-
-
-def latency(run_dir: Path, cfg: RunConfig, teacher: Path, final: Path, batches: Sequence[int], seq: int, threads: int,
-            timing: dict, int8: bool, int8_min_agreement: float, teacher_ort: bool, prov: dict,
-            progress: bool) -> tuple[dict, dict]:
-    """Time the teacher and the final student side by side; returns the section and the export sizes."""
+def latency(run_dir: Path, sentences: list[list[str]], teacher: Path, final: Path, batches: Sequence[int], seq: int,
+            threads: int, timing: dict, int8: bool, int8_min_agreement: float, teacher_ort: bool,
+            progress: bool) -> tuple[list[LatencyCell], list[dict], dict, dict]:
+    """Time the teacher and the final student side by side: (cells, models, settings, export sizes)."""
     import torch
     from tqdm.auto import tqdm
-    from xdistil_export.onnx_export import ExportParityError
 
     from xdistil.taggers import load_tagger
 
     exports = run_dir / EXPORTS
-    sentences = _sentences(cfg, max(batches))
-    subjects = [("teacher", "teacher", teacher, [("torch", "fp32")] + ([("ort", "fp32")] if teacher_ort
-                                                                                  else [])),
-                (final.name, "student", final, [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8
-                                                                                      else []))]
-    started, results, models, sizes = time.perf_counter(), [], [], {}
+    subjects = [("teacher", "teacher", teacher, [("torch", "fp32")] + ([("ort", "fp32")] if teacher_ort else [])),
+                (final.name, "student", final,
+                 [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else []))]
+    started, cells, models, sizes = time.perf_counter(), [], [], {}
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     bar = tqdm(total=sum(len(c) for *_, c in subjects) * len(batches), desc="bench latency", unit="cell",
                disable=not progress)
     try:
-        for name, role, path, cells in subjects:
+        for name, role, path, todo in subjects:
             onnx, info = {}, {}
-            if any(rt == "ort" for rt, _ in cells):
-                q8 = any(p == "int8" for _, p in cells)
-                try:
-                    manifest, reused = ensure_export(path, exports / name, q8,
-                                                     {"int8_min_agreement": int8_min_agreement})
-                except ExportParityError as e:
-                    raise RuntimeError(f"{e}\nexport of {path} failed its check: rerun with --no-int8, or accept "
-                                       f"the int8 model with a lower --int8-min-agreement") from None
+            if any(rt == "ort" for rt, _ in todo):
+                manifest, reused = export(path, exports / name, any(p == "int8" for _, p in todo),
+                                          int8_min_agreement)
                 onnx = onnx_files(exports / name, manifest["files"])
                 sizes[name] = {p: file_mb(f) for p, f in onnx.items()}
                 info = {"export": str(exports / name), "export_reused": reused, "onnx_mb": sizes[name]}
@@ -446,9 +357,10 @@ def latency(run_dir: Path, cfg: RunConfig, teacher: Path, final: Path, batches: 
             tagger = load_tagger(path)
             inputs = _inputs(tagger, sentences, max(batches), seq)
             models.append({"name": name, "role": role, "kind": tagger.kind, "params": tagger.param_count(),
-                           "cells": [list(c) for c in cells],
+                           "cells": [list(c) for c in todo],
                            "mean_real_pieces": round(float(inputs[1].sum()) / max(batches), 2), **info})
-            results += _time_model(name, role, tagger, onnx, cells, batches, inputs, seq, threads, timing, bar)
+            cells += _time_model(name, role, tagger.kind, tagger, onnx, todo, batches, inputs, seq, threads, timing,
+                                 bar)
             del tagger, inputs
             gc.collect()
     finally:
@@ -461,9 +373,58 @@ def latency(run_dir: Path, cfg: RunConfig, teacher: Path, final: Path, batches: 
                 "ort": "InferenceSession.run, CPUExecutionProvider, intra-op threads = threads, inter-op 1",
                 "statistic": "median ms per call after warm-up", "wall_s": round(time.perf_counter() - started, 1),
                 "loadavg_end": load_average()}
-    section = {"settings": settings, "models": models, "results": results, "speedups": speedups(results),
-               "provenance": prov}
-    return section, sizes
+    return cells, models, settings, sizes
+
+
+def export(model_dir: Path, dest: Path, int8: bool, int8_min_agreement: float) -> tuple[dict, bool]:
+    """`ensure_export` with a one-line error when the int8 model fails its agreement check."""
+    from xdistil.onnx_export import ExportParityError
+
+    try:
+        return ensure_export(model_dir, dest, int8, {"int8_min_agreement": int8_min_agreement})
+    except ExportParityError as e:
+        raise RuntimeError(f"{e}\nexport of {model_dir} failed its check: rerun with --no-int8, or accept "
+                           f"the int8 model with a lower --int8-min-agreement") from None
+
+
+def end_to_end(sentences: list[list[str]], teacher: Path, export_dir: Path, student: str, precisions: Sequence[str],
+               threads: int, batch_size: int = 32) -> list[Throughput]:
+    """Words/s tagging raw dev text: the runtime's `Predictor` on the student's exports, and the
+    teacher through the Hugging Face token-classification pipeline, on the same texts.
+
+    Each is warmed up on a few texts, then timed once over all of them."""
+    import torch
+    from transformers import pipeline
+    from xdistil_export.runtime import Predictor
+
+    texts = [" ".join(words) for words in sentences]
+    words = sum(len(w) for w in sentences)
+
+    def measure(name: str, runtime: str, what: str, call: Callable[[list[str]], object]) -> Throughput:
+        call(texts[:batch_size])
+        t0 = time.perf_counter()
+        call(texts)
+        dt = time.perf_counter() - t0
+        return Throughput(name, what, len(texts), words, dt, round(len(texts) / dt, 1),
+                          round(words / dt, 1), runtime, {"batch_size": batch_size, "threads": threads})
+
+    out = []
+    for precision in precisions:
+        pred = Predictor(export_dir, precision=precision, threads=threads)
+        out.append(measure(student, f"onnx-{precision}", "xdistil_export.runtime.Predictor.predict on raw text: "
+                           "tokenisation, windows, ONNX Runtime, decoding",
+                           partial(pred.predict, batch_size=batch_size)))
+        del pred
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        pipe = pipeline("token-classification", model=str(teacher), aggregation_strategy="simple", device="cpu")
+        out.append(measure("teacher", "torch", "transformers pipeline('token-classification', "
+                           "aggregation_strategy='simple') on the same raw text",
+                           partial(pipe, batch_size=batch_size)))
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 # ---- the suite --------------------------------------------------------------------------
@@ -480,15 +441,17 @@ def run_bench(
     seq: int = SEQ,
     teacher_ort: bool = False,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
+    text_rows: int | None = None,
     command: str | None = None,
     progress: bool = True,
-) -> dict:
-    """Run the suite on ``run_dir`` and write ``run_dir/bench.json`` atomically; returns its content.
+) -> Bench:
+    """Run the suite on ``run_dir`` and write ``run_dir/bench.json`` atomically; returns its record.
 
     ``repeats``: timed calls per latency cell at least (default 5, 2 with ``quick``).
     ``threads``: PyTorch and ONNX Runtime intra-op threads (default: every usable core).
     ``quick``: one warm-up call and 2-3 timed calls per cell, for smoke tests.
     ``int8_min_agreement``: the int8 export must agree with PyTorch on this share of tags.
+    ``text_rows``: dev sentences tagged end to end (default `TEXT_ROWS`, 32 with ``quick``).
     """
     run = Path(run_dir)
     cfg, metrics = load_run(run)
@@ -504,53 +467,53 @@ def run_bench(
             raise ValueError("--repeats must be >= 1")
         timing["min_repeats"], timing["max_repeats"] = repeats, max(repeats, timing["max_repeats"])
     threads = int(threads or usable_cpus())
-    prov = provenance(command, threads)
+    prov = Provenance(**provenance(command, threads), measured_by="xdistil bench")
 
     manifest = _read_json(run / "transfer" / "manifest.json")
     qual = quality(run, cfg, metrics, students, progress)
-    sizes = size(qual["models"])
-    distill = distillation(run, metrics, students)
-    lat, exports = latency(run, cfg, teacher_dir(run, metrics), students[-1], batches, seq, threads, timing, int8, int8_min_agreement,
-                           teacher_ort, prov, progress)
-    sizes["exports"] = exports
-    bench = {
-        "format": FORMAT, "format_version": 1, "run_dir": str(run.resolve()),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "provenance": prov,
-        "protocol": protocol(cfg, manifest),
-        "quality": qual,
-        "size": sizes,
-        "latency": lat,
-        "labeling": labeling(manifest, metrics),
-        "distillation": distill,
-        "memory": memory(manifest, metrics, distill),
-    }
-    save_json(bench, run / BENCH_FILE)
+    steps = distillation(run, students)
+    lab = labeling(manifest)
+    teacher, final = teacher_dir(run, metrics), students[-1][2]
+    rows = text_rows if text_rows is not None else 32 if quick else TEXT_ROWS
+    sentences = _sentences(cfg, max(max(batches), rows))
+    cells, models, settings, exports = latency(run, sentences, teacher, final, batches, seq, threads, timing, int8,
+                                               int8_min_agreement, teacher_ort, progress)
+    e2e = end_to_end(sentences[:rows], teacher, run / EXPORTS / final.name, final.name,
+                     ["int8", "fp32"] if int8 else ["fp32"], threads)
+    bench = Bench(run_dir=str(run.resolve()), created=datetime.now(UTC).isoformat(timespec="seconds"),
+                  provenance=prov, quality=qual, cells=cells,
+                  speedups=speedups(cells, ["teacher"]), latency_settings=settings, latency_models=models,
+                  exports=exports, steps=steps, labeling=lab, end_to_end=e2e, memory=memory(lab, steps),
+                  sections={"quality": _run_provenance(metrics, "evaluate"),
+                            "labeling": _run_provenance(metrics, "label", (manifest or {}).get("versions")),
+                            "distillation": _run_provenance(metrics, "distill"), "latency": prov})
+    bench.write(run / BENCH_FILE)
     return bench
 
 
-def format_summary(bench: dict) -> str:
+def format_summary(bench: Bench) -> str:
     """A few lines for the terminal: the final student's quality, size and speed."""
-    q = bench["quality"]
-    teacher = q["models"][0]
-    final = next(m for m in q["models"] if m["name"] == q["final"])
-    comp = next(m["compression"] for m in bench["size"]["models"] if m["name"] == final["name"])
-    kept = final["retained_avg_pct"]
-    lines = [f"final student {final['name']}: dev F1 {final['f1_avg']:.2f}"
+    q = bench.quality
+    teacher, final = q.teacher, q.final
+    kept = final.retained(teacher)
+    lines = [f"final student {final.name}: dev F1 {final.f1_avg:.2f}"
              + (f" = {kept:.1f}% of" if kept is not None else " against") +
-             f" the teacher's {teacher['f1_avg']:.2f}, {comp:.1f}x fewer parameters"]
-    lat = bench["latency"]
-    batches = lat["settings"]["batch_sizes"]
-    lines.append(f"{'median ms per call (seq ' + str(lat['settings']['seq']) + ')':<40}"
+             f" the teacher's {teacher.f1_avg:.2f}, {teacher.params / final.params:.1f}x fewer parameters"]
+    batches = bench.latency_settings["batch_sizes"]
+    lines.append(f"{'median ms per call (seq ' + str(bench.latency_settings['seq']) + ')':<40}"
                  + "".join(f"{'batch ' + str(b):>12}" for b in batches))
-    cell = {(r["model"], r["runtime"], r["precision"], r["batch"]): r["median_ms"] for r in lat["results"]}
-    for key in dict.fromkeys((r["model"], r["runtime"], r["precision"]) for r in lat["results"]):
-        lines.append(f"{' '.join(key):<40}" + "".join(f"{cell.get((*key, b), float('nan')):>12.2f}" for b in batches))
-    best = {}
-    for s in lat["speedups"]:
-        if s["batch"] not in best or s["speedup"] > best[s["batch"]]["speedup"]:
-            best[s["batch"]] = s
+    cell = {(*c.key, c.batch): c.median_ms for c in bench.cells}
+    for key in dict.fromkeys(c.key for c in bench.cells):
+        lines.append(f"{' '.join(key):<40}" + "".join(f"{cell[(*key, b)]:>12.2f}" if (*key, b) in cell
+                                                      else f"{'-':>12}" for b in batches))
+    best: dict[int, object] = {}
+    for s in bench.speedups:
+        if s.batch not in best or s.speedup > best[s.batch].speedup:
+            best[s.batch] = s
     if best:
         lines.append("fastest student vs teacher PyTorch: " + ", ".join(
-            f"{s['speedup']:.1f}x at batch {b} ({s['runtime']} {s['precision']})" for b, s in sorted(best.items())))
+            f"{s.speedup:.1f}x at batch {b} ({s.runtime} {s.precision})" for b, s in sorted(best.items())))
+    if bench.end_to_end:
+        lines.append("end to end on raw dev text: " + ", ".join(
+            f"{t.name} {t.runtime} {t.words_per_s:,.0f} words/s" for t in bench.end_to_end))
     return "\n".join(lines)

@@ -1,29 +1,53 @@
 """Typed configuration: the single source of truth.
 
-YAML files and CLI flags only fill these dataclasses; the resolved config is saved next
-to every model a run writes. Unknown keys are errors (a typo must not be ignored).
+YAML files, presets and CLI flags only fill these dataclasses; the resolved config is
+saved next to every model a run writes. The classes are pydantic dataclasses: types are
+checked (and obvious strings converted: ``lr: 1e-3``, ``epochs: "2"``) when a config is
+read, unknown keys are errors (a typo must not be ignored), and every error is one line
+naming the dotted key (``teacher.lr: ...``). The docstring under each field is its help
+text: the CLI's generated ``--section.field`` flags and ``xdistil config show`` print it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
+import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
-
-from xdistil import DEFAULT_LABELS
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 
 class ConfigError(ValueError):
-    pass
+    """A wrong config key or value; the message is one line that names the dotted key."""
 
 
-@dataclass
+def _as_list(v):
+    """A bare string is a comma list (``de`` or ``de,ar``), never its letters; a number is one item."""
+    if isinstance(v, str):
+        return [s.strip() for s in v.split(",") if s.strip()]
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return [v]
+    return v
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+IntList = Annotated[list[int], BeforeValidator(_as_list)]
+
+# extra="forbid": unknown keys are errors; use_attribute_docstrings: the docstring under a
+# field becomes its description (help text of the generated flags, comments of `config show`).
+_SCHEMA = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+@dataclass(config=_SCHEMA)
 class DataConfig:
-    languages: list[str] = field(default_factory=lambda: ["de", "ar", "hi"])
+    languages: StrList = field(default_factory=lambda: ["de", "ar", "hi"])
     """Language codes; registry languages find their files under the data root."""
     root: str | None = None
     """Local data root ($XDISTIL_DATA wins; default ../shared/data when present, else the hub)."""
@@ -33,125 +57,154 @@ class DataConfig:
     """Sentences at the end of the budget held out for model selection / early stopping."""
     dev_limit: int | None = None
     """Evaluate on the first N dev sentences per language (None: the whole dev file)."""
-    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
-    files: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    labels: StrList | None = None
+    """The tag set (IOB2: O plus B-/I- of every entity type). Unset: the teacher's own labels when it has a
+    token-classification head, else the tags in the labeled files; data types the teacher lacks get new head
+    rows (logged)."""
+    files: dict[str, dict[str, StrList]] = field(default_factory=dict)
     """Per language, user files by split: {"sw": {"train": [...], "dev": [...], "unlabeled": [...]}}."""
     strict: bool = False
     """Raise on repairable IOB problems instead of fixing them with a warning."""
 
     def __post_init__(self):
         if not self.languages:
-            raise ConfigError("data.languages is empty")
+            raise ConfigError("languages is empty")
         if self.labeled_budget < 1:
-            raise ConfigError("data.labeled_budget must be >= 1")
+            raise ConfigError("labeled_budget must be >= 1")
         if not 0 <= self.val_size < self.labeled_budget:
-            raise ConfigError("data.val_size must be in [0, labeled_budget)")
-        if "O" not in self.labels:
-            raise ConfigError("data.labels must contain 'O'")
+            raise ConfigError(f"val_size must be in [0, labeled_budget={self.labeled_budget})")
+        if self.labels is not None and "O" not in self.labels:
+            raise ConfigError("labels must contain 'O'")
 
     @property
-    def label_types(self) -> set[str]:
-        return {lab[2:] for lab in self.labels if lab != "O"}
+    def label_types(self) -> set[str] | None:
+        """Entity types of an explicit label list; None (any IOB2 type) while labels are unset."""
+        return None if self.labels is None else {lab[2:] for lab in self.labels if lab != "O"}
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class TeacherConfig:
     model: str = "e5-small"
     """Hub id, local path, or 'e5-small' (the bundled offline encoder, prepared on first use)."""
-    models: list[str] = field(default_factory=list)
+    models: StrList = field(default_factory=list)
     """Several teachers (hub ids / paths / 'e5-small'), co-finetuned with one shared head
     (MT-BERT); when given, it replaces ``model``. Tokenizers and hidden sizes may differ."""
     max_length: int = 128
     """Sub-words per window (specials included); longer sentences are windowed, not cut."""
     epochs: float = 2.0
+    """Fine-tuning epochs (fractions allowed)."""
     batch_size: int = 16
+    """Fine-tuning batch size (sentences)."""
     lr: float = 5e-5
+    """Learning rate of the encoder."""
     head_lr: float = 1e-3
     """Learning rate of the freshly initialised classification head."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     warmup_ratio: float = 0.1
+    """Share of the optimizer steps spent warming the learning rate up linearly."""
     freeze_embeddings: bool = True
     """Freeze the word-embedding table (most of a multilingual model's parameters)."""
     checkpoint_every: int = 50
     """Optimizer steps between resumable checkpoints."""
+    min_steps: int = 300
+    """Train at least this many optimizer steps (more epochs on small budgets: 100 sentences a language
+    over 3 languages is 15 steps an epoch); 0: exactly ``epochs``."""
+    min_selection_f1: float = 1.0
+    """Stop with a one-line error instead of labeling with a teacher whose best selection F1 is below this."""
     seed: int = 13
+    """Random seed of fine-tuning (head init, batch order, dropout)."""
     eval_batch_size: int = 64
+    """Batch size when the teacher tags the selection slice."""
 
     def __post_init__(self):
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("teacher: epochs, batch_size and lr must be positive")
+            raise ConfigError("epochs, batch_size and lr must be positive")
         if self.max_length < 8:
-            raise ConfigError("teacher.max_length must be >= 8")
-        if isinstance(self.models, str):
-            self.models = [self.models]
+            raise ConfigError("max_length must be >= 8")
 
     def model_names(self) -> list[str]:
         return list(self.models) or [self.model]
 
 
-@dataclass
+TRANSFER_SOURCES = ("train_rest", "unlabeled", "raw")
+
+
+@dataclass(config=_SCHEMA)
 class TransferConfig:
     """The unlabeled transfer set: what goes in, and what the teacher writes for each word."""
 
-    sources: list[str] = field(default_factory=lambda: ["train_rest", "unlabeled", "raw"])
+    sources: StrList = field(default_factory=lambda: list(TRANSFER_SOURCES))
     """Local sources per language: train_rest (train beyond the budget, tags stripped),
     unlabeled (token files) and raw (sentence files), plus data.files.<lang>.unlabeled."""
     hf: list[dict] = field(default_factory=list)
     """Extra Hugging Face datasets: [{name, config, split, lang}] (``tokens`` column)."""
     limit: int | None = None
     """At most this many transfer sentences per language (None: everything available)."""
-    layers: list[int] = field(default_factory=lambda: [6])
+    layers: IntList = field(default_factory=lambda: [6])
     """Teacher hidden layers stored per word (0 = embeddings, 12 = last of a 12-layer model)."""
     chunk_size: int = 1000
     """Sentences per written chunk (the unit of resumption)."""
     batch_size: int = 64
-    hidden_dtype: str = "float16"
-    teachers: list[str] = field(default_factory=list)
+    """Sentences per teacher forward pass while labeling."""
+    hidden_dtype: Literal["float16", "float32"] = "float16"
+    """Storage type of the teacher hidden states (float16 halves the disk)."""
+    teachers: StrList = field(default_factory=list)
     """Fine-tuned teacher folders that label the set (a co-finetuned group folder counts
-    as all its members); ``--teacher DIR`` on the command line replaces it."""
+    as all its members); ``--teacher-dir DIR`` on the command line replaces it."""
 
     def __post_init__(self):
-        bad = set(self.sources) - {"train_rest", "unlabeled", "raw"}
+        bad = set(self.sources) - set(TRANSFER_SOURCES)
         if bad:
-            raise ConfigError(f"transfer.sources: unknown {sorted(bad)} (train_rest, unlabeled, raw)")
-        if self.hidden_dtype not in ("float16", "float32"):
-            raise ConfigError("transfer.hidden_dtype must be float16 or float32")
+            raise ConfigError(f"sources: unknown {sorted(bad)} (use {', '.join(TRANSFER_SOURCES)})")
 
 
 LOSS_KINDS = ("gold", "hard", "soft", "hidden")
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
+class MatchSpec:
+    """The hidden loss in one place: which student state meets which teacher layer, and how."""
+
+    teacher_layer: int = 6
+    """Teacher layer the hidden loss targets (one of transfer.layers; 0 = embeddings)."""
+    student_layer: int = -1
+    """Student hidden state projected onto it (index into the student's hidden states; -1 = last)."""
+    loss: Literal["mse", "kl", "cosine"] = "mse"
+    """mse (XtremeDistil stage 1, MT-BERT) | cosine (1 - cosine similarity) | kl (over the features)."""
+
+
+@dataclass(config=_SCHEMA)
 class StageSpec:
     """One distillation stage: a weighted sum of losses, trained with optional gradual unfreezing."""
 
     name: str
-    losses: dict[str, float]
+    """Stage name (the student folder is stageN-NAME)."""
+    losses: dict[Literal["gold", "hard", "soft", "hidden"], float]
     """Loss weights; keys: gold (CE on gold tags), hard (CE on teacher tags), soft (teacher
     logits), hidden (projected student state vs a teacher layer)."""
-    data: str = "transfer"
+    data: Literal["transfer", "labeled"] = "transfer"
     """transfer: every transfer sentence (teacher targets); labeled: the gold budget only."""
     epochs: float = 2.0
     """Epochs per unfreezing step (or for the whole stage when unfreeze is off)."""
     lr: float = 2e-3
+    """Learning rate of the stage."""
     batch_size: int = 32
+    """Sentences per optimizer step."""
     unfreeze: bool = True
     """Gradual top-down unfreezing: output -> projection -> encoder -> embeddings, one group per step."""
     patience: int = 1
     """Early stopping: epochs without improvement on the selection slice before stopping a step."""
-    soft_kind: str = "mse"
+    soft_kind: Literal["mse", "kl"] = "mse"
+    """Soft loss on the teacher logits: mse (XtremeDistil) or kl (with temperature)."""
     temperature: float = 1.0
-    hidden_kind: str = "mse"
+    """Softmax temperature of the kl soft loss."""
+    match: dict[Literal["teacher_layer", "student_layer", "loss"], int | str] | None = None
+    """This stage's overrides of distill.match, e.g. {loss: cosine} (None: distill.match as it is)."""
 
     def __post_init__(self):
-        if not self.losses or set(self.losses) - set(LOSS_KINDS):
-            raise ConfigError(f"stage {self.name!r}: losses must be a non-empty mapping over {LOSS_KINDS}")
-        if self.data not in ("transfer", "labeled"):
-            raise ConfigError(f"stage {self.name!r}: data must be transfer or labeled")
-        if self.data == "labeled" and set(self.losses) - {"gold", "hard", "soft", "hidden"}:
-            raise ConfigError(f"stage {self.name!r}: unknown losses")
-        if self.soft_kind not in ("mse", "kl") or self.hidden_kind not in ("mse", "kl", "cosine"):
-            raise ConfigError(f"stage {self.name!r}: soft_kind mse|kl, hidden_kind mse|kl|cosine")
+        if not self.losses:
+            raise ConfigError(f"stage {self.name!r}: losses must be a non-empty mapping over {', '.join(LOSS_KINDS)}")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
             raise ConfigError(f"stage {self.name!r}: epochs, lr and batch_size must be positive")
 
@@ -197,103 +250,279 @@ def parse_stages(text: str) -> str | list[dict]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in STAGE_SHORTHANDS]
     if unknown or not names:
-        raise ConfigError(f"--stages {text!r}: use a preset ({', '.join(STAGE_PRESETS)}) or a comma list of "
+        raise ConfigError(f"{text!r}: use a preset ({', '.join(STAGE_PRESETS)}) or a comma list of "
                           f"{', '.join(STAGE_SHORTHANDS)}")
     return [dict(STAGE_SHORTHANDS[n]) for n in names]
 
 
-@dataclass
+def _stages_in(v):
+    """Stages as a preset name, a comma list of shorthands, or a list whose items may be shorthand names."""
+    if isinstance(v, str):
+        return parse_stages(v)
+    if isinstance(v, list):
+        return [parse_stages(s)[0] if isinstance(s, str) and s in STAGE_SHORTHANDS else s for s in v]
+    return v
+
+
+# The two shapes of distill.stages; the tags pick the branch so an error names only that one.
+_STAGE_TAGS = ("preset", "list")
+Stages = Annotated[
+    Annotated[str, Tag("preset")] | Annotated[list[StageSpec], Tag("list")],
+    Discriminator(lambda v: "preset" if isinstance(v, str) else "list"),
+    BeforeValidator(_stages_in),
+]
+
+
+@dataclass(config=_SCHEMA)
 class StudentConfig:
     arch: str = "bilstm"
-    """bilstm | transformer"""
+    """Student architecture: a module of xdistil/students (bilstm, cnn, transformer)."""
     embedding_dim: int = 50
+    """Word-piece embedding width (BiLSTM; SVD-reduced from the teacher's table)."""
     hidden_dim: int = 200
+    """BiLSTM hidden size per direction."""
     num_layers: int = 1
+    """BiLSTM layers."""
     dropout: float = 0.2
-    embedding_init: str = "svd"
+    """Dropout between the student's layers."""
+    embedding_init: Literal["svd", "random"] = "svd"
     """svd (of the teacher's word-piece embeddings, XtremeDistil Table 7) | random"""
     transformer_layers: int = 4
-    transformer_init: str = "teacher"
+    """Transformer student: number of layers."""
+    transformer_init: Literal["teacher", "random"] = "teacher"
     """teacher (copy chosen teacher layers) | random"""
-    teacher_layers: list[int] | None = None
+    teacher_layers: IntList | None = None
+    """Transformer student: which teacher layers to copy (default: evenly spaced)."""
     max_length: int = 128
-    student_layer: int = -1
-    """Which student hidden state meets the teacher layer in the hidden loss (-1 = last)."""
+    """Sub-words per window of the student (specials included)."""
+    max_vocab: int | None = None
+    """Cap on the student's vocabulary (specials and single characters included): the most
+    frequent pieces, every language guaranteed a share; None keeps every piece the data uses."""
 
     def __post_init__(self):
-        if self.arch not in ("bilstm", "transformer"):
-            raise ConfigError("student.arch must be bilstm or transformer")
-        if self.embedding_init not in ("svd", "random") or self.transformer_init not in ("teacher", "random"):
-            raise ConfigError("student.embedding_init svd|random, student.transformer_init teacher|random")
+        from xdistil.students import registry  # lists the student files, imports none
+
+        if self.arch not in registry.names():
+            raise ConfigError(f"arch must be one of {', '.join(registry.names())}, got {self.arch!r}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise ConfigError(f"max_vocab must be >= 1, got {self.max_vocab}")
 
 
-@dataclass
+@dataclass(config=_SCHEMA)
 class DistillConfig:
-    stages: list[StageSpec] | str = "staged"
-    """A preset name (staged, xtremedistil, gold-only) or a list of stage specs."""
-    teacher_layer: int = 6
-    """Teacher layer the hidden loss targets (must be one of transfer.layers)."""
+    stages: Stages = "staged"
+    """A preset name (staged, xtremedistil, gold-only), a comma list of stage names
+    (hard,soft,intermediate,logits,hidden,gold) or a list of stage specs."""
+    match: MatchSpec = field(default_factory=MatchSpec)
+    """The hidden loss: teacher layer, student layer and loss kind (a stage may override it)."""
     init_from: str | None = None
     """Continue from a saved student directory instead of building a new one (same labels)."""
-    teacher_weighting: str = "mtbert"
+    teacher_weighting: Literal["mtbert", "uniform", "best"] = "mtbert"
     """How several teachers are weighted: mtbert (1/(1+task loss)), uniform, best."""
-    teachers: list[int] | None = None
+    teachers: IntList | None = None
     """Which of the transfer set's teachers to learn from, by position (default: all);
     e.g. [1] distils a single-teacher student from a set labeled by several."""
     seed: int = 13
+    """Random seed of the student (init, batch order, dropout)."""
     eval_batch_size: int = 128
+    """Batch size when the student tags the selection slice."""
     max_steps_per_epoch: int | None = None
     """Cap on optimizer steps per epoch (for quick runs and tests)."""
+    checkpoint_every: int = 200
+    """Optimizer steps between resumable checkpoints inside a step (0: at epoch ends only)."""
+
+    def __post_init__(self):
+        for spec in self.resolved_stages():
+            self.match_for(spec)
+
+    def match_for(self, spec: StageSpec) -> MatchSpec:
+        """The matching spec of one stage: distill.match with the stage's overrides."""
+        if not spec.match:
+            return self.match
+        try:
+            return TypeAdapter(MatchSpec).validate_python({**dataclasses.asdict(self.match), **spec.match})
+        except ValidationError as e:
+            raise ConfigError(f"stage {spec.name!r} match: {e.errors()[0]['msg']}") from None
 
     def resolved_stages(self) -> list[StageSpec]:
         if isinstance(self.stages, str):
-            if self.stages not in STAGE_PRESETS:
-                raise ConfigError(f"unknown stage preset {self.stages!r}: {sorted(STAGE_PRESETS)}")
             return [StageSpec(**d) for d in STAGE_PRESETS[self.stages]]
+        # items set in code after validation may still be plain mappings
         return [s if isinstance(s, StageSpec) else from_dict(StageSpec, s, "distill.stages[]") for s in self.stages]
 
 
-@dataclass
+STEPS = ("teacher", "label", "distill", "evaluate")
+
+
+@dataclass(config=_SCHEMA)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    """Labeled data: languages, budget, files."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """Teacher fine-tuning."""
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    """The transfer set the teachers label."""
     student: StudentConfig = field(default_factory=StudentConfig)
+    """Student architecture."""
     distill: DistillConfig = field(default_factory=DistillConfig)
-    steps: list[str] = field(default_factory=lambda: ["teacher", "label", "distill", "evaluate"])
+    """Distillation stages."""
+    steps: list[Literal["teacher", "label", "distill", "evaluate"]] = field(default_factory=lambda: list(STEPS))
     """Pipeline steps `xdistil run` performs, in order."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Teacher fine-tuning, labeling and distillation: auto (bf16 where the CPU/GPU has it natively, fp16 on
+    older CUDA, else fp32) | fp32 | bf16 | fp16. Weights and saved models stay fp32 (`xdistil.precision`)."""
 
 
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-    kwargs = {}
-    for k, v in data.items():
-        t = hints[k]
-        if dataclasses.is_dataclass(t):
-            kwargs[k] = _build(t, v, f"{where}.{k}")
-        else:
-            kwargs[k] = v
+# ---- reading, errors, overrides ---------------------------------------------------------
+
+
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def from_dict(cls, data, where: str = ""):
+    """Validate ``data`` (a plain mapping, e.g. from YAML) into the dataclass ``cls``.
+
+    Raises ConfigError with one line naming the dotted key; ``where`` prefixes it."""
     try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def from_dict(cls, data: dict, where: str = "config"):
-    return _build(cls, data, where)
+        return _adapter(cls).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(describe(e, cls, where)) from None
 
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _unwrap(t):
+    """The dataclass (or list/dict of one) inside Annotated / Optional / Union wrappers."""
+    while typing.get_origin(t) is Annotated:
+        t = typing.get_args(t)[0]
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        for a in typing.get_args(t):
+            a = _unwrap(a)
+            if dataclasses.is_dataclass(a) or typing.get_origin(a) in (list, dict):
+                return a
+    return t
+
+
+def _class_at(cls, loc: Sequence) -> type | None:
+    """The dataclass reached by following the error location ``loc`` from ``cls``."""
+    t = cls
+    for part in loc:
+        t = _unwrap(t)
+        if part in _STAGE_TAGS:
+            continue
+        if isinstance(part, int) and typing.get_origin(t) is list:
+            t = typing.get_args(t)[0]
+        elif dataclasses.is_dataclass(t) and isinstance(part, str):
+            t = typing.get_type_hints(t, include_extras=True).get(part)
+        else:
+            return None
+    t = _unwrap(t)
+    return t if dataclasses.is_dataclass(t) else None
+
+
+def _dotted(loc: Sequence, where: str = "") -> str:
+    out = where
+    for part in loc:
+        if part in _STAGE_TAGS or part == "[key]":  # pydantic's markers, not keys
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "config"
+
+
+def describe(e: ValidationError, cls=None, where: str = "") -> str:
+    """One line for a pydantic ValidationError: ``teacher.lr: input should be a valid number (got 'x')``."""
+    msgs: list[str] = []
+    unknown: dict[tuple, list[str]] = {}
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])
+        elif err["type"] in ("missing_argument", "missing"):
+            msg = "missing (required)"
+        else:
+            got = err.get("input")
+            msg = err["msg"][0].lower() + err["msg"][1:] + f" (got {got!r:.60})"
+            if isinstance(got, bool):
+                msg += "; YAML reads yes/no/on/off as booleans: quote the value"
+        msgs.append(f"{_dotted(loc, where)}: {msg}")
+    for parent, keys in unknown.items():
+        known = _class_at(cls, parent) if cls is not None else None
+        hint = f"; known: {sorted(f.name for f in dataclasses.fields(known))}" if known else ""
+        msgs.insert(0, f"{_dotted(parent, where)}: unknown key(s) {sorted(keys)}{hint}")
+    more = f" (and {len(msgs) - 2} more)" if len(msgs) > 2 else ""
+    return "; ".join(msgs[:2]) + more
+
+
+def parse_value(text: str):
+    """A command-line value: YAML/JSON flow literals (``[de, ar]``, ``{gold: 1}``) and ``null`` are
+    parsed, anything else stays a string for validation to convert (``no`` stays the string
+    'no', so a Norwegian language code is not read as False; ``false`` for a bool still works)."""
+    s = text.strip()
+    if s.startswith(("[", "{")) or s in ("null", "~"):
+        try:
+            return yaml.safe_load(s)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{text!r}: not a valid YAML/JSON literal ({str(e).splitlines()[0]})") from None
+    return text
+
+
+def apply_overrides(data: Mapping, overrides: Mapping[str, Any] | Sequence[str]) -> dict:
+    """``data`` (a raw config mapping) with ``overrides`` applied; ``data`` is not changed.
+
+    The one override mechanism of the CLI flags, presets and benchmark variants:
+    - a mapping of dotted keys to values, ``{"teacher.lr": 1e-4}``, or of sections to
+      mappings, ``{"student": {"num_layers": 2}}`` (merged into the section, not replacing it);
+    - a sequence of ``"a.b=value"`` strings, the value read by :func:`parse_value`.
+    A mapping value merges into a mapping already there; anything else replaces the value.
+    Validation (types, unknown keys) happens when the result goes through :func:`from_dict`."""
+    out = _merge({}, data)
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r}: write KEY=VALUE, e.g. teacher.lr=1e-4")
+            items.append((key.strip(), parse_value(value)))
+    for key, value in items:
+        *parents, leaf = str(key).split(".")
+        node = out
+        for i, p in enumerate(parents):
+            if not isinstance(node.get(p), dict):
+                if p in node and node[p] is not None:
+                    raise ConfigError(f"{'.'.join(parents[:i + 1])}: is not a section, cannot set {key}")
+                node[p] = {}
+            node = node[p]
+        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
+            node[leaf] = _merge(node[leaf], value)
+        else:
+            node[leaf] = _merge({}, value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = _merge({}, v) if isinstance(v, Mapping) else v
+    return out
+
+
 PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(q.stem for q in PRESETS.glob("*.yaml"))
 
 
 def load_yaml(path_or_name: str | Path) -> dict:
@@ -302,20 +531,75 @@ def load_yaml(path_or_name: str | Path) -> dict:
     if not p.exists() and (PRESETS / f"{path_or_name}.yaml").exists():
         p = PRESETS / f"{path_or_name}.yaml"
     if not p.exists():
-        names = ", ".join(sorted(q.stem for q in PRESETS.glob("*.yaml")))
-        raise ConfigError(f"config {path_or_name!r} not found (a file, or a preset: {names})")
+        raise ConfigError(f"config {str(path_or_name)!r} not found (a file, or a preset: {', '.join(preset_names())})")
+    if p.is_dir():
+        raise ConfigError(f"config {p}: is a directory, not a YAML file")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
 
 
+def load_config(path_or_name: str | Path | None = None,
+                overrides: Mapping[str, Any] | Sequence[str] = ()) -> RunConfig:
+    """A YAML file or preset (or the defaults), with overrides on top, validated."""
+    raw = load_yaml(path_or_name) if path_or_name else {}
+    return from_dict(RunConfig, apply_overrides(raw, overrides))
+
+
 def save_json(obj, path: Path) -> None:
-    """Atomic JSON write (temp file + rename): an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Atomic JSON write: an interruption never leaves half a file."""
+    from xdistil_export.atomic import write_json
+
+    write_json(path, obj)
+
+
+# ---- documentation of the fields (CLI help, `xdistil config show`) ---------------------
+
+
+def field_doc(cls, name: str) -> str:
+    """The docstring under field ``name`` of ``cls``, on one line."""
+    info = getattr(cls, "__pydantic_fields__", {}).get(name)
+    return " ".join((info.description or "").split()) if info is not None else ""
+
+
+def _yaml_value(v) -> str:
+    text = yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def to_commented_yaml(cfg, indent: int = 0) -> str:
+    """The whole config as YAML with each field's one-line doc as a comment above it: a
+    file to start from. It reads back (:func:`from_dict`) to the same config."""
+    pad = " " * indent
+    lines: list[str] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        doc = field_doc(type(cfg), f.name)
+        if doc:
+            lines.append(f"{pad}# {doc}")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:")
+            lines.append(to_commented_yaml(value, indent + 2))
+            lines.append("")
+        elif isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            lines.append(f"{pad}{f.name}:")
+            for i, item in enumerate(value):
+                body = to_commented_yaml(item, indent + 4).splitlines()
+                if i:  # the field docs once, on the first item
+                    body = [line for line in body if not line.lstrip().startswith("#")]
+                first = next(k for k, line in enumerate(body) if not line.lstrip().startswith("#"))
+                body[first] = f"{pad}  - " + body[first].lstrip()
+                lines.extend(body)
+        else:
+            if isinstance(value, str) and f.name == "stages" and value in STAGE_PRESETS:
+                lines.append(f"{pad}# preset {value} = " + ", ".join(s["name"] for s in STAGE_PRESETS[value]))
+            lines.append(f"{pad}{f.name}: {_yaml_value(value)}")
+    return "\n".join(lines).rstrip() + "\n" if indent == 0 else "\n".join(lines).rstrip("\n")

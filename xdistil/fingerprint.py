@@ -83,8 +83,22 @@ def diff(old: dict | None, new: dict) -> list[str]:
     if old.get("xdistil") != new.get("xdistil"):
         out.append("xdistil")
     for part in ("fields", "inputs"):
-        a, b = old.get(part) or {}, new.get(part) or {}
-        out += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        a, b = _leaves(old.get(part) or {}, part), _leaves(new.get(part) or {}, part)
+        out += [k for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+    return out
+
+
+_MISSING = object()
+
+
+def _leaves(d: dict, prefix: str) -> dict:
+    """Nested mappings flattened to dotted names (``fields.student.hidden_dim``); lists stay whole."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}.{k}"))
+        else:
+            out[f"{prefix}.{k}"] = v
     return out
 
 
@@ -96,3 +110,20 @@ def stale_message(folder: str | os.PathLike, old: dict | None, new: dict) -> str
     names = ", ".join(diff(old, new)) or "digest"
     return (f"{folder} was built from other inputs ({names} differ); "
             f"rerun without --resume-only to recompute it, or use another --out")
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """A folder used as an input (a teacher, a transfer set, a student): its step's digest
+    when it has a fingerprint; a member of a fingerprinted group (a co-finetuned teacher)
+    gets the group's digest and its own name; any other folder (a model from elsewhere) a
+    digest of its files' names, sizes and modification times (cheap for gigabyte weights)."""
+    p = Path(folder)
+    if (d := digest_of(p)) is not None:
+        return d
+    if (d := digest_of(p.parent)) is not None:
+        return f"{d}/{p.name}"
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "files:" + h.hexdigest()[:16]

@@ -6,6 +6,13 @@ states of the chosen layers (``t{k}_h{L}``, flattened n_words x H). Chunks are H
 ``datasets`` (Arrow) directories written atomically; a rerun skips the chunks that are
 done, so an interrupted run loses at most one chunk. Memory is bounded by one chunk.
 
+Every chunk carries what it was labeled from and a checksum of each of its files
+(``xdistil_chunk.json``, copied into the manifest). A rerun keeps a chunk only when it was
+labeled from the same inputs (`label_fingerprint`: teachers, transfer config, data files)
+and its bytes are intact; any other chunk is labeled again, so teachers are never mixed
+and a damaged chunk is repaired. Opening the set (`load_transfer`) verifies every chunk
+and names a broken one in one line.
+
 Under ``accelerate launch`` every process reads the same rows and labels every N-th chunk
 (chunk g, counted over all languages, goes to process g % N) on its own device; the main
 process lists the chunks of all processes into the manifest after a barrier. Readers
@@ -13,14 +20,15 @@ memory-map the chunks (`load_transfer`), so a transfer set never has to fit in m
 
     transfer/
       chunks/<lang>-00000/ ...   one Arrow dataset per chunk
-      manifest.json              written last: teachers, layers, counts, versions, speed
+      chunks/<lang>-00000/xdistil_chunk.json   its fingerprint digest and file checksums
+      manifest.json              written last: teachers, layers, counts, chunks + checksums,
+                                 fingerprint digest, versions, speed
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -28,13 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from xdistil_export.atomic import atomic_dir, write_json
 
-from xdistil.config import RunConfig, save_json, to_dict
-from xdistil.data.transfer import TransferRow, iter_transfer
+from xdistil import fingerprint as fpr
+from xdistil.config import RunConfig, to_dict
+from xdistil.data.transfer import TransferRow, data_digests, iter_transfer
 from xdistil.memory import PeakMemory
+from xdistil.precision import resolve as resolve_precision
+from xdistil.provenance import versions
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+CHUNK_RECORD = "xdistil_chunk.json"
+
+
+class TransferSetError(ValueError):
+    """A transfer set on disk is incomplete or damaged (the message names the chunk)."""
 
 
 class TimedModule(nn.Module):
@@ -51,14 +68,49 @@ class TimedModule(nn.Module):
         return out
 
 
-def versions() -> dict:
-    import datasets
-    import transformers
+def label_fingerprint(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
+    """What a transfer set is built from: the teachers (their fingerprints), the transfer
+    config (but not the batch size, which changes only speed), the data config, the
+    precision of the teachers' forward pass and the bytes of every data file read."""
+    fields = {"transfer": {k: v for k, v in to_dict(cfg.transfer).items() if k not in ("teachers", "batch_size")},
+              "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
+                                                         "strict")},
+              "precision": getattr(cfg, "precision", None)}
+    inputs = {**{f"teacher{k}": fpr.folder_digest(d) for k, d in enumerate(teacher_dirs)},
+              **data_digests(cfg, ("train", "unlabeled"))}
+    return fpr.make("label", fields, inputs)
 
-    import xdistil
 
-    return {"xdistil": xdistil.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "datasets": datasets.__version__, "python": platform.python_version()}
+def _checksums(folder: Path) -> dict[str, str]:
+    return {f.name: fpr.file_digest(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != CHUNK_RECORD}
+
+
+def _chunk_problem(folder: Path, files: dict[str, str] | None) -> str | None:
+    """Why the chunk ``folder`` cannot be trusted (None: it matches its checksums)."""
+    if not folder.is_dir():
+        return "is missing"
+    if not files:
+        return "has no checksums"
+    for name, digest in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"lacks {name}"
+        if fpr.file_digest(f) != digest:
+            return f"{name} is damaged (checksum mismatch)"
+    return None
+
+
+def _chunk_record(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / CHUNK_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _reusable(chunk: Path, digest: str) -> bool:
+    """A chunk on disk is kept only when labeled from the same inputs and intact."""
+    rec = _chunk_record(chunk)
+    return rec is not None and rec.get("fingerprint") == digest and _chunk_problem(chunk, rec.get("files")) is None
 
 
 def _chunk_rows(rows, size):
@@ -73,7 +125,11 @@ def _chunk_rows(rows, size):
 
 
 def label_chunk(teachers, rows: list[TransferRow], labels: list[str], layers: list[int], batch_size: int,
-                hidden_dtype: str) -> dict:
+                hidden_dtype: str, precision: str = "fp32", device="cpu") -> dict:
+    """The chunk's columns. ``precision`` (resolved, `xdistil.precision`): the teachers' forward
+    pass runs under its autocast on ``device``; what is stored keeps its dtypes (fp32 logits,
+    ``hidden_dtype`` hidden states)."""
+    from xdistil.precision import autocast
     from xdistil.taggers import word_logits
 
     label_id = {lab: i for i, lab in enumerate(labels)}
@@ -86,7 +142,8 @@ def label_chunk(teachers, rows: list[TransferRow], labels: list[str], layers: li
     }
     hdt = np.float16 if hidden_dtype == "float16" else np.float32
     for k, t in enumerate(teachers):
-        logits, hidden = word_logits(t, [r.words for r in rows], batch_size, hidden_layers=tuple(layers))
+        with autocast(precision, device):
+            logits, hidden = word_logits(t, [r.words for r in rows], batch_size, hidden_layers=tuple(layers))
         cols[f"t{k}_tags"] = [lg.argmax(-1).tolist() for lg in logits]
         cols[f"t{k}_logits"] = [lg.numpy().astype(np.float32).reshape(-1) for lg in logits]
         for layer in layers:
@@ -95,24 +152,39 @@ def label_chunk(teachers, rows: list[TransferRow], labels: list[str], layers: li
 
 
 def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str | Path,
-                   progress: bool = True) -> Path:
-    """Label every language's transfer set with the teachers; resumable and chunked."""
+                   progress: bool = True, fingerprint: dict | None = None) -> Path:
+    """Label every language's transfer set with the teachers; resumable and chunked.
+
+    ``fingerprint``: what the set is built from (default `label_fingerprint`). A finished
+    set from the same inputs is returned as it is; chunks labeled from other inputs, or
+    damaged, are labeled again."""
     import datasets
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env
     from tqdm.auto import tqdm
 
+    from xdistil.labels import for_teachers
     from xdistil.taggers import load_tagger
     from xdistil.teachers import OnDevice, check_launch
 
     out = Path(out_dir)
-    if (out / MANIFEST).exists():
-        log.info("transfer set already labeled: %s", out)
-        return out
-    datasets.disable_progress_bars()  # one bar of ours instead of one per chunk
     # Accelerator() reads ACCELERATE_USE_CPU itself; PartialState needs it said (gloo on CPU)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_launch(state.num_processes)
+    cfg = for_teachers(cfg, teacher_dirs)  # the labels the teachers predict (data.labels may be unset)
+    fp = fingerprint or label_fingerprint(cfg, teacher_dirs)
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        if json.loads(manifest_path.read_text()).get("fingerprint") == fp["digest"]:
+            if (problem := verify_transfer(out)) is None:
+                log.info("transfer set already labeled: %s", out)
+                return out
+            if state.is_main_process:
+                log.warning("%s; relabeling it", problem)
+        state.wait_for_everyone()  # every process has read the old manifest
+        if state.is_main_process:  # from other inputs, or damaged: it no longer describes the chunks
+            manifest_path.unlink()
+    datasets.disable_progress_bars()  # one bar of ours instead of one per chunk
     tc = cfg.transfer
     teachers = [load_tagger(d) for d in teacher_dirs]
     for d, t in zip(teacher_dirs, teachers, strict=True):
@@ -126,9 +198,11 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     chunks_dir = out / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
+    names: list[str] = []  # every chunk of this set, in order (whichever process labels it)
     words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
     mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
+    precision = resolve_precision(cfg.precision, state.device)
     for lang in cfg.data.languages:
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
@@ -136,16 +210,18 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             for r in rows:
                 counts[lang][r.split] = counts[lang].get(r.split, 0) + 1
             name = f"{lang}-{i:05d}"
-            if (chunks_dir / name).exists() or g % state.num_processes != state.process_index:
+            names.append(name)
+            if g % state.num_processes != state.process_index or _reusable(chunks_dir / name, fp["digest"]):
                 bar.update(len(rows))
                 continue
             t0 = time.perf_counter()
             with torch.no_grad():
-                cols = label_chunk(teachers, rows, cfg.data.labels, tc.layers, tc.batch_size, tc.hidden_dtype)
-            tmp = chunks_dir / (name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
-            tmp.replace(chunks_dir / name)
+                cols = label_chunk(teachers, rows, cfg.data.labels, tc.layers, tc.batch_size, tc.hidden_dtype,
+                                   precision, state.device)
+            with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
+                datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
+                write_json(tmp / CHUNK_RECORD, {"fingerprint": fp["digest"], "rows": len(rows),
+                                                "files": _checksums(tmp)})
             wall += time.perf_counter() - t0
             sents_labeled += len(rows)
             words_total += sum(len(r.words) for r in rows)
@@ -159,6 +235,12 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
                                   "forward_s": forward_s, "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}])
     state.wait_for_everyone()  # every chunk is on disk
     if state.is_main_process:
+        # what is not a chunk of this set (chunks of an earlier, longer set; temp folders
+        # of a killed run) goes, so the folder holds exactly what the manifest lists
+        for p in chunks_dir.iterdir():
+            if p.name not in names:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        records = {n: _chunk_record(chunks_dir / n) or {} for n in names}
         sents_all = sum(p["sentences"] for p in per_process)
         # processes run side by side: the run took as long as its slowest process
         wall_max = max(p["wall_s"] for p in per_process)
@@ -171,8 +253,11 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             "layers": tc.layers,
             "hidden_sizes": [_hidden_size(t) for t in teachers],
             "counts": counts,
-            "chunks": sorted(p.name for p in chunks_dir.iterdir() if not p.name.endswith(".tmp")),
+            "chunks": names,
+            "checksums": {n: r.get("files") for n, r in records.items()},
+            "fingerprint": fp["digest"],
             "hidden_dtype": tc.hidden_dtype,
+            "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
             "throughput": {
                 "processes": state.num_processes,
                 "sentences_labeled_this_run": sents_all,
@@ -187,7 +272,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             "config": to_dict(cfg.transfer),
             "versions": versions(),
         }
-        save_json(manifest, out / MANIFEST)
+        write_json(out / MANIFEST, manifest)
         tp = manifest["throughput"]
         if sents_all:
             print(f"labeled {sents_all} sentences: {tp['label_sentences_per_s']} sent/s end-to-end, "
@@ -205,14 +290,46 @@ def _hidden_size(tagger) -> int | None:
     return getattr(getattr(cfg, "config", None), "hidden_size", None)
 
 
-def load_transfer(path: str | Path, splits: tuple[str, ...] | None = None, langs: list[str] | None = None):
-    """The labeled transfer set as one memory-mapped ``datasets.Dataset`` (+ its manifest)."""
+def verify_transfer(path: str | Path, langs: list[str] | None = None) -> str | None:
+    """One line naming the first missing or damaged chunk of a finished set (None: all intact)."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        return f"{path / MANIFEST} is unreadable ({e.__class__.__name__})"
+    sums = manifest.get("checksums")
+    if sums is None:  # a set written before chunks carried checksums: nothing to check against
+        log.warning("%s has no chunk checksums; its chunks are not verified", path)
+        return None
+    for c in manifest["chunks"]:
+        if langs is None or c.rsplit("-", 1)[0] in langs:
+            if problem := _chunk_problem(path / "chunks" / c, sums.get(c)):
+                return f"transfer chunk {path / 'chunks' / c} {problem}"
+    return None
+
+
+def load_transfer(path: str | Path, splits: tuple[str, ...] | None = None, langs: list[str] | None = None,
+                  verify: bool = True):
+    """The labeled transfer set as one memory-mapped ``datasets.Dataset`` (+ its manifest).
+
+    ``verify``: check every chunk against the manifest's checksums first; a missing or
+    damaged chunk raises `TransferSetError` naming it (rerun ``xdistil label`` to repair)."""
     import datasets
 
     path = Path(path)
+    if not (path / MANIFEST).exists():
+        raise TransferSetError(f"{path} is not a finished transfer set (no {MANIFEST}); run 'xdistil label' first")
+    if verify and (problem := verify_transfer(path, langs)):
+        raise TransferSetError(f"{problem}; rerun 'xdistil label' with the same arguments to relabel it")
     manifest = json.loads((path / MANIFEST).read_text())
-    parts = [datasets.load_from_disk(str(path / "chunks" / c)) for c in manifest["chunks"]
-             if langs is None or c.rsplit("-", 1)[0] in langs]
+    parts = []
+    for c in manifest["chunks"]:
+        if langs is None or c.rsplit("-", 1)[0] in langs:
+            try:
+                parts.append(datasets.load_from_disk(str(path / "chunks" / c)))
+            except (OSError, ValueError) as e:  # a set without checksums: still name the chunk
+                raise TransferSetError(f"transfer chunk {path / 'chunks' / c} cannot be read "
+                                       f"({e.__class__.__name__}); rerun 'xdistil label' to relabel it") from None
     ds = datasets.concatenate_datasets(parts)
     if splits is not None:
         _, rows = scan_transfer(ds)

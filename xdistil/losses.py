@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100  # the Hugging Face "no label here" target; negative targets are left out
-
 
 def hard_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on gold (or teacher-argmax) tags.

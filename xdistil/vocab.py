@@ -34,14 +34,26 @@ Unseen words are still segmented, from the kept pieces only; to help them,
 ``keep_chars=True`` (default) also keeps the single-character pieces of every
 character that occurs in a kept piece (for WordPiece both ``c`` and ``##c``), so a new
 word made of seen characters falls back to characters rather than to the unknown token.
+
+**The budget** (``student.max_vocab``). Every seen piece grows with languages and text
+(at E=50, 20k pieces cost 1M parameters), so a cap keeps the most useful ones:
+`count_pieces` counts the teacher's pieces per language, `select_pieces` keeps the
+specials and single characters (`always_kept`), then every language's most frequent
+pieces down to the same rank (half the budget by default, so a small language keeps its
+common pieces), then the most frequent pieces overall. A word whose pieces were dropped
+re-segments into kept pieces exactly as an unseen word does, never into the unknown
+token. `student_vocabulary` puts it together and reports what the cap costs: pieces per
+word against the teacher's, per language (stored in the student's meta).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
+import numpy as np
 from transformers import PreTrainedTokenizerFast
 
 _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -72,43 +84,16 @@ def reduce_tokenizer(
     student's rows. Supports ``Unigram`` (SentencePiece: XLM-R, e5) and ``WordPiece``
     (BERT) models; raises ``NotImplementedError`` for others (BPE, WordLevel).
     """
-    backend = getattr(teacher_tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise TypeError("reduce_tokenizer needs a fast (tokenizers-backed) teacher tokenizer")
-    spec = json.loads(backend.to_str())
-    model = spec["model"]
-    kind = model["type"]
-    if kind == "Unigram":
-        pieces = [p for p, _ in model["vocab"]]
-    elif kind == "WordPiece":
-        pieces = [None] * len(model["vocab"])
-        for piece, i in model["vocab"].items():
-            pieces[i] = piece
-    else:
-        raise NotImplementedError(
-            f"vocabulary reduction supports Unigram and WordPiece tokenizers, not {kind}: "
-            "for BPE, removing pieces can change how seen words are merged"
-        )
-    n_model = len(pieces)
-    added = spec.get("added_tokens") or []
-    n_total = max([n_model] + [t["id"] + 1 for t in added])
-
+    t = _Teacher.of(teacher_tokenizer)
     keep = {int(i) for i in seen_ids}
-    bad = [i for i in keep if not 0 <= i < n_total]
+    bad = [i for i in keep if not 0 <= i < t.n_total]
     if bad:
-        raise ValueError(f"seen ids outside the teacher vocabulary (size {n_total}): {sorted(bad)[:10]}")
-    keep.update(t["id"] for t in added)
-    keep.update(i for i in teacher_tokenizer.all_special_ids if i is not None)
-    if kind == "Unigram":
-        if model.get("unk_id") is not None:
-            keep.add(model["unk_id"])
-        # The lowest score fixes the unknown-node score (module docstring): keep it.
-        keep.add(min(range(n_model), key=lambda i: model["vocab"][i][1]))
-    elif model.get("unk_token") in model["vocab"]:
-        keep.add(model["vocab"][model["unk_token"]])
+        raise ValueError(f"seen ids outside the teacher vocabulary (size {t.n_total}): {sorted(bad)[:10]}")
+    keep |= t.always_kept(teacher_tokenizer)
     if keep_chars:
-        keep |= _char_pieces(pieces, keep, model)
+        keep |= _char_pieces(t.pieces, keep, t.model)
 
+    spec, model, kind, n_model = t.spec, t.model, t.kind, len(t.pieces)
     kept = sorted(keep)
     new_id = {old: new for new, old in enumerate(kept)}
     if kind == "Unigram":
@@ -116,8 +101,8 @@ def reduce_tokenizer(
         if model.get("unk_id") is not None:
             model["unk_id"] = new_id[model["unk_id"]]
     else:
-        model["vocab"] = {pieces[i]: new_id[i] for i in kept if i < n_model}
-    for tok in added:
+        model["vocab"] = {t.pieces[i]: new_id[i] for i in kept if i < n_model}
+    for tok in spec.get("added_tokens") or []:
         tok["id"] = new_id[tok["id"]]
     if spec.get("post_processor"):
         _remap_post_processor(spec["post_processor"], new_id)
@@ -130,6 +115,208 @@ def reduce_tokenizer(
         tokenizer_object=Tokenizer.from_str(json.dumps(spec)), **_special_kwargs(teacher_tokenizer)
     )
     return reduced, kept
+
+
+@dataclass
+class _Teacher:
+    """The teacher tokenizer's JSON spec (a private copy) and its model's pieces by id."""
+
+    spec: dict
+    model: dict
+    kind: str
+    pieces: list
+    n_total: int  # ids incl. added tokens beyond the model's vocabulary
+
+    @classmethod
+    def of(cls, teacher_tokenizer) -> _Teacher:
+        backend = getattr(teacher_tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError("reduce_tokenizer needs a fast (tokenizers-backed) teacher tokenizer")
+        spec = json.loads(backend.to_str())
+        model = spec["model"]
+        kind = model["type"]
+        if kind == "Unigram":
+            pieces = [p for p, _ in model["vocab"]]
+        elif kind == "WordPiece":
+            pieces = [None] * len(model["vocab"])
+            for piece, i in model["vocab"].items():
+                pieces[i] = piece
+        else:
+            raise NotImplementedError(
+                f"vocabulary reduction supports Unigram and WordPiece tokenizers, not {kind}: "
+                "for BPE, removing pieces can change how seen words are merged"
+            )
+        added = spec.get("added_tokens") or []
+        n_total = max([len(pieces)] + [t["id"] + 1 for t in added])
+        return cls(spec, model, kind, pieces, n_total)
+
+    def always_kept(self, teacher_tokenizer) -> set[int]:
+        """Added and special tokens, the unknown piece and (Unigram) the lowest-scoring piece."""
+        keep = {t["id"] for t in self.spec.get("added_tokens") or []}
+        keep.update(i for i in teacher_tokenizer.all_special_ids if i is not None)
+        model = self.model
+        if self.kind == "Unigram":
+            if model.get("unk_id") is not None:
+                keep.add(model["unk_id"])
+            # The lowest score fixes the unknown-node score (module docstring): keep it.
+            keep.add(min(range(len(self.pieces)), key=lambda i: model["vocab"][i][1]))
+        elif model.get("unk_token") in model["vocab"]:
+            keep.add(model["vocab"][model["unk_token"]])
+        return keep
+
+
+# ---- the vocabulary budget (student.max_vocab) ------------------------------------------
+
+
+@dataclass
+class PieceCounts:
+    """How often the data uses each teacher piece, per language (`count_pieces`).
+
+    Iterating it yields the seen piece ids, so it stands in for ``seen_ids`` anywhere.
+    ``sample`` keeps the first sentences of every language: coverage (pieces per word) is
+    measured on them, so its cost does not grow with the transfer set.
+    """
+
+    counts: dict[str, np.ndarray]  # language -> (V_teacher,) occurrences of each piece id
+    words: dict[str, int]  # language -> words counted
+    sample: dict[str, list[list[str]]]  # language -> up to sample_size sentences
+
+    def total(self) -> np.ndarray:  # (V_teacher,)
+        return np.sum(list(self.counts.values()), axis=0)
+
+    def seen(self) -> set[int]:
+        return {int(i) for i in np.flatnonzero(self.total())}
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.seen()))
+
+
+def count_pieces(
+    tokenizer,
+    sentences: Iterable[Sequence[str]],
+    langs: Iterable[str] | None = None,
+    sample_size: int = 2000,
+    chunk_size: int = 4096,
+) -> PieceCounts:
+    """Piece occurrences per language over pre-split sentences (``langs`` runs beside them;
+    None: one language ``"all"``). Encoded like `seen_piece_ids`, whole sentences in batches."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    V = backend.get_vocab_size(with_added_tokens=True)
+    counts: dict[str, np.ndarray] = {}
+    words: dict[str, int] = {}
+    sample: dict[str, list[list[str]]] = {}
+    pairs = zip(langs, sentences, strict=True) if langs is not None else (("all", s) for s in sentences)
+    for chunk in _chunks(((str(lang), list(s)) for lang, s in pairs if len(s)), chunk_size):
+        encs = encode([s for _, s in chunk], is_pretokenized=True, add_special_tokens=False)
+        by_lang: dict[str, list[list[int]]] = {}
+        for (lang, s), enc in zip(chunk, encs, strict=True):
+            by_lang.setdefault(lang, []).append(enc.ids)
+            words[lang] = words.get(lang, 0) + len(s)
+            if len(kept := sample.setdefault(lang, [])) < sample_size:
+                kept.append(s)
+        for lang, ids in by_lang.items():
+            flat = np.fromiter((i for row in ids for i in row), dtype=np.int64)
+            counts[lang] = counts.get(lang, np.zeros(V, dtype=np.int64)) + np.bincount(flat, minlength=V)
+    return PieceCounts(counts, words, sample)
+
+
+def always_kept(teacher_tokenizer, seen_ids: Iterable[int]) -> set[int]:
+    """The pieces a capped vocabulary keeps whatever the budget: specials (as `reduce_tokenizer`)
+    and the single-character pieces (WordPiece: ``c`` and ``##c``) of every character of
+    ``seen_ids``, the fallback that keeps re-segmented words off the unknown token."""
+    t = _Teacher.of(teacher_tokenizer)
+    return t.always_kept(teacher_tokenizer) | _char_pieces(t.pieces, {int(i) for i in seen_ids}, t.model)
+
+
+def select_pieces(teacher_tokenizer, counts: PieceCounts, max_vocab: int, language_share: float = 0.5) -> set[int]:
+    """At most ``max_vocab`` teacher ids (everything a student vocabulary holds) to keep.
+
+    Always kept, out of the budget: the specials (`reduce_tokenizer`) and the
+    single-character pieces of every character the data uses, so a word whose pieces are
+    dropped re-segments into shorter kept pieces and, at worst, characters, never into the
+    unknown token. The rest of the budget: ``language_share`` of it goes to every language
+    alike, each keeping its own most frequent pieces down to the same rank (so a small
+    language keeps its common pieces however large the others are); the remainder goes to
+    the most frequent pieces over all the data.
+    """
+    forced = always_kept(teacher_tokenizer, counts.seen())
+    budget = max_vocab - len(forced)
+    if budget < 0:
+        raise ValueError(f"student.max_vocab {max_vocab} is below the {len(forced)} special and single-character "
+                         "pieces the data needs")
+    if not 0.0 <= language_share <= 1.0:
+        raise ValueError(f"language_share must be in [0, 1], got {language_share}")
+
+    def ranked(c: np.ndarray) -> list[int]:  # seen pieces by count (ties: lower id first), not forced
+        order = np.lexsort((np.arange(len(c)), -c))
+        return [int(i) for i in order[: int((c > 0).sum())] if int(i) not in forced]
+
+    chosen: set[int] = set()
+    per_lang = [ranked(c) for c in counts.counts.values()]
+    share = int(budget * language_share)
+    for rank in range(max((len(r) for r in per_lang), default=0)):
+        step = {r[rank] for r in per_lang if rank < len(r)} - chosen
+        if len(chosen) + len(step) > share:
+            break  # every language keeps its pieces down to the same rank
+        chosen |= step
+    for i in ranked(counts.total()):
+        if len(chosen) >= budget:
+            break
+        chosen.add(i)
+    return forced | chosen
+
+
+def student_vocabulary(
+    teacher_tokenizer, seen: Iterable[int] | PieceCounts, max_vocab: int | None = None
+) -> tuple[PreTrainedTokenizerFast, list[int], dict | None]:
+    """The student's tokenizer, ``kept`` (as `reduce_tokenizer`) and, when ``seen`` is a
+    `PieceCounts`, its report (the ``vocab`` entry of ``xdistil_student.json``):
+
+    ``{teacher_size, seen, size, max_vocab, occurrences_kept, languages: {lang: {words,
+    sample_words, occurrences_kept, teacher_pieces_per_word, student_pieces_per_word,
+    teacher_unk_words, student_unk_words}}}``; pieces per word are measured on the sample.
+    """
+    if max_vocab is not None and not isinstance(seen, PieceCounts):
+        raise TypeError("student.max_vocab needs piece counts (xdistil.vocab.count_pieces), not bare ids")
+    ids = select_pieces(teacher_tokenizer, seen, max_vocab) if max_vocab is not None else seen
+    tokenizer, kept = reduce_tokenizer(teacher_tokenizer, ids)
+    if max_vocab is not None and len(kept) > max_vocab:  # select_pieces' promise, checked
+        raise AssertionError(f"{len(kept)} pieces kept for max_vocab {max_vocab}")
+    if not isinstance(seen, PieceCounts):
+        return tokenizer, kept, None
+    mask = np.zeros(len(seen.total()), dtype=bool)
+    mask[kept] = True
+
+    def kept_share(c: np.ndarray) -> float:
+        return round(float(c[mask].sum() / max(c.sum(), 1)), 6)
+
+    langs = {}
+    for lang, c in seen.counts.items():
+        t_words, t_pieces, t_unk = _segmentation(teacher_tokenizer, seen.sample[lang])
+        _, s_pieces, s_unk = _segmentation(tokenizer, seen.sample[lang])
+        langs[lang] = {"words": seen.words[lang], "sample_words": t_words, "occurrences_kept": kept_share(c),
+                       "teacher_pieces_per_word": round(t_pieces / max(t_words, 1), 4),
+                       "student_pieces_per_word": round(s_pieces / max(t_words, 1), 4),
+                       "teacher_unk_words": t_unk, "student_unk_words": s_unk}
+    report = {"teacher_size": len(teacher_tokenizer), "seen": len(seen.seen()), "size": len(kept),
+              "max_vocab": max_vocab, "occurrences_kept": kept_share(seen.total()), "languages": langs}
+    return tokenizer, kept, report
+
+
+def _segmentation(tokenizer, sentences: list[list[str]]) -> tuple[int, int, int]:
+    """(words, pieces, words holding the unknown piece) over sentences; a word the tokenizer
+    turns into nothing counts as one unknown piece, as training windows give it one."""
+    backend = tokenizer.backend_tokenizer
+    unk = tokenizer.unk_token_id
+    encs = backend.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False) if sentences else []
+    n_words = n_pieces = n_unk = 0
+    for words, enc in zip(sentences, encs, strict=True):
+        empty = len(words) - len({w for w in enc.word_ids if w is not None})
+        n_words += len(words)
+        n_pieces += len(enc.ids) + empty
+        n_unk += len({w for w, i in zip(enc.word_ids, enc.ids, strict=True) if i == unk}) + empty
+    return n_words, n_pieces, n_unk
 
 
 def _char_pieces(pieces: list, keep: set[int], model: dict) -> set[int]:

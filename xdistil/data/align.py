@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from xdistil_export.windows import encode_windows, word_pieces
 
-IGNORE = -100
+IGNORE_INDEX = -100
+"""The Hugging Face "no label here" target: the loss leaves these positions out (the one definition)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def collate(pieces: Sequence[Piece], pad_id: int, word_labels: Sequence[Sequence
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     att = torch.zeros((B, T), dtype=torch.long)
     wmask = torch.zeros((B, T), dtype=torch.bool)
-    labels = torch.full((B, T), IGNORE, dtype=torch.long) if word_labels is not None else None
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long) if word_labels is not None else None
     for b, p in enumerate(pieces):
         n = len(p.input_ids)
         ids[b, :n] = torch.tensor(p.input_ids)

@@ -2,7 +2,9 @@
 
 Every problem in a user's file is reported as a `DataError` naming the file and the
 line, never as a bare traceback. Files may be gzipped (detected by magic bytes, not by
-name), carry a UTF-8 BOM, or use CRLF line ends.
+name), carry a UTF-8 BOM, or use CRLF or lone-CR line ends. A file in a labeled role
+(train, dev, evaluation) is always read as CoNLL; `sniff_format` guesses only where the
+role is open (``data check`` without ``--format``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import gzip
 import io
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,33 +49,58 @@ class FileStats:
 
 
 def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text without line end), decoding UTF-8 strictly per line."""
+    """Yield (line number, text without line end), decoding UTF-8 strictly per line.
+
+    Line ends may be LF, CRLF or a lone CR (old Mac exports): each counts as one line.
+    """
     if not path.exists():
         raise DataError(path, None, "file not found")
-    with open(path, "rb") as raw:
-        gz = raw.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
+    if path.is_dir():
+        raise DataError(path, None, "is a directory, expected a file")
+    n, gz = 0, False
     try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gz else open
         with opener(path, "rb") as fh:
-            for n, bline in enumerate(io.BufferedReader(fh), start=1):  # type: ignore[arg-type]
-                try:
-                    line = bline.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(path, n, f"not valid UTF-8 (byte {bline[e.start]:#04x} at column {e.start + 1})") from None
-                if n == 1 and line.startswith("\ufeff"):
-                    line = line[1:]
-                yield n, line.rstrip("\r\n")
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(path, None, f"cannot read file: {e}") from None
+            for bline in io.BufferedReader(fh):  # type: ignore[arg-type]
+                bline = bline.rstrip(b"\n")
+                if bline.endswith(b"\r"):
+                    bline = bline[:-1]
+                for part in bline.split(b"\r"):  # lone CRs inside: more lines
+                    n += 1
+                    try:
+                        line = part.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise DataError(path, n, f"not valid UTF-8 (byte {part[e.start]:#04x} at column "
+                                                 f"{e.start + 1})") from None
+                    if n == 1 and line.startswith("\ufeff"):
+                        line = line[1:]
+                    yield n, line
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        what = "corrupt or truncated gzip data" if gz else "cannot read file"
+        raise DataError(path, n + 1 if n else None, f"{what}: {e}") from None
 
 
 _IOB = re.compile(r"^(?:O|[BI]-(?P<type>[^\s]+))$")
 
 
+def _tag_hint(tag: str) -> str:
+    """Why a tag is not IOB2, and the likely fix, for the error message."""
+    if not tag:
+        return "empty tag column (a trailing tab or space?)"
+    if re.match(r"^[bi]-\S+$", tag, re.IGNORECASE) or tag == "o":
+        fixed = "O" if tag == "o" else tag[0].upper() + tag[1:]
+        return f"tag {tag!r}: the prefix must be upper case ({fixed!r})"
+    if re.match(r"^[ESLU]-\S+$", tag):
+        return f"tag {tag!r} is BIOES/BILOU, not IOB2 (convert it to O, B-TYPE, I-TYPE)"
+    return f"tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE; a bare type like PER or PERSON needs B-/I-)"
+
+
 def _check_tag(path, n, tag, tag_map, label_types) -> str:
     m = _IOB.match(tag)
     if not m:
-        raise DataError(path, n, f"tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)")
+        raise DataError(path, n, _tag_hint(tag))
     typ = m.group("type")
     if typ is not None and tag_map and typ in tag_map:
         new = tag_map[typ]
@@ -130,7 +158,8 @@ def iter_conll(
         if ncols is None:
             ncols = len(cols)
         elif len(cols) != ncols:
-            raise DataError(path, n, f"wrong column count: {len(cols)} columns, the file started with {ncols}")
+            hint = " (a trailing tab?)" if len(cols) == ncols + 1 and not cols[-1].strip() else ""
+            raise DataError(path, n, f"wrong column count: {len(cols)} columns, the file started with {ncols}{hint}")
         tag = _check_tag(path, n, cols[-1].strip(), tag_map, types)
         if tag.startswith("I-"):
             prev = tags[-1] if tags else "O"
@@ -220,8 +249,19 @@ def read_file(path: str | Path, fmt: str, **kw) -> Iterator[Sentence]:
     raise ValueError(f"unknown data format {fmt!r} (expected conll, tokens or raw)")
 
 
+# A last column that looks like a tag of some tagging scheme, even a malformed one
+# (PERSON, b-per, S-LOC): such lines are columns, never raw text.
+_TAGGISH = re.compile(r"^(?:[OoBbIiEeSsLlUu]-\S+|[Oo]|[A-Z][A-Z_]{1,15})$")
+
+
 def sniff_format(path: str | Path) -> str:
-    """Guess conll / tokens / raw from the first non-blank lines of a file."""
+    """Guess conll / tokens / raw from the first non-blank lines of a file.
+
+    Only for files whose role is open (``data check`` without ``--format``, unlabeled
+    files): labeled roles always read CoNLL. Lines that look like columns (a tab, or a
+    short line whose last field looks like a tag) make "conll", so a malformed labeled
+    file gets the CoNLL reader's error instead of passing as raw text.
+    """
     lines = []
     for _, line in _open_lines(Path(path)):
         if line.strip():
@@ -230,14 +270,36 @@ def sniff_format(path: str | Path) -> str:
             break
     if not lines:
         raise DataError(path, None, "empty file: no sentences found")
-    cols = [ln.split("\t") if "\t" in ln else ln.split() for ln in lines]
-    widths = {len(c) for c in cols}
-    taglike = sum(bool(_IOB.match(c[-1].strip())) for c in cols)
-    if len(widths) == 1 and min(widths) >= 2 and taglike * 2 >= len(cols):
+    if any("\t" in ln for ln in lines):
         return "conll"
-    if all(len(ln.split()) == 1 for ln in lines):
+    fields = [ln.split() for ln in lines]
+    columns = sum(2 <= len(f) <= 4 and bool(_TAGGISH.match(f[-1])) for f in fields)
+    if columns * 2 >= len(lines):
+        return "conll"
+    if all(len(f) == 1 for f in fields):
         return "tokens"
     return "raw"
+
+
+def _load_hub_dataset(name: str, config: str | None, split: str, streaming: bool):
+    """``datasets.load_dataset`` that fails in a second or two, in one line, without a network."""
+    import datasets
+
+    from xdistil.data.roots import hub_offline_reason
+
+    where = f"{name}[{config}/{split}]"
+    flags = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    why = hub_offline_reason(flags)
+    if why is not None and not any(why.startswith(f) for f in flags):  # no network: the cache needs the flag
+        raise DataError(where, None, f"no local file, and {why}: pass your own files (--train/--dev, "
+                                     "data.files) or a data root (data.root, $XDISTIL_DATA), or connect "
+                                     "(HF_DATASETS_OFFLINE=1 reads the datasets cache)")
+    try:
+        return datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except Exception as e:  # offline and not cached, a dataset or split that does not exist, ...
+        first = (str(e).strip().splitlines() or [""])[0]
+        hint = f" ({why}: pass local files or a data root, or connect)" if why else ""
+        raise DataError(where, None, f"cannot load from the hub: {type(e).__name__}: {first}{hint}") from e
 
 
 def load_hf_dataset(name: str, config: str | None, split: str, labels: list[str] | None = None,
@@ -254,7 +316,7 @@ def load_hf_dataset(name: str, config: str | None, split: str, labels: list[str]
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
+        ds = _load_hub_dataset(name, config, split, streaming)
     names = None
     feat = ds.features.get("ner_tags") if ds.features else None
     if feat is not None and hasattr(feat, "feature") and hasattr(feat.feature, "names"):

@@ -31,3 +31,39 @@ def resolve_data_root(config_value: str | os.PathLike | None = None) -> Path | N
         if cand.is_dir():
             return cand.resolve()
     return None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline_reason(flags: tuple[str, ...] = ("HF_HUB_OFFLINE",), timeout: float = 2.0) -> str | None:
+    """Why the Hugging Face hub cannot be used now ("HF_HUB_OFFLINE is set", "the hub (URL)
+    cannot be reached"), or None when a TCP connect to it succeeds within ``timeout`` s.
+
+    The name lookup runs in a thread, as getaddrinfo has no timeout of its own: without a
+    network this answers in about ``timeout`` seconds instead of the hub clients' ~30 s of retries.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    for var in flags:  # the environment variables that switch the client at hand offline
+        if _env_flag(var):
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return None if ok and ok[0] else f"the hub ({endpoint}) cannot be reached"

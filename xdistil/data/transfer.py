@@ -64,3 +64,44 @@ def iter_transfer(cfg: RunConfig, lang: str) -> Iterator[TransferRow]:
                 return
             count += 1
             yield TransferRow(s.words, lang, "transfer", None, s.where or source)
+
+
+def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
+    """Per language, the local files a step reads for ``split`` ("train", "dev" or
+    "unlabeled"), resolved exactly as the readers resolve them; "hub:<dataset>" where a
+    labeled split comes from the hub."""
+    from xdistil_languages import get_language
+
+    from xdistil.data.roots import resolve_data_root
+
+    root = resolve_data_root(cfg.data.root)
+    out: dict[str, list[str]] = {}
+    for lang in cfg.data.languages:
+        if split == "unlabeled":
+            out[lang] = [str(p) for p, _ in unlabeled_paths(lang, cfg.data)]
+            continue
+        user = cfg.data.files.get(lang, {}).get(split)
+        if user:
+            out[lang] = [str(p) for p in user]
+            continue
+        language = get_language(lang)
+        path = language.find(split, kind="labeled", data_root=root) if root else None
+        out[lang] = [str(path)] if path is not None else [f"hub:{language.hub.dataset}/{language.hub.config}"]
+    return out
+
+
+def data_digests(cfg: RunConfig, splits: tuple[str, ...]) -> dict[str, str]:
+    """``{"<split>:<lang>:<file name>": sha256}`` of every local data file behind ``splits``:
+    a step's fingerprint follows the files' bytes, not where the data root happens to be."""
+    from pathlib import Path
+
+    from xdistil.fingerprint import file_digest
+
+    out = {}
+    for split in splits:
+        for lang, files in data_files(cfg, split).items():
+            for i, f in enumerate(files):
+                key = f"{split}:{lang}:{Path(f).name}"
+                key = key if key not in out else f"{key}#{i}"
+                out[key] = f if f.startswith("hub:") else file_digest(f)
+    return out

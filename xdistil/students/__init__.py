@@ -1,57 +1,76 @@
 """Students: building them from a teacher, saving and loading them.
 
-Two architectures, one file each: `bilstm` (XtremeDistil's BiLSTM tagger) and
-`transformer` (a shallower copy of the teacher). Both return a `TaggerOutput` and
-expose ``param_groups()`` (top-down, for gradual unfreezing) and ``hidden_size(i)``.
+One file per architecture, each registering itself (`xdistil.students.registry`):
+`bilstm` (XtremeDistil's BiLSTM tagger), `transformer` (a shallower copy of the
+teacher) and `cnn` (an iterated dilated CNN tagger). Every student satisfies
+`registry.Student`: it returns a `TaggerOutput`, exposes ``param_groups()`` (top-down,
+for gradual unfreezing), ``hidden_sizes`` and ``vocab_size``, and saves / loads itself.
+The functions here dispatch through the registry and never name an architecture.
 
 A student folder holds ``model.safetensors`` (never pickle), ``xdistil_student.json``
-(``{arch, config, labels, extra}``) and the reduced tokenizer. A Transformer student's
-folder is also a plain HF model folder (``config.json`` beside the weights).
+(``{arch, config, labels, extra, vocab}``; ``vocab`` is the `xdistil.vocab.student_vocabulary`
+report: size, budget and pieces per word against the teacher's, per language) and the
+reduced tokenizer. A Transformer student's folder is also a plain HF model folder.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-from torch import nn
-from xdistil_export.atomic import replace_dir
+from xdistil_export.atomic import atomic_dir, write_json
 
 from xdistil import __version__
-from xdistil.students.bilstm import BiLSTMConfig, BiLSTMTagger
-from xdistil.students.transformer import (
-    TransformerStudentConfig,
-    TransformerTagger,
-    build_transformer_student,
-    evenly_spaced_layers,
-)
-from xdistil.vocab import reduce_tokenizer
+from xdistil.students import registry
+from xdistil.students.registry import Student
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Names from the architecture files, imported on first use: listing the architectures
+# (config validation) must not import torch.
+_LAZY = {
+    "BiLSTMConfig": "bilstm",
+    "BiLSTMTagger": "bilstm",
+    "CNNConfig": "cnn",
+    "CNNTagger": "cnn",
+    "TransformerStudentConfig": "transformer",
+    "TransformerTagger": "transformer",
+    "build_transformer_student": "transformer",
+    "evenly_spaced_layers": "transformer",
+    "svd_embeddings": "_common",
+    "WEIGHTS_FILE": "_common",
+}
 
 __all__ = [
-    "BiLSTMConfig",
-    "BiLSTMTagger",
+    *_LAZY,
     "ParameterCount",
-    "TransformerStudentConfig",
-    "TransformerTagger",
+    "Student",
     "build_student",
-    "build_transformer_student",
+    "config_from",
     "count_parameters",
-    "evenly_spaced_layers",
     "is_student_dir",
     "load_student",
+    "registry",
     "save_student",
-    "svd_embeddings",
 ]
 
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 META_FILE = "xdistil_student.json"
-WEIGHTS_FILE = "model.safetensors"
+
+
+def config_from(run) -> object:
+    """The architecture config of ``run.arch`` built from the run's `xdistil.config.StudentConfig`."""
+    return registry.get(run.arch).config_from(run)
 
 
 def build_student(
@@ -60,62 +79,28 @@ def build_student(
     teacher_tokenizer,
     seen_ids: Iterable[int],
     labels: Sequence[str],
-    cfg: BiLSTMConfig | TransformerStudentConfig | None = None,
-) -> tuple[BiLSTMTagger | TransformerTagger, object]:
+    cfg=None,
+    max_vocab: int | None = None,
+) -> tuple[nn.Module, object]:
     """A fresh student over the teacher's pieces seen in the data, and its reduced tokenizer.
 
-    For ``arch="bilstm"``, ``cfg.vocab_size / num_labels / pad_id`` are filled in from the
-    reduced tokenizer and ``labels``; with ``cfg.embedding_init="svd"`` the embeddings are
-    `svd_embeddings` of the teacher's rows for the kept pieces.
+    ``seen_ids``: piece ids, or an `xdistil.vocab.PieceCounts` (`count_pieces`), which is
+    needed for ``max_vocab`` and adds the vocabulary report to the student's meta.
+    ``cfg``: the architecture's config (default: its defaults); the vocabulary size and
+    label count are filled in from the reduced tokenizer and ``labels``.
     """
-    tokenizer, kept = reduce_tokenizer(teacher_tokenizer, seen_ids)
+    from xdistil.vocab import student_vocabulary
+
+    cls = registry.get(arch)
+    cfg = cfg if cfg is not None else cls.Config()
+    if not isinstance(cfg, cls.Config):
+        raise TypeError(f"arch {arch!r} needs a {cls.Config.__name__}, got {type(cfg).__name__}")
+    tokenizer, kept, report = student_vocabulary(teacher_tokenizer, seen_ids, max_vocab)
     if len(tokenizer) != len(kept):
         raise ValueError(f"reduced tokenizer has {len(tokenizer)} ids for {len(kept)} kept pieces")
-    if arch == "bilstm":
-        cfg = cfg if cfg is not None else BiLSTMConfig()
-        if not isinstance(cfg, BiLSTMConfig):
-            raise TypeError(f"arch 'bilstm' needs a BiLSTMConfig, got {type(cfg).__name__}")
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        cfg = replace(cfg, vocab_size=len(kept), num_labels=len(labels), pad_id=pad_id)
-        tagger = BiLSTMTagger(cfg, labels=labels)
-        if cfg.embedding_init == "svd":
-            table = teacher_model.get_input_embeddings().weight  # (V_teacher, D)
-            teacher_rows = table.index_select(0, torch.as_tensor(kept, device=table.device))  # (V, D)
-            with torch.no_grad():
-                tagger.embeddings.weight.copy_(svd_embeddings(teacher_rows, cfg.embedding_dim))
-                tagger.embeddings.weight[cfg.pad_id].zero_()
-        return tagger, tokenizer
-    if arch == "transformer":
-        cfg = cfg if cfg is not None else TransformerStudentConfig()
-        if not isinstance(cfg, TransformerStudentConfig):
-            raise TypeError(f"arch 'transformer' needs a TransformerStudentConfig, got {type(cfg).__name__}")
-        return TransformerTagger(
-            build_transformer_student(teacher_model, tokenizer, kept, cfg, labels)
-        ), tokenizer
-    raise ValueError(f"unknown student arch {arch!r} (bilstm | transformer)")
-
-
-@torch.no_grad()
-def svd_embeddings(rows: torch.Tensor, dim: int, std: float = 1.0) -> torch.Tensor:
-    """Reduce teacher embedding rows (V, D) to (V, dim) by a truncated SVD (PCA).
-
-    The rows are centred first (teacher embedding tables share a large common direction
-    that carries no information about which piece is which), so ``U[:, :dim] * S[:dim]``
-    are the coordinates of every piece on the top ``dim`` principal directions: by
-    Eckart-Young, the rank-``dim`` matrix whose inner products (and distances) best match
-    the centred teacher rows'. The result is rescaled to element std ``std`` (1.0 matches
-    ``nn.Embedding``'s own N(0, 1) init, i.e. the ``"random"`` alternative), which keeps the
-    geometry and gives the LSTM inputs of the usual scale. If ``dim`` exceeds the rank
-    (min(V, D)), the extra columns are zero.
-    """
-    x = rows.detach().to("cpu", torch.float32)  # (V, D)
-    x = x - x.mean(dim=0, keepdim=True)
-    U, S, _ = torch.linalg.svd(x, full_matrices=False)  # (V, r), (r,)
-    k = min(dim, S.numel())
-    out = torch.zeros(x.shape[0], dim)  # (V, dim)
-    out[:, :k] = U[:, :k] * S[:k]
-    scale = out.std()
-    return out * (std / scale) if scale > 0 else out
+    student = cls.build(teacher_model, tokenizer, kept, cfg, labels)
+    student.vocab_report = report
+    return student, tokenizer
 
 
 class ParameterCount(NamedTuple):
@@ -133,37 +118,23 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
 def save_student(model: nn.Module, tokenizer, out_dir: str | Path, extra: dict | None = None) -> Path:
     """Write a student folder atomically: built in a temporary folder, then renamed."""
+    arch = registry.arch_of(model)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        if isinstance(model, TransformerTagger):
-            arch = "transformer"
-            model.save_pretrained(tmp)  # config.json + model.safetensors
-            config = json.loads(model.config.to_json_string())
-        elif isinstance(model, BiLSTMTagger):
-            from safetensors.torch import save_file
-
-            arch = "bilstm"
-            state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-            save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-            config = asdict(model.config)
-        else:
-            raise TypeError(f"not a student: {type(model).__name__}")
+    with atomic_dir(out) as tmp:
+        config = model.save(tmp)
         tokenizer.save_pretrained(tmp)
         meta = {
             "arch": arch,
             "config": config,
             "labels": list(model.labels),
             "extra": extra or {},
+            "vocab": getattr(model, "vocab_report", None),
             "xdistil_version": __version__,
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / META_FILE, meta)
+        from xdistil.cards import write_card  # the folder's model card, README.md (owned by xdistil/cards.py)
+
+        write_card(tmp, params=count_parameters(model).total)
     return out
 
 
@@ -175,15 +146,12 @@ def load_student(path: str | Path) -> tuple[nn.Module, object, list[str], dict]:
     if not is_student_dir(path):
         raise FileNotFoundError(f"{path} is not a student folder (no {META_FILE})")
     meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    if meta["arch"] == "bilstm":
-        from safetensors.torch import load_file
-
-        tagger = BiLSTMTagger(BiLSTMConfig(**meta["config"]), labels=meta["labels"])
-        tagger.load_state_dict(load_file(path / WEIGHTS_FILE))
-    elif meta["arch"] == "transformer":
-        tagger = TransformerTagger.from_pretrained(path)
-    else:
-        raise ValueError(f"unknown student arch {meta['arch']!r} in {path / META_FILE}")
+    try:
+        cls = registry.get(meta["arch"])
+    except ValueError as e:
+        raise ValueError(f"{path / META_FILE}: {e}") from None
+    tagger = cls.load(path, meta["config"], meta["labels"])
+    tagger.vocab_report = meta.get("vocab")  # kept when the student is trained on and saved again
     tokenizer = AutoTokenizer.from_pretrained(path)
     return tagger.eval(), tokenizer, list(meta["labels"]), meta
 

@@ -19,7 +19,7 @@ the exported graph keeps the padding invariance (checked in tests/test_students.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +27,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from xdistil.outputs import TaggerOutput
+from xdistil.students._common import StateDictStudent, init_embeddings, sized_config
+from xdistil.students.registry import register
 
 
 @dataclass
@@ -56,7 +58,10 @@ class BiLSTMConfig:
             raise ValueError(f"embedding_init must be 'svd' or 'random', got {self.embedding_init!r}")
 
 
-class BiLSTMTagger(nn.Module):
+@register("bilstm")
+class BiLSTMTagger(StateDictStudent, nn.Module):
+    Config = BiLSTMConfig
+
     def __init__(self, config: BiLSTMConfig, labels: Sequence[str] | None = None):
         super().__init__()
         if config.vocab_size is None or config.num_labels is None:
@@ -77,6 +82,24 @@ class BiLSTMTagger(nn.Module):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
         self.classifier = nn.Linear(2 * H, config.num_labels)
+
+    @classmethod
+    def config_from(cls, run) -> BiLSTMConfig:
+        return BiLSTMConfig(embedding_dim=run.embedding_dim, hidden_dim=run.hidden_dim, num_layers=run.num_layers,
+                            dropout=run.dropout, embedding_init=run.embedding_init)
+
+    @classmethod
+    def build(cls, teacher_model, tokenizer, kept, cfg: BiLSTMConfig, labels) -> BiLSTMTagger:
+        """Sized to the reduced vocabulary; ``embedding_init="svd"``: the teacher's rows, SVD-reduced."""
+        cfg = sized_config(cfg, tokenizer, kept, labels)
+        tagger = cls(cfg, labels=labels)
+        if cfg.embedding_init == "svd":
+            init_embeddings(tagger.embeddings, teacher_model, kept, cfg.pad_id)
+        return tagger
+
+    @staticmethod
+    def describe(run: Mapping) -> str:
+        return f"E={run['embedding_dim']}, H={run['hidden_dim']}, {run['num_layers']} layer(s)"
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:

@@ -17,7 +17,8 @@ Saved students are ordinary HF model folders: ``AutoModelForTokenClassification`
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torch import nn
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from xdistil.outputs import TaggerOutput
+from xdistil.students.registry import register
 
 
 @dataclass
@@ -153,12 +155,41 @@ def _copy_from_teacher(student, teacher, kept, layers, labels) -> None:
         s_head.load_state_dict(t_head.state_dict())
 
 
+@register("transformer")
 class TransformerTagger(nn.Module):
     """Wraps an HF token classifier so it returns a `TaggerOutput` like every student."""
+
+    Config = TransformerStudentConfig
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
         self.model = model
+
+    @classmethod
+    def config_from(cls, run) -> TransformerStudentConfig:
+        return TransformerStudentConfig(num_layers=run.transformer_layers, teacher_layers=run.teacher_layers,
+                                        init=run.transformer_init)
+
+    @classmethod
+    def build(cls, teacher_model, tokenizer, kept, cfg: TransformerStudentConfig, labels) -> TransformerTagger:
+        return cls(build_transformer_student(teacher_model, tokenizer, kept, cfg, labels))
+
+    @staticmethod
+    def describe(run: Mapping) -> str:
+        return f"{run['transformer_layers']} layers, init {run.get('transformer_init', 'teacher')}"
+
+    def save(self, folder: Path) -> dict:
+        """A plain HF model folder (config.json + model.safetensors); the HF config is the meta's config."""
+        self.model.save_pretrained(folder)
+        return json.loads(self.model.config.to_json_string())
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, labels: Sequence[str]) -> TransformerTagger:
+        return cls.from_pretrained(folder)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def config(self):

@@ -48,8 +48,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from xdistil_export.atomic import replace_dir
+from xdistil_export.atomic import replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor
+
+from xdistil.cards import write_card, write_export_config
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def export_model(
     parity_sentences: Sequence[Sequence[str]] | None = None,
     tolerance: float = 1e-3,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
+    command: str | None = None,
 ) -> dict:
     """Export ``model_dir`` (teacher, student or any HF token classifier) into ``out_dir``.
 
@@ -111,7 +114,9 @@ def export_model(
     parity checks pass, so ``out_dir`` is never half-written. ``parity_sentences`` (word
     lists) default to the first dev sentences plus `PARITY_SENTENCES`; a sentence longer
     than the model's window is always added. With ``dev_file`` (CoNLL), F1 of the fp32
-    (and int8) export is recorded. Returns the manifest.
+    (and int8) export is recorded. The folder gets ``config.json`` (id2label) and a model
+    card (`xdistil.cards`; ``command``: what made it, default the running command line).
+    Returns the manifest.
     """
     from xdistil.data.align import Specials
     from xdistil.taggers import load_tagger
@@ -190,6 +195,8 @@ def export_model(
         if dev is not None:
             manifest["dev"] = _dev_scores(dev, dev_file, fp32, q8)
         _write_manifest(tmp, manifest)
+        write_export_config(tmp, manifest)  # id2label / label2id, for code that reads HF-style configs
+        write_card(tmp, command=command)
         del fp32, q8  # release the model files before the rename
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         replace_dir(tmp, out)
@@ -383,5 +390,4 @@ def _versions() -> dict:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    (folder / MANIFEST).write_text(text, encoding="utf-8")
+    write_json(folder / MANIFEST, manifest)

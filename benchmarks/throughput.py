@@ -1,0 +1,530 @@
+"""Training-side throughput benchmark: fp32 against bf16 on the demo's data (issue 14).
+
+    python -m benchmarks.throughput                 # the demo's data, e5-small: ~15 min on 2 quiet cores
+    python -m benchmarks.throughput --quick         # a tiny random teacher: seconds (the numbers mean nothing)
+
+Both precisions run in one process, one after the other, with the same seed and data:
+
+- **quality**: the pipeline's own steps (teacher fine-tuning, labeling the transfer set,
+  distillation, dev evaluation) on a shortened demo (`FULL.overrides`: a smaller labeled
+  budget and transfer set, capped epochs), once with ``precision: fp32`` and once with
+  ``precision: bf16``; the dev F1 of the teacher and of the final student each produces.
+  Labeling's sentences/s end to end and for the teacher's bare forward pass come from that
+  run's labeling manifest.
+- **teacher**: fine-tuning steps of the teacher as the pipeline builds it (fresh head,
+  frozen embedding table, the config's batch size and length), timed over ``teacher_steps``
+  batches after ``warmup`` untimed ones: forward under the precision's autocast, backward,
+  clipping, optimizer step.
+- **distill-hard / distill-soft / distill-intermediate**: training batches of each stage kind
+  on the fp32 run's transfer set and final student, every parameter trainable (the
+  costliest unfreezing step), batches built and prefetched by `xdistil.batching`, timed
+  over ``distill_batches`` after ``warmup``.
+
+Tokens are real (unpadded) word pieces. Every measurement is stored in
+``<run>/measurements.json`` as it finishes and every pipeline step is resumable, so rerunning
+the same command after an interruption redoes only what is missing (``--fresh`` starts
+over). Writes ``summary.json`` (issue 14's schema; the label rows also carry the bare
+forward pass as ``forward_sentences_per_s``) and ``results.md`` (rendered with
+`xdistil.report`'s blocks) into ``--results``. Run it on a quiet machine: other work on the
+cores distorts every figure (the load average is recorded before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("benchmarks.throughput")
+
+PRECISIONS = ("fp32", "bf16")
+STAGE_KINDS = ("hard", "soft", "intermediate")
+SEED = 13
+REPO = Path(__file__).resolve().parents[1]
+CHILD_CONFIG, CHILD_RESULT = "bench-config.json", "quality.json"  # a quality run's input and output
+
+
+@dataclass(frozen=True)
+class Settings:
+    teacher_steps: int  # timed fine-tuning steps of the teacher, per precision
+    distill_batches: int  # timed training batches per stage kind and precision
+    warmup: int  # untimed steps before each timing (allocator, oneDNN kernel choice)
+    overrides: dict = field(default_factory=dict)  # config sections -> values for the quality runs
+
+
+# Sized for ~15 minutes on 2 quiet cores: the quality runs are most of it (two teachers fine-tuned
+# for 2 epochs on 400 sentences x 3 languages, 1,100 sentences x 3 languages labeled, the demo's
+# four distillation stages with at most 15 batches per epoch).
+FULL = Settings(teacher_steps=10, distill_batches=20, warmup=2, overrides={
+    "data": {"labeled_budget": 500, "val_size": 100, "dev_limit": 300},
+    "teacher": {"epochs": 2},
+    "transfer": {"limit": 600},
+    "distill": {"max_steps_per_epoch": 15},
+})
+QUICK = Settings(teacher_steps=2, distill_batches=2, warmup=1, overrides={
+    "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
+    "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False},
+    "transfer": {"limit": 30, "batch_size": 16, "chunk_size": 100, "layers": [2]},  # the tiny teacher has 2 layers
+    "student": {"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1, "max_length": 32},
+    "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}},
+})
+
+
+# ---- configs -------------------------------------------------------------------------------
+
+
+def with_overrides(cfg, overrides: dict, **top):
+    """``cfg`` with some fields of its sections replaced (validated again)."""
+    from xdistil.config import RunConfig, from_dict, to_dict
+
+    raw = to_dict(cfg)
+    for section, values in overrides.items():
+        raw[section] = {**raw[section], **values}
+    raw.update(top)
+    return from_dict(RunConfig, raw)
+
+
+def tiny_teacher(cfg, dest: Path) -> Path:
+    """A 2-layer, 32-wide random BERT token classifier with a Unigram tokenizer trained on the
+    config's labeled sentences: the --quick teacher (built once, reused)."""
+    if (dest / "config.json").exists():
+        return dest
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+
+    from xdistil import DEFAULT_LABELS
+    from xdistil.data.sources import budget_split
+
+    words = [s.words for lang in cfg.data.languages for s in budget_split(lang, cfg.data)[0]]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator([" ".join(w) for w in words], trainers.UnigramTrainer(
+        vocab_size=800, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", cls_token="<s>", sep_token="</s>", model_max_length=128)
+    labels = list(cfg.data.labels or DEFAULT_LABELS)
+    torch.manual_seed(SEED)
+    model = BertForTokenClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}))
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(dest)
+    return dest
+
+
+# ---- measurements --------------------------------------------------------------------------
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rate(tokens: int, sentences: int, seconds: float) -> dict:
+    return {"tokens_per_s": round(tokens / seconds, 1), "sentences_per_s": round(sentences / seconds, 2),
+            "seconds": round(seconds, 3)}
+
+
+def quality_run(cfg, precision: str, out: Path, progress: bool) -> dict:
+    """The pipeline's steps at ``precision``: dev F1 of teacher and final student, labeling speed."""
+    from xdistil.data.align import WindowEncoder
+    from xdistil.labeling import label_transfer, load_transfer
+    from xdistil.pipeline import DevScorer
+    from xdistil.stages import distill
+    from xdistil.taggers import load_tagger
+    from xdistil.teachers import train_teacher
+
+    cfg = with_overrides(cfg, {}, precision=precision)
+    teacher = train_teacher(cfg, out / "teacher", progress)
+    transfer = label_transfer(cfg, [teacher], out / "transfer", progress)
+    stage_dirs = distill(cfg, transfer, teacher, out / "distill", progress)
+    score = DevScorer(cfg, progress, cache=out / "scores.json")
+    f1 = {"teacher": score("teacher", teacher)["f1_avg"], "student": score(stage_dirs[-1].name, stage_dirs[-1])["f1_avg"]}
+    manifest = json.loads((transfer / "manifest.json").read_text())
+    tp = manifest.get("throughput", {})
+    # tokens per labeled sentence: the teacher's windows of the transfer set, specials included
+    ds, _ = load_transfer(transfer)
+    tagger = load_tagger(teacher)
+    words = [list(w) for w in ds.select_columns(["words"]).with_format("arrow")[:]["words"].to_pylist()]
+    pieces = WindowEncoder(tagger.tokenizer, tagger.max_length).encode(words)
+    per_sentence = sum(len(p.input_ids) for p in pieces) / max(len(words), 1)
+    label, forward = tp.get("label_sentences_per_s"), tp.get("forward_sentences_per_s")
+    return {"f1": f1, "label": {"sentences_per_s": label, "forward_sentences_per_s": forward,
+                                "tokens_per_s": round(label * per_sentence, 1) if label else None,
+                                "sentences": tp.get("sentences_labeled_this_run")},
+            "applied": manifest.get("precision"), "teacher_dir": str(teacher), "transfer_dir": str(transfer),
+            "student_dir": str(stage_dirs[-1]), "final_stage": stage_dirs[-1].name}
+
+
+def quality_in_child(cfg, precision: str, out: Path, progress: bool) -> dict:
+    """`quality_run` in a fresh Python process. accelerate's state is one per process and keeps
+    the first ``mixed_precision`` it was given, so each precision's pipeline gets its own process
+    (as it would for a user: one run, one precision)."""
+    import subprocess
+
+    from xdistil_export.atomic import write_json
+
+    from xdistil.config import to_dict
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CHILD_CONFIG, to_dict(cfg))
+    cmd = [sys.executable, "-m", "benchmarks.throughput", "--quality-step", str(out.resolve()), precision]
+    subprocess.run(cmd + ([] if progress else ["--quiet"]), cwd=REPO, check=True)
+    return json.loads((out / CHILD_RESULT).read_text())
+
+
+def time_teacher(cfg, precision: str, labels: list[str], s: Settings) -> dict:
+    """Fine-tuning steps of a fresh teacher (as `train_teacher` builds it) at ``precision``."""
+    import torch
+
+    from xdistil import precision as P
+    from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
+    from xdistil.data.sources import budget_split
+    from xdistil.teachers import load_teacher
+
+    tc, device = cfg.teacher, _device()
+    torch.manual_seed(SEED)
+    model, tokenizer = load_teacher(tc.model_names()[0], labels)
+    if tc.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    model.to(device).train()
+    label_id = {lab: i for i, lab in enumerate(labels)}
+    train = [x for lang in cfg.data.languages for x in budget_split(lang, cfg.data)[0]]
+    enc = WindowEncoder(tokenizer, tc.max_length)
+    pieces = enc.encode([x.words for x in train])
+    tags = [[label_id.get(t, 0) for t in x.tags] for x in train]
+    order = shuffled_length_batches(range(len(pieces)), [len(p.input_ids) for p in pieces], tc.batch_size, SEED)
+    batches = (order * (1 + (s.warmup + s.teacher_steps) // max(len(order), 1)))[: s.warmup + s.teacher_steps]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = P.grad_scaler(precision, device)
+    tokens = sentences = 0
+    for i, idx in enumerate(batches):
+        if i == s.warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        b = {k: v.to(device) for k, v in collate([pieces[j] for j in idx], enc.specials.pad_id, tags).items()}
+        with P.autocast(precision, device):
+            loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if i >= s.warmup:
+            tokens += int(b["attention_mask"].sum())
+            sentences += len(idx)
+    _sync(device)
+    return _rate(tokens, sentences, time.perf_counter() - t0)
+
+
+def _stage_spec(cfg, kind: str):
+    """The config's stage of this kind (by name), else the shorthand stage of that name."""
+    from xdistil.config import STAGE_SHORTHANDS, StageSpec, from_dict
+
+    for spec in cfg.distill.resolved_stages():
+        if spec.name == kind:
+            return spec
+    return from_dict(StageSpec, dict(STAGE_SHORTHANDS[kind]), f"stage {kind}")
+
+
+def time_distill(cfg, precision: str, kind: str, transfer_dir: Path, student_dir: Path, s: Settings) -> dict:
+    """Training batches of one stage kind at ``precision``: all parameters trainable."""
+    import torch
+
+    from xdistil import precision as P
+    from xdistil.batching import TransferBatcher
+    from xdistil.data.align import shuffled_length_batches
+    from xdistil.labeling import load_transfer, scan_transfer
+    from xdistil.stages import Distiller, stage_loss
+    from xdistil.students import load_student
+
+    device = _device()
+    spec = _stage_spec(cfg, kind)
+    match = cfg.distill.match_for(spec)  # student layer, teacher layer, hidden loss of this stage
+    hidden = "hidden" in spec.losses
+    ds, manifest = load_transfer(transfer_dir)
+    torch.manual_seed(SEED)
+    student, tokenizer, labels, _ = load_student(student_dir)
+    with torch.no_grad():
+        probe = tokenizer(["x"], is_split_into_words=True, return_tensors="pt")
+        out = student(probe["input_ids"], probe["attention_mask"], torch.zeros_like(probe["input_ids"], dtype=torch.bool))
+        student_dim = out.hidden_states[match.student_layer].shape[-1]
+    d = Distiller(student, student_dim, [manifest["hidden_sizes"][0]] if hidden else []).to(device).train()
+    for p in d.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(d.parameters(), lr=spec.lr)
+    scaler = P.grad_scaler(precision, device)
+    lengths, rows = scan_transfer(ds)
+    index = sorted(rows.get("labeled", []) + rows.get("transfer", []))
+    order = shuffled_length_batches(index, lengths, spec.batch_size, SEED)
+    batches = (order * (1 + (s.warmup + s.distill_batches) // max(len(order), 1)))[: s.warmup + s.distill_batches]
+    batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, [0], len(labels),
+                               match.teacher_layer if hidden else None)
+    tokens = sentences = 0
+    for i, b in enumerate(batcher.iterate(batches, need_hidden=hidden)):
+        if i == s.warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        b = b.to(device)
+        with P.autocast(precision, device):
+            wl, proj = d(b.inputs, match.student_layer if hidden else None, spec.selects_on_f1)
+            loss, _ = stage_loss(d, spec, wl, b, match, cfg.distill.teacher_weighting, proj, None)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(d.parameters(), 5.0)
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if i >= s.warmup:
+            tokens += int(b.inputs["attention_mask"].sum())
+            sentences += len(batches[i])
+    _sync(device)
+    return _rate(tokens, sentences, time.perf_counter() - t0)
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def machine_record(command: str, load_start: list | None) -> dict:
+    import torch
+
+    from xdistil import precision as P
+    from xdistil.provenance import load_average, machine, versions
+
+    return {**machine(torch.get_num_threads()), "device": str(_device()), "bf16_native": P.cpu_has_bf16(),
+            "auto_resolves_to": P.resolve("auto", _device()), "loadavg_start": load_start,
+            "loadavg_end": load_average(), "versions": versions(), "command": command,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions=PRECISIONS,
+        teacher: str | None = None, command: str | None = None, progress: bool = True) -> dict:
+    """Measure everything ``measurements.json`` in ``run_dir`` lacks; write ``results``; return the summary.
+
+    ``cfg``: the base config (the demo's); ``settings.overrides`` shorten it for the quality runs.
+    ``teacher``: replaces ``cfg.teacher.model`` (e.g. a tiny model for --quick)."""
+    from xdistil_export.atomic import write_json, write_text
+
+    from xdistil.provenance import load_average
+    from xdistil.taggers import load_tagger
+
+    load_start = load_average()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {section: dict(values) for section, values in settings.overrides.items()}
+    if teacher:
+        overrides.setdefault("teacher", {}).update(model=teacher, models=[])
+    cfg = with_overrides(cfg, overrides)
+    done_path = run_dir / "measurements.json"
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+
+    def measure(key: str, fn):
+        if key not in done:
+            log.info("measuring %s", key)
+            done[key] = fn()
+            write_json(done_path, done)
+        return done[key]
+
+    quality = {p: measure(f"quality/{p}", lambda p=p: quality_in_child(cfg, p, run_dir / p, progress))
+               for p in precisions}
+    ref = quality[precisions[0]]
+    labels = load_tagger(ref["teacher_dir"]).labels
+    for p in precisions:
+        measure(f"teacher/{p}", lambda p=p: time_teacher(cfg, p, labels, settings))
+    for kind in STAGE_KINDS:
+        for p in precisions:
+            measure(f"distill-{kind}/{p}", lambda p=p, kind=kind: time_distill(
+                cfg, p, kind, Path(ref["transfer_dir"]), Path(ref["student_dir"]), settings))
+
+    throughput = []
+    for step in ("teacher", "label", *(f"distill-{k}" for k in STAGE_KINDS)):
+        for p in precisions:
+            m = quality[p]["label"] if step == "label" else done[f"{step}/{p}"]
+            row = {"step": step, "precision": p, "tokens_per_s": m["tokens_per_s"], "sentences_per_s": m["sentences_per_s"]}
+            if step == "label":
+                row["forward_sentences_per_s"] = m["forward_sentences_per_s"]
+            throughput.append(row)
+    summary = {
+        "throughput": throughput,
+        "quality": [{"precision": p, "model": model, "f1_avg": quality[p]["f1"][model]}
+                    for model in ("teacher", "student") for p in precisions],
+        "machine": machine_record(command or "python -m benchmarks.throughput", load_start),
+    }
+    notes = [f"`precision: {p}` was run but labeling recorded {quality[p]['applied']!r}" for p in precisions
+             if quality[p]["applied"] not in (None, p)]
+    results.mkdir(parents=True, exist_ok=True)
+    write_json(results / "summary.json", summary)
+    write_text(results / "results.md", markdown(summary, cfg, settings, notes))
+    return summary
+
+
+# ---- report --------------------------------------------------------------------------------
+
+TARGETS = {"speedup": 1.8, "f1_gap": 0.5, "intermediate_vs_soft": 0.8}
+
+
+def _by(summary: dict) -> tuple[dict, dict]:
+    tp = {(r["step"], r["precision"]): r for r in summary["throughput"]}
+    q = {(r["model"], r["precision"]): r["f1_avg"] for r in summary["quality"]}
+    return tp, q
+
+
+def verdicts(summary: dict) -> list[tuple[str, str, str]]:
+    """(target, measured, met?) for issue 14's targets that this benchmark measures."""
+    tp, q = _by(summary)
+    out = []
+
+    def ratio(step, key="tokens_per_s"):
+        a, b = tp.get((step, "bf16"), {}).get(key), tp.get((step, "fp32"), {}).get(key)
+        return a / b if a and b else None
+
+    for step, what in (("teacher", "teacher fine-tuning"), ("label", "labeling, end to end")):
+        r = ratio(step, "sentences_per_s")
+        out.append((f"bf16 >= {TARGETS['speedup']}x fp32: {what}", "–" if r is None else f"{r:.2f}x",
+                    "–" if r is None else "yes" if r >= TARGETS["speedup"] else "no"))
+    for model in ("teacher", "student"):
+        a, b = q.get((model, "bf16")), q.get((model, "fp32"))
+        gap = None if a is None or b is None else a - b
+        out.append((f"bf16 F1 within {TARGETS['f1_gap']} of fp32: {model}", "–" if gap is None else f"{gap:+.2f}",
+                    "–" if gap is None else "yes" if abs(gap) <= TARGETS["f1_gap"] else "no"))
+    for p in ("fp32", "bf16"):
+        a = tp.get(("distill-intermediate", p), {}).get("tokens_per_s")
+        b = tp.get(("distill-soft", p), {}).get("tokens_per_s")
+        r = a / b if a and b else None
+        out.append((f"intermediate >= {TARGETS['intermediate_vs_soft']:.0%} of soft tokens/s ({p})",
+                    "–" if r is None else f"{r:.0%}",
+                    "–" if r is None else "yes" if r >= TARGETS["intermediate_vs_soft"] else "no"))
+    return out
+
+
+def markdown(summary: dict, cfg, settings: Settings, notes: list[str] = ()) -> str:
+    from xdistil.report import Heading, Para, Table, to_markdown
+
+    tp, q = _by(summary)
+    precisions = list(dict.fromkeys(r["precision"] for r in summary["throughput"]))
+    steps = list(dict.fromkeys(r["step"] for r in summary["throughput"]))
+
+    def num(x, nd=1):
+        return "–" if x is None else f"{x:,.{nd}f}"
+
+    rows = []
+    for step in steps:
+        cells = [step]
+        for key in ("tokens_per_s", "sentences_per_s"):
+            vals = [tp.get((step, p), {}).get(key) for p in precisions]
+            cells += [num(v) for v in vals]
+        a, b = (tp.get((step, p), {}).get("sentences_per_s") for p in ("bf16", "fp32"))
+        cells.append(f"{a / b:.2f}x" if a and b else "–")
+        rows.append(cells)
+    head = (["step"] + [f"tokens/s {p}" for p in precisions] + [f"sentences/s {p}" for p in precisions]
+            + ["bf16 / fp32"])
+    fwd = [[p, num(tp.get(("label", p), {}).get("sentences_per_s")),
+            num(tp.get(("label", p), {}).get("forward_sentences_per_s"))] for p in precisions]
+    qual = [[model] + [num(q.get((model, p)), 2) for p in precisions]
+            + ([f"{q[(model, 'bf16')] - q[(model, 'fp32')]:+.2f}"] if (model, "bf16") in q and (model, "fp32") in q
+               else ["–"]) for model in ("teacher", "student")]
+    m = summary["machine"]
+    blocks = [
+        Heading(1, "Training-side throughput: fp32 against bf16"),
+        Para(f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['threads']} threads, device {m['device']}; "
+             f"native bf16: {'yes' if m['bf16_native'] else 'no'} (`precision: auto` resolves to "
+             f"{m['auto_resolves_to']}). Load average before / after: {m['loadavg_start']} / {m['loadavg_end']}."),
+        Para(f"Command: `{m['command']}` ({m['time']}). Data: the `{cfg.data.languages}` demo languages, "
+             f"labeled budget {cfg.data.labeled_budget}/language, transfer limit {cfg.transfer.limit}/language, "
+             f"dev first {cfg.data.dev_limit}; teacher `{cfg.teacher.model_names()[0]}`."),
+        Heading(2, "Throughput"),
+        Para(f"Teacher: {settings.teacher_steps} fine-tuning steps timed after {settings.warmup} warm-up steps. "
+             "Labeling: the quality run's labeling of the transfer set, end to end. Distillation: "
+             f"{settings.distill_batches} training batches per stage kind after {settings.warmup} warm-up, every "
+             "parameter trainable, batches from `xdistil.batching`. Tokens are real word pieces."),
+        Table(head, rows, set(range(1, len(head)))),
+        Heading(3, "Labeling: end to end against the bare forward pass"),
+        Table(["precision", "end to end (sent/s)", "forward alone (sent/s)"], fwd, {1, 2}),
+        Heading(2, "Quality (dev F1, same seed)"),
+        Para("Each precision fine-tunes its own teacher, labels its own transfer set and distils its own student "
+             "(the config's stages, shortened). Evaluation runs in fp32 on the saved fp32 weights."),
+        Table(["model"] + [f"F1 {p}" for p in precisions] + ["bf16 − fp32"], qual, set(range(1, len(precisions) + 2))),
+        Heading(2, "Targets (issue 14)"),
+        Table(["target", "measured", "met"], [list(v) for v in verdicts(summary)]),
+        *[Para(f"**Note:** {n}.") for n in notes],
+    ]
+    return to_markdown(blocks)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="demo", help="base config: a YAML file or a preset name (default: demo)")
+    p.add_argument("--run", type=Path, default=None, help="working folder (default runs/throughput[-quick])")
+    p.add_argument("--results", type=Path, default=None,
+                   help="where summary.json / results.md go (default benchmarks/results/throughput; "
+                        "--quick: <run>/results)")
+    p.add_argument("--quick", action="store_true", help="a tiny random teacher and a few steps: seconds")
+    p.add_argument("--fresh", action="store_true", help="forget earlier measurements in the working folder")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--quality-step", nargs=2, metavar=("OUT", "PRECISION"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    from xdistil.threads import configure
+
+    configure()  # before torch is imported: threads from the usable CPUs, passive OpenMP waiting
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from xdistil.config import ConfigError, RunConfig, from_dict, load_yaml
+
+    if args.quality_step:  # one precision's quality run, in its own process (`quality_in_child`)
+        from xdistil_export.atomic import write_json
+
+        out, precision = Path(args.quality_step[0]), args.quality_step[1]
+        cfg = from_dict(RunConfig, json.loads((out / CHILD_CONFIG).read_text()))
+        write_json(out / CHILD_RESULT, quality_run(cfg, precision, out, progress=not args.quiet))
+        return 0
+    try:
+        cfg = from_dict(RunConfig, load_yaml(args.config))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir = args.run or Path("runs/throughput-quick" if args.quick else "runs/throughput")
+    results = args.results or (run_dir / "results" if args.quick else Path("benchmarks/results/throughput"))
+    if args.fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    settings = QUICK if args.quick else FULL
+    teacher = None
+    if args.quick:
+        cfg = with_overrides(cfg, settings.overrides)
+        teacher = str(tiny_teacher(cfg, run_dir / "tiny-teacher"))
+    command = shlex.join(["python", "-m", "benchmarks.throughput", *(sys.argv[1:] if argv is None else argv)])
+    summary = run(cfg, run_dir, results, settings, teacher=teacher, command=command, progress=not args.quiet)
+    print((results / "results.md").read_text(encoding="utf-8"))
+    return 0 if summary["throughput"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Thread settings: usable CPUs, passive OpenMP waiting set before torch starts, the load warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xdistil import threads as T
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.delenv(k, raising=False)
+    before = torch.get_num_threads()
+    yield monkeypatch
+    torch.set_num_threads(before)
+
+
+def test_loaded_warning():
+    assert T.loaded_warning(0.1, 2, 2) is None
+    assert T.loaded_warning(0.9, 2, 1) is None  # one core busy, one thread asked: it fits
+    msg = T.loaded_warning(1.8, 2, 2)
+    assert msg and "load average 1.8 on 2 usable CPUs" in msg and "taskset" in msg and "\n" not in msg
+
+
+def test_configure_when_torch_is_loaded(env):
+    env.setattr(T, "load_average", lambda: [3.0, 2.0, 1.0])
+    env.setattr(T, "usable_cpus", lambda: 2)
+    s = T.configure(threads=1)
+    assert (s.threads, s.usable_cpus, s.load) == (1, 2, 3.0)
+    assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    assert not s.passive_wait  # OpenMP started with torch's import, before the policy was set
+    assert s.warning and "load average 3.0" in s.warning
+    env.setattr(T, "load_average", lambda: [0.0, 0.0, 0.0])
+    assert T.configure().threads == 1  # OMP_NUM_THREADS from the environment (set above) wins
+    assert T.configure(threads=2).warning is None
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        T.configure(threads=0)
+
+
+def test_configure_before_torch_sets_threads_and_passive_wait():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    code = ("import json, os, sys\n"
+            "from xdistil.threads import configure\n"
+            "assert 'torch' not in sys.modules\n"
+            "s = configure(warn=False)\n"
+            "import torch\n"
+            "print(json.dumps([s.threads, s.usable_cpus, s.passive_wait, torch.get_num_threads(),"
+            " os.environ['OMP_WAIT_POLICY']]))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    threads, usable, passive, torch_threads, policy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert threads == usable == torch_threads == len(os.sched_getaffinity(0))
+    assert passive and policy == "PASSIVE"

@@ -1,0 +1,77 @@
+"""Pieces shared by the students that own their embedding table (BiLSTM, CNN): the SVD
+initialisation from the teacher and saving / loading a plain state dict as safetensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@torch.no_grad()
+def svd_embeddings(rows: torch.Tensor, dim: int, std: float = 1.0) -> torch.Tensor:
+    """Reduce teacher embedding rows (V, D) to (V, dim) by a truncated SVD (PCA).
+
+    The rows are centred first (teacher embedding tables share a large common direction
+    that carries no information about which piece is which), so ``U[:, :dim] * S[:dim]``
+    are the coordinates of every piece on the top ``dim`` principal directions: by
+    Eckart-Young, the rank-``dim`` matrix whose inner products (and distances) best match
+    the centred teacher rows'. The result is rescaled to element std ``std`` (1.0 matches
+    ``nn.Embedding``'s own N(0, 1) init, i.e. the ``"random"`` alternative), which keeps the
+    geometry and gives the next layer inputs of the usual scale. If ``dim`` exceeds the
+    rank (min(V, D)), the extra columns are zero.
+    """
+    x = rows.detach().to("cpu", torch.float32)  # (V, D)
+    x = x - x.mean(dim=0, keepdim=True)
+    U, S, _ = torch.linalg.svd(x, full_matrices=False)  # (V, r), (r,)
+    k = min(dim, S.numel())
+    out = torch.zeros(x.shape[0], dim)  # (V, dim)
+    out[:, :k] = U[:, :k] * S[:k]
+    scale = out.std()
+    return out * (std / scale) if scale > 0 else out
+
+
+def sized_config(cfg, tokenizer, kept: Sequence[int], labels: Sequence[str]):
+    """``cfg`` with ``vocab_size / num_labels / pad_id`` taken from the reduced tokenizer and labels."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return replace(cfg, vocab_size=len(kept), num_labels=len(labels), pad_id=pad_id)
+
+
+@torch.no_grad()
+def init_embeddings(table: nn.Embedding, teacher_model: nn.Module, kept: Sequence[int], pad_id: int) -> None:
+    """Fill ``table`` with `svd_embeddings` of the teacher's rows for the kept pieces; pad row zero."""
+    teacher = teacher_model.get_input_embeddings().weight  # (V_teacher, D)
+    rows = teacher.index_select(0, torch.as_tensor(list(kept), device=teacher.device))  # (V, D)
+    table.weight.copy_(svd_embeddings(rows, table.embedding_dim))
+    table.weight[pad_id].zero_()
+
+
+class StateDictStudent:
+    """Mixin: a student saved as its state dict (safetensors) plus its dataclass config.
+
+    The class needs ``Config`` (the dataclass), ``__init__(config, labels)`` and an
+    ``embeddings`` table."""
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embeddings.num_embeddings)
+
+    def save(self, folder: Path) -> dict:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        save_file(state, Path(folder) / WEIGHTS_FILE, metadata={"format": "pt"})
+        return asdict(self.config)
+
+    @classmethod
+    def load(cls, folder: Path, config: dict, labels: Sequence[str]):
+        from safetensors.torch import load_file
+
+        model = cls(cls.Config(**config), labels=labels)
+        model.load_state_dict(load_file(Path(folder) / WEIGHTS_FILE))
+        return model

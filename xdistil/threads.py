@@ -1,0 +1,80 @@
+"""Thread settings for a process that may share its cores: call `configure` first thing.
+
+Three things make torch slow on a shared machine. (1) It sizes its thread pool from all
+the cores of the machine, not those this process may use (a container, ``taskset``).
+(2) OpenMP threads that run out of work spin ("busy-wait") for a while before sleeping,
+so two torch processes on the same cores burn each other's time: two xdistil processes on
+2 cores slowed a BiLSTM batch from 0.2 s to 8 s. ``OMP_WAIT_POLICY=PASSIVE`` makes idle
+threads sleep at once; OpenMP reads it when it starts, i.e. when torch is imported, so
+`configure` must run before that. (3) Work already running on the machine: `configure`
+warns when the load average says the cores are busy.
+
+The thread count is the one asked for, else ``OMP_NUM_THREADS`` from the environment,
+else every usable CPU; an ``OMP_WAIT_POLICY`` already in the environment is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from xdistil.provenance import load_average, usable_cpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    threads: int  # intra-op threads of torch (and OpenMP / MKL)
+    usable_cpus: int  # cores this process may run on
+    passive_wait: bool  # OMP_WAIT_POLICY=PASSIVE is in effect for this process's OpenMP
+    load: float | None  # 1-minute load average when configured
+    warning: str | None  # the "machine already loaded" warning, when one was given
+
+
+def configure(threads: int | None = None, warn: bool = True) -> ThreadSettings:
+    """Set intra-op threads from the usable CPUs and passive OpenMP waiting; warn on a loaded machine.
+
+    ``threads``: an explicit count (e.g. one core per job when two run side by side);
+    default ``OMP_NUM_THREADS`` when set, else every usable CPU. Call it before torch is
+    imported (``xdistil.cli.main`` does): then OpenMP starts with these settings. When
+    torch is already imported, its thread count is still set, but passive waiting applies
+    only if the environment had it from the start."""
+    usable = usable_cpus()
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else usable
+    elif threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch_loaded = "torch" in sys.modules
+    had_policy = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    # the tokenizers' own thread pool (Rust) would compete with torch's for the same cores
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if torch_loaded:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(threads)
+    passive = had_policy or (not torch_loaded and os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE")
+    load = load_average()
+    message = None
+    if load is not None and warn:
+        message = loaded_warning(load[0], usable, threads)
+        if message:
+            log.warning(message)
+    return ThreadSettings(threads, usable, passive, load[0] if load else None, message)
+
+
+def loaded_warning(load: float, usable: int, threads: int) -> str | None:
+    """The warning for a machine whose other work leaves fewer free cores than ``threads``, else None.
+
+    The 1-minute load average counts the runnable processes; more than ``usable - threads``
+    of them (with half a core of slack for short-lived ones) means this job will share cores."""
+    if load + threads <= usable + 0.5:
+        return None
+    return (f"this machine is already loaded (load average {load:.1f} on {usable} usable CPU"
+            f"{'s' if usable != 1 else ''}, {threads} thread{'s' if threads != 1 else ''} asked): timings will be "
+            "slow and noisy; to run two jobs side by side give each its own cores (taskset -c 0 ..., taskset -c 1 ...)")
