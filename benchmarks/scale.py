@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from xdistil.config import save_json
-from xdistil.provenance import cpu_model
+from xdistil.provenance import cpu_model, provenance
 from xdistil.report import Heading, Para, Table, write_page
 
 # six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
@@ -138,13 +138,15 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
             entry["student"] = {"params": meta["extra"]["params"]["total"], "vocab": meta["config"]["vocab_size"]}
             save_json(state, state_path)
         print(f"{key}: {entry['rows']} rows, label {entry['label']}, distill {entry['distill']}", flush=True)
+    command = "python -m benchmarks.scale " + " ".join(sys.argv[1:])
     summary = {
-        "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
+        "command": command,
         "teacher": str(teacher),
         "languages": LANGS,
         "demo_rows": DEMO_ROWS,
         "runs": [state[f"x{f:g}"] for f in factors],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "provenance": provenance(command),  # versions and the rest, as every other benchmark records them
     }
     save_json(summary, results / "summary.json")
     print(write_page(blocks(summary), results).read_text(encoding="utf-8"))

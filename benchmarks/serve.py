@@ -107,13 +107,13 @@ def measure(url: str, texts: list[str], clients: int, seconds: float, warmup: fl
 
 
 def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int, ...] = (1, 16), threads: int = 2,
-        batch_wait_ms: float = 2.0) -> dict:
+        batch_wait_ms: float = 2.0, warmup: float = 1.0) -> dict:
     cells = []
     for batching in (True, False):
         proc, url = start_server(export, batching, threads, batch_wait_ms)
         try:
             for n in clients:
-                cell = measure(url, texts, n, seconds)
+                cell = measure(url, texts, n, seconds, warmup)
                 cell["micro_batching"] = batching
                 cells.append(cell)
                 print(f"batching {'on ' if batching else 'off'} clients {n:2d}: {cell['requests_per_s']:8.1f} req/s, "
@@ -122,7 +122,7 @@ def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int,
             proc.terminate()
             proc.wait(timeout=30)
     return {"export": Path(export).name, "texts": len(texts), "seconds_per_cell": seconds, "threads": threads,
-            "batch_wait_ms": batch_wait_ms, "cells": cells, "cpus": os.cpu_count(),
+            "batch_wait_ms": batch_wait_ms, "warmup_s": warmup, "cells": cells, "cpus": os.cpu_count(),
             "machine": platform.machine(), "python": platform.python_version(),
             "command": " ".join(["python -m benchmarks.serve", *sys.argv[1:]])}
 
@@ -135,7 +135,7 @@ def markdown(result: dict) -> str:
     for c in result["cells"]:
         lines.append(f"| {'on' if c['micro_batching'] else 'off'} | {c['clients']} | {c['requests_per_s']:.1f} | "
                      f"{c['words_per_s']:.0f} | {c['p50_ms']:.1f} | {c['p95_ms']:.1f} | {c['max_ms']:.1f} |")
-    lines += ["", f"One text per request, {result['seconds_per_cell']} s per cell after 1 s of warm-up; "
+    lines += ["", f"One text per request, {result['seconds_per_cell']} s per cell after {result['warmup_s']} s of warm-up; "
               f"batch wait {result['batch_wait_ms']} ms.", "", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 

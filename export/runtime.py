@@ -8,7 +8,7 @@ sub-word) is computed here, by the same windowing rule as training
 (`xdistil_export.windows`): long texts are cut into overlapping windows and every word
 is predicted by exactly one of them, so no word is ever dropped.
 
-Nothing here imports torch or transformers (tests/test_runtime.py checks it).
+Nothing here imports torch, transformers or xdistil (tests/test_torchfree.py checks it).
 
 Tags are decoded under the IOB2 transition rules (`xdistil_export.decode`: Viterbi over
 the word log-probabilities), so every output is valid IOB2; every word carries the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import datasets
 import numpy as np
@@ -100,7 +101,7 @@ def transfer(tmp_path_factory):
 @pytest.mark.parametrize("teachers", [[0, 1], [1]])
 def test_batches_equal_reference(transfer, make_tok, teachers):
     tok = make_tok()
-    new = TransferBatcher(transfer, tok, 16, teachers, C, LAYER)  # 16 pieces: long sentences get windows
+    new = TransferBatcher(transfer, tok, 16, teachers, C, LAYER).build  # 16 pieces: long sentences get windows
     old = ReferenceBatcher(transfer, tok, 16, teachers, C, LAYER)
     rng = random.Random(1)
     rows = list(range(len(transfer)))
@@ -117,18 +118,36 @@ def test_batches_equal_reference(transfer, make_tok, teachers):
     assert (b.gold != IGNORE_INDEX).any() and (b.gold == IGNORE_INDEX).any()
 
 
-def test_iterate_prefetches_the_same_batches_in_order(transfer):
+def test_planned_batches_are_prefetched_once_each_in_order(transfer, monkeypatch):
     tok = make_unigram_tokenizer()
     batcher = TransferBatcher(transfer, tok, 32, [0, 1], C, LAYER)
     batches = [list(range(i, min(i + 16, len(transfer)))) for i in range(0, len(transfer), 16)][::-1]
-    got = list(batcher.iterate(batches, need_hidden=True, ahead=2))
-    assert len(got) == len(batches)
-    for b, idx in zip(got, batches, strict=True):
-        assert_same(b, batcher(idx, need_hidden=True))
-    # leaving early (early stopping) stops the background thread without error
-    it = batcher.iterate(batches, need_hidden=False)
-    next(it)
-    it.close()
+    reference = [batcher.build(idx, need_hidden=True) for idx in batches]
+    built = []
+    real_build = batcher.build
+
+    def build(idx, need_hidden):
+        built.append((tuple(idx), threading.current_thread().name))
+        return real_build(idx, need_hidden)
+
+    monkeypatch.setattr(batcher, "build", build)
+    got = list(batcher.iterate(batches, need_hidden=True))
+    for a, b in zip(got, reference, strict=True):
+        assert_same(a, b)
+    assert sorted(k for k, _ in built) == sorted(tuple(b) for b in batches)  # each built once
+    assert sum(name.startswith("xdistil-batches") for _, name in built) == len(batches) - 1
+
+    # one of two processes (DDP) asks for every second planned batch: those are prefetched
+    built.clear()
+    assert batcher.plan(batches, need_hidden=False) is batches
+    mine = batches[1::2]
+    for idx in mine:
+        assert_same(batcher(idx, need_hidden=False), real_build(idx, need_hidden=False))
+    assert sum(name.startswith("xdistil-batches") for k, name in built if k in {tuple(b) for b in mine}) >= \
+        len(mine) - 2
+    # an unplanned batch (the selection slice) is simply built; close stops the thread
+    assert_same(batcher([0, 1, 2], need_hidden=True), real_build([0, 1, 2], need_hidden=True))
+    batcher.close()
 
 
 def test_hidden_without_a_layer_is_an_error(transfer):

@@ -178,3 +178,15 @@ def test_clear_errors(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "xdistil bench" in capsys.readouterr().err
+
+
+def test_step_logs_pair_stages_with_their_students():
+    """A stage resumed from an earlier run has no log; the logs that are there still find their students."""
+    from xdistil.records import step_logs
+
+    logs = [{"stage": "soft", "steps": [{"groups": ["output"], "seconds": 2.0, "tokens_per_s": 10.0,
+                                         "history": [{}, {}]}]},
+            {"stage": "soft", "steps": [{"groups": ["output", "encoder"], "seconds": 1.0, "tokens_per_s": 5.0}]}]
+    students = [(1, "hard", "stage1-hard"), (2, "soft", "stage2-soft"), (3, "soft", "stage3-soft")]
+    assert [(s.stage_index, s.student, s.epochs, s.tokens) for s in step_logs(logs, students)] == \
+        [(2, "stage2-soft", 2, 20.0), (3, "stage3-soft", 0, 5.0)]

@@ -108,7 +108,11 @@ def test_two_process_distill_trains_and_writes_once(setup):
            "--out", str(out), "--no-eval", "-q")
     run = out / "students"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.json", "progress.json",
-                                                     "stage1-logits", "stage2-hidden"]
+                                                     "stage1-logits", "stage2-hidden", "xdistil_fingerprint.json"]
+    # each stage's folder says what it was built from, and chains to the stage before it
+    fp1, fp2 = (json.loads((run / s / "xdistil_fingerprint.json").read_text()) for s in ("stage1-logits",
+                                                                                           "stage2-hidden"))
+    assert fp1["inputs"]["previous"] is None and fp2["inputs"]["previous"] == fp1["digest"]
     done = json.loads((run / "progress.json").read_text())
     assert done["stages"] == ["logits", "hidden"] and len(done["steps"]) == 1 + 3  # projection, encoder, embeddings
     metrics = json.loads((run / "metrics.json").read_text())
@@ -122,7 +126,7 @@ def test_two_process_distill_trains_and_writes_once(setup):
     from xdistil.taggers import load_tagger
 
     student = load_tagger(run / "stage2-hidden")
-    assert student.labels == cfg.data.labels
+    assert student.labels == json.loads((one / "manifest.json").read_text())["labels"]
     # rerunning finds everything done
     from xdistil.stages import distill
 

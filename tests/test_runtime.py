@@ -264,3 +264,21 @@ def test_batched_decoding_equals_one_sentence_at_a_time():
     assert together == [decode.decode(s, LABELS) for s in sents]
     for s, (tags, _) in zip(sents, together, strict=True):
         assert [LABELS[k] for k in decode.viterbi(decode.log_softmax(s), LABELS)] == tags
+
+
+def test_predict_names_the_line_that_is_not_utf8(export, tmp_path, capsys):
+    src = tmp_path / "bad.txt"
+    src.write_bytes(b"fine text\r\nstill fine\nbad \xff byte\n")
+    assert main(["predict", str(export[1]), str(src), "--threads", "1", "-q"]) == 2
+    assert f"{src}:3: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_decoding_benchmark_on_an_export(export, tmp_path):
+    from benchmarks import decoding
+
+    dev = write_conll(tmp_path / "dev.tsv", synth_sentences(30, 12))
+    assert decoding.main([str(export[1]), "--dev", f"xx={dev}", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "decoding.json").read_text())
+    row = result["languages"]["xx"]
+    assert row["sentences"] == 30 and row["f1_change"] == pytest.approx(row["viterbi"]["f1"] - row["argmax"]["f1"])
+    assert row["changed_sentences"] <= row["invalid_argmax_sentences"]  # only invalid paths can change

@@ -314,3 +314,13 @@ def test_an_export_whose_labels_disagree_with_its_graph_fails_at_start_up(export
 def test_predictor_refuses_lone_surrogates_with_a_clear_error(predictor):
     with pytest.raises(ValueError, match="item 1: not valid Unicode"):
         predictor.annotate(["fine", "bad \ud800 text"])
+
+
+def test_serve_benchmark_runs_briefly(export_dir):
+    from benchmarks import serve as bench
+
+    result = bench.run(str(export_dir), bench.SENTENCES, seconds=0.4, clients=(1, 4), threads=1, warmup=0.2)
+    cells = {(c["micro_batching"], c["clients"]): c for c in result["cells"]}
+    assert set(cells) == {(True, 1), (True, 4), (False, 1), (False, 4)}
+    assert all(c["requests"] > 0 and 0 < c["p50_ms"] <= c["p95_ms"] <= c["max_ms"] for c in cells.values())
+    assert "| on | 4 |" in bench.markdown(result)

@@ -223,9 +223,14 @@ def test_report_lists_pieces_per_word_per_language(teachers):
     _, kept, report = student_vocabulary(teacher, counts, max_vocab=cap)
     assert report["max_vocab"] == cap < len(reduce_tokenizer(teacher, counts)[1]) and report["size"] == len(kept) and report["teacher_size"] == len(teacher)
     assert 0 < report["occurrences_kept"] < 1 and report["seen"] == len(counts.seen())
+    reduced = student_vocabulary(teacher, counts, max_vocab=cap)[0]
     for lang, r in report["languages"].items():
         assert r["words"] == counts.words[lang] and r["sample_words"] <= r["words"]
         assert r["student_pieces_per_word"] > r["teacher_pieces_per_word"] >= 1
+        sample = counts.sample[lang]
+        for tok, key in ((teacher, "teacher_pieces_per_word"), (reduced, "student_pieces_per_word")):
+            pieces = sum(len(_ids(tok, s)) - 2 for s in sample)  # without [CLS] [SEP]
+            assert r[key] == pytest.approx(pieces / sum(map(len, sample)), abs=1e-4)
     assert student_vocabulary(teacher, counts)[2]["max_vocab"] is None
     assert student_vocabulary(teacher, counts.seen())[2] is None  # bare ids: no counts, no report
     with pytest.raises(TypeError, match="count_pieces"):

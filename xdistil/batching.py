@@ -12,15 +12,17 @@ all) is windowed with array arithmetic; a longer one, or one with a word the tok
 turns into nothing, takes `WindowEncoder`'s own path, so every batch is exactly what the
 word-by-word construction gives.
 
-`TransferBatcher.iterate` builds the next batches in a background thread while the
-model trains on the current one (Arrow, numpy and the tokenizer release the GIL).
+Prefetching: `TransferBatcher.plan` announces an epoch's batches; each call for a planned
+batch then starts building the next ones in a background thread while the model trains on
+the current one (Arrow, numpy and the tokenizer release the GIL). A training loop needs
+no change beyond announcing the batches (``batches = batcher.plan(batches, need_hidden)``);
+`TransferBatcher.iterate` does both for a plain loop.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 
@@ -66,6 +68,11 @@ class TransferBatcher:
         self.enc = WindowEncoder(tokenizer, max_length)
         self.ids, self.K, self.C, self.layer = list(teachers), len(teachers), n_labels, layer
         self.val_index: list[int] = []
+        self.ahead = 2  # batches built in advance (see `plan`)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[tuple, Future] = {}  # (rows, need_hidden) -> the batch being built
+        self._plan: list[list[int]] = []
+        self._plan_hidden, self._last, self._where = False, None, {}
         base = ["words", "gold", *(f"t{k}_{c}" for k in self.ids for c in ("tags", "logits"))]
         self._rows = {False: ds.select_columns(base).with_format("arrow")}
         if layer is not None:
@@ -133,7 +140,8 @@ class TransferBatcher:
 
     # ---- batches ---------------------------------------------------------------------------
 
-    def __call__(self, idx: Sequence[int], need_hidden: bool) -> Batch:
+    def build(self, idx: Sequence[int], need_hidden: bool) -> Batch:
+        """The batch of rows ``idx`` (in that order), built now in the calling thread."""
         if need_hidden and self.layer is None:
             raise ValueError("hidden states were asked for, but the batcher was built without a teacher layer")
         table = self._rows[bool(need_hidden)][list(idx)]
@@ -162,22 +170,56 @@ class TransferBatcher:
                 hidden.append(torch.from_numpy(h.reshape(int(word_off[-1]), -1)[row].astype(np.float32)))
         return Batch(inputs, torch.from_numpy(gold), torch.stack(tags), torch.stack(logits), hidden)
 
-    def iterate(self, batches: Sequence[Sequence[int]], need_hidden: bool, ahead: int = 2) -> Iterator[Batch]:
-        """The batches of ``batches`` (lists of row numbers) in order, each built in a background
-        thread while the caller trains on the ones before (at most ``ahead`` waiting)."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdistil-batches")
-        try:
-            pending = deque()
-            todo = iter(batches)
-            for bi in todo:
-                pending.append(pool.submit(self, bi, need_hidden))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                batch = pending.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(self, nxt, need_hidden))
-                yield batch
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    # ---- prefetching ----------------------------------------------------------------------
+
+    def plan(self, batches: Sequence[Sequence[int]], need_hidden: bool) -> Sequence[Sequence[int]]:
+        """Announce the batches about to be asked for, in order; returns ``batches`` unchanged.
+
+        From then on, every call for a planned batch starts building the next planned ones
+        (``ahead`` of them) in a background thread. A training loop that takes every n-th
+        batch (one of n processes) gets every n-th one prefetched: the step between the
+        last two calls is the stride."""
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+        self._plan = [list(b) for b in batches]
+        self._plan_hidden, self._last = bool(need_hidden), None
+        self._where = {}
+        for i, b in enumerate(self._plan):
+            self._where.setdefault(tuple(b), i)
+        return batches
+
+    def __call__(self, idx: Sequence[int], need_hidden: bool) -> Batch:
+        """The batch of rows ``idx``: prefetched when it was planned (`plan`), else built now."""
+        key = (tuple(idx), bool(need_hidden))
+        fut = self._pending.pop(key, None)
+        batch = fut.result() if fut is not None else self.build(idx, need_hidden)
+        j = self._where.get(key[0]) if key[1] == self._plan_hidden else None
+        if j is not None:
+            stride = j - self._last if self._last is not None and j > self._last else 1
+            self._last = j
+            for k in range(j + stride, min(j + stride * (self.ahead + 1), len(self._plan)), stride):
+                nxt = (tuple(self._plan[k]), self._plan_hidden)
+                if nxt not in self._pending:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdistil-batches")
+                    self._pending[nxt] = self._pool.submit(self.build, self._plan[k], self._plan_hidden)
+            while len(self._pending) > 2 * self.ahead:  # planned batches that were skipped: drop the oldest
+                self._pending.pop(next(iter(self._pending))).cancel()
+        return batch
+
+    def iterate(self, batches: Sequence[Sequence[int]], need_hidden: bool) -> Iterator[Batch]:
+        """The batches of ``batches`` in order, each built in the background while the caller
+        works on the ones before (`plan` + calls)."""
+        self.plan(batches, need_hidden)
+        for idx in batches:
+            yield self(idx, need_hidden)
+
+    def close(self) -> None:
+        """Stop the background thread (it is started again when needed)."""
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

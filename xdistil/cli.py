@@ -735,7 +735,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_teacher_prepare)
     c = tsub.add_parser("train", help="fine-tune a teacher (or co-finetune several) over several languages",
                         description="Fine-tune a token-classification teacher on the labeled budget of each "
-                                    "language. With several --teacher, co-finetune them (MT-BERT): one shared "
+                                    "language given (--lang, data.languages or --train LANG=FILE; there is no "
+                                    "default). --teacher NAME|PATH (or --model) names the model to fine-tune: a "
+                                    "hub id, a local folder or e5-small. With several --teacher, co-finetune them "
+                                    "(MT-BERT): one shared "
                                     "linear head (per-teacher linear adapters where hidden sizes differ), the sum "
                                     "of their task losses; each is saved as its own HF folder under --out, "
                                     "usable alone. Interrupt at any time: rerunning the same command resumes "
@@ -753,7 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build each language's transfer set (train beyond the budget with tags "
                                    "stripped, token files, raw sentences, HF datasets; de-duplicated) and store "
                                    "every teacher's hard tags, logits and chosen hidden layers per word, in "
-                                   "resumable Arrow chunks.")
+                                   "resumable Arrow chunks. The teachers are fine-tuned folders (--teacher-dir); "
+                                   "the languages, labeled budget and selection slice recorded with the first "
+                                   "are used unless set here.")
     _add_teacher_dir_args(s)
     _add_common_config_args(s, seeds=[])
     add_config_flags(s, ["data", "transfer"])
@@ -874,8 +879,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="the whole pipeline from a config into one run directory",
                        description="teacher -> label -> distill -> evaluate into RUN_DIR; then 'xdistil bench "
-                                   "RUN_DIR' and 'xdistil report RUN_DIR --out DIR'. Resumable: rerun the same "
-                                   "command after an interruption.")
+                                   "RUN_DIR' and 'xdistil report RUN_DIR --out DIR'. Every section of the config "
+                                   "has its flags here (--student.arch, --distill.stages, ...). --teacher "
+                                   "NAME|PATH names a model to fine-tune (repeat to co-finetune). Resumable: rerun "
+                                   "the same command after an interruption; a step whose inputs changed is "
+                                   "recomputed (or refused with --resume-only).")
     _add_common_config_args(s, seeds=["teacher.seed", "distill.seed"])
     add_config_flags(s, ["data", "teacher", "transfer", "student", "distill"], steps=True)
     _add_resume_only(s)

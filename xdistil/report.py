@@ -166,9 +166,6 @@ def ms(x: float | None) -> str:
     return f"{x:.3f}" if x < 1 else f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
 
 
-_ms = ms  # the name the tests of earlier versions used
-
-
 def times(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}x" if x < 100 else f"{x:,.0f}x"
 
@@ -278,7 +275,7 @@ def _speedup_batch(s: Source) -> int | None:
 def verdict(s: Source, target: float) -> str:
     m = s.headline
     kept = s.kept(m)
-    who = "final student" if s.bench else "best student" if not s.summary.headline else "student"
+    who = "final student" if s.bench or s.summary.headline else "best student"
     text = (f"**{s.label}**: the {who} `{m.name}` keeps **{pct(kept)}** of the teacher's F1 "
             f"({m.f1_avg:.2f} vs {s.teacher.f1_avg:.2f}, average over {', '.join(s.languages)}) with "
             f"**{times(s.compression(m))}** fewer parameters")
@@ -303,6 +300,8 @@ def _cost(s: Source, batch: int) -> dict[str, list[LatencyCell]]:
     by_model: dict[str, list[LatencyCell]] = {}
     for c in cells:
         by_model.setdefault(c.model, []).append(c)
+    if "teacher" in by_model:  # bench times the reference teacher as "teacher" (co-finetuned: a member)
+        by_model.setdefault(s.teacher.name, by_model["teacher"])
     timed = {m.name: m for m in s.summary.models if m.name in by_model}
     for m in s.summary.models:
         twin = next((t for t in timed.values() if t.role == m.role and t.params == m.params and t.arch == m.arch), None)

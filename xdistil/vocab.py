@@ -180,6 +180,7 @@ class PieceCounts:
     counts: dict[str, np.ndarray]  # language -> (V_teacher,) occurrences of each piece id
     words: dict[str, int]  # language -> words counted
     sample: dict[str, list[list[str]]]  # language -> up to sample_size sentences
+    teacher_segmentation: dict[str, tuple[int, int, int]]  # language -> (words, pieces, unk words) of the sample
 
     def total(self) -> np.ndarray:  # (V_teacher,)
         return np.sum(list(self.counts.values()), axis=0)
@@ -195,7 +196,7 @@ def count_pieces(
     tokenizer,
     sentences: Iterable[Sequence[str]],
     langs: Iterable[str] | None = None,
-    sample_size: int = 2000,
+    sample_size: int = 1000,
     chunk_size: int = 4096,
 ) -> PieceCounts:
     """Piece occurrences per language over pre-split sentences (``langs`` runs beside them;
@@ -218,7 +219,9 @@ def count_pieces(
         for lang, ids in by_lang.items():
             flat = np.fromiter((i for row in ids for i in row), dtype=np.int64)
             counts[lang] = counts.get(lang, np.zeros(V, dtype=np.int64)) + np.bincount(flat, minlength=V)
-    return PieceCounts(counts, words, sample)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    seg = {lang: _segmentation(backend, unk, sents) for lang, sents in sample.items()}
+    return PieceCounts(counts, words, sample, seg)
 
 
 def always_kept(teacher_tokenizer, seen_ids: Iterable[int]) -> set[int]:
@@ -293,8 +296,8 @@ def student_vocabulary(
 
     langs = {}
     for lang, c in seen.counts.items():
-        t_words, t_pieces, t_unk = _segmentation(teacher_tokenizer, seen.sample[lang])
-        _, s_pieces, s_unk = _segmentation(tokenizer, seen.sample[lang])
+        t_words, t_pieces, t_unk = seen.teacher_segmentation[lang]
+        _, s_pieces, s_unk = _segmentation(tokenizer.backend_tokenizer, tokenizer.unk_token_id, seen.sample[lang])
         langs[lang] = {"words": seen.words[lang], "sample_words": t_words, "occurrences_kept": kept_share(c),
                        "teacher_pieces_per_word": round(t_pieces / max(t_words, 1), 4),
                        "student_pieces_per_word": round(s_pieces / max(t_words, 1), 4),
@@ -304,18 +307,16 @@ def student_vocabulary(
     return tokenizer, kept, report
 
 
-def _segmentation(tokenizer, sentences: list[list[str]]) -> tuple[int, int, int]:
-    """(words, pieces, words holding the unknown piece) over sentences; a word the tokenizer
-    turns into nothing counts as one unknown piece, as training windows give it one."""
-    backend = tokenizer.backend_tokenizer
-    unk = tokenizer.unk_token_id
-    encs = backend.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False) if sentences else []
+def _segmentation(backend, unk: int | None, sentences: list[list[str]]) -> tuple[int, int, int]:
+    """(words, pieces, words holding the unknown piece) over pre-split sentences; a word the
+    tokenizer turns into nothing counts as one unknown piece, as training windows give it one."""
     n_words = n_pieces = n_unk = 0
-    for words, enc in zip(sentences, encs, strict=True):
+    encs = backend.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False) if sentences else []
+    for words, enc in zip(sentences, encs, strict=True):  # (encode_batch_fast gives no word ids)
         empty = len(words) - len({w for w in enc.word_ids if w is not None})
         n_words += len(words)
         n_pieces += len(enc.ids) + empty
-        n_unk += len({w for w, i in zip(enc.word_ids, enc.ids, strict=True) if i == unk}) + empty
+        n_unk += len({w for w, i in zip(enc.word_ids, enc.ids, strict=True) if i == unk and w is not None}) + empty
     return n_words, n_pieces, n_unk
 
 
