@@ -457,7 +457,7 @@ def markdown(summary: dict, cfg, settings: Settings, notes: list[str] = ()) -> s
         Para(f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['threads']} threads, device {m['device']}; "
              f"native bf16: {'yes' if m['bf16_native'] else 'no'} (`precision: auto` resolves to "
              f"{m['auto_resolves_to']}). Load average before / after: {m['loadavg_start']} / {m['loadavg_end']}."),
-        Para(f"Command: `{m['command']}` ({m['time']}). Data: the `{cfg.data.languages}` demo languages, "
+        Para(f"Command: `{m['command']}` ({m['time']}). Data: {', '.join(cfg.data.languages)}, "
              f"labeled budget {cfg.data.labeled_budget}/language, transfer limit {cfg.transfer.limit}/language, "
              f"dev first {cfg.data.dev_limit}; teacher `{cfg.teacher.model_names()[0]}`."),
         Heading(2, "Throughput"),
@@ -498,6 +498,9 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading / shard writing bars, once per model
     from xdistil.config import ConfigError, RunConfig, from_dict, load_yaml
 
     if args.quality_step:  # one precision's quality run, in its own process (`quality_in_child`)

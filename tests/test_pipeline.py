@@ -186,5 +186,25 @@ def test_run_pipeline_cli(tmp_path, teacher_src, capsys):
     assert names == ["teacher", "stage1-intermediate", "stage2-logits", "stage3-gold"]
     for m in summary["models"]:
         assert set(m) >= {"name", "role", "arch", "params", "f1", "f1_avg"} and "xx" in m["f1"]
-    # rerunning is a no-op that reuses every step
+    # rerunning is a no-op that reuses every step, and says so
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert main(["run", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "run"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{step}: reusing" in out for step in ("teacher", "label", "distill")), out
+    again = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert again["timings"] == metrics["timings"] and again["students"] == metrics["students"]
+
+
+def test_export_step_reuses_and_recomputes(tmp_path, teacher_src, capsys):
+    from xdistil import fingerprint, steps
+
+    out = tmp_path / "onnx"
+    assert steps.export(teacher_src, out, tolerance=1e-3) == out
+    first = fingerprint.read(out)
+    assert first is not None and (out / "export_manifest.json").exists()
+    capsys.readouterr()
+    steps.export(teacher_src, out, tolerance=1e-3)
+    assert "export: reusing" in capsys.readouterr().out
+    steps.export(teacher_src, out, tolerance=1e-2)  # another setting: exported again
+    assert "fields.tolerance" in capsys.readouterr().out
+    assert fingerprint.read(out)["digest"] != first["digest"]

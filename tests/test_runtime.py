@@ -1,4 +1,4 @@
-"""The torch-free runtime: imports without torch, tags every word of long texts, exact offsets, predict CLI."""
+"""The torch-free runtime: imports without torch, tags every word of long texts, exact offsets, scores, valid IOB2, predict CLI."""
 
 from __future__ import annotations
 

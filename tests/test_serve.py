@@ -1,4 +1,4 @@
-"""The HTTP service on loopback: real requests, limits, a concurrent burst, clean shutdown."""
+"""The HTTP service on loopback: real requests, the HF inputs form, limits, bad bodies, slow clients, micro-batching, clean shutdown."""
 
 from __future__ import annotations
 

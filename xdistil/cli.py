@@ -288,6 +288,7 @@ def build_config(args, *, need_languages: bool = False, teacher_dir=None):
                             "the selection slice may then hold its training sentences", k, getattr(cfg.data, k),
                             record["data"][k])
     _check_config_paths(cfg)
+    quiet_transformers()
     return cfg
 
 
@@ -305,13 +306,14 @@ def _check_config_paths(cfg) -> None:
 
 def _teacher_dirs(cfg) -> list[Path]:
     """The fine-tuned teacher folders of label/distill (a co-finetuned group counts as its members)."""
-    from xdistil.teachers import teacher_dirs
-
     if not cfg.transfer.teachers:
         raise UsageError("give --teacher-dir DIR (a fine-tuned teacher from 'xdistil teacher train')")
+    dirs = [_need_dir(t, "--teacher-dir") for t in cfg.transfer.teachers]  # before torch is imported
+
+    from xdistil.teachers import teacher_dirs
+
     out = []
-    for t in cfg.transfer.teachers:
-        d = _need_dir(t, "--teacher-dir")
+    for t, d in zip(cfg.transfer.teachers, dirs, strict=True):
         if not (d / "config.json").is_file() and not teacher_record(d):
             raise UsageError(f"--teacher-dir {t}: not a fine-tuned teacher folder (no config.json); to fine-tune "
                              "a model first: xdistil teacher train --teacher MODEL --out DIR")
@@ -497,6 +499,7 @@ def cmd_evaluate(args) -> int:
         if not args.lang:
             raise UsageError("give labeled FILE(s) or --lang XX (evaluates on that language's dev split)")
         _check_dev_data(args.lang, args.data_root)
+    quiet_transformers()
     tagger = load_model_any(args.model)
     labels = getattr(tagger, "labels", None)
     types = {lab[2:] for lab in labels if lab != "O"} if labels else None
@@ -615,6 +618,7 @@ def cmd_bench(args) -> int:
         run(load_config(args.config), _out_dir(args.run_dir, "RUN_DIR"), progress=not args.quiet, command=command)
     else:
         _need_dir(args.run_dir, "RUN_DIR")
+    quiet_transformers()
     bench = run_bench(args.run_dir, args.batch_sizes, args.repeats, int8=not args.no_int8, threads=args.threads,
                       quick=args.quick, seq=args.seq, teacher_ort=args.teacher_ort,
                       int8_min_agreement=args.int8_min_agreement, command=command, progress=not args.quiet)
@@ -893,6 +897,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_transformers() -> None:
+    """transformers' own bars (weights loading, shard writing) and logs drown ours. Called once
+    a command's up-front checks passed: importing transformers takes a second or more, and a
+    mistake must be reported sooner."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a wrong input (a path, a file, a config value, a changed step), not a
     bug: `main` reports them in one line. Library errors are looked up only where the command
@@ -963,14 +979,8 @@ def main(argv: list[str] | None = None) -> int:
         # before torch is imported: OpenMP reads its wait policy once, at start; the
         # loaded-machine warning only where the command computes for a while
         configure(warn=args.command in ("teacher", "label", "distill", "run", "bench"))
-    try:  # transformers' own bars (weights loading, shard writing) drown ours
-        if args.command not in ("predict", "serve"):  # those two run without torch / transformers
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
+    if args.command == "export":  # the commands that check their paths first quiet it after the checks
+        quiet_transformers()
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

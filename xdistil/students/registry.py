@@ -54,6 +54,10 @@ class Student(Protocol):
         without a forward pass, so the hidden loss can size its projections up front."""
         ...
 
+    def hidden_size(self, layer_index: int) -> int:
+        """``hidden_sizes[layer_index]`` (negative indices count from the last layer)."""
+        ...
+
     @property
     def vocab_size(self) -> int:
         """Rows of the word-piece embedding table (the reduced vocabulary)."""
@@ -93,8 +97,8 @@ class Student(Protocol):
 
 
 _CLASSES: dict[str, type] = {}
-_MEMBERS = ("config_from", "build", "save", "load", "describe", "param_groups", "hidden_sizes", "vocab_size",
-            "forward")
+_MEMBERS = ("config_from", "build", "save", "load", "describe", "param_groups", "hidden_sizes", "hidden_size",
+            "vocab_size", "forward")
 
 
 def register(arch: str):
