@@ -1,24 +1,27 @@
 """Training-side throughput benchmark: fp32 against bf16 on the demo's data (issue 14).
 
-    python -m benchmarks.throughput                 # the demo's data, e5-small: ~15 min on 2 quiet cores
+    python -m benchmarks.throughput                 # the demo's data, e5-small: < 15 min on 2 quiet cores
     python -m benchmarks.throughput --quick         # a tiny random teacher: seconds (the numbers mean nothing)
 
-Both precisions run in one process, one after the other, with the same seed and data:
+Both precisions are measured in one run, one after the other, with the same seed and data
+(each precision's pipeline steps in a child process, since accelerate keeps one mixed
+precision per process; the timings below in the main process):
 
 - **quality**: the pipeline's own steps (teacher fine-tuning, labeling the transfer set,
-  distillation, dev evaluation) on a shortened demo (`FULL.overrides`: a smaller labeled
-  budget and transfer set, capped epochs), once with ``precision: fp32`` and once with
+  distillation, dev evaluation) on a shortened demo (`FULL.overrides`: the demo's teacher,
+  a smaller transfer set, capped distillation epochs), once with ``precision: fp32`` and once with
   ``precision: bf16``; the dev F1 of the teacher and of the final student each produces.
   Labeling's sentences/s end to end and for the teacher's bare forward pass come from that
   run's labeling manifest.
-- **teacher**: fine-tuning steps of the teacher as the pipeline builds it (fresh head,
-  frozen embedding table, the config's batch size and length), timed over ``teacher_steps``
-  batches after ``warmup`` untimed ones: forward under the precision's autocast, backward,
-  clipping, optimizer step.
-- **distill-hard / distill-soft / distill-intermediate**: training batches of each stage kind
-  on the fp32 run's transfer set and final student, every parameter trainable (the
-  costliest unfreezing step), batches built and prefetched by `xdistil.batching`, timed
-  over ``distill_batches`` after ``warmup``.
+- **teacher**: ``teacher_steps`` fine-tuning steps of the teacher as the pipeline builds it
+  (fresh head, frozen embedding table, the config's batch size and length): forward under
+  the precision's autocast, backward, clipping, optimizer step.
+- **distill-hard / distill-soft / distill-intermediate**: ``distill_batches`` training batches
+  of each stage kind on the fp32 run's transfer set and final student, every parameter
+  trainable (the costliest unfreezing step), batches built and prefetched by `xdistil.batching`.
+
+Each is timed on a pass over its batches after ``warm_passes`` untimed passes over the same
+ones (bf16 kernels are built per input shape on first use; an epoch amortises that).
 
 Tokens are real (unpadded) word pieces. Every measurement is stored in
 ``<run>/measurements.json`` as it finishes and every pipeline step is resumable, so rerunning
@@ -54,20 +57,20 @@ CHILD_CONFIG, CHILD_RESULT = "bench-config.json", "quality.json"  # a quality ru
 class Settings:
     teacher_steps: int  # timed fine-tuning steps of the teacher, per precision
     distill_batches: int  # timed training batches per stage kind and precision
-    warmup: int  # untimed steps before each timing (allocator, oneDNN kernel choice)
+    warm_passes: int  # untimed passes over the timed batches first (see `_train_steps`)
     overrides: dict = field(default_factory=dict)  # config sections -> values for the quality runs
 
 
-# Sized for ~15 minutes on 2 quiet cores: the quality runs are most of it (two teachers fine-tuned
-# for 2 epochs on 400 sentences x 3 languages, 1,100 sentences x 3 languages labeled, the demo's
-# four distillation stages with at most 15 batches per epoch).
-FULL = Settings(teacher_steps=10, distill_batches=20, warmup=2, overrides={
-    "data": {"labeled_budget": 500, "val_size": 100, "dev_limit": 300},
-    "teacher": {"epochs": 2},
+# Sized for well under 15 minutes on 2 quiet cores (an estimate from the demo's recorded speeds:
+# ~7 minutes). The quality runs are most of it: each precision fine-tunes the demo's teacher as
+# the demo does (1,000-sentence budget, 2 epochs), labels 1,600 sentences per language (budget +
+# 600 transfer sentences) and runs the demo's four distillation stages with at most 20 batches
+# per epoch; dev F1 on the first 500 dev sentences per language, as the demo.
+FULL = Settings(teacher_steps=10, distill_batches=20, warm_passes=1, overrides={
     "transfer": {"limit": 600},
-    "distill": {"max_steps_per_epoch": 15},
+    "distill": {"max_steps_per_epoch": 20},
 })
-QUICK = Settings(teacher_steps=2, distill_batches=2, warmup=1, overrides={
+QUICK = Settings(teacher_steps=2, distill_batches=2, warm_passes=1, overrides={
     "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
     "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False,
                 "min_selection_f1": 0.0},  # a random tiny teacher may learn next to nothing
@@ -99,6 +102,7 @@ def tiny_teacher(cfg, dest: Path) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+    from xdistil_export.atomic import atomic_dir
 
     from xdistil import DEFAULT_LABELS
     from xdistil.data.sources import budget_split
@@ -119,11 +123,9 @@ def tiny_teacher(cfg, dest: Path) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}))
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(dest)
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return dest
 
 
@@ -196,11 +198,49 @@ def quality_in_child(cfg, precision: str, out: Path, progress: bool) -> dict:
     return json.loads((out / CHILD_RESULT).read_text())
 
 
+def _take(order: list, n: int) -> list:
+    """The first ``n`` batches of ``order``, cycling when it is shorter."""
+    return (order * (1 + n // max(len(order), 1)))[:n]
+
+
+def _train_steps(params, opt, precision: str, device, forward, batches, warm_passes: int, clip: float) -> dict:
+    """Train on ``batches`` ``warm_passes`` times untimed, then once timed: the rate of that pass.
+
+    ``forward(batch) -> (loss, tokens, sentences)`` runs under the precision's autocast; then
+    backward (scaled for fp16), clipping, optimizer step. Warming up on the very batches that
+    are timed matters for bf16: oneDNN builds its kernels per input shape on first use, which an
+    epoch amortises over its many batches of repeating lengths and a short timing would not."""
+    import torch
+
+    from xdistil import precision as P
+
+    scaler = P.grad_scaler(precision, device)
+    for _ in range(warm_passes + 1):  # every pass is timed; the last one counts
+        _sync(device)
+        t0, tokens, sentences = time.perf_counter(), 0, 0
+        for batch in batches():
+            with P.autocast(precision, device):
+                loss, n_tok, n_sent = forward(batch)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, clip)  # as the pipeline's loops
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            tokens, sentences = tokens + n_tok, sentences + n_sent
+        _sync(device)
+        rate = _rate(tokens, sentences, time.perf_counter() - t0)
+    return rate
+
+
 def time_teacher(cfg, precision: str, labels: list[str], s: Settings) -> dict:
     """Fine-tuning steps of a fresh teacher (as `train_teacher` builds it) at ``precision``."""
     import torch
 
-    from xdistil import precision as P
     from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
     from xdistil.data.sources import budget_split
     from xdistil.teachers import load_teacher
@@ -217,31 +257,16 @@ def time_teacher(cfg, precision: str, labels: list[str], s: Settings) -> dict:
     pieces = enc.encode([x.words for x in train])
     tags = [[label_id.get(t, 0) for t in x.tags] for x in train]
     order = shuffled_length_batches(range(len(pieces)), [len(p.input_ids) for p in pieces], tc.batch_size, SEED)
-    batches = (order * (1 + (s.warmup + s.teacher_steps) // max(len(order), 1)))[: s.warmup + s.teacher_steps]
+    batches = _take(order, s.teacher_steps)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
-    scaler = P.grad_scaler(precision, device)
-    tokens = sentences = 0
-    for i, idx in enumerate(batches):
-        if i == s.warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+
+    def forward(idx):
         b = {k: v.to(device) for k, v in collate([pieces[j] for j in idx], enc.specials.pad_id, tags).items()}
-        with P.autocast(precision, device):
-            loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
-        if i >= s.warmup:
-            tokens += int(b["attention_mask"].sum())
-            sentences += len(idx)
-    _sync(device)
-    return _rate(tokens, sentences, time.perf_counter() - t0)
+        loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        return loss, int(b["attention_mask"].sum()), len(idx)
+
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    return _train_steps(trainable, opt, precision, device, forward, lambda: batches, s.warm_passes, 1.0)
 
 
 def _stage_spec(cfg, kind: str):
@@ -255,10 +280,10 @@ def _stage_spec(cfg, kind: str):
 
 
 def time_distill(cfg, precision: str, kind: str, transfer_dir: Path, student_dir: Path, s: Settings) -> dict:
-    """Training batches of one stage kind at ``precision``: all parameters trainable."""
+    """Training batches of one stage kind at ``precision``: all parameters trainable, batches
+    built (and prefetched) by `xdistil.batching` inside the timing."""
     import torch
 
-    from xdistil import precision as P
     from xdistil.batching import TransferBatcher
     from xdistil.data.align import shuffled_length_batches
     from xdistil.labeling import load_transfer, scan_transfer
@@ -279,36 +304,27 @@ def time_distill(cfg, precision: str, kind: str, transfer_dir: Path, student_dir
     d = Distiller(student, student_dim, [manifest["hidden_sizes"][0]] if hidden else []).to(device).train()
     for p in d.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.Adam(d.parameters(), lr=spec.lr)
-    scaler = P.grad_scaler(precision, device)
     lengths, rows = scan_transfer(ds)
     index = sorted(rows.get("labeled", []) + rows.get("transfer", []))
-    order = shuffled_length_batches(index, lengths, spec.batch_size, SEED)
-    batches = (order * (1 + (s.warmup + s.distill_batches) // max(len(order), 1)))[: s.warmup + s.distill_batches]
+    batches = _take(shuffled_length_batches(index, lengths, spec.batch_size, SEED), s.distill_batches)
     batcher = TransferBatcher(ds, tokenizer, cfg.student.max_length, [0], len(labels),
-                               match.teacher_layer if hidden else None)
-    tokens = sentences = 0
-    for i, b in enumerate(batcher.iterate(batches, need_hidden=hidden)):
-        if i == s.warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+                              match.teacher_layer if hidden else None)
+
+    def forward(pair):
+        idx, b = pair
         b = b.to(device)
-        with P.autocast(precision, device):
-            wl, proj = d(b.inputs, match.student_layer if hidden else None, spec.selects_on_f1)
-            loss, _ = stage_loss(d, spec, wl, b, match, cfg.distill.teacher_weighting, proj, None)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(d.parameters(), 5.0)
-        scaler.step(opt) if scaler else opt.step()
-        if scaler:
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
-        if i >= s.warmup:
-            tokens += int(b.inputs["attention_mask"].sum())
-            sentences += len(batches[i])
-    _sync(device)
-    return _rate(tokens, sentences, time.perf_counter() - t0)
+        wl, proj = d(b.inputs, match.student_layer if hidden else None, spec.selects_on_f1)
+        loss, _ = stage_loss(d, spec, wl, b, match, cfg.distill.teacher_weighting, proj, None)
+        return loss, int(b.inputs["attention_mask"].sum()), len(idx)
+
+    opt = torch.optim.Adam(d.parameters(), lr=spec.lr)
+    try:
+        def pairs():
+            return zip(batches, batcher.iterate(batches, need_hidden=hidden), strict=True)
+
+        return _train_steps(list(d.parameters()), opt, precision, device, forward, pairs, s.warm_passes, 5.0)
+    finally:
+        batcher.close()
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -461,10 +477,10 @@ def markdown(summary: dict, cfg, settings: Settings, notes: list[str] = ()) -> s
              f"labeled budget {cfg.data.labeled_budget}/language, transfer limit {cfg.transfer.limit}/language, "
              f"dev first {cfg.data.dev_limit}; teacher `{cfg.teacher.model_names()[0]}`."),
         Heading(2, "Throughput"),
-        Para(f"Teacher: {settings.teacher_steps} fine-tuning steps timed after {settings.warmup} warm-up steps. "
-             "Labeling: the quality run's labeling of the transfer set, end to end. Distillation: "
-             f"{settings.distill_batches} training batches per stage kind after {settings.warmup} warm-up, every "
-             "parameter trainable, batches from `xdistil.batching`. Tokens are real word pieces."),
+        Para(f"Teacher: {settings.teacher_steps} fine-tuning steps; distillation: {settings.distill_batches} "
+             "training batches per stage kind, every parameter trainable, batches built and prefetched by "
+             f"`xdistil.batching`; each timed after {settings.warm_passes} untimed pass(es) over the same batches. "
+             "Labeling: the quality run's labeling of its transfer set. Tokens are real word pieces."),
         Table(head, rows, set(range(1, len(head)))),
         Heading(3, "Labeling: end to end against the bare forward pass"),
         Table(["precision", "end to end (sent/s)", "forward alone (sent/s)"], fwd, {1, 2}),

@@ -245,3 +245,30 @@ def test_errors_in_a_real_process(tmp_path):
     assert r.returncode == 2 and "\n".join(errors) == (
         "xdistil: error: student.hidden_dim: input should be a valid integer, unable to parse string as an integer "
         "(got 'wide')")
+
+
+@pytest.mark.parametrize("argv", [["teacher", "train"], ["label"], ["distill"], ["run"]])
+def test_resume_only_and_top_level_fields_on_every_step(argv):
+    args = build_parser().parse_args(argv + ["--out", "o", "--resume-only", "--precision", "bf16"])
+    assert args.resume_only and args.overrides == {"precision": "bf16"}
+
+
+def test_predict_into_a_closed_pipe_is_quiet(tmp_path):
+    """`xdistil predict DIR --precision fp32 FILE | head -1`: options after positionals, and no
+    BrokenPipeError when the reader stops early (more output than a pipe buffer holds)."""
+    from tiny import make_tiny_teacher
+
+    from xdistil.onnx_export import export_model
+
+    export_model(make_tiny_teacher(tmp_path), tmp_path / "onnx")
+    text = tmp_path / "in.txt"
+    text.write_text("".join(f"Anna wohnt in Berlin seit {i} Jahren .\n" for i in range(3000)), encoding="utf-8")
+    p = subprocess.Popen([sys.executable, "-m", "xdistil.cli", "predict", str(tmp_path / "onnx"), "--precision",
+                          "fp32", str(text), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    first = p.stdout.readline()
+    p.stdout.close()  # as `head -1` does
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141, err  # stopped by the closed pipe, as a Unix filter is
+    assert json.loads(first)["words"][:2] == ["Anna", "wohnt"]
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

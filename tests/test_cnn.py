@@ -152,7 +152,7 @@ def test_distils_through_the_normal_stages(tmp_path, teacher):
         "teacher": {"model": str(teacher.path), "max_length": 24},
         "transfer": {"layers": [2], "chunk_size": 50, "batch_size": 16},
         "student": {"arch": "cnn", "embedding_dim": 8, "hidden_dim": 8, "num_layers": 2, "max_length": 24,
-                    "max_vocab": 250},
+                    "max_vocab": 120},
         "distill": {"stages": "staged", "match": {"teacher_layer": 2}, "max_steps_per_epoch": 2},
     })
     transfer = label_transfer(cfg, [teacher.path], tmp_path / "transfer", progress=False)
@@ -163,5 +163,5 @@ def test_distils_through_the_normal_stages(tmp_path, teacher):
     student, tokenizer, labels, meta = load_student(dirs[-1])
     assert isinstance(student, CNNTagger) and student.config.iterations == 2
     vocab = meta["vocab"]
-    assert vocab["size"] == len(tokenizer) <= 250 and vocab["occurrences_kept"] < 1  # the cap dropped pieces
+    assert vocab["size"] == len(tokenizer) <= 120 and vocab["occurrences_kept"] < 1  # the cap dropped pieces
     assert vocab["languages"]["xx"]["student_unk_words"] == vocab["languages"]["xx"]["teacher_unk_words"]

@@ -167,5 +167,5 @@ def test_two_process_run_with_cofinetuned_teachers(setup):
     assert metrics["teacher"]["member"] in metrics["teachers"]
     assert sorted(metrics["students"]) == ["stage1-logits", "stage2-hidden"]
     summary = json.loads((out / "summary.json").read_text())
-    assert [m["role"] for m in summary["models"]].count("co-finetuned teacher") == 2
+    assert sum("teacher" in m["role"] for m in summary["models"]) == 2  # both co-finetuned teachers
     assert not [p.name for p in out.rglob("*.tmp")]

@@ -270,8 +270,13 @@ def test_distill_with_another_stage_list_of_the_same_length(tmp_path, world, cap
     assert xd(capsys, "label", "--config", cfg, "-q", "--teacher-dir", a, "--out", s)[0] == 0
     common = ["--config", cfg, "-q", "--teacher-dir", a, "--transfer", s, "--out", d, "--no-eval"]
     assert xd(capsys, "distill", *common)[0] == 0
-    rc, out, err = xd(capsys, "distill", *common, "--stages", "hard,logits")
+    first = weights(d / "students/stage1-hard")
+    rc, out, err = xd(capsys, "distill", *common, "--distill.stages", json.dumps(
+        [STAGES[0], {"name": "logits", "losses": {"soft": 1.0}, "epochs": 1, "unfreeze": False}]))
     assert rc == 0, err
+    assert "fields.distill.stages" in out
+    again = weights(d / "students/stage1-hard")  # the same first stage is kept
+    assert all(torch.equal(first[n], again[n]) for n in first)
     final = Path(out.strip().splitlines()[-1].split("final: ")[1].rstrip(")"))
     assert final.name == "stage2-logits" and final.is_dir()
     assert sorted(p.name for p in (d / "students").iterdir() if p.name.startswith("stage")) == \
@@ -292,7 +297,7 @@ def test_distill_killed_resumes_bitwise(tmp_path, world, capsys):
     killed(*common, "--out", k, delay=0.2, when=lambda: (k / "students" / "checkpoint").exists())
     assert not (k / "students" / "stage2-soft").exists()
     rc, out, err = xd(capsys, *common, "--out", k)
-    assert rc == 0, err
+    assert rc == 0 and "resuming" in out + err, err  # from the checkpoint, not from scratch
     for stage in ("stage1-hard", "stage2-soft"):
         want, got = weights(tmp_path / "straight/students" / stage), weights(k / "students" / stage)
         assert want.keys() == got.keys()

@@ -250,21 +250,26 @@ def teacher_record(teacher_dir) -> dict | None:
 TEACHER_DATA_KEYS = ("languages", "labeled_budget", "val_size", "files")
 
 
+def raw_config(args, base: dict | None = None, source=None) -> dict:
+    """``base`` < the config file or preset (``source``, else --config) < the flags < --set,
+    merged by the one override function, not yet validated."""
+    from xdistil.config import apply_overrides, load_yaml
+
+    source = source or getattr(args, "config", None)
+    raw = apply_overrides(base or {}, load_yaml(source) if source else {})
+    raw = apply_overrides(raw, getattr(args, "overrides", None) or {})
+    return apply_overrides(raw, getattr(args, "set", None) or [])
+
+
 def build_config(args, *, need_languages: bool = False, teacher_dir=None):
     """The run config of a command: defaults < the teacher's recorded data (label, distill)
     < config file or preset < flags. Every path in it is checked here, up front."""
-    from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml
+    from xdistil.config import RunConfig, from_dict
     from xdistil.data.roots import resolve_data_root
 
-    raw: dict = {}
     record = teacher_record(teacher_dir) if teacher_dir is not None else None
-    if record:
-        data = record.get("data", {})
-        raw = {"data": {k: data[k] for k in TEACHER_DATA_KEYS if k in data}}
-    if getattr(args, "config", None):
-        raw = apply_overrides(raw, load_yaml(args.config))
-    raw = apply_overrides(raw, getattr(args, "overrides", None) or {})
-    raw = apply_overrides(raw, getattr(args, "set", None) or [])
+    recorded = (record or {}).get("data", {})
+    raw = raw_config(args, {"data": {k: recorded[k] for k in TEACHER_DATA_KEYS if k in recorded}})
     data = raw.setdefault("data", {})
     langs = data.get("languages")
     langs = [s for s in langs.split(",") if s] if isinstance(langs, str) else list(langs or [])
@@ -283,10 +288,10 @@ def build_config(args, *, need_languages: bool = False, teacher_dir=None):
         log.info("labeled data (as recorded with the teacher unless set here): %s, budget %d, selection slice %d",
                  ",".join(cfg.data.languages), cfg.data.labeled_budget, cfg.data.val_size)
         for k in ("labeled_budget", "val_size"):
-            if k in record.get("data", {}) and record["data"][k] != getattr(cfg.data, k):
+            if k in recorded and recorded[k] != getattr(cfg.data, k):
                 log.warning("data.%s %s differs from the %s the teacher was trained with: the transfer set and "
                             "the selection slice may then hold its training sentences", k, getattr(cfg.data, k),
-                            record["data"][k])
+                            recorded[k])
     _check_config_paths(cfg)
     quiet_transformers()
     return cfg
@@ -379,12 +384,14 @@ def cmd_teacher_prepare(args) -> int:
 
 
 def cmd_teacher_train(args) -> int:
+    cfg = build_config(args, need_languages=True)  # every mistake found before torch is imported
+    out_dir = _out_dir(args.out)
+
     from xdistil import steps
     from xdistil.pipeline import dev_sets, evaluate_dev
     from xdistil.teachers import teacher_dirs
 
-    cfg = build_config(args, need_languages=True)
-    out = steps.teacher(cfg, _out_dir(args.out), progress=not args.quiet, resume_only=args.resume_only)
+    out = steps.teacher(cfg, out_dir, progress=not args.quiet, resume_only=args.resume_only)
     members = teacher_dirs(out)
     if not args.no_eval:
         dev = dev_sets(cfg)
@@ -416,12 +423,10 @@ def _add_teacher_dir_args(p: argparse.ArgumentParser) -> None:
 def _with_teachers(args):
     """The config of label/distill and the teacher folders; the labeled data recorded with the
     first teacher is the default (budget, selection slice, languages)."""
-    from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml
+    from xdistil.config import RunConfig, from_dict
 
-    # the teacher folders may come from the flags or from transfer.teachers of --config
-    raw = apply_overrides(load_yaml(args.config) if args.config else {}, getattr(args, "overrides", None) or {})
-    raw = apply_overrides(raw, args.set or [])
-    probe = from_dict(RunConfig, raw)  # config mistakes (a stage typo) first, then the paths
+    # the teacher folders come from the flags or from transfer.teachers of --config
+    probe = from_dict(RunConfig, raw_config(args))  # config mistakes (a stage typo) first, then the paths
     teachers = _teacher_dirs(probe)
     cfg = build_config(args, teacher_dir=teachers[0])
     cfg.transfer.teachers = [str(d) for d in teachers]
@@ -429,10 +434,12 @@ def _with_teachers(args):
 
 
 def cmd_label(args) -> int:
+    cfg, teachers = _with_teachers(args)
+    out_dir = _out_dir(args.out)
+
     from xdistil import steps
 
-    cfg, teachers = _with_teachers(args)
-    out = steps.label(cfg, teachers, _out_dir(args.out), progress=not args.quiet, resume_only=args.resume_only)
+    out = steps.label(cfg, teachers, out_dir, progress=not args.quiet, resume_only=args.resume_only)
     manifest = json.loads((out / "manifest.json").read_text())
     for lang, c in manifest["counts"].items():
         print(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
@@ -441,12 +448,13 @@ def cmd_label(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from xdistil import steps
-    from xdistil.pipeline import dev_sets, evaluate_dev
-
     cfg, teachers = _with_teachers(args)
     out = _out_dir(args.out)
     transfer = _need_dir(args.transfer, "--transfer") if args.transfer else None
+
+    from xdistil import steps
+    from xdistil.pipeline import dev_sets, evaluate_dev
+
     if transfer is None:
         transfer = steps.label(cfg, teachers, out / "transfer", progress=not args.quiet,
                                resume_only=args.resume_only)
@@ -569,30 +577,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_run(args) -> int:
+    cfg = build_config(args, need_languages=True)
+    out = _out_dir(args.out)
+
     from xdistil.pipeline import run
     from xdistil.provenance import command_line
 
-    cfg = build_config(args, need_languages=True)
-    run(cfg, _out_dir(args.out), progress=not args.quiet, command=command_line(args.argv),
-        resume_only=args.resume_only)
+    run(cfg, out, progress=not args.quiet, command=command_line(args.argv), resume_only=args.resume_only)
     return 0
 
 
 def cmd_config_show(args) -> int:
     from xdistil_export.atomic import write_text
 
-    from xdistil.config import (
-        ConfigError,
-        RunConfig,
-        apply_overrides,
-        from_dict,
-        load_yaml,
-        to_commented_yaml,
-    )
+    from xdistil.config import ConfigError, RunConfig, from_dict, to_commented_yaml
 
-    raw = load_yaml(args.source) if args.source else {}
-    raw = apply_overrides(apply_overrides(raw, getattr(args, "overrides", None) or {}), args.set or [])
-    cfg = from_dict(RunConfig, raw)
+    cfg = from_dict(RunConfig, raw_config(args, source=args.source))
     text = (f"# xdistil {__version__}: the complete config resolved from {args.source or 'the defaults'}, each\n"
             f"# field with its one-line doc. Edit it and pass it back: xdistil run --config FILE --out DIR\n\n"
             + to_commented_yaml(cfg))

@@ -23,6 +23,8 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from xdistil.students import registry as _student_registry
+
 
 class ConfigError(ValueError):
     """A wrong config key or value; the message is one line that names the dotted key."""
@@ -273,16 +275,21 @@ Stages = Annotated[
 ]
 
 
+# Student architectures are the files of xdistil/students, listed by the registry without
+# importing them (no torch): validation and the CLI's choices follow from this type.
+StudentArch = Literal[tuple(_student_registry.names())]
+
+
 @dataclass(config=_SCHEMA)
 class StudentConfig:
-    arch: str = "bilstm"
-    """Student architecture: a module of xdistil/students (bilstm, cnn, transformer)."""
+    arch: StudentArch = "bilstm"
+    """Student architecture: one file of xdistil/students each (xdistil.students.registry)."""
     embedding_dim: int = 50
-    """Word-piece embedding width (BiLSTM; SVD-reduced from the teacher's table)."""
+    """Word-piece embedding width (bilstm, cnn; SVD-reduced from the teacher's table)."""
     hidden_dim: int = 200
-    """BiLSTM hidden size per direction."""
+    """Hidden width: bilstm per direction, cnn channels."""
     num_layers: int = 1
-    """BiLSTM layers."""
+    """Depth: bilstm layers, cnn iterations of its dilated block."""
     dropout: float = 0.2
     """Dropout between the student's layers."""
     embedding_init: Literal["svd", "random"] = "svd"
@@ -300,10 +307,6 @@ class StudentConfig:
     frequent pieces, every language guaranteed a share; None keeps every piece the data uses."""
 
     def __post_init__(self):
-        from xdistil.students import registry  # lists the student files, imports none
-
-        if self.arch not in registry.names():
-            raise ConfigError(f"arch must be one of {', '.join(registry.names())}, got {self.arch!r}")
         if self.max_vocab is not None and self.max_vocab < 1:
             raise ConfigError(f"max_vocab must be >= 1, got {self.max_vocab}")
 

@@ -27,7 +27,8 @@ One checkpoint format, one folder::
       rng.json             RNG states, one entry per process
       weights.safetensors  the module's current weights (``Job.state_keys`` of them)
       best.safetensors     the best weights so far
-      optimizer.pt         optimizer + scheduler state (torch.save; read with weights_only=True)
+      optimizer.pt         optimizer, scheduler and fp16 loss-scaler state (torch.save; read with
+                           weights_only=True)
 
 A checkpoint belongs to one fit (its ``tag``) and one set of inputs (its ``fingerprint``):
 `fit` resumes only from a checkpoint with both the same, and starts afresh otherwise.
@@ -72,6 +73,8 @@ class Job:
     """(the prepared module, one batch) -> (loss, tokens in the batch)."""
     select: Callable[[], tuple[float, dict]]
     """The selection slice's score (higher is better; the same on every process) and what to log."""
+    epoch_batches: Callable[[list[list[int]]], Any] | None = None
+    """Told the batches this process is about to train on, in order (e.g. to prefetch them)."""
     epochs: float = 1.0
     min_steps: int = 0
     """At least this many optimizer steps (more epochs when an epoch is short)."""
@@ -178,7 +181,8 @@ def _weights(module: nn.Module, accelerator, prepared, keys: set[str] | None) ->
 
 
 def save_checkpoint(folder: str | Path, accelerator, module: nn.Module, state: FitState, *, prepared=None,
-                    best: dict | None = None, optimizer=None, scheduler=None, keys: set[str] | None = None) -> None:
+                    best: dict | None = None, optimizer=None, scheduler=None, scaler=None,
+                    keys: set[str] | None = None) -> None:
     """Write the checkpoint (every process calls it; only the main one writes). Atomic: a
     kill leaves the previous checkpoint or this one, never a mix."""
     from accelerate.utils import gather_object
@@ -196,7 +200,8 @@ def save_checkpoint(folder: str | Path, accelerator, module: nn.Module, state: F
         save_file(best, str(tmp / BEST))
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None}, tmp / OPTIMIZER)
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None}, tmp / OPTIMIZER)
     write_json(tmp / RNG, rngs)
     write_json(tmp / STATE, asdict(state))
     replace_dir(tmp, folder)
@@ -283,6 +288,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             opt.load_state_dict(extra["optimizer"])
             if scheduler is not None and extra["scheduler"] is not None:
                 scheduler.load_state_dict(extra["scheduler"])
+            if scaler is not None and extra.get("scaler") is not None:
+                scaler.load_state_dict(extra["scaler"])
         if state.processes != world:
             log.warning("%s: checkpoint written by %d processes, resumed by %d: the batch shares differ",
                         job.desc, state.processes, world)
@@ -303,7 +310,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         if checkpoint is not None:
             save_checkpoint(checkpoint, accelerator, module, state, prepared=model, best=best,
                             optimizer=None if finished else opt, scheduler=None if finished else scheduler,
-                            keys=job.state_keys)
+                            scaler=scaler, keys=job.state_keys)
 
     bar = tqdm(total=total_steps, initial=state.global_step, desc=job.desc, unit="step",
                disable=not (progress and main), leave=False)
@@ -312,6 +319,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         model.train()
         # every process takes its share, as many batches each (DDP syncs every backward)
         batches = pad_to_multiple(job.batches(state.epoch), world)[rank::world][:steps_per_epoch]
+        if job.epoch_batches is not None:
+            job.epoch_batches(batches[state.step_in_epoch :])
         for b in range(state.step_in_epoch, len(batches)):
             if state.global_step >= total_steps:
                 break

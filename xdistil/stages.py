@@ -43,8 +43,9 @@ from xdistil_export.atomic import write_json
 
 from xdistil import fingerprint
 from xdistil import losses as L
+from xdistil.batching import Batch, TransferBatcher
 from xdistil.config import MatchSpec, RunConfig, StageSpec, to_dict
-from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_length_batches
+from xdistil.data.align import IGNORE_INDEX, shuffled_length_batches
 from xdistil.memory import PeakMemory
 from xdistil.outputs import TaggerOutput
 
@@ -52,58 +53,6 @@ log = logging.getLogger(__name__)
 
 PROJECTIONS = "projections.safetensors"
 """Beside a stage's student: the hidden-loss projections, so a later stage can start from it."""
-
-
-@dataclass
-class Batch:
-    inputs: dict  # input_ids / attention_mask / word_mask (B, T)
-    gold: torch.Tensor  # (N,) gold tag per scored word, -100 where none
-    tags: torch.Tensor  # (K, N) teacher hard tags
-    logits: torch.Tensor  # (K, N, C) teacher logits
-    hidden: list[torch.Tensor]  # K tensors (N, D_k): the teacher layer the hidden loss targets
-
-    def to(self, device) -> Batch:
-        if torch.device(device).type == "cpu":
-            return self
-        return Batch({k: v.to(device) for k, v in self.inputs.items()}, self.gold.to(device), self.tags.to(device),
-                     self.logits.to(device), [h.to(device) for h in self.hidden])
-
-
-class TransferBatcher:
-    """Turns rows of the labeled transfer set into student windows + word-level targets."""
-
-    def __init__(self, ds, tokenizer, max_length: int, teachers: list[int], n_labels: int, layer: int | None):
-        """``teachers``: which of the set's teachers (column prefixes t0, t1, ...) to read."""
-        self.ds = ds.with_format("numpy")
-        self.enc = WindowEncoder(tokenizer, max_length)
-        self.ids, self.K, self.C, self.layer = list(teachers), len(teachers), n_labels, layer
-
-    def __call__(self, idx: list[int], need_hidden: bool) -> Batch:
-        rows = self.ds[list(idx)]
-        words = [list(w) for w in rows["words"]]
-        pieces = self.enc.encode(words)
-        inputs = collate(pieces, self.enc.specials.pad_id)
-        # (sentence, word) of every scored word, in the row-major order of word_mask
-        sent = np.concatenate([np.full(len(p.words), p.sent) for p in pieces])
-        word = np.concatenate([np.arange(p.words.start, p.words.stop) for p in pieces])
-        gold = torch.full((len(sent),), IGNORE_INDEX, dtype=torch.long)
-        for j, (s, w) in enumerate(zip(sent, word, strict=True)):
-            g = rows["gold"][s]
-            if len(g):
-                gold[j] = int(g[w])
-        tags, logits, hidden = [], [], []
-        for k in self.ids:
-            lg = [np.asarray(x, dtype=np.float32).reshape(-1, self.C) for x in rows[f"t{k}_logits"]]
-            logits.append(torch.from_numpy(np.stack([lg[s][w] for s, w in zip(sent, word, strict=True)])))
-            tg = rows[f"t{k}_tags"]
-            tags.append(torch.tensor([int(tg[s][w]) for s, w in zip(sent, word, strict=True)]))
-            if need_hidden:
-                hs = [np.asarray(x, dtype=np.float32).reshape(len(words[i]), -1)
-                      for i, x in enumerate(rows[f"t{k}_h{self.layer}"])]
-                hidden.append(torch.from_numpy(np.stack([hs[s][w] for s, w in zip(sent, word, strict=True)])))
-        return Batch(inputs, gold, torch.stack(tags), torch.stack(logits), hidden)
-
-
 
 
 class Distiller(nn.Module):
@@ -249,7 +198,10 @@ class _Run:
     lengths: list[int]
     index: dict[str, list[int]]
     val_rows: list
+    val_task: torch.Tensor
+    """Each teacher's task loss on the selection slice (K,)."""
     fallback: torch.Tensor
+    """The teacher weights of batches without gold words, from ``val_task``."""
     batchers: dict
 
     def batcher(self, layer: int | None) -> TransferBatcher:
@@ -270,6 +222,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     first stage that differs, or refused (`fingerprint.StaleOutput`) with ``resume_only``."""
     from xdistil.fit import make_accelerator
     from xdistil.labeling import load_transfer
+    from xdistil.teachers import check_launch
 
     out = Path(out_dir)
     stages = cfg.distill.resolved_stages()
@@ -283,8 +236,6 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
         return dirs
 
     accelerator = make_accelerator(find_unused_parameters=True)
-    from xdistil.teachers import check_launch
-
     check_launch(accelerator.num_processes)
     torch.manual_seed(cfg.distill.seed)
     d, tokenizer = _build_distiller(cfg, stages, ds, manifest, ids, teacher_dir)
@@ -294,15 +245,18 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     d.to(accelerator.device)
 
     metrics = _read_json(out / "metrics.json", {"stages": []})
-    metrics["stages"] = [e for e in metrics["stages"] if e.get("index", -1) < first]
-    metrics["teachers"] = _teacher_record(cfg, manifest, ids, ds, run.index["val"], len(run.labels))
+    # the logs of what is kept: the reused stages, and the finished steps of the one resumed
+    metrics["stages"] = [e if e["index"] < first else {**e, "steps": e["steps"][:first_step]}
+                         for e in metrics["stages"] if e.get("index", len(stages)) <= first
+                         and e.get("fingerprint") == fps[e["index"]]["digest"]]
+    metrics["teachers"] = _teacher_record(run, manifest)
     done = {"stages": [s.name for s in stages[:first]], "fingerprints": [fp["digest"] for fp in fps[:first]],
-            "steps": [f"{i}:{j}" for i in range(first) for j in range(steps_of[i])]}
+            "steps": [f"{i}:{j}" for i in range(first + 1) for j in range(steps_of[i] if i < first else first_step)]}
     for si in range(first, len(stages)):
         spec = stages[si]
         entry = next((e for e in metrics["stages"] if e["index"] == si), None)
         if entry is None:
-            entry = {"index": si, "stage": spec.name, "steps": []}
+            entry = {"index": si, "stage": spec.name, "fingerprint": fps[si]["digest"], "steps": []}
             metrics["stages"].append(entry)
         groups = d.groups(spec)
         for step in range(first_step if si == first else 0, steps_of[si]):
@@ -318,6 +272,8 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
         done["fingerprints"].append(fps[si]["digest"])
         if accelerator.is_main_process:
             write_json(out / "progress.json", done)
+    for b in run.batchers.values():
+        b.close()  # the prefetching thread
     accelerator.wait_for_everyone()  # every student is on disk before any process reads one
     missing = [str(p) for p in dirs if not (p / fingerprint.FILE).exists()]
     if missing:
@@ -386,7 +342,9 @@ def _resume(run: _Run, first: int, steps_of: list[int], resume_only: bool) -> in
             and digest == run.fps[first - 1]["digest"]:
         load_checkpoint(ckpt, run.accelerator, run.d)  # the end of the previous stage, RNG included
         return 0
-    stale = [p for p in run.dirs[first:] if p.exists()] + ([ckpt] if state else [])
+    # stage folders past the reused ones (of this stage list or an earlier one), the checkpoint
+    stale = sorted(p for p in run.out.glob("stage*-*") if p.is_dir() and p not in run.dirs[:first]) + \
+        ([ckpt] if state else [])
     if stale and resume_only:
         if run.dirs[first].exists():
             where, old, new = run.dirs[first], fingerprint.read(run.dirs[first]), run.fps[first]
@@ -444,7 +402,8 @@ def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> di
     names = [n for n, _ in active]
     job = Job(module=d, optimizer=torch.optim.Adam(trainable, lr=spec.lr),
               batches=lambda epoch: shuffled_length_batches(rows, run.lengths, spec.batch_size, seed + epoch),
-              loss=loss, select=select, epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
+              loss=loss, select=select, epoch_batches=lambda batches: batcher.plan(batches, uses_hidden),
+              epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
               patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
               desc=f"{spec.name} [{'+'.join(names)}]")
     mem = PeakMemory().start()
@@ -542,17 +501,17 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
     val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"]) for r in (ds[i] for i in index["val"])]
     if not val_rows:
         raise ValueError("the transfer set has no selection slice (data.val_size = 0); early stopping needs one")
-    _, fallback = validation_weights(ds, index["val"], ids, len(labels), cfg.distill.teacher_weighting)
+    val_task, fallback = validation_weights(ds, index["val"], ids, len(labels), cfg.distill.teacher_weighting)
     return _Run(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, labels, ids, ds, lengths, index, val_rows,
-                fallback, {})
+                val_task, fallback, {})
 
 
-def _teacher_record(cfg: RunConfig, manifest: dict, ids: list[int], ds, val_index, n_labels: int) -> dict:
-    val_task, fallback = validation_weights(ds, val_index, ids, n_labels, cfg.distill.teacher_weighting)
+def _teacher_record(run: _Run, manifest: dict) -> dict:
+    cfg, ids = run.cfg, run.ids
     rec = {"weighting": cfg.distill.teacher_weighting, "ids": ids,
            "paths": [manifest["teachers"][k]["path"] for k in ids],
-           "selection_task_loss": [round(float(x), 4) for x in val_task],
-           "weights_without_gold": [round(float(x), 4) for x in fallback]}
+           "selection_task_loss": [round(float(x), 4) for x in run.val_task],
+           "weights_without_gold": [round(float(x), 4) for x in run.fallback]}
     if len(ids) > 1:
         log.info("teacher task loss on the selection slice %s -> weights %s (%s)", rec["selection_task_loss"],
                  rec["weights_without_gold"], cfg.distill.teacher_weighting)

@@ -37,7 +37,7 @@ from xdistil.data.transfer import data_digests
 # (nor a fingerprint) is not a step's output, and is never deleted.
 TEACHER_WORK = ("xdistil_teacher.json", "xdistil_teachers.json", "checkpoint")
 LABEL_WORK = ("manifest.json", "chunks")
-DISTILL_WORK = ("progress.json", "checkpoint", "metrics.json")
+DISTILL_WORK = ("progress.json", "checkpoint")
 EXPORT_WORK = ("export_manifest.json",)
 
 
@@ -60,10 +60,12 @@ def _holds_work(out: Path, work: tuple[str, ...]) -> bool:
 
 
 def _prepare(name: str, out: Path, fp: dict, work: tuple[str, ...], finished: Callable[[Path], bool],
-             resume_only: bool) -> bool:
+             resume_only: bool, delegate: bool = False) -> bool:
     """Before a step runs: True when ``out`` already is this step's output (reuse it).
     Otherwise ``out`` is left empty or holding half-finished work begun from the same
-    inputs; work from other inputs is discarded, or refused with ``resume_only``."""
+    inputs; work from other inputs is discarded, or refused with ``resume_only``.
+    ``delegate``: the implementation sorts out work from other inputs itself, finer than
+    the whole folder (distillation reuses the leading stages that are the same)."""
     if not _holds_work(out, work):
         return False
     done, started = fingerprint.read(out), fingerprint.read(out, started=True)
@@ -73,6 +75,11 @@ def _prepare(name: str, out: Path, fp: dict, work: tuple[str, ...], finished: Ca
     if fingerprint.same(done, fp) or (done is None and fingerprint.same(started, fp)):
         return False  # begun (or partly removed) with the same inputs: resume it
     old = done or started
+    if delegate:
+        if not resume_only:
+            _say(f"{name}: {out} was built from other inputs ({', '.join(fingerprint.diff(old, fp))} differ); "
+                 f"recomputing what they change")
+        return False
     if resume_only:
         raise fingerprint.StaleOutput(fingerprint.stale_message(out, old, fp))
     state = _state()
@@ -190,14 +197,21 @@ def distill_stages(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | 
     def finished(o: Path) -> bool:
         return bool(recorded(o)) and all(p.is_dir() for p in recorded(o))
 
-    if _prepare("distill", out, fp, DISTILL_WORK, finished, resume_only):
+    # stages.distill keeps the leading stages that are the same and recomputes (or, with
+    # resume_only, refuses) from the first that differs
+    if _prepare("distill", out, fp, DISTILL_WORK, finished, resume_only, delegate=True):
         return recorded(out)
     _started(out, fp)
-    dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, out, progress)]
+    dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, out, progress, resume_only=resume_only)]
     missing = [str(p) for p in dirs if not p.is_dir()]
     if missing or not dirs:
         raise RuntimeError(f"distill: the stages finished but {', '.join(missing) or 'no student'} was not "
                            f"written; rerun without --resume-only or use another --out")
+    state = _state()
+    if state.is_main_process:  # students of an earlier stage list: the folder holds what the record names
+        for p in out.glob("stage*"):
+            if p.is_dir() and p not in dirs:
+                shutil.rmtree(p)
     # which folders the step produced, beside the fingerprint (not part of its digest)
     _finished(out, {**fp, "outputs": [os.path.relpath(p, out) for p in dirs]})
     return dirs

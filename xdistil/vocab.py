@@ -285,7 +285,7 @@ def student_vocabulary(
     ids = select_pieces(teacher_tokenizer, seen, max_vocab) if max_vocab is not None else seen
     tokenizer, kept = reduce_tokenizer(teacher_tokenizer, ids)
     if max_vocab is not None and len(kept) > max_vocab:  # select_pieces' promise, checked
-        raise AssertionError(f"{len(kept)} pieces kept for max_vocab {max_vocab}")
+        raise RuntimeError(f"{len(kept)} pieces kept for max_vocab {max_vocab}")
     if not isinstance(seen, PieceCounts):
         return tokenizer, kept, None
     mask = np.zeros(len(seen.total()), dtype=bool)

@@ -1,8 +1,8 @@
 """Students: building them from a teacher, saving and loading them.
 
-One file per architecture, each registering itself (`xdistil.students.registry`):
-`bilstm` (XtremeDistil's BiLSTM tagger), `transformer` (a shallower copy of the
-teacher) and `cnn` (an iterated dilated CNN tagger). Every student satisfies
+One file per architecture, each registering itself (`xdistil.students.registry`), e.g.
+`bilstm` (XtremeDistil's BiLSTM tagger) and `transformer` (a shallower copy of the
+teacher); `registry.names()` lists them all. Every student satisfies
 `registry.Student`: it returns a `TaggerOutput`, exposes ``param_groups()`` (top-down,
 for gradual unfreezing), ``hidden_sizes`` and ``vocab_size``, and saves / loads itself.
 The functions here dispatch through the registry and never name an architecture.
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 _LAZY = {
     "BiLSTMConfig": "bilstm",
     "BiLSTMTagger": "bilstm",
-    "CNNConfig": "cnn",
-    "CNNTagger": "cnn",
     "TransformerStudentConfig": "transformer",
     "TransformerTagger": "transformer",
     "build_transformer_student": "transformer",
