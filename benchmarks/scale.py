@@ -114,7 +114,7 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         if "label" not in entry:
             if (d / "transfer" / "manifest.json").exists():  # labeled, figures lost: label again to measure
                 shutil.rmtree(d / "transfer")
-            entry["label"] = measure(exe + ["label", "--config", str(cfg_path), "--teacher", str(teacher),
+            entry["label"] = measure(exe + ["label", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                             "--out", str(d / "transfer")] + q, d / "label.log")
             manifest = json.loads((d / "transfer" / "manifest.json").read_text())
             entry["rows"] = sum(sum(c.values()) for c in manifest["counts"].values())
@@ -125,7 +125,7 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
             save_json(state, state_path)
         if "distill" not in entry:
             shutil.rmtree(d / "distill", ignore_errors=True)
-            entry["distill"] = measure(exe + ["distill", "--config", str(cfg_path), "--teacher", str(teacher),
+            entry["distill"] = measure(exe + ["distill", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                               "--transfer", str(d / "transfer"), "--out", str(d / "distill"),
                                               "--no-eval"] + q, d / "distill.log")
             metrics = json.loads((d / "distill" / "students" / "metrics.json").read_text())
