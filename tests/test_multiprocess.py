@@ -82,7 +82,7 @@ def test_two_process_labeling_matches_one(setup):
     from xdistil.labeling import load_transfer
 
     cfg, teacher, tmp, one = setup
-    launch("label", "--config", str(tmp / "cfg.yaml"), "--teacher", str(teacher), "--out", str(tmp / "transfer-2"),
+    launch("label", "--config", str(tmp / "cfg.yaml"), "--teacher-dir", str(teacher), "--out", str(tmp / "transfer-2"),
            "-q")
     ds1, man1 = load_transfer(one)
     ds2, man2 = load_transfer(tmp / "transfer-2")
@@ -104,7 +104,7 @@ def test_two_process_labeling_matches_one(setup):
 def test_two_process_distill_trains_and_writes_once(setup):
     cfg, teacher, tmp, one = setup
     out = tmp / "distill"
-    launch("distill", "--config", str(tmp / "cfg.yaml"), "--teacher", str(teacher), "--transfer", str(one),
+    launch("distill", "--config", str(tmp / "cfg.yaml"), "--teacher-dir", str(teacher), "--transfer", str(one),
            "--out", str(out), "--no-eval", "-q")
     run = out / "students"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.json", "progress.json",

@@ -128,7 +128,7 @@ def test_label_and_distill_with_two_teachers(co_run, capsys):
 
     cfg, group, tmp = co_run
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
-    assert main(["label", "--config", str(tmp / "cfg.yaml"), "--teacher", str(group), "--out",
+    assert main(["label", "--config", str(tmp / "cfg.yaml"), "--teacher-dir", str(group), "--out",
                  str(tmp / "transfer"), "-q"]) == 0
     ds, manifest = load_transfer(tmp / "transfer")
     assert [t["path"] for t in manifest["teachers"]] == [str(d) for d in teacher_dirs(group)]
@@ -147,7 +147,7 @@ def test_label_and_distill_with_two_teachers(co_run, capsys):
     raw = to_dict(cfg)
     raw["distill"]["stages"] = yaml.safe_load(stages)
     (tmp / "d.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["distill", "--config", str(tmp / "d.yaml"), "--teacher", str(group), "--transfer",
+    assert main(["distill", "--config", str(tmp / "d.yaml"), "--teacher-dir", str(group), "--transfer",
                  str(tmp / "transfer"), "--out", str(tmp / "distill"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "teacher1" in out and "teacher2" in out and "stage1-mix" in out

@@ -29,9 +29,8 @@ from itertools import chain
 import numpy as np
 import torch
 
-from xdistil.data.align import WindowEncoder
+from xdistil.data.align import IGNORE_INDEX, WindowEncoder
 
-IGNORE_INDEX = -100
 
 
 @dataclass

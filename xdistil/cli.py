@@ -36,6 +36,7 @@ ALIASES: dict[str, list[str]] = {
     "data.val_size": ["--val-size"],
     "data.dev_limit": ["--dev-limit"],
     "data.strict": ["--strict"],
+    "data.labels": ["--labels"],
     "teacher.model": ["--model"],
     "teacher.models": ["--teacher"],
     "teacher.epochs": ["--epochs"],
@@ -343,10 +344,10 @@ def cmd_languages(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from xdistil import DEFAULT_LABELS
     from xdistil.data.readers import FileStats, read_file, sniff_format
 
-    types = None if args.any_labels else {lab[2:] for lab in (args.labels or DEFAULT_LABELS) if lab != "O"}
+    # any IOB2 entity type is valid data (a user's own label set); --labels restricts it
+    types = {lab[2:] for lab in args.labels if lab != "O"} if args.labels and not args.any_labels else None
     for f in args.files:
         _need_file(f, "FILE")
     report = []
@@ -490,8 +491,11 @@ def _check_dev_data(langs: list[str], data_root) -> None:
                          "pass labeled CoNLL FILE(s)")
     why = hub_offline_reason(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     if why:
-        raise UsageError(f"--lang {', '.join(missing)}: no labeled dev data {where}, and {why}: pass labeled "
-                         "CoNLL FILE(s) or --data-root DIR, or connect")
+        # bs ca cs mk sl sq on the project's machines: registry languages without any labeled file
+        bare = root is not None and all(get_language(lang).find("train", data_root=root) is None for lang in missing)
+        raise UsageError(f"--lang {', '.join(missing)}: no labeled dev data {where}"
+                         f"{' (no labeled data here: no train file either)' if bare else ''}, and {why}: pass "
+                         "labeled CoNLL FILE(s) or --data-root DIR, or connect")
 
 
 def cmd_evaluate(args) -> int:
@@ -543,10 +547,14 @@ def load_model_any(path: str):
 
 
 def cmd_export(args) -> int:
-    from xdistil.onnx_export import export_model
+    from xdistil_export.runtime import MANIFEST
 
-    m = export_model(args.model, args.out, int8=args.int8, opset=args.opset, dev_file=args.dev,
-                     tolerance=args.tolerance)
+    from xdistil import steps
+
+    # through the step layer: an export of the same model with the same options is reused
+    out = steps.export(args.model, args.out, int8=args.int8, opset=args.opset, dev_file=args.dev,
+                       tolerance=args.tolerance)
+    m = json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
     p = m["parity"]
     print(f"exported {m['kind']} model to {args.out} (opset {m['opset']}); parity: max abs diff "
           f"{p['max_abs_diff']:.2e} over {p['windows']} windows, batch sizes {p['batch_sizes']}")
@@ -721,8 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE", help="files to check (.gz allowed)")
     c.add_argument("--format", choices=["auto", "conll", "tokens", "raw"], default="auto",
                    help="read every file as this format (default auto: detected per file)")
-    c.add_argument("--labels", nargs="+", help="allowed tags (default: O and B-/I- PER, LOC, ORG)")
-    c.add_argument("--any-labels", action="store_true", help="accept any IOB2 entity type")
+    c.add_argument("--labels", nargs="+", help="allowed tags, e.g. O B-PER I-PER (default: any IOB2 entity type)")
+    c.add_argument("--any-labels", action="store_true", help="accept any IOB2 entity type (the default; "
+                   "overrides --labels)")
     c.add_argument("--strict", action="store_true", help="I- after O is an error, not repaired")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=cmd_data_check)

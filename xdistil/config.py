@@ -154,11 +154,36 @@ class TransferConfig:
     teachers: StrList = field(default_factory=list)
     """Fine-tuned teacher folders that label the set (a co-finetuned group folder counts
     as all its members); ``--teacher-dir DIR`` on the command line replaces it."""
+    extra_sources: dict[str, StrList] = field(default_factory=dict)
+    """Per language, more unlabeled text from other corpora, tags stripped, mixed one for one
+    with the rest: a dataset of the language's registry entry (its train split: {pt: [uner]})
+    or a file (under the data root, or absolute); a dev or test split is refused."""
+    concat: int = 1
+    """Join up to this many consecutive fragments (train beyond the budget, token files) into
+    one transfer sequence (1: off); transfer.limit counts the joined sequences."""
+    concat_max_words: int = 64
+    """Word limit of a joined sequence (a fragment longer than it stays whole, alone)."""
+    augment_case: float = 0.0
+    """Share of transfer sentences re-cased: all lower, all upper or title case (xdistil.augment)."""
+    augment_dropout: float = 0.0
+    """Per-word probability of dropping a word of a transfer sentence (one word always stays)."""
+    augment_swap: float = 0.0
+    """Share of pairs of consecutive transfer sentences that swap a capitalised span (entity)
+    or, lacking one, a lower-case word (context)."""
+    augment_code_mix: float = 0.0
+    """Share of transfer sentences joined with a transfer sentence of the next run language."""
+    augment_seed: int = 13
+    """Seed of the augmentations: the same seed and text give the same transfer set."""
 
     def __post_init__(self):
         bad = set(self.sources) - set(TRANSFER_SOURCES)
         if bad:
             raise ConfigError(f"sources: unknown {sorted(bad)} (use {', '.join(TRANSFER_SOURCES)})")
+        if self.concat < 1 or self.concat_max_words < 1:
+            raise ConfigError("concat and concat_max_words must be >= 1")
+        for name in ("augment_case", "augment_dropout", "augment_swap", "augment_code_mix"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 LOSS_KINDS = ("gold", "hard", "soft", "hidden")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import warnings
@@ -52,6 +51,7 @@ from xdistil_export.atomic import replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor
 
 from xdistil.cards import write_card, write_export_config
+from xdistil.provenance import versions
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def export_model(
             "parity": None,
             "int8": None,
             "dev": None,
-            "versions": _versions(),
+            "versions": versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         _write_manifest(tmp, manifest)  # the runtime reads it during the checks below
@@ -374,19 +374,6 @@ def _dev_scores(dev, dev_file, fp32: Predictor, q8: Predictor | None) -> dict:
             log.warning("int8 loses %.2f F1 on %s (target: at most %.1f)", -out["f1_delta"], dev_file,
                         INT8_TARGET_MAX_DROP)
     return out
-
-
-def _versions() -> dict:
-    import onnx
-    import onnxruntime
-    import tokenizers
-    import transformers
-
-    from xdistil import __version__
-
-    return {"xdistil": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:

@@ -183,6 +183,12 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
                             where["evaluate"] = provenance(command)
                         store[name] = {**score(name, path), "fingerprint": fp}
                         write(metrics, metrics_path)
+                        if store is students:  # the student's model card gets its dev F1
+                            from xdistil.cards import write_card
+
+                            write_card(path, scores={lang: r["f1"] for lang, r in store[name]["dev"].items()},
+                                       languages=list(cfg.data.languages), teacher=str(teachers[0]),
+                                       command=command)
             if several:  # the reference for "% of the teacher": the best co-finetuned teacher
                 metrics.pop("teacher", None)
                 if members:

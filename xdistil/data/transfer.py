@@ -4,16 +4,30 @@ Order (deterministic, so chunked labeling can resume): the gold budget (kept wit
 tags, split "labeled"), the selection slice ("val"), then transfer-only text: train
 beyond the budget with tags stripped, token files, raw sentence files, user files and
 Hugging Face datasets. A sentence seen before (same words) is skipped.
+
+Levers for text closer to real documents (issue 17; all off by default, which leaves the
+set exactly as it was):
+
+- ``transfer.extra_sources``: another corpus's train text of the language (UNER, news NER),
+  tags stripped, mixed one for one with the text above (so ``transfer.limit`` keeps a
+  share for each); never a dev or test split, which the benchmarks evaluate on;
+- ``transfer.concat``: consecutive fragments (train beyond the budget, token files) joined
+  into longer sequences, up to ``concat_max_words`` words;
+- ``transfer.augment_*``: re-casing, word dropout, entity/context swaps and code-mixing
+  with the next language of the run (`xdistil.augment`), applied last, in place.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from xdistil.augment import Augmentation, augment
 from xdistil.config import RunConfig
-from xdistil.data.readers import Sentence, load_hf_dataset, read_file
+from xdistil.data.readers import DataError, Sentence, load_hf_dataset, read_file
 from xdistil.data.sources import budget_split, labeled_sentences, unlabeled_paths
 
 
@@ -31,39 +45,148 @@ def _key(words: list[str]) -> bytes:
 
 
 def iter_transfer(cfg: RunConfig, lang: str) -> Iterator[TransferRow]:
-    tc = cfg.transfer
     train, val = budget_split(lang, cfg.data)
     seen: set[bytes] = set()
     for split, sents in (("labeled", train), ("val", val)):
         for s in sents:
             seen.add(_key(s.words))
             yield TransferRow(s.words, lang, split, s.tags, s.where)
+    rows = _transfer_only(cfg, lang, seen)
+    aug = Augmentation.from_transfer(cfg.transfer)
+    if not aug.active:
+        yield from rows
+        return
+    langs = list(cfg.data.languages)
+    partner = None
+    if aug.code_mix and len(langs) > 1 and lang in langs:
+        other = langs[(langs.index(lang) + 1) % len(langs)]
+        partner = (r.words for r in _transfer_only(cfg, other, set()))
+    for row, words, ops in augment(((r, r.words) for r in rows), aug, key=lang, partner=partner):
+        if ops:
+            row = TransferRow(words, row.lang, row.split, None, f"{row.source}+{'+'.join(ops)}")
+        yield row
 
-    def fresh(sents: Iterator[Sentence], source: str) -> Iterator[Sentence]:
+
+def _transfer_only(cfg: RunConfig, lang: str, seen: set[bytes]) -> Iterator[TransferRow]:
+    """The transfer-only rows of ``lang`` (before augmentation), skipping what ``seen`` holds."""
+    tc = cfg.transfer
+
+    def fresh(sents: Iterable[Sentence]) -> Iterator[Sentence]:
         for s in sents:
             k = _key(s.words)
             if s.words and k not in seen:
                 seen.add(k)
                 yield s
 
-    count = 0
-    streams: list[tuple[str, Iterator[Sentence]]] = []
+    def tagged(sents: Iterable[Sentence], source: str) -> Iterator[tuple[Sentence, str]]:
+        return ((s, source) for s in sents)
+
+    main: list[Iterator[tuple[Sentence, str]]] = []
     if "train_rest" in tc.sources:
         rest = labeled_sentences(lang, "train", cfg.data)[cfg.data.labeled_budget :]
-        streams.append(("train_rest", iter(rest)))
+        main.append(tagged(join_fragments(fresh(rest), tc.concat, tc.concat_max_words), "train_rest"))
     for path, fmt in unlabeled_paths(lang, cfg.data):
         kind = "raw" if fmt == "raw" else "unlabeled"
         if kind in tc.sources or str(path) in cfg.data.files.get(lang, {}).get("unlabeled", []):
-            streams.append((str(path), read_file(path, fmt)))
+            sents = fresh(read_file(path, fmt))
+            if fmt == "tokens":  # fragments (WikiANN tokens); raw files hold whole sentences
+                sents = join_fragments(sents, tc.concat, tc.concat_max_words)
+            main.append(tagged(sents, str(path)))
     for h in tc.hf:
         if h.get("lang", lang) == lang:
-            streams.append((h["name"], load_hf_dataset(h["name"], h.get("config"), h.get("split", "train"))))
-    for source, stream in streams:
-        for s in fresh(stream, source):
-            if tc.limit is not None and count >= tc.limit:
-                return
-            count += 1
-            yield TransferRow(s.words, lang, "transfer", None, s.where or source)
+            main.append(tagged(fresh(load_hf_dataset(h["name"], h.get("config"), h.get("split", "train"))),
+                               h["name"]))
+    stream = itertools.chain.from_iterable(main)
+    extra = [tagged(fresh(read_file(p, "tokens")), str(p)) for p in extra_source_paths(cfg, lang)]
+    if extra:
+        stream = _alternate(stream, itertools.chain.from_iterable(extra))
+    for s, source in itertools.islice(stream, tc.limit):
+        yield TransferRow(s.words, lang, "transfer", None, s.where or source)
+
+
+def _alternate(a: Iterator, b: Iterator) -> Iterator:
+    """a0, b0, a1, b1, ...; when one runs out, the rest of the other."""
+    for x, y in itertools.zip_longest(a, b, fillvalue=_END):
+        if x is not _END:
+            yield x
+        if y is not _END:
+            yield y
+
+
+_END = object()
+
+
+def join_fragments(sents: Iterable[Sentence], k: int, max_words: int) -> Iterator[Sentence]:
+    """Consecutive sentences joined ``k`` at a time into one, as long as the joined sequence
+    stays within ``max_words`` words; a sentence longer than that stays whole, alone (words
+    are never cut). ``k == 1`` passes the sentences through unchanged."""
+    if k <= 1:
+        yield from sents
+        return
+    group: list[Sentence] = []
+    n = 0
+    for s in sents:
+        if group and (len(group) == k or n + len(s.words) > max_words):
+            yield _joined(group)
+            group, n = [], 0
+        group.append(s)
+        n += len(s.words)
+    if group:
+        yield _joined(group)
+
+
+def _joined(group: list[Sentence]) -> Sentence:
+    if len(group) == 1:
+        return group[0]
+    return Sentence([w for s in group for w in s.words], None, group[0].where)
+
+
+EVAL_SPLITS = ("dev", "test")
+
+
+def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
+    """The files behind ``transfer.extra_sources[lang]``, checked: each exists and is no
+    dev or test split (of the registry, of any language, or a user's dev/test file)."""
+    from xdistil_languages import get_language, load_registry
+
+    from xdistil.data.roots import resolve_data_root
+
+    names = cfg.transfer.extra_sources.get(lang, [])
+    if not names:
+        return []
+    root = resolve_data_root(cfg.data.root)
+    where = f"transfer.extra_sources.{lang}"
+    language = get_language(lang)
+    datasets = {s.name for s in language.sources if s.kind == "labeled"}
+    held_out: set[Path] = set()
+    if root is not None:
+        for other in load_registry().values():
+            held_out |= {s.resolve(root).resolve() for s in other.sources if s.split in EVAL_SPLITS}
+    for files in cfg.data.files.values():
+        held_out |= {Path(f).resolve() for split in EVAL_SPLITS for f in files.get(split, [])}
+    out = []
+    for name in names:
+        if name in datasets:
+            path = language.find("train", kind="labeled", data_root=root, source=name) if root else None
+            if path is None:
+                raise DataError(where, None, f"{name!r}: no {name} train file of {lang} under the data root "
+                                             f"({root or 'none found'})")
+        else:
+            # a file: absolute, under the data root, or a registry path without its extension (uner/pt/train)
+            stems = {s.path.split(".")[0]: s.resolve(root) for s in language.sources} if root else {}
+            path = Path(name)
+            if not path.is_absolute() and root is not None and (root / path).exists():
+                path = root / path
+            path = stems.get(name, path)
+            if not path.is_file():
+                raise DataError(where, None, f"{name!r}: neither a dataset of {lang} in the registry "
+                                             f"({', '.join(sorted(datasets)) or 'none'}) nor a file")
+        # "dev.tsv.gz", "test.conll": named like a held-out split, wherever it lies
+        if path.resolve() in held_out or path.name.split(".")[0].lower() in EVAL_SPLITS:
+            raise DataError(where, None, f"{name!r} ({path}) is a dev or test split: only train text may be "
+                                         f"transfer text")
+        out.append(path)
+    return out
 
 
 def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
@@ -77,8 +200,9 @@ def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
     root = resolve_data_root(cfg.data.root)
     out: dict[str, list[str]] = {}
     for lang in cfg.data.languages:
-        if split == "unlabeled":
+        if split == "unlabeled":  # every file the transfer text is read from
             out[lang] = [str(p) for p, _ in unlabeled_paths(lang, cfg.data)]
+            out[lang] += [str(p) for p in extra_source_paths(cfg, lang)]
             continue
         user = cfg.data.files.get(lang, {}).get(split)
         if user:
