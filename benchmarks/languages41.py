@@ -54,21 +54,39 @@ FINETUNE_STAGE = {"name": "finetune", "losses": {"soft": 1.0, "gold": 1.0}, "epo
 
 # ---- configs -------------------------------------------------------------------------------
 
+def takes_transfer_only() -> bool:
+    """Whether this xdistil has ``transfer.languages`` (transfer-only languages, no labeled files read)."""
+    import dataclasses
+
+    from xdistil.config import TransferConfig
+
+    return "languages" in {f.name for f in dataclasses.fields(TransferConfig)}
+
+
 def load_config(path: str | Path = PRESET, languages: list[str] | None = None,
                 overrides: list[str] | None = None) -> RunConfig:
-    """The preset (or ``path``), restricted to ``languages`` when given, with ``KEY=VALUE`` overrides."""
-    raw = load_yaml(path)
+    """The preset (or ``path``) with ``KEY=VALUE`` overrides. ``languages``: only these; the ones
+    without labeled data here go to the transfer set only (``transfer.languages``), as do the
+    six of the registry when no languages are given and the config names none."""
+    raw = apply_overrides(load_yaml(path), overrides or [])
+    cfg = from_dict(RunConfig, raw)
+    bare = without_labeled_data(cfg)
     if languages:
-        raw = apply_overrides(raw, {"data.languages": list(languages)})
-    return from_dict(RunConfig, apply_overrides(raw, overrides or []))
+        raw = apply_overrides(raw, {"data.languages": [lang for lang in languages if lang not in bare]})
+        only = [lang for lang in languages if lang in bare]
+    else:
+        only = bare
+    if takes_transfer_only() and ("languages" not in raw.get("transfer", {}) or languages):
+        raw = apply_overrides(raw, {"transfer.languages": only})
+    return from_dict(RunConfig, raw)
 
 
 def quick_config(cfg: RunConfig, work: Path, languages: list[str] | None = None) -> RunConfig:
     """``cfg`` shrunk to seconds: tiny sizes and a tiny random teacher built in ``work``."""
     from benchmarks.throughput import tiny_teacher
 
-    raw = apply_overrides(to_dict(cfg), {**QUICK, "data": {**QUICK["data"],
-                                                           "languages": languages or QUICK_LANGUAGES}})
+    labeled = [lang for lang in languages or QUICK_LANGUAGES if lang not in without_labeled_data(cfg)]
+    raw = apply_overrides(to_dict(cfg), {**QUICK, "data": {**QUICK["data"], "languages": labeled}})
     small = from_dict(RunConfig, raw)
     raw["teacher"]["model"] = str(tiny_teacher(small, work / "tiny-teacher"))
     return from_dict(RunConfig, raw)
@@ -79,15 +97,17 @@ def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
 
 
 def without_labeled_data(cfg: RunConfig) -> list[str]:
-    """Registry languages with no local labeled train file here (bs ca cs mk sl sq on these machines)."""
+    """Registry languages with no labeled train file under the data root (bs ca cs mk sl sq on these
+    machines); none without a data root (the hub has them all)."""
     from xdistil_languages import load_registry
 
     from xdistil.data.roots import resolve_data_root
 
     root = resolve_data_root(cfg.data.root)
+    if root is None:  # no local data at all: every registry language comes from the hub
+        return []
     return [code for code, lang in load_registry().items()
-            if code not in cfg.data.files and (root is None or lang.find("train", kind="labeled", data_root=root)
-                                              is None)]
+            if code not in cfg.data.files and lang.find("train", kind="labeled", data_root=root) is None]
 
 
 def dataset_of(lang: str, cfg: RunConfig) -> str:
@@ -152,7 +172,8 @@ def finetune(cfg: RunConfig, lang: str, student: Path, run_dir: Path, progress: 
     from xdistil.pipeline import evaluate_dev
 
     one = with_overrides(cfg, {"data": {"languages": [lang]},
-                               "distill": {"init_from": str(student), "stages": [dict(FINETUNE_STAGE)]}})
+                               "distill": {"init_from": str(student), "stages": [dict(FINETUNE_STAGE)]},
+                               **({"transfer": {"languages": []}} if takes_transfer_only() else {})})
     if cfg.distill.max_steps_per_epoch:  # --quick
         one = with_overrides(one, {"distill": {"stages": [{**FINETUNE_STAGE, "epochs": 1}]}})
     out = run_dir / f"finetune-{lang}"
@@ -260,9 +281,17 @@ def blocks(s) -> list:
                "transfer set", "pieces/word teacher", "pieces/word student"], rows, set(range(2, 10))),
     ]
     if e["no_labeled_data"]:
+        def six(lang: str, d: dict) -> str:
+            v = d.get("vocab") or {}
+            pieces = (f"; pieces/word {num(v['teacher_pieces_per_word'])} teacher, "
+                      f"{num(v['student_pieces_per_word'])} student") if v else ""
+            return f"{lang} ({d['transfer_sentences']} transfer sentences of {d['tatoeba_sentences']} Tatoeba{pieces})"
+
+        used = any(d["transfer_sentences"] for d in e["no_labeled_data"].values())
         out.append(Para("No labeled data here: no F1 for " + ", ".join(
-            f"{lang} ({d['transfer_sentences']} transfer sentences of {d['tatoeba_sentences']} Tatoeba)"
-            for lang, d in e["no_labeled_data"].items()) + "."))
+            six(lang, d) for lang, d in e["no_labeled_data"].items()) + (
+            ". Their text is in the transfer set (transfer.languages), labeled zero-shot by the multilingual "
+            "teacher." if used else ". Their text is not in this transfer set.")))
     if e["finetune"]:
         out.append(Heading(2, "Per-language fine-tuning of the weakest languages"))
         out.append(Table(["language", "student F1", "fine-tuned F1", "lift", "% retained before", "after",
@@ -319,9 +348,10 @@ def main(argv=None) -> int:
     run_dir = args.run or Path("runs/languages41-quick" if args.quick else "runs/languages41")
     results = args.results or (run_dir / "results" if args.quick else RESULTS)
     try:
-        cfg = load_config(args.config, args.languages, args.overrides)
+        cfg = load_config(args.config, args.languages)
         if args.quick:
             cfg = quick_config(cfg, run_dir, args.languages)
+        cfg = from_dict(RunConfig, apply_overrides(to_dict(cfg), args.overrides))  # after --quick's sizes
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -103,21 +103,27 @@ def _progress(disable: bool):
     return tqdm(unit="sent", desc="predict", disable=disable)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xdistil-runtime",
-                                     description="Run an exported xdistil NER model (no torch).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("predict", help="tag text or CoNLL with an export directory",
+def add_commands(sub, predict=None, serve=None) -> None:
+    """Add the ``predict`` and ``serve`` subcommands to ``sub`` (an argparse subparsers
+    object): ``xdistil-runtime`` and ``xdistil`` share them; ``predict``/``serve`` are the
+    functions the parsed arguments go to (default: `run_predict` / `run_serve`)."""
+    s = sub.add_parser("predict", help="tag text or CoNLL with an export directory (no torch)",
                        description="Read text lines (one text per line) or CoNLL (first column), write JSONL "
                                    "(words, tags, scores, entities with word spans, character offsets and "
                                    "scores) or CoNLL.")
     add_predict_args(s)
-    s.set_defaults(func=run_predict)
-    s = sub.add_parser("serve", help="serve an export directory over HTTP (needs the 'serve' extra)",
+    s.set_defaults(func=predict or run_predict)
+    s = sub.add_parser("serve", help="serve an export directory over HTTP (no torch; needs FastAPI + uvicorn)",
                        description="POST /predict with a JSON list of texts, {\"texts\": [...]} or "
                                    "{\"inputs\": text | [texts]}; GET /health; OpenAPI at /docs.")
     add_serve_args(s)
-    s.set_defaults(func=run_serve)
+    s.set_defaults(func=serve or run_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xdistil-runtime",
+                                     description="Run an exported xdistil NER model (no torch).")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

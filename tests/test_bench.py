@@ -58,6 +58,11 @@ def test_bench_json_has_every_figure(run, bench):
     students = list(metrics["students"])
     assert students == ["stage1-hard", "stage2-soft"]
     assert json.loads((run_dir / "bench.json").read_text())["format"] == "xdistil-bench/2"
+    # beside it, what it was measured on: the very teacher and students of the run
+    from xdistil import fingerprint
+    fp = json.loads((run_dir / "bench.fingerprint.json").read_text())
+    assert fp["step"] == "bench" and fp["inputs"]["teacher"] == fingerprint.folder_digest(run_dir / "teacher")
+    assert fp["inputs"]["student:stage2-soft"] == fingerprint.folder_digest(run_dir / "distill" / "stage2-soft")
 
     # quality per language: teacher, every stage (index, name, folder), % of the teacher kept
     q = bench.quality

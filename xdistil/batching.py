@@ -32,7 +32,6 @@ import torch
 from xdistil.data.align import IGNORE_INDEX, WindowEncoder
 
 
-
 @dataclass
 class Batch:
     inputs: dict  # input_ids / attention_mask / word_mask (B, T)

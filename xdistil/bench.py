@@ -57,6 +57,7 @@ from xdistil.records import (
 log = logging.getLogger(__name__)
 
 BENCH_FILE = "bench.json"
+BENCH_FINGERPRINT = "bench.fingerprint.json"  # what bench.json was measured on
 EXPORTS = "bench-exports"  # inside the run directory; reused while the model is unchanged
 BATCH_SIZES = (1, 32, 256)  # online, XtremeDistil's batch, a large offline batch
 SEQ = 32  # word pieces per row, specials included: XtremeDistil's maximum sequence length
@@ -488,6 +489,19 @@ def run_bench(
                             "labeling": _run_provenance(metrics, "label", (manifest or {}).get("versions")),
                             "distillation": _run_provenance(metrics, "distill"), "latency": prov})
     bench.write(run / BENCH_FILE)
+    # what these figures were measured on, beside them (a rerun after any step changed
+    # shows a different digest; `xdistil.fingerprint.diff` names what)
+    from xdistil_export.atomic import write_json
+
+    from xdistil import fingerprint
+
+    inputs = {"teacher": fingerprint.folder_digest(teacher),
+              **{f"student:{d.name}": fingerprint.folder_digest(d) for *_, d in students}}
+    if (run / "transfer").is_dir():
+        inputs["transfer"] = fingerprint.folder_digest(run / "transfer")
+    options = {"batch_sizes": batches, "seq": seq, "timing": timing, "threads": threads, "int8": int8,
+               "teacher_ort": teacher_ort, "text_rows": rows}
+    write_json(run / BENCH_FINGERPRINT, fingerprint.make("bench", options, inputs))
     return bench
 
 

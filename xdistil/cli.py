@@ -828,20 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit difference allowed (fp32)")
     s.set_defaults(func=cmd_export)
 
-    from xdistil_export.cli import add_predict_args, add_serve_args
+    from xdistil_export.cli import add_commands
 
-    s = sub.add_parser("predict", help="tag text or CoNLL with an export directory (no torch)",
-                       description="Read text lines (one text per line) or CoNLL (first column), write JSONL "
-                                   "(words, tags, scores, entities with word spans, character offsets and "
-                                   "scores) or CoNLL.")
-    add_predict_args(s)
-    s.set_defaults(func=cmd_predict)
-
-    s = sub.add_parser("serve", help="serve an export directory over HTTP (no torch)",
-                       description="POST /predict with a JSON list of texts, {\"texts\": [...]} or "
-                                   "{\"inputs\": text | [texts]}; GET /health; OpenAPI at /docs. FastAPI + uvicorn.")
-    add_serve_args(s)
-    s.set_defaults(func=cmd_serve)
+    add_commands(sub, predict=cmd_predict, serve=cmd_serve)  # the runtime's own commands
 
     s = sub.add_parser(
         "bench", help="benchmark a run directory: quality, size, latency, throughput, memory -> bench.json",

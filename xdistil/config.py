@@ -174,6 +174,9 @@ class TransferConfig:
     """Share of transfer sentences joined with a transfer sentence of the next run language."""
     augment_seed: int = 13
     """Seed of the augmentations: the same seed and text give the same transfer set."""
+    languages: StrList = field(default_factory=list)
+    """Transfer-only languages (no labeled data, e.g. bs ca cs mk sl sq here): their unlabeled text joins
+    the transfer set, labeled zero-shot by the teacher; no labeled file is read for them, no dev F1."""
 
     def __post_init__(self):
         bad = set(self.sources) - set(TRANSFER_SOURCES)

@@ -297,8 +297,10 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
                           f"(step {state.global_step} of {total_steps}) from {checkpoint}")
     else:
         if old is not None and main:
-            log.info("%s: ignoring the checkpoint in %s (%s)", job.desc, checkpoint,
-                     "another fit" if old.tag != tag else "built from other inputs")
+            # the previous step's checkpoint is the normal case (debug); other inputs are news
+            (log.debug if old.tag != tag else log.info)(
+                "%s: ignoring the checkpoint in %s (%s)", job.desc, checkpoint,
+                "another fit" if old.tag != tag else "built from other inputs")
         state = FitState(tag=tag, processes=world, fingerprint=fingerprint)
         if job.select_start:
             module.eval()

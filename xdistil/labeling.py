@@ -40,7 +40,13 @@ from xdistil_export.atomic import atomic_dir, write_json
 
 from xdistil import fingerprint as fpr
 from xdistil.config import RunConfig, to_dict
-from xdistil.data.transfer import TransferRow, data_digests, iter_transfer
+from xdistil.data.transfer import (
+    TransferRow,
+    data_digests,
+    fingerprint_fields,
+    iter_transfer,
+    transfer_languages,
+)
 from xdistil.memory import PeakMemory
 from xdistil.precision import resolve as resolve_precision
 from xdistil.provenance import versions
@@ -72,7 +78,7 @@ def label_fingerprint(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
     """What a transfer set is built from: the teachers (their fingerprints), the transfer
     config (but not the batch size, which changes only speed), the data config, the
     precision of the teachers' forward pass and the bytes of every data file read."""
-    fields = {"transfer": {k: v for k, v in to_dict(cfg.transfer).items() if k not in ("teachers", "batch_size")},
+    fields = {"transfer": fingerprint_fields(cfg.transfer),
               "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
                                                          "strict")},
               "precision": getattr(cfg, "precision", None)}
@@ -203,7 +209,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
     mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
     precision = resolve_precision(cfg.precision, state.device)
-    for lang in cfg.data.languages:
+    for lang in transfer_languages(cfg):
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
             g += 1  # chunk number over all languages: decides which process labels it

@@ -227,7 +227,9 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     out = Path(out_dir)
     stages = cfg.distill.resolved_stages()
     dirs = [out / f"stage{i + 1}-{s.name}" for i, s in enumerate(stages)]
-    ds, manifest = load_transfer(transfer_dir, langs=cfg.data.languages)
+    from xdistil.data.transfer import transfer_languages
+
+    ds, manifest = load_transfer(transfer_dir, langs=transfer_languages(cfg))
     ids = _teacher_ids(cfg, manifest)
     fps = stage_fingerprints(cfg, stages, transfer_dir, [_teacher_path(manifest, k, teacher_dir) for k in ids])
     first = _reusable(dirs, fps)
@@ -288,7 +290,9 @@ def stage_fingerprints(cfg: RunConfig, stages: list[StageSpec], transfer_dir: st
     digest (so a change in stage i makes every later stage differ too)."""
     common = {"student": to_dict(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
               "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
-              "languages": list(cfg.data.languages), "precision": getattr(cfg, "precision", "fp32")}
+              "languages": list(cfg.data.languages), "precision": getattr(cfg, "precision", "fp32"),
+              # the transfer-only languages whose rows it learns from (absent when none: old digests hold)
+              **({"transfer_languages": list(cfg.transfer.languages)} if cfg.transfer.languages else {})}
     inputs = {"transfer": _input_digest(transfer_dir, "manifest.json"),
               **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}}
     if cfg.distill.init_from:

@@ -177,7 +177,8 @@ def distill_fingerprint(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: s
     d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *_NOT_OUTPUT)}
     fields = {"student": to_dict(cfg.student),
               "distill": {**d, "stages": [to_dict(s) for s in cfg.distill.resolved_stages()]},
-              "data": {"languages": cfg.data.languages}}
+              "data": {"languages": cfg.data.languages,
+                       **({"transfer_languages": cfg.transfer.languages} if cfg.transfer.languages else {})}}
     inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir)}
     if cfg.distill.init_from:
         inputs["init_from"] = fingerprint.folder_digest(cfg.distill.init_from)

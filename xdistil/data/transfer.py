@@ -44,8 +44,14 @@ def _key(words: list[str]) -> bytes:
     return hashlib.blake2b("\x1f".join(words).encode("utf-8"), digest_size=8).digest()
 
 
+def transfer_languages(cfg: RunConfig) -> list[str]:
+    """The languages of the transfer set: data.languages, then the transfer-only transfer.languages."""
+    return [*cfg.data.languages, *(lang for lang in cfg.transfer.languages if lang not in cfg.data.languages)]
+
+
 def iter_transfer(cfg: RunConfig, lang: str) -> Iterator[TransferRow]:
-    train, val = budget_split(lang, cfg.data)
+    # a transfer-only language (transfer.languages) has no labeled file to read: transfer text alone
+    train, val = budget_split(lang, cfg.data) if lang in cfg.data.languages else ([], [])
     seen: set[bytes] = set()
     for split, sents in (("labeled", train), ("val", val)):
         for s in sents:
@@ -82,7 +88,7 @@ def _transfer_only(cfg: RunConfig, lang: str, seen: set[bytes]) -> Iterator[Tran
         return ((s, source) for s in sents)
 
     main: list[Iterator[tuple[Sentence, str]]] = []
-    if "train_rest" in tc.sources:
+    if "train_rest" in tc.sources and lang in cfg.data.languages:
         rest = labeled_sentences(lang, "train", cfg.data)[cfg.data.labeled_budget :]
         main.append(tagged(join_fragments(fresh(rest), tc.concat, tc.concat_max_words), "train_rest"))
     for path, fmt in unlabeled_paths(lang, cfg.data):
@@ -104,6 +110,9 @@ def _transfer_only(cfg: RunConfig, lang: str, seen: set[bytes]) -> Iterator[Tran
         yield TransferRow(s.words, lang, "transfer", None, s.where or source)
 
 
+_END = object()
+
+
 def _alternate(a: Iterator, b: Iterator) -> Iterator:
     """a0, b0, a1, b1, ...; when one runs out, the rest of the other."""
     for x, y in itertools.zip_longest(a, b, fillvalue=_END):
@@ -111,9 +120,6 @@ def _alternate(a: Iterator, b: Iterator) -> Iterator:
             yield x
         if y is not _END:
             yield y
-
-
-_END = object()
 
 
 def join_fragments(sents: Iterable[Sentence], k: int, max_words: int) -> Iterator[Sentence]:
@@ -189,6 +195,29 @@ def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
     return out
 
 
+# The levers' keys, by the switch that makes them matter (issue 17's options, off by default).
+_LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max_words"),
+           "augment": ("augment_case", "augment_dropout", "augment_swap", "augment_code_mix", "augment_seed"),
+           "languages": ("languages",)}  # transfer-only languages
+
+
+def fingerprint_fields(tc) -> dict:
+    """The transfer config as a labeling fingerprint should hold it: what changes the stored
+    set, without the teacher list and batch size (`labeling.label_fingerprint` reads those
+    elsewhere), and without a lever that is off, so that a set labeled before the levers
+    existed keeps its digest."""
+    from xdistil.config import to_dict
+
+    out = {k: v for k, v in to_dict(tc).items() if k not in ("teachers", "batch_size")}
+    off = {"extra_sources": not tc.extra_sources, "concat": tc.concat == 1,
+           "augment": not Augmentation.from_transfer(tc).active, "languages": not tc.languages}
+    for lever, keys in _LEVERS.items():
+        if off[lever]:
+            for k in keys:
+                out.pop(k)
+    return out
+
+
 def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
     """Per language, the local files a step reads for ``split`` ("train", "dev" or
     "unlabeled"), resolved exactly as the readers resolve them; "hub:<dataset>" where a
@@ -199,7 +228,7 @@ def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
 
     root = resolve_data_root(cfg.data.root)
     out: dict[str, list[str]] = {}
-    for lang in cfg.data.languages:
+    for lang in transfer_languages(cfg) if split == "unlabeled" else cfg.data.languages:
         if split == "unlabeled":  # every file the transfer text is read from
             out[lang] = [str(p) for p, _ in unlabeled_paths(lang, cfg.data)]
             out[lang] += [str(p) for p in extra_source_paths(cfg, lang)]

@@ -69,6 +69,18 @@ class StateDictStudent:
     def vocab_size(self) -> int:
         return int(self.embeddings.num_embeddings)
 
+    def hidden_size(self, layer_index: int) -> int:
+        return self.hidden_sizes[layer_index]
+
+    @classmethod
+    def build(cls, teacher_model, tokenizer, kept, cfg, labels):
+        """Sized to the reduced vocabulary; ``embedding_init="svd"``: the teacher's rows, SVD-reduced."""
+        cfg = sized_config(cfg, tokenizer, kept, labels)
+        tagger = cls(cfg, labels=labels)
+        if cfg.embedding_init == "svd":
+            init_embeddings(tagger.embeddings, teacher_model, kept, cfg.pad_id)
+        return tagger
+
     def save(self, folder: Path) -> dict:
         from safetensors.torch import save_file
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from xdistil.outputs import TaggerOutput
-from xdistil.students._common import StateDictStudent, init_embeddings, sized_config
+from xdistil.students._common import StateDictStudent
 from xdistil.students.registry import register
 
 
@@ -88,15 +88,6 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
         return BiLSTMConfig(embedding_dim=run.embedding_dim, hidden_dim=run.hidden_dim, num_layers=run.num_layers,
                             dropout=run.dropout, embedding_init=run.embedding_init)
 
-    @classmethod
-    def build(cls, teacher_model, tokenizer, kept, cfg: BiLSTMConfig, labels) -> BiLSTMTagger:
-        """Sized to the reduced vocabulary; ``embedding_init="svd"``: the teacher's rows, SVD-reduced."""
-        cfg = sized_config(cfg, tokenizer, kept, labels)
-        tagger = cls(cfg, labels=labels)
-        if cfg.embedding_init == "svd":
-            init_embeddings(tagger.embeddings, teacher_model, kept, cfg.pad_id)
-        return tagger
-
     @staticmethod
     def describe(run: Mapping) -> str:
         return f"E={run['embedding_dim']}, H={run['hidden_dim']}, {run['num_layers']} layer(s)"
@@ -105,9 +96,6 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
     def hidden_sizes(self) -> tuple[int, ...]:
         """Width of each entry of ``TaggerOutput.hidden_states``: (embeddings, BiLSTM output)."""
         return (self.config.embedding_dim, 2 * self.config.hidden_dim)
-
-    def hidden_size(self, layer_index: int) -> int:
-        return self.hidden_sizes[layer_index]
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor

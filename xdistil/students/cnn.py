@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from xdistil.outputs import TaggerOutput
-from xdistil.students._common import StateDictStudent, init_embeddings, sized_config
+from xdistil.students._common import StateDictStudent
 from xdistil.students.registry import register
 
 
@@ -92,15 +92,6 @@ class CNNTagger(StateDictStudent, nn.Module):
         return CNNConfig(embedding_dim=run.embedding_dim, hidden_dim=run.hidden_dim, iterations=run.num_layers,
                          dropout=run.dropout, embedding_init=run.embedding_init)
 
-    @classmethod
-    def build(cls, teacher_model, tokenizer, kept, cfg: CNNConfig, labels) -> CNNTagger:
-        """Sized to the reduced vocabulary; ``embedding_init="svd"``: the teacher's rows, SVD-reduced."""
-        cfg = sized_config(cfg, tokenizer, kept, labels)
-        tagger = cls(cfg, labels=labels)
-        if cfg.embedding_init == "svd":
-            init_embeddings(tagger.embeddings, teacher_model, kept, cfg.pad_id)
-        return tagger
-
     @staticmethod
     def describe(run: Mapping) -> str:
         return (f"E={run['embedding_dim']}, H={run['hidden_dim']}, dilated block x{run['num_layers']}")
@@ -109,9 +100,6 @@ class CNNTagger(StateDictStudent, nn.Module):
     def hidden_sizes(self) -> tuple[int, ...]:
         """Width of each entry of ``TaggerOutput.hidden_states``: embeddings, then every iteration."""
         return (self.config.embedding_dim,) + (self.config.hidden_dim,) * self.config.iterations
-
-    def hidden_size(self, layer_index: int) -> int:
-        return self.hidden_sizes[layer_index]
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor
