@@ -26,18 +26,41 @@ def test_loaded_warning():
     assert T.loaded_warning(0.1, 2, 2) is None
     assert T.loaded_warning(0.9, 2, 1) is None  # one core busy, one thread asked: it fits
     msg = T.loaded_warning(1.8, 2, 2)
-    assert msg and "load average 1.8 on 2 usable CPUs" in msg and "taskset" in msg and "\n" not in msg
+    assert msg and "1.8 CPUs busy of 2 usable CPUs" in msg and "taskset" in msg and "\n" not in msg
+
+
+def test_current_load_sees_a_busy_core_now():
+    import multiprocessing as mp
+
+    quiet = T.current_load(0.3)
+    assert quiet is not None and 0.0 <= quiet <= os.cpu_count()
+    p = mp.get_context("spawn").Process(target=_spin, args=(3.0,))
+    p.start()
+    try:
+        import time
+        time.sleep(0.5)
+        busy = T.current_load(0.5)
+    finally:
+        p.join()
+    assert busy >= quiet + 0.5  # the spinning process holds (about) one CPU
+
+
+def _spin(seconds: float) -> None:
+    import time
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
 
 
 def test_configure_when_torch_is_loaded(env):
-    env.setattr(T, "load_average", lambda: [3.0, 2.0, 1.0])
+    env.setattr(T, "current_load", lambda: 3.0)
     env.setattr(T, "usable_cpus", lambda: 2)
     s = T.configure(threads=1)
     assert (s.threads, s.usable_cpus, s.load) == (1, 2, 3.0)
     assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
     assert not s.passive_wait  # OpenMP started with torch's import, before the policy was set
-    assert s.warning and "load average 3.0" in s.warning
-    env.setattr(T, "load_average", lambda: [0.0, 0.0, 0.0])
+    assert s.warning and "3.0 CPUs busy" in s.warning
+    env.setattr(T, "current_load", lambda: 0.0)
     assert T.configure().threads == 1  # OMP_NUM_THREADS from the environment (set above) wins
     assert T.configure(threads=2).warning is None
     with pytest.raises(ValueError, match="threads must be >= 1"):
@@ -50,7 +73,7 @@ def test_configure_before_torch_sets_threads_and_waits_passively_only_when_loade
            if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
     code = ("import json, os, sys\n"
             "import xdistil.threads as T\n"
-            f"T.load_average = lambda: [{load}, 0.0, 0.0]\n"
+            f"T.current_load = lambda: {load}\n"
             "assert 'torch' not in sys.modules\n"
             "s = T.configure(warn=False)\n"
             "import torch\n"
