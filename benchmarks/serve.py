@@ -44,7 +44,10 @@ SENTENCES = [
 def load_texts(path: str | None, conll: bool, limit: int) -> list[str]:
     if path is None:
         return SENTENCES
-    with open(path, encoding="utf-8") as f:
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         texts = [" ".join(w) for w in iter_conll_words(f)] if conll else [t for t in iter_text_lines(f) if t.strip()]
     if not texts:
         raise ValueError(f"{path}: no texts")
