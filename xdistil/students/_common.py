@@ -69,6 +69,16 @@ class StateDictStudent:
     def vocab_size(self) -> int:
         return int(self.embeddings.num_embeddings)
 
+    def _set_config(self, config, labels: Sequence[str] | None) -> None:
+        """Check and keep ``config`` (sized: vocab_size, num_labels) and the label names."""
+        name = type(config).__name__
+        if config.vocab_size is None or config.num_labels is None:
+            raise ValueError(f"{name}.vocab_size and num_labels must be set (build_student does it)")
+        if labels is not None and len(labels) != config.num_labels:
+            raise ValueError(f"{len(labels)} labels for num_labels={config.num_labels}")
+        self.config = config
+        self.labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(config.num_labels))
+
     def hidden_size(self, layer_index: int) -> int:
         return self.hidden_sizes[layer_index]
 

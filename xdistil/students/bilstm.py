@@ -64,12 +64,7 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
 
     def __init__(self, config: BiLSTMConfig, labels: Sequence[str] | None = None):
         super().__init__()
-        if config.vocab_size is None or config.num_labels is None:
-            raise ValueError("BiLSTMConfig.vocab_size and num_labels must be set (build_student does it)")
-        if labels is not None and len(labels) != config.num_labels:
-            raise ValueError(f"{len(labels)} labels for num_labels={config.num_labels}")
-        self.config = config
-        self.labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(config.num_labels))
+        self._set_config(config, labels)
         E, H = config.embedding_dim, config.hidden_dim
         self.embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_id)
         self.dropout = nn.Dropout(config.dropout)
