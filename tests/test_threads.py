@@ -75,7 +75,7 @@ def test_configure_before_torch_sets_threads_and_waits_passively_only_when_loade
             "import xdistil.threads as T\n"
             f"T.current_load = lambda: {load}\n"
             "assert 'torch' not in sys.modules\n"
-            "s = T.configure(warn=False)\n"
+            "s = T.configure()\n"
             "import torch\n"
             "print(json.dumps([s.threads, s.usable_cpus, s.passive_wait, torch.get_num_threads(),"
             " os.environ.get('OMP_WAIT_POLICY')]))\n")

@@ -56,9 +56,11 @@ def configure(threads: int | None = None, warn: bool = True) -> ThreadSettings:
         raise ValueError(f"threads must be >= 1, got {threads}")
     torch_loaded = "torch" in sys.modules
     had_policy = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-    load = current_load()
-    shared = load is not None and loaded_warning(load, usable, threads) is not None
-    if shared:  # other work on these cores: sleep instead of spinning (see the module doc)
+    # sampling costs 0.2 s: only the long-running commands (warn=True) pay it and get the
+    # policy and the warning that depend on it; short ones keep OpenMP's defaults
+    load = current_load() if warn else None
+    message = loaded_warning(load, usable, threads) if load is not None else None
+    if message:  # other work on these cores: sleep instead of spinning (see the module doc)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
@@ -68,11 +70,8 @@ def configure(threads: int | None = None, warn: bool = True) -> ThreadSettings:
         torch = sys.modules["torch"]
         torch.set_num_threads(threads)
     passive = had_policy or (not torch_loaded and os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE")
-    message = None
-    if load is not None and warn:
-        message = loaded_warning(load, usable, threads)
-        if message:
-            log.warning(message)
+    if message:
+        log.warning(message)
     return ThreadSettings(threads, usable, passive, load, message)
 
 

@@ -44,6 +44,25 @@ def svd_embeddings(rows: torch.Tensor, dim: int, std: float = 1.0) -> torch.Tens
     return out * (std / scale) if scale > 0 else out
 
 
+def check_config(cfg, positive: Sequence[str]) -> None:
+    """The checks every embedding-table student config shares: sizes >= 1 (``vocab_size`` and
+    ``num_labels`` may still be None), ``positive`` fields >= 1, dropout in [0, 1), a padding
+    id inside the vocabulary and a known ``embedding_init``."""
+    for name in ("vocab_size", "num_labels"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.vocab_size is not None and not 0 <= cfg.pad_id < cfg.vocab_size:
+        raise ValueError(f"pad_id {cfg.pad_id} outside the vocabulary of {cfg.vocab_size}")
+    if cfg.embedding_init not in ("svd", "random"):
+        raise ValueError(f"embedding_init must be 'svd' or 'random', got {cfg.embedding_init!r}")
+
+
 def sized_config(cfg, tokenizer, kept: Sequence[int], labels: Sequence[str]):
     """``cfg`` with ``vocab_size / num_labels / pad_id`` taken from the reduced tokenizer and labels."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from xdistil.outputs import TaggerOutput
-from xdistil.students._common import StateDictStudent
+from xdistil.students._common import StateDictStudent, check_config
 from xdistil.students.registry import register
 
 
@@ -43,19 +43,7 @@ class BiLSTMConfig:
     embedding_init: str = "svd"  # "svd" (teacher embeddings, reduced) | "random"; used by build_student
 
     def __post_init__(self):
-        for name in ("vocab_size", "num_labels"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("embedding_dim", "hidden_dim", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.vocab_size is not None and not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"pad_id {self.pad_id} outside the vocabulary of {self.vocab_size}")
-        if self.embedding_init not in ("svd", "random"):
-            raise ValueError(f"embedding_init must be 'svd' or 'random', got {self.embedding_init!r}")
+        check_config(self, ("embedding_dim", "hidden_dim", "num_layers"))
 
 
 @register("bilstm")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from xdistil.outputs import TaggerOutput
-from xdistil.students._common import StateDictStudent
+from xdistil.students._common import StateDictStudent, check_config
 from xdistil.students.registry import register
 
 
@@ -44,23 +44,11 @@ class CNNConfig:
 
     def __post_init__(self):
         self.dilations = tuple(int(d) for d in self.dilations)  # a list when read back from JSON
-        for name in ("vocab_size", "num_labels"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("embedding_dim", "hidden_dim", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_config(self, ("embedding_dim", "hidden_dim", "iterations"))
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
         if not self.dilations or min(self.dilations) < 1:
             raise ValueError(f"dilations must be positive integers, got {self.dilations}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.vocab_size is not None and not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"pad_id {self.pad_id} outside the vocabulary of {self.vocab_size}")
-        if self.embedding_init not in ("svd", "random"):
-            raise ValueError(f"embedding_init must be 'svd' or 'random', got {self.embedding_init!r}")
 
 
 def _conv(c_in: int, c_out: int, kernel_size: int, dilation: int) -> nn.Conv1d:
