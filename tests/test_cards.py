@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_teacher
+from tiny import import_blocker, make_tiny_teacher
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from xdistil_export.runtime import Predictor
 
@@ -25,17 +24,7 @@ from xdistil.vocab import seen_piece_ids
 
 LABELS = list(DEFAULT_LABELS)
 
-BLOCK = textwrap.dedent("""
-    import sys
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers", "xdistil"):
-                raise ImportError(f"{name} is blocked: a card's snippet must not need it")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
+BLOCK = import_blocker("torch", "transformers", "xdistil", why="a card's snippet must not need it")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from synth import synth_sentences, write_conll
-from tiny import make_tiny_teacher, tiny_words
+from tiny import import_blocker, make_tiny_teacher, tiny_words
 from xdistil_export import decode
 from xdistil_export.runtime import Predictor, entities_from_tags, spans_from_tags
 from xdistil_export.text import split_words, split_words_with_offsets
@@ -24,17 +24,7 @@ from xdistil.onnx_export import export_model
 from xdistil.taggers import load_tagger, predict_tags
 
 # Run first in a subprocess: any import of torch or transformers fails loudly.
-BLOCK_TORCH = textwrap.dedent("""
-    import sys
-
-    class BlockTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers"):
-                raise ImportError(f"{name} is blocked: the runtime must not import it")
-            return None
-
-    sys.meta_path.insert(0, BlockTorch())
-""")
+BLOCK_TORCH = import_blocker("torch", "transformers", why="the runtime must not import it")
 
 
 @pytest.fixture(scope="module")

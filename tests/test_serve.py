@@ -19,7 +19,7 @@ import httpx
 import pytest
 import torch
 import uvicorn
-from tiny import make_tiny_teacher, tiny_words
+from tiny import import_blocker, make_tiny_teacher, tiny_words
 from xdistil_export.runtime import Predictor
 from xdistil_export.serve import create_app, server_config
 
@@ -199,16 +199,8 @@ def test_cli_serve_without_torch_and_clean_shutdown(export_dir, predictor):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = textwrap.dedent(f"""
+    script = import_blocker("torch", "transformers", why="serving must not import it") + textwrap.dedent(f"""
         import sys
-
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "transformers"):
-                    raise ImportError(f"{{name}} is blocked: serving must not import it")
-                return None
-
-        sys.meta_path.insert(0, BlockTorch())
         from xdistil.cli import main
         sys.exit(main(["serve", {str(export_dir)!r}, "--port", "{port}", "--threads", "1"]))
     """)

@@ -9,20 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tiny import import_blocker
+
 EXPORT = Path(__file__).resolve().parents[1] / "export"
 BLOCKED = ("torch", "transformers", "xdistil")
 
-BLOCK = textwrap.dedent(f"""
-    import sys
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                raise ImportError(f"{{name}} is blocked: export/ must not import it")
-            return None
-
-    sys.meta_path.insert(0, Block())
-""")
+BLOCK = import_blocker(*BLOCKED, why="export/ must not import it")
 
 
 def test_every_export_module_imports_with_torch_transformers_and_xdistil_blocked():

@@ -136,3 +136,17 @@ def make_tiny_teacher(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def import_blocker(*packages: str, why: str = "it must not be needed") -> str:
+    """Python source that makes importing any of ``packages`` (top-level names) raise
+    ImportError; put it first in a ``python -c`` script to prove code runs without them."""
+    return (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {tuple(packages)!r}:\n"
+        f"            raise ImportError(name + {' is blocked: ' + why!r})\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
