@@ -18,7 +18,8 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
 
 from benchmarks import throughput  # noqa: E402
 
-STEPS = {"teacher", "label", "distill-hard", "distill-soft", "distill-intermediate"}
+STEPS = {"teacher", "label", "distill-hard", "distill-soft", "distill-intermediate",
+         "distill-soft-packed"}  # the BiLSTM's previous (packed) forward, side by side
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def test_quick_run_schema_and_resume(tmp_path, one_thread, monkeypatch):
     assert json.loads((results / "summary.json").read_text()) == s
     md = (results / "results.md").read_text()
     assert "| distill-intermediate |" in md and "Targets (issue 14)" in md
+    assert "| distill-soft-packed |" in md and "the previous release's (packed BiLSTM, fp32)" in md
     measured = json.loads((tmp_path / "run" / "measurements.json").read_text())
     assert measured["quality/bf16"]["applied"] == "bf16"  # labeling ran in bf16
 

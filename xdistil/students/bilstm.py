@@ -8,12 +8,21 @@ linear tag scores per word piece. The paper's best small student is E=50, H=200
 
 The student sees exactly the teacher's word pieces (same tokenizer, reduced vocabulary),
 so its positions line up one to one with the teacher's logits and hidden states and the
-same word mask picks one position per word. Sequences are packed, so padding never
-reaches the backward direction: a sentence gets the same scores alone or in a batch.
-Padding must be on the right (``attention_mask`` a run of ones then zeros).
+same word mask picks one position per word. Padding never reaches the backward direction:
+a sentence gets the same scores alone or in a batch. Padding must be on the right
+(``attention_mask`` a run of ones then zeros).
 
-ONNX: the forward exports with ``torch.onnx.export(..., dynamo=False)`` and dynamic
-batch / sequence axes; the packing becomes the ONNX LSTM's ``sequence_lens`` input, so
+Speed: a *packed* sequence keeps PyTorch's CPU LSTM off oneDNN (its native loop runs a
+fwd+bwd step of the demo's 2-layer student 2x slower, and bf16 does not help it at all).
+So `BiLSTMTagger.forward` runs each direction of each layer as one unidirectional LSTM
+call on the padded batch (oneDNN), with the backward direction fed each sentence
+reversed *within its length* (padding stays on the right, after the sentence): the same
+numbers as the packed module to float rounding, 2x faster in fp32 and about 4x in bf16
+(`benchmarks/throughput.py`). The weights stay those of the one ``nn.LSTM`` (state dict,
+save/load, ONNX unchanged).
+
+ONNX: the forward exports (packed: `BiLSTMTagger.packed`) with
+``torch.onnx.export(..., dynamo=False)`` and dynamic batch / sequence axes; the packing becomes the ONNX LSTM's ``sequence_lens`` input, so
 the exported graph keeps the padding invariance (checked in tests/test_students.py).
 """
 
@@ -83,16 +92,39 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor
     ) -> TaggerOutput:
-        T = input_ids.shape[1]
         emb = self.embeddings(input_ids)  # (B, T, E)
         x = self.dropout(emb)  # (B, T, E)
-        # Lengths live on the CPU for packing; an all-padding row gets length 1 (scores ignored).
+        exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+        h = (self.packed if exporting else self.by_direction)(x, attention_mask)  # (B, T, 2H), zeros at padding
+        logits = self.classifier(self.dropout(h))  # (B, T, C)
+        return TaggerOutput(logits=logits, hidden_states=(emb, h), word_mask=word_mask.bool())
+
+    def packed(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM over packed sequences (the exported graph: ONNX LSTM with sequence_lens)."""
+        # lengths live on the CPU for packing; an all-padding row gets length 1 (scores ignored)
         lengths = attention_mask.sum(dim=1).clamp(min=1).to("cpu", torch.int64)  # (B,)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
-        h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, 2H), zeros at padding
-        logits = self.classifier(self.dropout(h))  # (B, T, C)
-        return TaggerOutput(logits=logits, hidden_states=(emb, h), word_mask=word_mask.bool())
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+    def by_direction(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM as one unidirectional LSTM call per direction and layer on the padded
+        batch (oneDNN on CPU; see the module doc), with ``self.lstm``'s weights."""
+        lstm, T = self.lstm, x.shape[1]
+        lengths = attention_mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        pos = torch.arange(T, device=x.device)[None, :]
+        valid = pos < lengths  # (B, T)
+        # position t of a sentence reversed within its length (padding stays where it is)
+        rev = torch.where(valid, lengths - 1 - pos, pos)[..., None]  # (B, T, 1)
+        h = x
+        for layer in range(lstm.num_layers):
+            if layer:
+                h = nn.functional.dropout(h, lstm.dropout, self.training)  # as nn.LSTM between layers
+            fwd = _one_direction(h, lstm, f"_l{layer}", self.training)
+            bwd = _one_direction(h.gather(1, rev.expand(-1, -1, h.shape[2])), lstm, f"_l{layer}_reverse",
+                                 self.training)
+            h = torch.cat([fwd, bwd.gather(1, rev.expand(-1, -1, bwd.shape[2]))], dim=-1)
+        return h * valid[..., None].to(h.dtype)  # zeros at padding, as pad_packed_sequence
 
     def param_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """Parameters top-down, the order in which gradual unfreezing releases them."""
@@ -101,3 +133,12 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
             ("encoder", list(self.lstm.parameters())),
             ("embeddings", list(self.embeddings.parameters())),
         ]
+
+
+def _one_direction(x: torch.Tensor, lstm: nn.LSTM, suffix: str, training: bool) -> torch.Tensor:
+    """One direction of one layer of ``lstm`` (weights ``*{suffix}``) over the batch-first ``x``:
+    the op behind ``nn.LSTM.forward`` on unpacked input (oneDNN on CPU)."""
+    weights = [getattr(lstm, f"{name}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    h0 = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+    # (input, (h0, c0), weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+    return torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, training, False, True)[0]
