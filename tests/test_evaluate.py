@@ -39,3 +39,13 @@ def test_strict_mode_does_not_credit_broken_spans():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="sentence 1: 4 gold tags but 3 predictions"):
         score(GOLD[:2], [PRED[0], PRED[1][:3]])
+
+
+def test_selection_average_leaves_out_slices_without_gold_entities():
+    from xdistil.evaluate import selection_average
+
+    with_entities = score([["B-PER", "O"]], [["B-PER", "O"]])  # 100
+    without = score([["O", "O"]], [["B-LOC", "O"]])  # 0 F1 whatever is predicted
+    assert without["support"] == 0
+    assert selection_average({"de": with_entities, "sv": without}) == (100.0, ["sv"])
+    assert selection_average({"sv": without}) == (0.0, ["sv"])

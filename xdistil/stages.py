@@ -149,7 +149,7 @@ def _student_tagger(student, tokenizer, labels, max_length):
 def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cfg: RunConfig,
                   batcher: TransferBatcher, fallback: torch.Tensor | None = None) -> float:
     """Higher is better: average per-language F1, or minus the hidden loss for hidden-only stages."""
-    from xdistil.evaluate import score
+    from xdistil.evaluate import score, selection_average
     from xdistil.taggers import predict_tags
 
     d.eval()
@@ -162,11 +162,9 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
                 by_lang.setdefault(lang, ([], []))
                 by_lang[lang][0].append(words)
                 by_lang[lang][1].append(gold)
-            f1s = []
-            for ws, gs in by_lang.values():
-                pred = predict_tags(tagger, ws, cfg.distill.eval_batch_size)
-                f1s.append(score(gs, pred)["f1"])
-            return sum(f1s) / len(f1s)
+            scores = {lang: score(gs, predict_tags(tagger, ws, cfg.distill.eval_batch_size))
+                      for lang, (ws, gs) in by_lang.items()}
+            return selection_average(scores)[0]  # languages without a gold entity left out (logged by the teacher)
         match = cfg.distill.match_for(spec)
         total, n = 0.0, 0
         for chunk in range(0, len(batcher.val_index), 64):

@@ -302,7 +302,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     from transformers import get_linear_schedule_with_warmup
 
     from xdistil.data.sources import budget_split
-    from xdistil.evaluate import score
+    from xdistil.evaluate import score, selection_average
     from xdistil.fit import Job, fit, make_accelerator
     from xdistil.taggers import HFTagger, Tagger, predict_tags
 
@@ -363,6 +363,8 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         total, _ = model(per_teacher)
         return total, sum(int(t["attention_mask"].sum()) for t in per_teacher)
 
+    warned: list = []  # the warning about slices without entities, once
+
     def select() -> tuple[float, dict]:
         # every process scores the whole (small) selection slice, so all take the same
         # decisions; each teacher alone, through its own classifier (the folded shared head)
@@ -370,10 +372,16 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         res = []
         for m, tok in zip(co.models, tokenizers, strict=True):
             tagger = Tagger(OnDevice(HFTagger(m), device, ()), tok, dc.labels, tc.max_length, "hf")
-            r = {lang: score([s.tags for s in v], predict_tags(tagger, v, tc.eval_batch_size))["f1"]
-                 for lang, v in val.items() if v}
-            r["avg"] = sum(r.values()) / max(len(r), 1)
+            scores = {lang: score([s.tags for s in v], predict_tags(tagger, v, tc.eval_batch_size))
+                      for lang, v in val.items() if v}
+            avg, skipped = selection_average(scores)
+            r = {lang: m["f1"] for lang, m in scores.items()}
+            r["avg"] = avg
             res.append(r)
+            if skipped and not warned:
+                warned.append(True)
+                log.warning("no gold entity in the selection slice of %s: left out of the selection average",
+                            ", ".join(skipped))
         for k, r in enumerate(res):
             accelerator.print(("" if K == 1 else f"teacher {k + 1} ") + "selection F1 "
                               + " ".join(f"{n}={v:.1f}" for n, v in r.items()))
