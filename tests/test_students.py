@@ -127,7 +127,7 @@ def test_bilstm_per_direction_calls_match_the_packed_lstm_values_and_gradients()
             ref = h.detach()
         else:
             torch.testing.assert_close(h.detach(), ref, atol=1e-6, rtol=1e-5)
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 def test_bilstm_onnx_export_keeps_padding_invariance(tmp_path):
