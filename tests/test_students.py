@@ -108,7 +108,6 @@ def test_bilstm_sentence_alone_equals_sentence_in_padded_batch():
         torch.testing.assert_close(alone, batched[b, :n], atol=1e-6, rtol=1e-5)
 
 
-
 def test_bilstm_per_direction_calls_match_the_packed_lstm_values_and_gradients():
     """The fast path (one oneDNN call per direction and layer, reversed within each length)
     computes what the packed nn.LSTM computes, gradients included (dropout off)."""
@@ -129,6 +128,7 @@ def test_bilstm_per_direction_calls_match_the_packed_lstm_values_and_gradients()
             torch.testing.assert_close(h.detach(), ref, atol=1e-6, rtol=1e-5)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
 
 def test_bilstm_onnx_export_keeps_padding_invariance(tmp_path):
     ort = pytest.importorskip("onnxruntime")

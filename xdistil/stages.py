@@ -164,7 +164,7 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
                 by_lang[lang][1].append(gold)
             scores = {lang: score(gs, predict_tags(tagger, ws, cfg.distill.eval_batch_size))
                       for lang, (ws, gs) in by_lang.items()}
-            return selection_average(scores)[0]  # languages without a gold entity left out (logged by the teacher)
+            return selection_average(scores)  # languages without a gold entity left out (logged by the teacher)
         match = cfg.distill.match_for(spec)
         total, n = 0.0, 0
         for chunk in range(0, len(batcher.val_index), 64):

@@ -334,6 +334,10 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         tr, va = budget_split(lang, dc)
         train += tr
         val[lang] = va
+    bare = [lang for lang, v in val.items() if v and not any(t.startswith("B-") for s in v for t in s.tags)]
+    if bare:  # known from the data: say it once, not at every selection
+        log.warning("no gold entity in the selection slice of %s: left out of the selection average",
+                    ", ".join(bare))
     encoders = [WindowEncoder(tok, tc.max_length) for tok in tokenizers]
     # per teacher, the windows of every sentence (a long sentence is several windows, and
     # different tokenizers may cut it differently): batches are made of whole sentences
@@ -363,8 +367,6 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         total, _ = model(per_teacher)
         return total, sum(int(t["attention_mask"].sum()) for t in per_teacher)
 
-    warned: list = []  # the warning about slices without entities, once
-
     def select() -> tuple[float, dict]:
         # every process scores the whole (small) selection slice, so all take the same
         # decisions; each teacher alone, through its own classifier (the folded shared head)
@@ -374,14 +376,9 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
             tagger = Tagger(OnDevice(HFTagger(m), device, ()), tok, dc.labels, tc.max_length, "hf")
             scores = {lang: score([s.tags for s in v], predict_tags(tagger, v, tc.eval_batch_size))
                       for lang, v in val.items() if v}
-            avg, skipped = selection_average(scores)
-            r = {lang: m["f1"] for lang, m in scores.items()}
-            r["avg"] = avg
+            r = {lang: sc["f1"] for lang, sc in scores.items()}
+            r["avg"] = selection_average(scores)
             res.append(r)
-            if skipped and not warned:
-                warned.append(True)
-                log.warning("no gold entity in the selection slice of %s: left out of the selection average",
-                            ", ".join(skipped))
         for k, r in enumerate(res):
             accelerator.print(("" if K == 1 else f"teacher {k + 1} ") + "selection F1 "
                               + " ".join(f"{n}={v:.1f}" for n, v in r.items()))
