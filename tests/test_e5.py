@@ -279,7 +279,5 @@ def test_real_e5_small(e5_folder):
 
     # Second call: folder complete -> returned at once, nothing rewritten.
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    start = time.perf_counter()
     assert prepare_e5_small(folder) == folder
-    assert time.perf_counter() - start < 0.5
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps

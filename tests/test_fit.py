@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import Interrupt, before_step, interrupt_at
 from safetensors.torch import load_file
 from synth import synth_files
 from tiny import make_tiny_teacher
 
 from xdistil.config import RunConfig, from_dict, to_dict
+from xdistil.fit import KILL_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,30 +168,26 @@ def labeled(tmp_path_factory):
 
 
 CHILD = textwrap.dedent("""
-    import os, signal, sys, torch, yaml
+    import sys, yaml
     from xdistil.config import RunConfig, from_dict
     from xdistil.stages import distill
-    cfg_path, transfer, teacher, out, die_at = sys.argv[1:6]
-    calls = [0]
-    real = torch.nn.utils.clip_grad_norm_
-
-    def clip(*a, **k):  # one call per optimizer step: kill -9 this process before step `die_at`
-        calls[0] += 1
-        if calls[0] == int(die_at):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*a, **k)
-
-    torch.nn.utils.clip_grad_norm_ = clip
+    cfg_path, transfer, teacher, out = sys.argv[1:5]
     cfg = from_dict(RunConfig, yaml.safe_load(open(cfg_path)))
     distill(cfg, transfer, teacher, out, progress=False)
 """)
 
 
-def _child(tmp, cfg_path, transfer, teacher, out, die_at):
+def _child(tmp, cfg_path, transfer, teacher, out, die_at=None):
+    """Distil in a child process; xdistil's own seam kills it (SIGKILL) before optimizer step
+    ``die_at`` (None: it runs to the end). Every run that is compared bitwise runs this way, with
+    one thread: float sums in another thread count round differently (~1e-7)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(cfg_path), str(transfer), str(teacher), str(out),
-                        str(die_at)], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    env.pop(KILL_ENV, None)
+    if die_at is not None:
+        env[KILL_ENV] = str(die_at)
+    r = subprocess.run([sys.executable, "-c", CHILD, str(cfg_path), str(transfer), str(teacher), str(out)],
+                       env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     return r
 
 
@@ -205,13 +203,12 @@ def test_distill_killed_mid_stage_resumes_bitwise(labeled):
     students are bitwise those of an uninterrupted run, and metrics.json holds every step."""
     import yaml
 
-    from xdistil.stages import distill
-
     tmp, teacher, transfer = labeled
     cfg = _cfg(tmp, teacher)
     cfg_path = tmp / "distill.yaml"
     cfg_path.write_text(yaml.safe_dump(to_dict(cfg)))
-    straight = distill(cfg, transfer, teacher, tmp / "straight", progress=False)
+    assert _child(tmp, cfg_path, transfer, teacher, tmp / "straight").returncode == 0
+    straight = sorted((tmp / "straight").glob("stage*"))
 
     # stage 1 step 1 trains output (8 steps); step 2 output+encoder: its checkpoint at step 6
     # (mid-epoch 2) is the last one before the kill at its 8th step
@@ -220,7 +217,9 @@ def test_distill_killed_mid_stage_resumes_bitwise(labeled):
     state = json.loads((tmp / "killed/checkpoint/state.json").read_text())
     assert state["tag"] == "0:1" and state["global_step"] == 6 and state["step_in_epoch"] == 2
     assert not (tmp / "killed/stage1-hard").exists()
-    resumed = distill(cfg, transfer, teacher, tmp / "killed", progress=False)
+    r = _child(tmp, cfg_path, transfer, teacher, tmp / "killed")
+    assert r.returncode == 0 and "resuming at epoch 2 batch 2 (step 6 of 8)" in r.stdout, r.stderr[-3000:]
+    resumed = sorted((tmp / "killed").glob("stage*"))
 
     assert [p.name for p in resumed] == [p.name for p in straight] == ["stage1-hard", "stage2-mix"]
     for a, b in zip(straight, resumed, strict=True):
@@ -273,25 +272,13 @@ def test_stage_fingerprints_reuse_recompute_refuse(labeled):
 
 # ---- teachers ------------------------------------------------------------------------------
 
-def test_teacher_checkpoint_of_another_config_is_discarded(tmp_path, monkeypatch):
-    from test_pipeline import Interrupt
-
+def test_teacher_checkpoint_of_another_config_is_discarded(tmp_path):
     from xdistil.teachers import train_teacher
 
     src = make_tiny_teacher(tmp_path)
     cfg = _cfg(tmp_path, src)
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def dying_clip(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # after the checkpoint at step 3
-            raise Interrupt
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt), before_step(interrupt_at(5)):  # after the checkpoint at step 3
         train_teacher(cfg, tmp_path / "t", progress=False)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     assert json.loads((tmp_path / "t/checkpoint/state.json").read_text())["global_step"] == 3
 
     other = _cfg(tmp_path, src)

@@ -2,10 +2,10 @@
 one-line errors for teachers that cannot be loaded."""
 
 import logging
-import time
 
 import pytest
 import torch
+from faults import before_step
 from synth import synth_sentences, write_conll
 from tiny import make_tiny_teacher
 
@@ -152,10 +152,11 @@ def test_bad_dev_file_fails_before_training(tmp_path):
     train = write_conll(tmp_path / "train.tsv", synth_sentences(40, 1))
     dev = tmp_path / "dev.tsv"
     dev.write_text("karimone\tB-PER\nist\tPERSON\n")
-    t0 = time.time()
-    with pytest.raises(DataError, match=r"dev.tsv:2: tag 'PERSON' is not IOB2"):
+    steps = []
+    with pytest.raises(DataError, match=r"dev.tsv:2: tag 'PERSON' is not IOB2"), \
+            before_step(lambda desc, state: steps.append(desc)):
         train_teacher(_cfg(tmp_path, teacher, train, dev), tmp_path / "t", progress=False)
-    assert time.time() - t0 < 10 and not (tmp_path / "t" / "checkpoint").exists()
+    assert steps == [] and not (tmp_path / "t" / "checkpoint").exists()  # refused before any training
     # explicit labels: a type outside them is refused, naming the file and line
     dev.write_text("karimone\tB-PER\nx\tB-MISC\n")
     with pytest.raises(DataError, match=r"dev.tsv:2: tag 'B-MISC' is outside the label set"):
@@ -181,11 +182,9 @@ def _cli_error(argv, capsys) -> str:
     from xdistil.cli import main
 
     capsys.readouterr()  # what came before
-    t0 = time.time()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert time.time() - t0 < 15
     return err
 
 
@@ -225,7 +224,6 @@ def test_hub_id_without_network_fails_fast(monkeypatch):
     from xdistil.teachers import ModelLoadError, resolve_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.time()
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set: pass a local path, or connect"):
         resolve_model_path("someone/ner-model-not-cached")
     # not offline by the environment, but the hub does not answer (a closed local port)
@@ -234,7 +232,6 @@ def test_hub_id_without_network_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(ModelLoadError, match=r"cannot be reached: pass a local path, or connect"):
         resolve_model_path("someone/ner-model-not-cached")
-    assert time.time() - t0 < 5
 
 
 def test_teacher_train_cli_errors_are_one_line(tmp_path, capsys):

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from test_pipeline import Interrupt, small_cfg
+from faults import Interrupt, before_step, interrupt_at
+from test_pipeline import small_cfg
 from tiny import make_tiny_teacher, tiny_sentences
 
 from xdistil import DEFAULT_LABELS
@@ -81,25 +82,15 @@ def test_cofinetune_cli_saves_each_teacher_alone(tmp_path, two_sources, capsys):
     assert json.loads((members[1] / "tokenizer.json").read_text())["model"]["type"] == "WordPiece"
 
 
-def test_cofinetune_resume_matches_uninterrupted(tmp_path, two_sources, monkeypatch):
+def test_cofinetune_resume_matches_uninterrupted(tmp_path, two_sources):
     from safetensors.torch import load_file
 
     from xdistil.teachers import teacher_dirs, train_teacher
 
     cfg = _cfg(tmp_path, two_sources)
     straight = teacher_dirs(train_teacher(cfg, tmp_path / "straight", progress=False))
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def dying_clip(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:  # after the checkpoint at step 6
-            raise Interrupt
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt), before_step(interrupt_at(8)):  # after the checkpoint at step 6
         train_teacher(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     resumed = teacher_dirs(train_teacher(cfg, tmp_path / "resumed", progress=False))
     for a_dir, b_dir in zip(straight, resumed, strict=True):
         a, b = load_file(str(a_dir / "model.safetensors")), load_file(str(b_dir / "model.safetensors"))

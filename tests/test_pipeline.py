@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from faults import Interrupt, before_step, interrupt_at
 from safetensors.torch import load_file
 from synth import synth_files
 from tiny import make_tiny_teacher
@@ -30,30 +31,16 @@ def teacher_src(tmp_path_factory):
     return make_tiny_teacher(tmp_path_factory.mktemp("teacher"))
 
 
-class Interrupt(Exception):
-    pass
-
-
-def test_teacher_resume_matches_uninterrupted(tmp_path, teacher_src, monkeypatch):
+def test_teacher_resume_matches_uninterrupted(tmp_path, teacher_src):
     from xdistil.teachers import DONE_MARKER, train_teacher
 
     cfg = small_cfg(tmp_path, teacher_src)
     straight = train_teacher(cfg, tmp_path / "straight", progress=False)
 
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def dying_clip(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:  # after the checkpoint at step 6
-            raise Interrupt
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt), before_step(interrupt_at(8)):  # after the checkpoint at step 6
         train_teacher(cfg, tmp_path / "resumed", progress=False)
     state = json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())
     assert state["global_step"] == 6 and not (tmp_path / "resumed" / DONE_MARKER).exists()
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     resumed = train_teacher(cfg, tmp_path / "resumed", progress=False)
 
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))

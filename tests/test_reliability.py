@@ -41,7 +41,6 @@ from xdistil.cli import main
 _SLOW = """
 import os, sys, time
 import datasets
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 import xdistil.labeling as labeling
 delay = float(os.environ["XD_TEST_DELAY"])
 real_label, real_save = labeling.label_chunk, datasets.Dataset.save_to_disk
@@ -52,9 +51,11 @@ def save_to_disk(self, *a, **k):
     real_save(self, *a, **k)
     time.sleep(delay)
 labeling.label_chunk, datasets.Dataset.save_to_disk = label_chunk, save_to_disk
-register_optimizer_step_pre_hook(lambda *a: time.sleep(delay))
 from xdistil.cli import main
-sys.exit(main(sys.argv[1:]))
+from xdistil.fit import before_step
+with before_step(lambda *a: time.sleep(delay)):
+    rc = main(sys.argv[1:])
+sys.exit(rc)
 """
 
 STAGES = [{"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "unfreeze": False},

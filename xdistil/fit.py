@@ -32,6 +32,11 @@ One checkpoint format, one folder::
 
 A checkpoint belongs to one fit (its ``tag``) and one set of inputs (its ``fingerprint``):
 `fit` resumes only from a checkpoint with both the same, and starts afresh otherwise.
+
+Fault injection (tests, and anyone checking resume by hand) goes through xdistil's own
+seam, never through a library's internals: `before_step` hooks are called before every
+optimizer step of every fit in the process, and ``$XDISTIL_KILL_AT_STEP=N`` kills the
+process (SIGKILL, as a crash would) before its N-th optimizer step, counted over all fits.
 """
 
 from __future__ import annotations
@@ -40,10 +45,13 @@ import base64
 import json
 import logging
 import math
+import os
 import random
 import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +252,41 @@ def pad_to_multiple(batches: list, world: int) -> list:
     return out
 
 
+# ---- fault injection -----------------------------------------------------------------------
+
+KILL_ENV = "XDISTIL_KILL_AT_STEP"
+"""Test-only: SIGKILL this process before its N-th optimizer step (counted over every fit)."""
+
+StepHook = Callable[[str, "FitState"], None]
+"""(the job's ``desc``, its state before the step) -> None; raising stops the fit there."""
+
+_hooks: list[StepHook] = []
+_steps_in_process = 0
+
+
+@contextmanager
+def before_step(hook: StepHook) -> Iterator[None]:
+    """Call ``hook`` before every optimizer step of every fit while the block runs.
+
+    The seam tests use to interrupt training at a chosen step (raise from the hook), so that
+    no test steers control flow by patching torch, accelerate or transformers."""
+    _hooks.append(hook)
+    try:
+        yield
+    finally:
+        _hooks.remove(hook)
+
+
+def _before_step(job: Job, state: FitState) -> None:
+    global _steps_in_process
+    _steps_in_process += 1
+    kill_at = os.environ.get(KILL_ENV)
+    if kill_at and _steps_in_process == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+    for hook in list(_hooks):
+        hook(job.desc, state)
+
+
 # ---- the loop ------------------------------------------------------------------------------
 
 def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str = "",
@@ -326,6 +369,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         for b in range(state.step_in_epoch, len(batches)):
             if state.global_step >= total_steps:
                 break
+            _before_step(job, state)
             with P.autocast(resolved, accelerator.device):
                 loss, n_tokens = job.loss(model, batches[b])
             accelerator.backward(scaler.scale(loss) if scaler is not None else loss)

@@ -84,3 +84,12 @@ def provenance(command: str | None = None, threads: int | None = None) -> dict:
     return {"machine": machine(threads), "versions": versions(),
             "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "loadavg": load_average(), "time": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def versions_line() -> str:
+    """`versions` on one line (``make test`` prints it, so a CI log says what it ran with)."""
+    return "versions: " + " ".join(f"{k}={v}" for k, v in versions().items())
+
+
+if __name__ == "__main__":
+    print(versions_line())
