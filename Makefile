@@ -38,16 +38,19 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m xdistil.provenance
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python $(PYTEST)
 
 lint: setup
 	$(BIN)/ruff check xdistil export languages benchmarks tests
+	$(BIN)/lint-imports --no-cache
 
 # The newest versions pyproject.toml allows, in a venv of their own (made anew each time).
 test-latest:
 	rm -rf .venv-latest
 	$(call install,.venv-latest,--upgrade)
 	.venv-latest/bin/python -m xdistil.provenance
+	.venv-latest/bin/lint-imports --no-cache
 	.venv-latest/bin/python $(PYTEST)
 
 # Record what .venv-latest holds as the tested versions (run after `make test-latest` passed).

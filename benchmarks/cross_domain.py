@@ -30,7 +30,6 @@ and ``results.md`` (the report's block renderer).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shlex
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from xdistil_export.atomic import write_json
 
+from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.report import Heading, Para, Table, num, pct, write_page
 
@@ -173,7 +173,7 @@ def _seconds(run_dir: Path) -> float | None:
     metrics = run_dir / "metrics.json"
     if not metrics.exists():
         return None
-    return round(sum(step["seconds"] for st in json.loads(metrics.read_text())["stages"] for step in st["steps"]), 1)
+    return round(sum(step["seconds"] for st in json.loads(metrics.read_text())["stages"] for step in st["phases"]), 1)
 
 
 def run(config: str | Path | dict, run_dir: Path, results: Path, variants: list[str] | None = None,
@@ -356,25 +356,19 @@ def _pc(x: float | None) -> float | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default="benchmarks/configs/cross_domain.yaml")
     p.add_argument("--run", default="runs/cross-domain", help="working directory (teacher, transfer sets, students)")
     p.add_argument("--results", default="benchmarks/results/cross-domain", help="where summary.json/results.md go")
     p.add_argument("--variants", nargs="*", help="which variants (default: the config's default_variants)")
     p.add_argument("--quick", action="store_true", help="tiny random models, a few sentences: a smoke test")
-    p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    command = preamble.start("cross_domain", argv)
     run_dir, results = Path(args.run), Path(args.results)
     if args.quick and args.run == p.get_default("run"):
         run_dir = run_dir.with_name(run_dir.name + "-quick")
     if args.quick and args.results == p.get_default("results"):
         results = Path("runs/cross-domain-quick/results")  # never over the committed results
-    command = shlex.join(["python", "-m", "benchmarks.cross_domain", *(sys.argv[1:] if argv is None else argv)])
     run(args.config, run_dir, results, args.variants, args.quick, not args.quiet, command)
     print((results / "results.md").read_text(encoding="utf-8"))
     return 0

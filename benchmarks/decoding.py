@@ -17,7 +17,6 @@ Writes ``decoding.json`` and ``decoding.md`` into ``--out`` (default: print only
 
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from xdistil_export.atomic import write_json, write_text
 from xdistil_export.decode import decode_all, is_valid
+
+from benchmarks import preamble
 
 
 def dev_files(langs: list[str], pairs: list[str], data_root: str | None) -> dict[str, Path]:
@@ -61,9 +62,9 @@ def _logits(model, sentences, batch_size: int) -> list[np.ndarray]:
 
 
 def run(model_dir: str, files: dict[str, Path], batch_size: int = 64, limit: int | None = None) -> dict:
-    from xdistil.cli import load_model_any
     from xdistil.data.readers import read_conll
     from xdistil.evaluate import score
+    from xdistil.taggers import load_model_any
 
     model = load_model_any(model_dir)
     labels = list(model.labels)
@@ -111,7 +112,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__, quiet=False)
     p.add_argument("model", help="student, teacher or export directory")
     p.add_argument("--lang", nargs="*", default=[], help="languages whose registry dev files to use")
     p.add_argument("--dev", nargs="*", default=[], metavar="LANG=FILE", help="dev files (CoNLL)")

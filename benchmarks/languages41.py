@@ -20,14 +20,15 @@ torch-free runtime (`xdistil_export.runtime.Predictor`). Writes into ``--results
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import shlex
 import sys
 from pathlib import Path
 
+from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from xdistil.run import RunDir
+from xdistil.run.layout import DISTILL_LOG
 
 PRESET = Path(__file__).resolve().parents[1] / "xdistil" / "presets" / "languages41.yaml"
 RESULTS = Path("benchmarks/results/41-languages")
@@ -145,8 +146,7 @@ def int8_scores(student: Path, export_dir: Path, cfg: RunConfig, progress: bool,
     from xdistil_export.runtime import Predictor
 
     from xdistil import fingerprint, steps
-    from xdistil.evaluate import evaluate_tagger
-    from xdistil.pipeline import dev_sets
+    from xdistil.evaluate import dev_sets, evaluate_tagger
     from xdistil.taggers import load_tagger
 
     kw = {"int8": True} if min_agreement is None else {"int8": True, "int8_min_agreement": min_agreement}
@@ -169,7 +169,7 @@ def finetune(cfg: RunConfig, lang: str, student: Path, run_dir: Path, progress: 
     """Continue the multilingual ``student`` on one language's transfer rows (`distill.init_from`):
     its dev scores (`evaluate_dev`) and the seconds it took."""
     from xdistil import steps
-    from xdistil.pipeline import evaluate_dev
+    from xdistil.evaluate import evaluate_dev
 
     one = with_overrides(cfg, {"data": {"languages": [lang]},
                                "distill": {"init_from": str(student), "stages": [dict(FINETUNE_STAGE)]},
@@ -177,9 +177,10 @@ def finetune(cfg: RunConfig, lang: str, student: Path, run_dir: Path, progress: 
     if cfg.distill.max_steps_per_epoch:  # --quick
         one = with_overrides(one, {"distill": {"stages": [{**FINETUNE_STAGE, "epochs": 1}]}})
     out = run_dir / f"finetune-{lang}"
-    dirs = steps.distill_stages(one, run_dir / "run" / "transfer", run_dir / "run" / "teacher", out, progress=progress)
-    log = json.loads((out / "metrics.json").read_text())
-    seconds = sum(step["seconds"] or 0 for st in log["stages"] for step in st["steps"])
+    run = RunDir(run_dir / "run")
+    dirs = steps.distill_stages(one, run.transfer, run.teacher, out, progress=progress)
+    log = json.loads((out / DISTILL_LOG).read_text())
+    seconds = sum(step["seconds"] or 0 for st in log["stages"] for step in st["phases"])
     return {**evaluate_dev(dirs[-1], one, progress), "seconds": round(seconds, 1)}
 
 
@@ -192,7 +193,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
 
     run_dir, results = Path(run_dir), Path(results)
     metrics = pipeline.run(cfg, run_dir / "run", progress=progress, command=command)
-    stage_dirs = steps.students(run_dir / "run" / "distill")
+    stage_dirs = steps.students(RunDir(run_dir / "run").distill)
     if "teacher" not in metrics or not stage_dirs:
         raise RuntimeError(f"{run_dir / 'run'}: the run has no evaluated teacher and student (steps: {cfg.steps})")
     final = stage_dirs[-1]
@@ -214,7 +215,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
                        "retained_after": 100 * f1 / teacher.f1[lang] if teacher.f1[lang] else None,
                        "seconds": t["seconds"], "extra_params": t["params"], "folder": t["path"]}
 
-    manifest = json.loads((run_dir / "run" / "transfer" / "manifest.json").read_text())
+    manifest = json.loads(RunDir(run_dir / "run").transfer_manifest.read_text())
     meta = json.loads((final / "xdistil_student.json").read_text())
     vocab = meta.get("vocab") or {}
     missing = without_labeled_data(cfg)
@@ -331,7 +332,7 @@ def plot_retention(s, path: Path) -> None:
 # ---- command line --------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default=str(PRESET), help="default: xdistil/presets/languages41.yaml")
     p.add_argument("--languages", nargs="+", help="only these languages (default: the config's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -341,8 +342,8 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-weakest", type=int, default=0, metavar="N",
                    help="fine-tune the multilingual student on each of the N weakest languages")
     p.add_argument("--quick", action="store_true", help="tiny random models over a few languages: seconds")
-    p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
+    command = preamble.start("languages41", argv, quiet=True)  # it reports through its results and progress bars
     from xdistil.config import ConfigError
 
     run_dir = args.run or Path("runs/languages41-quick" if args.quick else "runs/languages41")
@@ -355,7 +356,6 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = shlex.join(["python", "-m", "benchmarks.languages41", *(sys.argv[1:] if argv is None else argv)])
     # a barely trained --quick student has near-tied logits: int8 may flip some tags
     run(cfg, run_dir, results, finetune_weakest=args.finetune_weakest, progress=not args.quiet, command=command,
         int8_min_agreement=0.0 if args.quick else None)

@@ -33,7 +33,6 @@ not beside the committed results) and are reused when already there.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import logging
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from xdistil_export.atomic import write_json
 
+from benchmarks import preamble
 from xdistil.bench import ensure_export, file_mb, onnx_files, ort_session, time_cell, torch_call
 from xdistil.provenance import load_average, provenance, usable_cpus
 from xdistil.records import Latency, LatencyCell, Provenance, Speedup, speedups
@@ -177,14 +177,14 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
                          threads: int) -> tuple[dict, bool]:
     """Export a shaped teacher (no tokenizer, so not `export_model`) with the same graph and checks.
 
-    The graph is `export_model`'s: ``_LogitsOnly`` over the tagger, traced on a padded
+    The graph is `export_model`'s: ``LogitsOnly`` over the tagger, traced on a padded
     batch, dynamic batch / sequence axes checked, int8 by the same dynamic quantization.
     Parity: ORT fp32 against PyTorch on one random batch (max abs logits difference).
     """
     import torch
     from xdistil_export.runtime import MODEL_FILES
 
-    from xdistil.onnx_export import _export_onnx, _LogitsOnly, _quantize
+    from xdistil.onnx_export import LogitsOnly, export_graph, quantize_int8
 
     key = _shape_key(config)
     manifest_file = dest / SHAPED_MANIFEST
@@ -196,10 +196,10 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
     log.info("exporting %s-shaped teacher -> %s (int8: %s)", name, dest, int8)
     dest.mkdir(parents=True, exist_ok=True)
     manifest_file.unlink(missing_ok=True)  # written last: its presence means the files are complete
-    wrapper = _LogitsOnly(module).eval()
+    wrapper = LogitsOnly(module).eval()
     ids, mask = (torch.from_numpy(a) for a in _inputs(config.vocab_size, 2, 16, seed))
     mask[1, 8:] = 0  # trace on a padded batch, as export_model does
-    _export_onnx(wrapper, (ids, mask), dest / MODEL_FILES["fp32"], opset)
+    export_graph(wrapper, (ids, mask), dest / MODEL_FILES["fp32"], opset)
     ids, mask = _inputs(config.vocab_size, 3, 12, seed + 1)
     with torch.inference_mode():
         expected = wrapper(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()  # (B, T, C)
@@ -210,7 +210,7 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
         raise RuntimeError(f"{name}: ONNX logits differ from PyTorch by {diff:.2e} (> {SHAPED_TOLERANCE})")
     files = {"model": MODEL_FILES["fp32"], "model_int8": None}
     if int8:
-        _quantize(dest / MODEL_FILES["fp32"], dest / MODEL_FILES["int8"])
+        quantize_int8(dest / MODEL_FILES["fp32"], dest / MODEL_FILES["int8"])
         files["model_int8"] = MODEL_FILES["int8"]
     m = {"format": "xdistil-latency-shaped-export", "name": name, "shape": key, "seed": seed, "opset": opset,
          "files": files, "parity_max_abs_diff": diff, "weights": "random (cost depends on shapes, not values)",
@@ -445,7 +445,7 @@ def _load(avg) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__, quiet=False)
     p.add_argument("--teacher", help="the real teacher's folder (timed in torch and ORT)")
     p.add_argument("--bilstm", help="BiLSTM student folder")
     p.add_argument("--transformer", help="Transformer student folder")
@@ -462,8 +462,7 @@ def main(argv=None) -> int:
                    help="int8 exports are timed if their tags agree with PyTorch on this share of words "
                         "(the agreement is recorded in the export manifest; `xdistil export` itself uses 0.98)")
     args = p.parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.latency", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    command = preamble.start("latency", argv)
     models = {n: d for n, d in (("teacher", args.teacher), ("bilstm", args.bilstm),
                                 ("transformer", args.transformer)) if d}
     for spec in args.model:

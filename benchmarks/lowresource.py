@@ -19,13 +19,13 @@ Every step is resumable. Writes ``summary.json`` (`xdistil.records.Summary`) and
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import sys
 from pathlib import Path
 
+from benchmarks import preamble
 from benchmarks.languages41 import PRESET, load_config, quick_config, with_overrides
 from xdistil.config import RunConfig, apply_overrides, from_dict, to_dict
+from xdistil.run import RunDir
 
 RESULTS = Path("benchmarks/results/41-languages-lowresource")
 BUDGET, SELECTION = 100, 20
@@ -51,18 +51,19 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, p
     import dataclasses
 
     from xdistil import fingerprint, pipeline, steps
+    from xdistil.evaluate import DevScorer
     from xdistil.provenance import provenance
     from xdistil.records import ModelScores, Provenance
     from xdistil.report import write_page
 
     run_dir, results = Path(run_dir), Path(results)
-    base = run_dir / "run"
-    metrics = pipeline.run(cfg, base, progress=progress, command=command)
+    base = RunDir(run_dir / "run")
+    metrics = pipeline.run(cfg, base.root, progress=progress, command=command)
     s = pipeline.summary(metrics, cfg)
     distilled = s.final
     gold_cfg = with_overrides(cfg, GOLD_ONLY)
-    gold_dir = steps.distill(gold_cfg, base / "transfer", base / "teacher", run_dir / "gold-only", progress=progress)
-    score = pipeline.DevScorer(cfg, progress, cache=run_dir / "gold-only-scores.json")
+    gold_dir = steps.distill(gold_cfg, base.transfer, base.teacher, run_dir / "gold-only", progress=progress)
+    score = DevScorer(cfg, progress, cache=run_dir / "gold-only-scores.json")
     key = f"gold-only@{fingerprint.folder_digest(gold_dir)}"  # a recomputed student is scored again
     gold = ModelScores.from_eval("gold-only", "student", score(key, gold_dir), arch=cfg.student.arch, group="gold-only",
                                  evaluated_by="benchmarks.lowresource")
@@ -107,7 +108,7 @@ def blocks(s) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default=str(PRESET), help="default: xdistil/presets/languages41.yaml")
     p.add_argument("--languages", nargs="+", help="only these languages (default: the config's)")
     p.add_argument("--budget", type=int, default=BUDGET, help=f"labeled sentences per language (default {BUDGET})")
@@ -117,8 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--run", type=Path, default=None, help="working folder (default runs/lowresource[-quick])")
     p.add_argument("--results", type=Path, default=None, help=f"default {RESULTS} (--quick: <run>/results)")
     p.add_argument("--quick", action="store_true", help="tiny random models over a few languages: seconds")
-    p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
+    command = preamble.start("lowresource", argv, quiet=True)  # it reports through its results and progress bars
     from xdistil.config import ConfigError
     from xdistil.teachers import WeakTeacher
 
@@ -133,7 +134,6 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    command = shlex.join(["python", "-m", "benchmarks.lowresource", *(sys.argv[1:] if argv is None else argv)])
     try:
         run(cfg, run_dir, results, progress=not args.quiet, command=command)
     except WeakTeacher as e:  # the clear stop: nothing is labeled or distilled from it

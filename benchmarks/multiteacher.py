@@ -20,15 +20,16 @@ Steps, each resumable (rerun the same command after an interruption):
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
 from xdistil.records import ModelScores, Provenance, Summary
 from xdistil.report import Heading, Para, Table, num, write_page
+from xdistil.run.layout import DISTILL_LOG
 
 GROUPS = ("apart", "co")
 
@@ -39,10 +40,9 @@ def _cfg(base: dict, **sections) -> RunConfig:
 
 
 def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
-    from xdistil.labeling import label_transfer
-    from xdistil.pipeline import DevScorer
-    from xdistil.stages import distill
-    from xdistil.teachers import DONE_MARKER, GROUP_MARKER, teacher_dirs, train_teacher
+    from xdistil import steps
+    from xdistil.evaluate import DevScorer
+    from xdistil.models import DONE_MARKER, GROUP_MARKER, teacher_dirs
 
     raw = load_yaml(config)
     teachers = raw.pop("teachers")
@@ -54,12 +54,12 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     dirs: dict[str, list[Path]] = {"apart": [], "co": []}
     seconds: dict[str, float] = {}
     for t in teachers:
-        d = train_teacher(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}), run_dir / "teachers" / t["name"],
-                          progress)
+        d = steps.teacher(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}),
+                          run_dir / "teachers" / t["name"], progress=progress)
         dirs["apart"].append(d)
         seconds[f"teacher {t['name']}"] = json.loads((d / DONE_MARKER).read_text())["seconds"]
-    co = train_teacher(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
-                       run_dir / "co", progress)
+    co = steps.teacher(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
+                       run_dir / "co", progress=progress)
     dirs["co"] = teacher_dirs(co)
     seconds["teachers co-finetuned"] = json.loads((co / GROUP_MARKER).read_text())["seconds"]
 
@@ -71,7 +71,7 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
                                                 group=group, evaluated_by="benchmarks.multiteacher"))
     # 3. one transfer set per group, labeled by all its teachers
     for group in GROUPS:
-        transfer = label_transfer(base, dirs[group], run_dir / f"transfer-{group}", progress)
+        transfer = steps.label(base, dirs[group], run_dir / f"transfer-{group}", progress=progress)
         tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
         if tp.get("label_sentences_per_s"):
             seconds[f"label {group}"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1)
@@ -84,9 +84,9 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
             variants.append(("multi mtbert e5 only", {"teachers": e5, "teacher_weighting": "mtbert"}))
         for name, over in variants:
             out = run_dir / f"students-{group}" / name.replace(" ", "-")
-            stage_dirs = distill(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress)
-            metrics = json.loads((out / "metrics.json").read_text())
-            train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["steps"]), 1)
+            stage_dirs = steps.distill_stages(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress=progress)
+            metrics = json.loads((out / DISTILL_LOG).read_text())
+            train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["phases"]), 1)
             logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"]}
             models.append(ModelScores.from_eval(
                 f"{group}/{name}", "student", evaluate(f"{group}/{name}", stage_dirs[-1]), arch=base.student.arch,
@@ -183,17 +183,12 @@ def blocks(s: Summary) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default="benchmarks/configs/multiteacher.yaml")
     p.add_argument("--run", default="runs/mt", help="working directory (teachers, transfer sets, students)")
     p.add_argument("--results", default="benchmarks/results/multiteacher", help="where summary.json/results.md go")
-    p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    preamble.start("multiteacher", argv)
     run(args.config, Path(args.run), Path(args.results), not args.quiet)
     return 0
 

@@ -21,11 +21,9 @@ command after an interruption continues; finished steps keep their recorded figu
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,10 +31,14 @@ import time
 from pathlib import Path
 
 import yaml
+from xdistil_export.atomic import remove_own
 
+from benchmarks import preamble
+from xdistil import steps
 from xdistil.config import save_json
 from xdistil.provenance import cpu_model, provenance
 from xdistil.report import Heading, Para, Table, write_page
+from xdistil.run.layout import DISTILL_LOG
 
 # six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
 LANGS = ["ar", "fr", "it", "pt", "tr", "vi"]
@@ -98,6 +100,10 @@ def config_for(factor: float) -> dict:
     }
 
 
+# what `xdistil distill --out DIR/distill` writes there: its students (and, when it labels, a transfer set)
+SCALE_DISTILL = ("students", "transfer")
+
+
 def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "scale.json"
@@ -113,7 +119,7 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         q = ["-q"] if quiet else []
         if "label" not in entry:
             if (d / "transfer" / "manifest.json").exists():  # labeled, figures lost: label again to measure
-                shutil.rmtree(d / "transfer")
+                remove_own(d / "transfer", steps.own(d / "transfer", steps.LABEL))
             entry["label"] = measure(exe + ["label", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                             "--out", str(d / "transfer")] + q, d / "label.log")
             manifest = json.loads((d / "transfer" / "manifest.json").read_text())
@@ -124,12 +130,12 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
             entry["transfer_mb"] = _dir_mb(d / "transfer")
             save_json(state, state_path)
         if "distill" not in entry:
-            shutil.rmtree(d / "distill", ignore_errors=True)
+            remove_own(d / "distill", SCALE_DISTILL)
             entry["distill"] = measure(exe + ["distill", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                               "--transfer", str(d / "transfer"), "--out", str(d / "distill"),
                                               "--no-eval"] + q, d / "distill.log")
-            metrics = json.loads((d / "distill" / "students" / "metrics.json").read_text())
-            step = metrics["stages"][0]["steps"][0]
+            metrics = json.loads((d / "distill" / "students" / DISTILL_LOG).read_text())
+            step = metrics["stages"][0]["phases"][0]
             entry["distill"]["tokens_per_s"] = step["tokens_per_s"]
             entry["distill"]["mean_loss"] = step["history"][0]["mean_loss"]
             save_json(state, state_path)
@@ -192,7 +198,7 @@ def blocks(s: dict) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__, quiet=False)
     p.add_argument("--teacher", default="runs/bench/teacher", help="a fine-tuned teacher directory")
     p.add_argument("--run", default="runs/scale", help="working directory (transfer sets, students, logs)")
     p.add_argument("--results", default="benchmarks/results/scale", help="where summary.json/results.md go")

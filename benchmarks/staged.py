@@ -12,15 +12,16 @@ report's block renderer; ``xdistil report`` reads the same file).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
 from xdistil.records import ModelScores, Provenance, Summary, stage_of
 from xdistil.report import Heading, Para, Table, num, params, pct, times, write_page
+from xdistil.run.layout import DISTILL_LOG
 
 # Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),
 # the staged BiLSTM trained further on soft targets, the XtremeDistil order, and a small
@@ -35,20 +36,18 @@ def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
 
 
 def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progress: bool) -> dict:
-    from xdistil.labeling import label_transfer
-    from xdistil.pipeline import DevScorer
-    from xdistil.stages import distill
-    from xdistil.teachers import train_teacher
+    from xdistil import steps
+    from xdistil.evaluate import DevScorer
 
     raw = load_yaml(config)
     variant_overrides = raw.pop("variants", {})
     base = from_dict(RunConfig, raw)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    teacher = train_teacher(base, run_dir / "teacher", progress)
+    teacher = steps.teacher(base, run_dir / "teacher", progress=progress)
     # the training time recorded by the (possibly earlier) run that trained it
     timings["teacher_s"] = json.loads((teacher / "xdistil_teacher.json").read_text())["seconds"]
-    transfer = label_transfer(base, [teacher], run_dir / "transfer", progress)
+    transfer = steps.label(base, [teacher], run_dir / "transfer", progress=progress)
     tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
     timings["label_s"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1) \
         if tp["label_sentences_per_s"] else None
@@ -61,11 +60,11 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
         if only and name not in only:
             continue
         cfg = variant_cfg(base, variant_overrides.get(name, {}))
-        dirs = distill(cfg, transfer, teacher, run_dir / f"distill-{name}", progress)
-        stage_logs[name] = json.loads((run_dir / f"distill-{name}" / "metrics.json").read_text())
+        dirs = steps.distill_stages(cfg, transfer, teacher, run_dir / f"distill-{name}", progress=progress)
+        stage_logs[name] = json.loads((run_dir / f"distill-{name}" / DISTILL_LOG).read_text())
         # training time as recorded by the steps themselves (reruns reuse finished steps)
         timings[f"{name}_s"] = round(sum(step["seconds"] for st in stage_logs[name]["stages"]
-                                         for step in st["steps"]), 1)
+                                         for step in st["phases"]), 1)
         for d in dirs:
             index, stage = stage_of(d)
             models.append(ModelScores.from_eval(
@@ -114,18 +113,13 @@ def blocks(s: Summary) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default="benchmarks/configs/staged.yaml")
     p.add_argument("--run", default="runs/bench", help="working directory (models, transfer set)")
     p.add_argument("--results", default="benchmarks/results/staged", help="where summary.json/results.md go")
     p.add_argument("--only", nargs="*", help="only these variants: " + ", ".join(VARIANTS))
-    p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    preamble.start("staged", argv)
     run(args.config, Path(args.run), Path(args.results), args.only, not args.quiet)
     return 0
 

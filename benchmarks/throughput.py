@@ -37,15 +37,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xdistil_export.atomic import remove_own
+
+from benchmarks import preamble
+
 log = logging.getLogger("benchmarks.throughput")
 
+# What the working folder holds (`--fresh` deletes it only when it holds nothing else).
+FRESH_OWN = ("measurements.json", "fp32", "bf16", "tiny-teacher", "results", "*.log", "*.json")
 PRECISIONS = ("fp32", "bf16")
 STAGE_KINDS = ("hard", "soft", "intermediate")
 PACKED = "distill-soft-packed"  # the soft stage with the previous release's packed-sequence BiLSTM
@@ -153,17 +157,16 @@ def _rate(tokens: int, sentences: int, seconds: float) -> dict:
 
 def quality_run(cfg, precision: str, out: Path, progress: bool) -> dict:
     """The pipeline's steps at ``precision``: dev F1 of teacher and final student, labeling speed."""
+    from xdistil import steps
     from xdistil.data.align import WindowEncoder
-    from xdistil.labeling import label_transfer, load_transfer
-    from xdistil.pipeline import DevScorer
-    from xdistil.stages import distill
+    from xdistil.evaluate import DevScorer
+    from xdistil.labeling import load_transfer
     from xdistil.taggers import load_tagger
-    from xdistil.teachers import train_teacher
 
     cfg = with_overrides(cfg, {}, precision=precision)
-    teacher = train_teacher(cfg, out / "teacher", progress)
-    transfer = label_transfer(cfg, [teacher], out / "transfer", progress)
-    stage_dirs = distill(cfg, transfer, teacher, out / "distill", progress)
+    teacher = steps.teacher(cfg, out / "teacher", progress=progress)
+    transfer = steps.label(cfg, [teacher], out / "transfer", progress=progress)
+    stage_dirs = steps.distill_stages(cfg, transfer, teacher, out / "distill", progress=progress)
     score = DevScorer(cfg, progress, cache=out / "scores.json")
     f1 = {"teacher": score("teacher", teacher)["f1_avg"], "student": score(stage_dirs[-1].name, stage_dirs[-1])["f1_avg"]}
     manifest = json.loads((transfer / "manifest.json").read_text())
@@ -520,7 +523,7 @@ def markdown(summary: dict, cfg, settings: Settings, notes: list[str] = ()) -> s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__)
     p.add_argument("--config", default="demo", help="base config: a YAML file or a preset name (default: demo)")
     p.add_argument("--run", type=Path, default=None, help="working folder (default runs/throughput[-quick])")
     p.add_argument("--results", type=Path, default=None,
@@ -528,16 +531,12 @@ def main(argv=None) -> int:
                         "--quick: <run>/results)")
     p.add_argument("--quick", action="store_true", help="a tiny random teacher and a few steps: seconds")
     p.add_argument("--fresh", action="store_true", help="forget earlier measurements in the working folder")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--quality-step", nargs=2, metavar=("OUT", "PRECISION"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     from xdistil.threads import configure
 
     configure()  # before torch is imported: threads from the usable CPUs, passive OpenMP waiting
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    command = preamble.start("throughput", argv, quiet=args.quiet)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight loading / shard writing bars, once per model
@@ -558,13 +557,12 @@ def main(argv=None) -> int:
     run_dir = args.run or Path("runs/throughput-quick" if args.quick else "runs/throughput")
     results = args.results or (run_dir / "results" if args.quick else Path("benchmarks/results/throughput"))
     if args.fresh:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_own(run_dir, FRESH_OWN)  # refused when the folder holds anything this benchmark did not write
     settings = QUICK if args.quick else FULL
     teacher = None
     if args.quick:
         cfg = with_overrides(cfg, settings.overrides)
         teacher = str(tiny_teacher(cfg, run_dir / "tiny-teacher"))
-    command = shlex.join(["python", "-m", "benchmarks.throughput", *(sys.argv[1:] if argv is None else argv)])
     summary = run(cfg, run_dir, results, settings, teacher=teacher, command=command, progress=not args.quiet)
     print((results / "results.md").read_text(encoding="utf-8"))
     return 0 if summary["throughput"] else 1

@@ -105,12 +105,29 @@ def decode_all(
     Only the sentences whose argmax path breaks the rules go through `viterbi`; the result
     equals ``[decode(lg, labels, constrained) for lg in logits]``.
     """
-    labels = list(labels)
     C = len(labels)
     lengths = np.array([len(lg) for lg in logits], dtype=np.int64)
     if lengths.sum() == 0:
         return [([], []) for _ in logits]
-    logp = log_softmax(np.concatenate([np.asarray(lg).reshape(-1, C) for lg in logits]))  # (N, C)
+    flat = np.concatenate([np.asarray(lg).reshape(-1, C) for lg in logits])  # (N, C)
+    path, probs = decode_flat(flat, lengths, labels, constrained)
+    tags = np.array(list(labels), dtype=object)[path].tolist()
+    probs = probs.tolist()
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    return [(tags[lo:hi], probs[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def decode_flat(
+    logits: np.ndarray, lengths: np.ndarray, labels: Sequence[str], constrained: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """`decode_all` on the words of all sentences in one array: (N, C) logits, sentence
+    ``lengths`` (S,) summing to N -> label indices (N,) and their probabilities (N,) float64."""
+    labels = list(labels)
+    C = len(labels)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(logits) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    logp = log_softmax(np.asarray(logits).reshape(-1, C))  # (N, C)
     path = logp.argmax(-1)  # (N,)
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     if constrained:
@@ -119,8 +136,9 @@ def decode_all(
         bad[1:] = ~step_ok[path[:-1], path[1:]]
         firsts = bounds[:-1][lengths > 0]
         bad[firsts] = ~start_ok[path[firsts]]  # a sentence's first word follows nothing
-        broken = [i for i in np.flatnonzero(lengths > 0) if bad[bounds[i] : bounds[i + 1]].any()]
-        broken.sort(key=lambda i: lengths[i])  # similar lengths together: little padding
+        n_bad = np.concatenate([[0], np.cumsum(bad)])  # (N + 1,): bad words before each position
+        broken = np.flatnonzero(n_bad[bounds[1:]] > n_bad[bounds[:-1]])  # sentences with a bad word
+        broken = broken[np.argsort(lengths[broken], kind="stable")]  # similar lengths together: little padding
         for k in range(0, len(broken), 256):
             group = broken[k : k + 256]
             T = int(lengths[group[-1]])
@@ -130,6 +148,5 @@ def decode_all(
             best = viterbi_batch(padded, lengths[group], labels)  # (S, T)
             for j, i in enumerate(group):
                 path[bounds[i] : bounds[i + 1]] = best[j, : lengths[i]]
-    probs = np.exp(logp[np.arange(len(path)), path]).tolist()
-    tags = np.array(labels, dtype=object)[path].tolist()
-    return [(tags[lo:hi], probs[lo:hi]) for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+    probs = np.exp(logp[np.arange(len(path)), path])
+    return path, probs

@@ -1,4 +1,4 @@
-"""Raw text -> words (with character offsets), and the plain-text input formats of ``predict``.
+"""Raw text -> words (with character offsets), and the one line reader of every ``predict`` input.
 
 The word splitter is the one training uses for raw sentences (``xdistil.data.readers``
 imports it from here), so a deployed model sees words cut exactly as in training.
@@ -7,15 +7,27 @@ Pure Python + ``regex``: no torch.
 
 from __future__ import annotations
 
+import gzip
+import io
+import os
+import re
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
 
 import regex
 
 # Words are runs of letters and digits with their combining marks (Indic vowel signs,
-# Arabic harakat), keeping inner apostrophes, hyphens and dots ("isn't", "3.5"); every
-# other non-space character (punctuation, danda, symbols) is a token of its own.
-WORD_PATTERN = r"[\p{L}\p{N}][\p{L}\p{N}\p{M}]*(?:['’\-.][\p{L}\p{N}][\p{L}\p{N}\p{M}]*)*|\S"
+# Arabic harakat) and zero-width (non-)joiners (Persian "می‌خواهم" is one word), keeping inner
+# apostrophes, hyphens and dots ("isn't", "3.5"); every other visible character is a token of
+# its own, one whole grapheme cluster each, so an emoji flag, a skin tone or a ZWJ family
+# ("👨‍👩‍👧") stays one token instead of several that would each get a tag.
+_LETTERS = r"[\p{L}\p{N}\p{M}\u200c\u200d]"
+WORD_PATTERN = rf"[\p{{L}}\p{{N}}]{_LETTERS}*(?:['’\-.][\p{{L}}\p{{N}}]{_LETTERS}*)*|(?=\S)\X"
 WORD_RE = regex.compile(WORD_PATTERN)
+
+_EOL = re.compile(r"\r\n|\r|\n")  # line ends: LF, CRLF and a lone CR (old Mac exports)
+_NOT_UTF8 = re.compile(r"[\udc80-\udcff]")  # bytes that did not decode, kept by errors="surrogateescape"
 
 
 def split_words(text: str) -> list[str]:
@@ -32,11 +44,61 @@ def split_words_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]
     return words, spans
 
 
+def read_lines(path: str | os.PathLike | None = None) -> Iterator[str]:
+    """The lines of a file (``None`` or ``"-"``: stdin), streamed, without their line ends.
+
+    The one reader of every ``predict`` input: UTF-8, gzip detected by its magic bytes
+    (not by name), a leading BOM dropped, and LF, CRLF or a lone CR each end a line. A
+    problem raises `ValueError` naming ``file:line`` (bytes that are not UTF-8, with their
+    column; corrupt gzip data); a directory or a missing file raises `OSError` up front.
+    """
+    stdin = path is None or str(path) == "-"
+    name = "stdin" if stdin else str(path)
+    if not stdin and os.path.isdir(path):
+        raise IsADirectoryError(21, "is a directory, expected a text file", name)
+    raw = sys.stdin.buffer if stdin else open(path, "rb")  # noqa: SIM115 -- closed below
+    text = None
+    n = 0
+    try:
+        if not hasattr(raw, "peek"):
+            raw = io.BufferedReader(raw)
+        gz = raw.peek(2)[:2] == b"\x1f\x8b"
+        text = io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw, encoding="utf-8",
+                                errors="surrogateescape", newline=None)  # newline=None: \r\n, \r, \n -> \n
+        try:
+            for n, line in enumerate(text, 1):
+                line = line[:-1] if line.endswith("\n") else line
+                if n == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                if bad := _NOT_UTF8.search(line):
+                    byte = ord(bad.group()) - 0xDC00
+                    raise ValueError(f"{name}:{n}: not UTF-8 text (byte {byte:#04x} at column {bad.start() + 1})")
+                yield line
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise ValueError(f"{name}:{n + 1}: corrupt or truncated gzip data ({e})") from None
+    finally:
+        if text is not None:
+            try:
+                text.detach()  # never let the wrapper close stdin
+            except ValueError:
+                pass
+        if not stdin:
+            raw.close()
+
+
 def iter_text_lines(lines: Iterable[str]) -> Iterator[str]:
-    """One text per line (line ends and a leading BOM removed); blank lines are kept as ``""``."""
-    for n, line in enumerate(lines):
-        line = line.rstrip("\r\n")
-        yield line[1:] if n == 0 and line.startswith("\ufeff") else line
+    """One text per line (line ends and a leading BOM removed); blank lines are kept as ``""``.
+
+    A lone CR inside an item ends a line too, so lines read by any means split alike.
+    """
+    first = True
+    for chunk in lines:
+        parts = _EOL.split(chunk)
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()  # the item's own line end
+        for line in parts:
+            yield line[1:] if first and line.startswith("\ufeff") else line
+            first = False
 
 
 def iter_conll_words(lines: Iterable[str]) -> Iterator[list[str]]:

@@ -6,13 +6,18 @@ words; every word is *kept* (predicted) by exactly one window, the one in which 
 sits farthest from an edge. A single word with more pieces than fit in a window is
 cut to its first pieces: its first sub-word, which carries the label, always stays.
 
-Pure Python + ``tokenizers``: no torch, so the ONNX runtime uses the very same rule.
+Pure Python + ``tokenizers`` + numpy: no torch, so the ONNX runtime uses the very same rule.
+`encode_sentences` does the same for many sentences at once (one ``encode_batch`` call,
+flat arrays); `encode_windows` per sentence stays the reference it must equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -110,3 +115,143 @@ def encode_windows(
             ids.append(sep_id)
         out.append(EncodedWindow(win, ids, starts))
     return out
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """The windows of many sentences as flat arrays: sentences in order, each one's windows in order.
+
+    Window ``w`` is ``ids[offsets[w]:offsets[w + 1]]`` (special tokens included) of sentence
+    ``sent[w]``; it keeps (predicts) the words ``words[kept[w]:kept[w + 1]]`` (indices into
+    all sentences' words laid end to end), whose first pieces sit at
+    ``starts[kept[w]:kept[w + 1]]`` in the window. Every word is kept by exactly one window,
+    and in order, so ``words`` is ``arange`` over all words.
+    """
+
+    ids: np.ndarray  # (P,) int64
+    offsets: np.ndarray  # (W + 1,) int64
+    sent: np.ndarray  # (W,) int64
+    starts: np.ndarray  # (N,) int64: position of each kept word's first piece in its window
+    words: np.ndarray  # (N,) int64
+    kept: np.ndarray  # (W + 1,) int64
+
+    @property
+    def lengths(self) -> np.ndarray:  # (W,) pieces per window, specials included
+        return np.diff(self.offsets)
+
+
+def _cumsum0(x: np.ndarray) -> np.ndarray:
+    """``[0, x0, x0 + x1, ...]`` as int64 (exclusive prefix sums plus the total)."""
+    out = np.zeros(len(x) + 1, dtype=np.int64)
+    np.cumsum(x, out=out[1:])
+    return out
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, without the loop."""
+    total = int(counts.sum())
+    return np.repeat(starts - _cumsum0(counts)[:-1], counts) + np.arange(total, dtype=np.int64)
+
+
+def piece_table(tokenizer, words: Sequence[str], cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-word ids of many words at once: ``counts`` (N,) per word and ``ids`` (sum,) end to end.
+
+    Each distinct word is encoded once (one ``encode_batch`` call over the words not in
+    ``cache``), which equals encoding it inside its sentence: ``tokenizers`` normalizes,
+    pre-tokenizes and tokenizes every word of a pre-tokenized input on its own. Pieces of no
+    word (``word_ids`` None) are dropped, as `word_pieces` drops them; a word may get none.
+    ``cache`` (word -> ids) is read and filled; the caller bounds its size.
+    """
+    found: dict[str, list[int]] = {}
+    missing = []
+    for w in dict.fromkeys(words):
+        ids = cache.get(w) if cache is not None else None
+        if ids is None:
+            missing.append(w)
+        else:
+            found[w] = ids
+    if missing:
+        for w, e in zip(missing, tokenizer.encode_batch([[w] for w in missing], is_pretokenized=True,
+                                                        add_special_tokens=False), strict=True):
+            ids, wids = e.ids, e.word_ids
+            found[w] = ids if None not in wids else [i for i, k in zip(ids, wids, strict=True) if k is not None]
+        if cache is not None:
+            cache.update((w, found[w]) for w in missing)
+    pieces = [found[w] for w in words]
+    counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    return counts, np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=int(counts.sum()))
+
+
+def encode_sentences(
+    tokenizer,
+    sentences: Sequence[Sequence[str]],
+    max_pieces: int,
+    cls_id: int | None,
+    sep_id: int | None,
+    unk_id: int,
+    overlap: int | None = None,
+    cache: dict | None = None,
+) -> WindowBatch:
+    """`word_pieces` + `encode_windows` for every sentence, the words encoded by `piece_table`.
+
+    Equal to encoding each sentence on its own (tests/test_runtime.py): a sentence whose
+    words all have pieces and fit in one window is laid out with array operations; any
+    other one (longer than a window, a word without pieces) goes through `encode_windows`
+    itself. A sentence without words has no window.
+    """
+    lead, n_special = int(cls_id is not None), int(cls_id is not None) + int(sep_id is not None)
+    n_sent = len(sentences)
+    n_words = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n_sent)
+    word_off = _cumsum0(n_words)
+    N = int(word_off[-1])
+    counts, flat_ids = piece_table(tokenizer, [w for s in sentences for w in s], cache)
+    piece_off = _cumsum0(counts)  # (N + 1,): word g's pieces are flat_ids[piece_off[g]:piece_off[g + 1]]
+    n_tok = piece_off[word_off[1:]] - piece_off[word_off[:-1]]  # (S,) pieces per sentence
+    per_sent = _cumsum0(counts == 0)
+    no_piece = per_sent[word_off[1:]] - per_sent[word_off[:-1]]
+    # one window holds the whole sentence when every word has pieces and all of them fit
+    # (then plan_windows gives [0, n) and nothing is cut)
+    simple = (n_tok <= max_pieces) & (no_piece == 0) & (n_words > 0)
+    complex_ = np.flatnonzero(~simple & (n_words > 0))
+
+    # the complex sentences' windows, by the reference rule
+    extra: dict[int, list[EncodedWindow]] = {}
+    for s in complex_.tolist():
+        pieces = [flat_ids[piece_off[g] : piece_off[g + 1]].tolist() or [unk_id]
+                  for g in range(word_off[s], word_off[s + 1])]
+        extra[s] = encode_windows(pieces, max_pieces, cls_id, sep_id, overlap)
+
+    n_win = simple.astype(np.int64)
+    for s, ews in extra.items():
+        n_win[s] = len(ews)
+    win_off = _cumsum0(n_win)  # sentence s has windows win_off[s] .. win_off[s + 1] - 1
+    W = int(win_off[-1])
+    lengths = np.zeros(W, dtype=np.int64)
+    kept_n = np.zeros(W, dtype=np.int64)
+    first_win = win_off[:-1][simple]
+    lengths[first_win] = n_tok[simple] + n_special
+    kept_n[first_win] = n_words[simple]
+    for s, ews in extra.items():
+        for k, ew in enumerate(ews):
+            lengths[win_off[s] + k] = len(ew.input_ids)
+            kept_n[win_off[s] + k] = ew.window.keep_end - ew.window.keep_start
+    offsets = _cumsum0(lengths)
+    ids = np.zeros(int(offsets[-1]), dtype=np.int64)
+    # simple windows: [cls] pieces [sep]
+    starts_simple = offsets[first_win]
+    if cls_id is not None:
+        ids[starts_simple] = cls_id
+    if sep_id is not None:
+        ids[offsets[first_win + 1] - 1] = sep_id
+    ids[_ranges(starts_simple + lead, n_tok[simple])] = flat_ids[_ranges(piece_off[word_off[:-1][simple]], n_tok[simple])]
+    # first piece of each word inside its sentence (and so, after the lead special, in its window)
+    starts = lead + piece_off[:-1] - np.repeat(piece_off[word_off[:-1]], n_words)
+    for s, ews in extra.items():
+        w0 = win_off[s]
+        for k, ew in enumerate(ews):
+            win = ew.window
+            ids[offsets[w0 + k] : offsets[w0 + k + 1]] = ew.input_ids
+            starts[word_off[s] + win.keep_start : word_off[s] + win.keep_end] = \
+                ew.word_starts[win.keep_start - win.start : win.keep_end - win.start]
+    sent = np.repeat(np.arange(n_sent, dtype=np.int64), n_win)
+    return WindowBatch(ids, offsets, sent, starts, np.arange(N, dtype=np.int64), _cumsum0(kept_n))

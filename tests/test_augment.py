@@ -196,7 +196,7 @@ def test_a_users_dev_file_is_refused(tmp_path):
 def test_fingerprint_fields_leave_old_sets_alone():
     """With every lever off, the fields are the transfer config of before the levers (so a set
     labeled then keeps its digest once `label_fingerprint` uses them); a lever on is in them."""
-    from xdistil.data.transfer import fingerprint_fields
+    from xdistil.run.fingerprints import transfer_fields as fingerprint_fields
 
     before = {"sources", "hf", "limit", "layers", "chunk_size", "hidden_dtype"}
     assert set(fingerprint_fields(TransferConfig())) == before

@@ -57,7 +57,7 @@ def test_bench_json_has_every_figure(run, bench):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     students = list(metrics["students"])
     assert students == ["stage1-hard", "stage2-soft"]
-    assert json.loads((run_dir / "bench.json").read_text())["format"] == "xdistil-bench/2"
+    assert json.loads((run_dir / "bench.json").read_text())["format"] == "xdistil-bench/3"
     # beside it, what it was measured on: the very teacher and students of the run
     from xdistil import fingerprint
     fp = json.loads((run_dir / "bench.fingerprint.json").read_text())
@@ -112,9 +112,9 @@ def test_bench_json_has_every_figure(run, bench):
     assert lab.sentences == tp["sentences_labeled_this_run"] > 0
 
     # distillation tokens/s per step, paired with the stage students through their stage records
-    assert [(s.stage_index, s.stage, s.student) for s in bench.steps] == [(1, "hard", "stage1-hard"),
+    assert [(s.stage_index, s.stage, s.student) for s in bench.phases] == [(1, "hard", "stage1-hard"),
                                                                          (2, "soft", "stage2-soft")]
-    assert all(s.tokens_per_s > 0 and s.seconds >= 0 for s in bench.steps)
+    assert all(s.tokens_per_s > 0 and s.seconds >= 0 for s in bench.phases)
 
     # peak memory of labeling and training
     mem = bench.memory
@@ -185,13 +185,13 @@ def test_clear_errors(tmp_path, capsys):
     assert "xdistil bench" in capsys.readouterr().err
 
 
-def test_step_logs_pair_stages_with_their_students():
+def test_phase_logs_pair_stages_with_their_students():
     """A stage resumed from an earlier run has no log; the logs that are there still find their students."""
-    from xdistil.records import step_logs
+    from xdistil.records import phase_logs
 
-    logs = [{"stage": "soft", "steps": [{"groups": ["output"], "seconds": 2.0, "tokens_per_s": 10.0,
+    logs = [{"stage": "soft", "phases": [{"groups": ["output"], "seconds": 2.0, "tokens_per_s": 10.0,
                                          "history": [{}, {}]}]},
-            {"stage": "soft", "steps": [{"groups": ["output", "encoder"], "seconds": 1.0, "tokens_per_s": 5.0}]}]
+            {"stage": "soft", "phases": [{"groups": ["output", "encoder"], "seconds": 1.0, "tokens_per_s": 5.0}]}]
     students = [(1, "hard", "stage1-hard"), (2, "soft", "stage2-soft"), (3, "soft", "stage3-soft")]
-    assert [(s.stage_index, s.student, s.epochs, s.tokens) for s in step_logs(logs, students)] == \
+    assert [(s.stage_index, s.student, s.epochs, s.tokens) for s in phase_logs(logs, students)] == \
         [(2, "stage2-soft", 2, 20.0), (3, "stage3-soft", 0, 5.0)]

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from xdistil import cli
 from xdistil.cli import build_parser, main
+from xdistil.commands import flags
 from xdistil.config import RunConfig, from_dict, load_config
 
 COMMANDS = ["languages", "data", "teacher", "label", "distill", "evaluate", "export", "predict", "serve",
@@ -90,7 +90,7 @@ def test_parser_builds():
 
 
 def _cfg(argv, **kw):
-    return cli.build_config(build_parser().parse_args(argv), **kw)
+    return flags.build_config(build_parser().parse_args(argv), **kw)
 
 
 def test_generated_flags_set_nested_fields(tmp_path):
@@ -152,11 +152,11 @@ def _fake_teacher(d, data):
 
 def test_teacher_flag_means_one_thing(tmp_path, capsys):
     args = build_parser().parse_args(["teacher", "train", "--teacher", "e5-small", "--teacher", "x/y", "--out", "o"])
-    assert cli.build_config(args, need_languages=False).teacher.model_names() == ["e5-small", "x/y"]
+    assert flags.build_config(args, need_languages=False).teacher.model_names() == ["e5-small", "x/y"]
     t = _fake_teacher(tmp_path / "t", {"languages": ["de"]})
-    cfg, dirs = cli._with_teachers(build_parser().parse_args(["label", "--teacher-dir", str(t), "--out", "o"]))
+    cfg, dirs = flags.with_teachers(build_parser().parse_args(["label", "--teacher-dir", str(t), "--out", "o"]))
     assert dirs == [t] and cfg.transfer.teachers == [str(t)]
-    cfg, dirs = cli._with_teachers(build_parser().parse_args(["label", "--teacher", str(t), "--out", "o"]))
+    cfg, dirs = flags.with_teachers(build_parser().parse_args(["label", "--teacher", str(t), "--out", "o"]))
     assert dirs == [t] and "old spelling of --teacher-dir" in capsys.readouterr().err
     # a model name is not a fine-tuned teacher folder: say how to fine-tune it
     (tmp_path / "plain").mkdir()
@@ -166,9 +166,9 @@ def test_teacher_flag_means_one_thing(tmp_path, capsys):
 
 def test_label_and_distill_take_the_teachers_budget(tmp_path):
     t = _fake_teacher(tmp_path / "t", {"languages": ["de", "ar"], "labeled_budget": 300, "val_size": 30})
-    cfg, _ = cli._with_teachers(build_parser().parse_args(["distill", "--teacher-dir", str(t), "--out", "o"]))
+    cfg, _ = flags.with_teachers(build_parser().parse_args(["distill", "--teacher-dir", str(t), "--out", "o"]))
     assert (cfg.data.languages, cfg.data.labeled_budget, cfg.data.val_size) == (["de", "ar"], 300, 30)
-    cfg, _ = cli._with_teachers(build_parser().parse_args(["label", "--teacher-dir", str(t), "--budget", "500",
+    cfg, _ = flags.with_teachers(build_parser().parse_args(["label", "--teacher-dir", str(t), "--budget", "500",
                                                            "--out", "o"]))
     assert (cfg.data.labeled_budget, cfg.data.val_size) == (500, 30)  # told otherwise
 

@@ -159,7 +159,7 @@ def test_distils_through_the_normal_stages(tmp_path, teacher):
     dirs = stages.distill(cfg, transfer, teacher.path, tmp_path / "distill", progress=False)
     assert [d.name for d in dirs] == ["stage1-hard", "stage2-soft", "stage3-intermediate"]
     metrics = json.loads((tmp_path / "distill/metrics.json").read_text())
-    assert metrics["stages"][2]["steps"][1]["groups"] == ["output", "projection"]  # hidden loss ran
+    assert metrics["stages"][2]["phases"][1]["groups"] == ["output", "projection"]  # hidden loss ran
     student, tokenizer, labels, meta = load_student(dirs[-1])
     assert isinstance(student, CNNTagger) and student.config.iterations == 2
     vocab = meta["vocab"]

@@ -194,8 +194,8 @@ def _child(tmp, cfg_path, transfer, teacher, out, die_at=None):
 def _untimed(metrics: dict) -> dict:
     """metrics.json without what depends on the clock or the process (time, memory)."""
     drop = {"seconds", "tokens_per_s", "peak_rss_mb", "memory_scope"}
-    return {**metrics, "stages": [{**s, "steps": [{k: v for k, v in st.items() if k not in drop}
-                                                  for st in s["steps"]]} for s in metrics["stages"]]}
+    return {**metrics, "stages": [{**s, "phases": [{k: v for k, v in st.items() if k not in drop}
+                                                   for st in s["phases"]]} for s in metrics["stages"]]}
 
 
 def test_distill_killed_mid_stage_resumes_bitwise(labeled):
@@ -229,7 +229,7 @@ def test_distill_killed_mid_stage_resumes_bitwise(labeled):
             assert torch.equal(wa[k], wb[k]), f"{b.name}: {k} differs after kill -9 and resume"
     ma = json.loads((tmp / "straight/metrics.json").read_text())
     mb = json.loads((tmp / "killed/metrics.json").read_text())
-    assert [len(s["steps"]) for s in mb["stages"]] == [3, 1]  # every step, across the resume
+    assert [len(s["phases"]) for s in mb["stages"]] == [3, 1]  # every phase, across the resume
     assert _untimed(ma) == _untimed(mb)
 
 
@@ -294,7 +294,8 @@ def test_min_steps_and_weak_teacher_stop(tmp_path, capsys):
     import yaml
 
     from xdistil.cli import main
-    from xdistil.teachers import DONE_MARKER, WeakTeacher, train_teacher
+    from xdistil.models import DONE_MARKER
+    from xdistil.teachers import WeakTeacher, train_teacher
 
     src = make_tiny_teacher(tmp_path)
     cfg = _cfg(tmp_path, src)

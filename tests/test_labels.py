@@ -189,7 +189,8 @@ def _cli_error(argv, capsys) -> str:
 
 
 def test_teacher_loading_errors_are_one_line(tmp_path, capsys, monkeypatch):
-    from xdistil.teachers import ModelLoadError, load_teacher
+    from xdistil.models import ModelLoadError
+    from xdistil.teachers import load_teacher
 
     src = make_tiny_teacher(tmp_path)
     dev = write_conll(tmp_path / "dev.tsv", synth_sentences(5, 2))
@@ -221,7 +222,7 @@ def test_teacher_loading_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_hub_id_without_network_fails_fast(monkeypatch):
-    from xdistil.teachers import ModelLoadError, resolve_model_path
+    from xdistil.models import ModelLoadError, resolve_model_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set: pass a local path, or connect"):

@@ -114,14 +114,14 @@ def test_two_process_distill_trains_and_writes_once(setup):
                                                                                            "stage2-hidden"))
     assert fp1["inputs"]["previous"] is None and fp2["inputs"]["previous"] == fp1["digest"]
     done = json.loads((run / "progress.json").read_text())
-    assert done["stages"] == ["logits", "hidden"] and len(done["steps"]) == 1 + 3  # projection, encoder, embeddings
+    assert done["stages"] == ["logits", "hidden"] and len(done["phases"]) == 1 + 3  # projection, encoder, embeddings
     metrics = json.loads((run / "metrics.json").read_text())
     logits, hidden = metrics["stages"]
-    step = logits["steps"][0]
+    step = logits["phases"][0]
     assert step["processes"] == 2 and len(step["history"]) == 3
     losses = [h["mean_loss"] for h in step["history"]]
     assert losses[-1] < losses[0], losses
-    assert [s["groups"] for s in hidden["steps"]][-1] == ["projection", "encoder", "embeddings"]
+    assert [s["groups"] for s in hidden["phases"]][-1] == ["projection", "encoder", "embeddings"]
 
     from xdistil.taggers import load_tagger
 
@@ -134,7 +134,7 @@ def test_two_process_distill_trains_and_writes_once(setup):
 
 
 def test_two_process_teacher_train(setup):
-    from xdistil.teachers import DONE_MARKER
+    from xdistil.models import DONE_MARKER
 
     cfg, teacher, tmp, one = setup
     out = tmp / "teacher"
@@ -151,7 +151,7 @@ def test_two_process_teacher_train(setup):
 def test_two_process_run_with_cofinetuned_teachers(setup):
     """`xdistil run` under the launcher: two teachers co-finetuned with DDP, labeled, distilled;
     only the main process writes the run's files, evaluates and prints the summary."""
-    from xdistil.teachers import GROUP_MARKER, teacher_dirs
+    from xdistil.models import GROUP_MARKER, teacher_dirs
 
     cfg, teacher, tmp, one = setup
     other = make_tiny_teacher(tmp / "other", seed=1, hidden_size=48, tokenizer="wordpiece")

@@ -56,8 +56,8 @@ def test_cofinetune_cli_saves_each_teacher_alone(tmp_path, two_sources, capsys):
 
     from xdistil.cli import main
     from xdistil.config import to_dict
-    from xdistil.pipeline import evaluate_dev
-    from xdistil.teachers import DONE_MARKER, GROUP_MARKER, teacher_dirs
+    from xdistil.evaluate import evaluate_dev
+    from xdistil.models import DONE_MARKER, GROUP_MARKER, teacher_dirs
 
     cfg = small_cfg(tmp_path, two_sources[0], teacher={"epochs": 8, "lr": 3e-3, "head_lr": 1e-2})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
@@ -85,7 +85,8 @@ def test_cofinetune_cli_saves_each_teacher_alone(tmp_path, two_sources, capsys):
 def test_cofinetune_resume_matches_uninterrupted(tmp_path, two_sources):
     from safetensors.torch import load_file
 
-    from xdistil.teachers import teacher_dirs, train_teacher
+    from xdistil.models import teacher_dirs
+    from xdistil.teachers import train_teacher
 
     cfg = _cfg(tmp_path, two_sources)
     straight = teacher_dirs(train_teacher(cfg, tmp_path / "straight", progress=False))
@@ -114,8 +115,8 @@ def test_label_and_distill_with_two_teachers(co_run, capsys):
     from xdistil.cli import main
     from xdistil.config import to_dict
     from xdistil.labeling import load_transfer
+    from xdistil.models import teacher_dirs
     from xdistil.taggers import load_tagger, word_logits
-    from xdistil.teachers import teacher_dirs
 
     cfg, group, tmp = co_run
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
@@ -191,9 +192,9 @@ def test_single_teacher_student_from_a_multi_teacher_set(co_run):
     """distill.teachers: [1] learns from the second teacher only, with its vocabulary."""
     from xdistil.config import RunConfig, from_dict, to_dict
     from xdistil.labeling import label_transfer
+    from xdistil.models import teacher_dirs
     from xdistil.stages import distill
     from xdistil.taggers import load_tagger
-    from xdistil.teachers import teacher_dirs
 
     cfg, group, tmp = co_run
     transfer = label_transfer(cfg, teacher_dirs(group), tmp / "transfer", progress=False)

@@ -32,7 +32,8 @@ def teacher_src(tmp_path_factory):
 
 
 def test_teacher_resume_matches_uninterrupted(tmp_path, teacher_src):
-    from xdistil.teachers import DONE_MARKER, train_teacher
+    from xdistil.models import DONE_MARKER
+    from xdistil.teachers import train_teacher
 
     cfg = small_cfg(tmp_path, teacher_src)
     straight = train_teacher(cfg, tmp_path / "straight", progress=False)
@@ -64,7 +65,7 @@ def trained(tmp_path_factory, teacher_src):
 def test_trained_teacher_learns_and_loads(trained):
     from transformers import AutoModelForTokenClassification
 
-    from xdistil.pipeline import evaluate_dev
+    from xdistil.evaluate import evaluate_dev
 
     cfg, teacher, _ = trained
     m = evaluate_dev(teacher, cfg, progress=False)
@@ -114,8 +115,8 @@ def test_label_resume_and_contents(trained, monkeypatch):
 
 def test_distill_stages_resume_and_load(trained, monkeypatch):
     import xdistil.stages as stages
+    from xdistil.evaluate import evaluate_dev
     from xdistil.labeling import label_transfer
-    from xdistil.pipeline import evaluate_dev
 
     cfg, teacher, tmp = trained
     transfer = label_transfer(cfg, [teacher], tmp / "transfer-a", progress=False)
@@ -131,14 +132,14 @@ def test_distill_stages_resume_and_load(trained, monkeypatch):
     with pytest.raises(Interrupt):
         stages.distill(cfg, transfer, teacher, tmp / "distill", progress=False)
     done = json.loads((tmp / "distill/progress.json").read_text())
-    assert done["steps"] and not done["stages"]
+    assert done["phases"] and not done["stages"]
     monkeypatch.setattr(stages, "select_metric", real)
     dirs = stages.distill(cfg, transfer, teacher, tmp / "distill", progress=False)
     assert [d.name for d in dirs] == ["stage1-hard", "stage2-soft", "stage3-intermediate"]
     metrics = json.loads((tmp / "distill/metrics.json").read_text())
     # gradual unfreezing: the hard stage ran output -> encoder -> embeddings, intermediate also projection
-    assert [s["groups"] for s in metrics["stages"][0]["steps"]][-1] == ["output", "encoder", "embeddings"]
-    assert metrics["stages"][2]["steps"][1]["groups"] == ["output", "projection"]
+    assert [s["groups"] for s in metrics["stages"][0]["phases"]][-1] == ["output", "encoder", "embeddings"]
+    assert metrics["stages"][2]["phases"][1]["groups"] == ["output", "projection"]
     for d in dirs:
         m = evaluate_dev(d, cfg, progress=False)
         assert 0 <= m["dev"]["xx"]["f1"] <= 100 and m["params"] < 100_000

@@ -305,4 +305,4 @@ def test_distill_killed_resumes_bitwise(tmp_path, world, capsys):
         assert [n for n in want if not torch.equal(want[n], got[n])] == [], f"{stage} differs after the resume"
     m_straight = json.loads((tmp_path / "straight/students/metrics.json").read_text())
     m_killed = json.loads((k / "students/metrics.json").read_text())
-    assert [len(st["steps"]) for st in m_killed["stages"]] == [len(st["steps"]) for st in m_straight["stages"]]
+    assert [len(st["phases"]) for st in m_killed["stages"]] == [len(st["phases"]) for st in m_straight["stages"]]

@@ -5,7 +5,7 @@ and of what is measured here. Read from the run's files, not measured again:
 
 - quality: the `Summary` of the teacher and every stage's student (``metrics.json``; a
   model the run did not evaluate is evaluated here), each row with its stage and folder;
-- labeling throughput (``transfer/manifest.json``) and one `StepLog` per distillation
+- labeling throughput (``transfer/manifest.json``) and one `PhaseLog` per distillation
   step (``distill/metrics.json``), with the peak memory each recorded.
 
 Measured here, side by side in one process with one thread count, on the CPU:
@@ -39,26 +39,28 @@ from functools import partial
 from itertools import zip_longest
 from pathlib import Path
 
+from xdistil_export.atomic import write_json
+
 from xdistil.config import RunConfig, from_dict
+from xdistil.evaluate import DevScorer
+from xdistil.pipeline import summary
 from xdistil.provenance import load_average, provenance, usable_cpus
 from xdistil.records import (
     Bench,
     LatencyCell,
     ModelScores,
+    PhaseLog,
     Provenance,
-    StepLog,
     Summary,
     Throughput,
+    phase_logs,
     speedups,
     stage_of,
-    step_logs,
 )
+from xdistil.run import RunDir, RunRecord, fingerprints
 
 log = logging.getLogger(__name__)
 
-BENCH_FILE = "bench.json"
-BENCH_FINGERPRINT = "bench.fingerprint.json"  # what bench.json was measured on
-EXPORTS = "bench-exports"  # inside the run directory; reused while the model is unchanged
 BATCH_SIZES = (1, 32, 256)  # online, XtremeDistil's batch, a large offline batch
 SEQ = 32  # word pieces per row, specials included: XtremeDistil's maximum sequence length
 TIMING = {"warmup": 2, "min_repeats": 5, "max_repeats": 200, "cell_seconds": 1.0}
@@ -156,34 +158,34 @@ def file_mb(path: Path) -> float:
 # ---- the run directory ------------------------------------------------------------------
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, dict]:
-    """The resolved config and ``metrics.json`` of a run, or a clear error."""
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such directory")
-    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not an xdistil run directory (no metrics.json); "
-                                f"run 'xdistil run --config FILE --out {run_dir}' first")
-    cfg = from_dict(RunConfig, json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
-    return cfg, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+def load_run(run: RunDir) -> tuple[RunConfig, dict]:
+    """The resolved config and the record (``metrics.json``, `RunRecord`) of a run, or a clear error."""
+    if not run.root.is_dir():
+        raise FileNotFoundError(f"{run.root}: no such directory")
+    if not run.is_run():
+        raise FileNotFoundError(f"{run.root} is not an xdistil run directory (no metrics.json); "
+                                f"run 'xdistil run --config FILE --out {run.root}' first")
+    cfg = from_dict(RunConfig, json.loads(run.config.read_text(encoding="utf-8")))
+    return cfg, RunRecord.read(run.metrics).to_dict()
 
 
-def student_dirs(run_dir: Path) -> list[tuple[int, str, Path]]:
+def student_dirs(run: RunDir) -> list[tuple[int, str, Path]]:
     """(stage index, stage name, folder) of the run's stage students, in stage order; the last is the final one.
 
     The index and name are what each stage saved in its student's metadata."""
-    root = run_dir / "distill"
+    root = run.distill
     found = [(*stage_of(p), p) for p in (sorted(root.iterdir()) if root.is_dir() else [])]
     return sorted((i, name, p) for i, name, p in found if i is not None)
 
 
-def teacher_dir(run_dir: Path, metrics: dict) -> Path:
+def teacher_dir(run: RunDir, metrics: dict) -> Path:
     """The teacher the run's "% of the teacher" refers to.
 
     ``RUN_DIR/teacher`` is the teacher itself, or, for teachers co-finetuned together, a
     group folder whose reference member ``metrics.json`` names.
     """
-    member = metrics.get("teacher", {}).get("member")
-    root = run_dir / "teacher"
+    member = (metrics.get("teacher") or {}).get("member")
+    root = run.teacher
     return root / member if member and (root / member).is_dir() else root
 
 
@@ -202,19 +204,17 @@ def _run_provenance(metrics: dict, step: str, versions: dict | None = None) -> P
 # ---- sections ---------------------------------------------------------------------------
 
 
-def quality(run_dir: Path, cfg: RunConfig, metrics: dict, students: list[tuple[int, str, Path]],
+def quality(run: RunDir, cfg: RunConfig, metrics: dict, students: list[tuple[int, str, Path]],
             progress: bool) -> Summary:
     """The run's `Summary`: the teacher and every stage's student, with its stage and folder.
 
     Models the run did not evaluate (``steps`` without ``evaluate``, or an interrupted
     run) are evaluated here on the same dev sets.
     """
-    from xdistil.pipeline import DevScorer, summary
-
     base = summary(metrics, cfg)
     score = DevScorer(cfg, progress)
     stored = metrics.get("students", {})
-    tpath = teacher_dir(run_dir, metrics)
+    tpath = teacher_dir(run, metrics)
     if "teacher" in metrics:
         teacher = base.teacher
     else:
@@ -253,15 +253,15 @@ def labeling(m: dict | None) -> Throughput | None:
                              "source": "transfer/manifest.json"})
 
 
-def distillation(run_dir: Path, students: list[tuple[int, str, Path]]) -> list[StepLog]:
-    """One `StepLog` per unfreezing step from ``distill/metrics.json``, paired with its stage's student."""
-    stage_log = _read_json(run_dir / "distill" / "metrics.json") or {}
-    return step_logs(stage_log.get("stages", []), [(i, name, p.name) for i, name, p in students])
+def distillation(run: RunDir, students: list[tuple[int, str, Path]]) -> list[PhaseLog]:
+    """One `PhaseLog` per unfreezing phase from ``distill/metrics.json``, paired with its stage's student."""
+    stage_log = _read_json(run.distill_log) or {}
+    return phase_logs(stage_log.get("stages", []), [(i, name, p.name) for i, name, p in students])
 
 
-def memory(lab: Throughput | None, steps: Sequence[StepLog]) -> dict:
+def memory(lab: Throughput | None, phases: Sequence[PhaseLog]) -> dict:
     """Peak resident memory of labeling and of training, as `xdistil.memory.PeakMemory` recorded it."""
-    measured = [s for s in steps if s.peak_rss_mb is not None]
+    measured = [s for s in phases if s.peak_rss_mb is not None]
     per_stage: dict[str, float] = {}
     for s in measured:
         per_stage[s.student or s.stage] = max(per_stage.get(s.student or s.stage, 0.0), s.peak_rss_mb)
@@ -279,7 +279,7 @@ def memory(lab: Throughput | None, steps: Sequence[StepLog]) -> dict:
 # ---- latency ----------------------------------------------------------------------------
 def _sentences(cfg: RunConfig, rows: int) -> list[list[str]]:
     """The first ``rows`` dev sentences, languages interleaved, so every batch mixes them."""
-    from xdistil.pipeline import dev_sets
+    from xdistil.evaluate import dev_sets
 
     dev = dev_sets(cfg)
     mixed = [s.words for group in zip_longest(*dev.values()) for s in group if s is not None and s.words]
@@ -326,7 +326,7 @@ def _time_model(name: str, role: str, kind: str, tagger, onnx: dict[str, Path], 
     return out
 
 
-def latency(run_dir: Path, sentences: list[list[str]], teacher: Path, final: Path, batches: Sequence[int], seq: int,
+def latency(run: RunDir, sentences: list[list[str]], teacher: Path, final: Path, batches: Sequence[int], seq: int,
             threads: int, timing: dict, int8: bool, int8_min_agreement: float, teacher_ort: bool,
             progress: bool) -> tuple[list[LatencyCell], list[dict], dict, dict]:
     """Time the teacher and the final student side by side: (cells, models, settings, export sizes)."""
@@ -335,7 +335,7 @@ def latency(run_dir: Path, sentences: list[list[str]], teacher: Path, final: Pat
 
     from xdistil.taggers import load_tagger
 
-    exports = run_dir / EXPORTS
+    exports = run.bench_exports
     subjects = [("teacher", "teacher", teacher, [("torch", "fp32")] + ([("ort", "fp32")] if teacher_ort else [])),
                 (final.name, "student", final,
                  [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else []))]
@@ -454,11 +454,11 @@ def run_bench(
     ``int8_min_agreement``: the int8 export must agree with PyTorch on this share of tags.
     ``text_rows``: dev sentences tagged end to end (default `TEXT_ROWS`, 32 with ``quick``).
     """
-    run = Path(run_dir)
+    run = RunDir(run_dir)
     cfg, metrics = load_run(run)
     students = student_dirs(run)
     if not students:
-        raise FileNotFoundError(f"{run}/distill has no students; run 'xdistil run' to the distill step first")
+        raise FileNotFoundError(f"{run.distill} has no students; run 'xdistil run' to the distill step first")
     batches = sorted({int(b) for b in batch_sizes})
     if not batches or batches[0] < 1 or seq < 8:
         raise ValueError(f"batch sizes must be >= 1 and seq >= 8 (got {batch_sizes}, {seq})")
@@ -470,38 +470,30 @@ def run_bench(
     threads = int(threads or usable_cpus())
     prov = Provenance(**provenance(command, threads), measured_by="xdistil bench")
 
-    manifest = _read_json(run / "transfer" / "manifest.json")
+    manifest = _read_json(run.transfer_manifest)
     qual = quality(run, cfg, metrics, students, progress)
-    steps = distillation(run, students)
+    phases = distillation(run, students)
     lab = labeling(manifest)
     teacher, final = teacher_dir(run, metrics), students[-1][2]
     rows = text_rows if text_rows is not None else 32 if quick else TEXT_ROWS
     sentences = _sentences(cfg, max(max(batches), rows))
     cells, models, settings, exports = latency(run, sentences, teacher, final, batches, seq, threads, timing, int8,
                                                int8_min_agreement, teacher_ort, progress)
-    e2e = end_to_end(sentences[:rows], teacher, run / EXPORTS / final.name, final.name,
+    e2e = end_to_end(sentences[:rows], teacher, run.bench_exports / final.name, final.name,
                      ["int8", "fp32"] if int8 else ["fp32"], threads)
-    bench = Bench(run_dir=str(run.resolve()), created=datetime.now(UTC).isoformat(timespec="seconds"),
+    bench = Bench(run_dir=str(run.root.resolve()), created=datetime.now(UTC).isoformat(timespec="seconds"),
                   provenance=prov, quality=qual, cells=cells,
                   speedups=speedups(cells, ["teacher"]), latency_settings=settings, latency_models=models,
-                  exports=exports, steps=steps, labeling=lab, end_to_end=e2e, memory=memory(lab, steps),
+                  exports=exports, phases=phases, labeling=lab, end_to_end=e2e, memory=memory(lab, phases),
                   sections={"quality": _run_provenance(metrics, "evaluate"),
                             "labeling": _run_provenance(metrics, "label", (manifest or {}).get("versions")),
                             "distillation": _run_provenance(metrics, "distill"), "latency": prov})
-    bench.write(run / BENCH_FILE)
+    bench.write(run.bench)
     # what these figures were measured on, beside them (a rerun after any step changed
     # shows a different digest; `xdistil.fingerprint.diff` names what)
-    from xdistil_export.atomic import write_json
-
-    from xdistil import fingerprint
-
-    inputs = {"teacher": fingerprint.folder_digest(teacher),
-              **{f"student:{d.name}": fingerprint.folder_digest(d) for *_, d in students}}
-    if (run / "transfer").is_dir():
-        inputs["transfer"] = fingerprint.folder_digest(run / "transfer")
     options = {"batch_sizes": batches, "seq": seq, "timing": timing, "threads": threads, "int8": int8,
                "teacher_ort": teacher_ort, "text_rows": rows}
-    write_json(run / BENCH_FINGERPRINT, fingerprint.make("bench", options, inputs))
+    write_json(run.bench_fingerprint, fingerprints.bench(teacher, [d for *_, d in students], run.transfer, options))
     return bench
 
 

@@ -28,9 +28,12 @@ from xdistil_export.runtime import MANIFEST
 
 CARD = "README.md"
 STUDENT_META = "xdistil_student.json"  # == xdistil.taggers.STUDENT_MARKER
+TEACHER_RECORD = "xdistil_teacher.json"  # == xdistil.models.DONE_MARKER
 EXPORT_CONFIG = "config.json"
 LICENSE = "mit"  # the project's; a card's user may change it for their own data's terms
 EXAMPLE = "Angela Merkel besuchte Paris ."
+EVALUATE_EXAMPLE = "xdistil evaluate . dev.conll"
+EXPORT_EXAMPLE = "xdistil export . --out onnx --int8"
 
 RUNTIME_SNIPPET = """\
 from xdistil_export.runtime import Predictor
@@ -152,6 +155,8 @@ def _export_info(folder: Path) -> dict:
             "int8_size_bytes": _size(folder / files["model_int8"]) if files.get("model_int8") else None,
             "parity": (m.get("parity") or {}).get("max_abs_diff"), "dev": m.get("dev"), "scores": {}}
     source = Path(m.get("source", ""))
+    if (source / TEACHER_RECORD).is_file():  # a teacher xdistil fine-tuned: its record says from what, on what
+        info.update(_teacher_info(source))
     if (source / CARD).is_file():  # the student's own card knows its languages, teacher and scores
         try:
             front, _ = read_card(source)
@@ -161,6 +166,16 @@ def _export_info(folder: Path) -> dict:
         except (ValueError, yaml.YAMLError):
             pass
     return info
+
+
+def _teacher_info(folder: Path) -> dict:
+    """Languages and base model of a teacher xdistil fine-tuned (its ``xdistil_teacher.json``)."""
+    try:
+        rec = json.loads((folder / TEACHER_RECORD).read_text(encoding="utf-8"))
+        langs = ((rec.get("config") or {}).get("data") or {}).get("languages")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in {"languages": list(langs) if langs else None, "teacher": rec.get("model")}.items() if v}
 
 
 def _previous(folder: Path) -> dict:
@@ -198,8 +213,8 @@ def render(info: dict) -> str:
         "xdistil": {k: v for k, v in {
             "kind": kind, "params": info.get("params"), "size_bytes": info.get("size_bytes"),
             "int8_size_bytes": info.get("int8_size_bytes"), "max_length": info.get("max_length"),
-            "dev_f1": info.get("scores") or None, "latency_ms": info.get("latency_ms"),
-            "command": info["command"]}.items() if v is not None},
+            "dev_f1": info.get("scores") or None, "dev_file_f1": _dev_file_f1(info.get("dev")),
+            "latency_ms": info.get("latency_ms"), "command": info["command"]}.items() if v is not None},
     }
     front = {k: v for k, v in front.items() if v is not None}
     types = sorted({lab[2:] for lab in info["labels"] if lab[:2] in ("B-", "I-")})
@@ -236,9 +251,18 @@ def render(info: dict) -> str:
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines)
 
 
+def _dev_file_f1(dev: dict | None) -> dict | None:
+    """An export's F1 on the dev file given to ``xdistil export --dev`` (None without one)."""
+    if not dev:
+        return None
+    return {"file": Path(dev["file"]).name, "fp32": dev["f1_fp32"],
+            **({"int8": dev["f1_int8"]} if "f1_int8" in dev else {})}
+
+
 def _origin(info: dict) -> str:
     if info["kind"] == "hf":
-        return "exported by xdistil from a Hugging Face token classifier (a teacher)."
+        base = f" fine-tuned from `{info['teacher']}`" if info.get("teacher") else ""
+        return f"exported by xdistil from a Hugging Face token classifier (a teacher{base})."
     return f"distilled by xdistil from `{info['teacher']}`." if info.get("teacher") else \
         "distilled by xdistil from a multilingual teacher."
 
@@ -246,8 +270,9 @@ def _origin(info: dict) -> str:
 def _usage(info: dict) -> list[str]:
     if info["what"] == "student":
         lines = ["## How to use it", "",
-                 "Evaluate or export it with xdistil (the export runs without torch):", "",
-                 "```bash", "xdistil evaluate . --dev dev.conll", "xdistil export . --out onnx --int8", "```", ""]
+                 "Evaluate it on a labeled CoNLL file (or on a language's dev split: `--lang XX`), or export it "
+                 "(the export runs without torch):", "",
+                 "```bash", EVALUATE_EXAMPLE, EXPORT_EXAMPLE, "```", ""]
         if info["kind"] != "transformer":
             lines += ["This is not a Hugging Face Transformers model: load it with "
                       "`xdistil.taggers.load_tagger`, or export it and run the export without torch.", ""]

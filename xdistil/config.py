@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from xdistil.objective import OUTPUT_TERMS, TERMS
+from xdistil.objective import help_text as loss_help
 from xdistil.students import registry as _student_registry
 
 
@@ -37,6 +40,33 @@ def _as_list(v):
     if isinstance(v, int | float) and not isinstance(v, bool):
         return [v]
     return v
+
+
+def _positive(obj, *names: str, where: str = "") -> None:
+    """Finite and > 0: NaN passes a bare ``x <= 0`` check (every comparison with it is False)."""
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{where}{n} must be positive (a finite number > 0), got {v!r}")
+
+
+def _non_negative(obj, *names: str, where: str = "") -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{where}{n} must be a finite number >= 0, got {v!r}")
+
+
+def _fraction(obj, *names: str, below_one: bool = False) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not (0.0 <= v < 1.0 if below_one else 0.0 <= v <= 1.0):  # False for NaN
+            raise ConfigError(f"{n} must be in [0, {'1)' if below_one else '1]'}, got {v!r}")
+
+
+def _layers(name: str, layers) -> None:
+    if layers is not None and any(x < 0 for x in layers):
+        raise ConfigError(f"{name} must be >= 0 (0 = the first), got {layers}")
 
 
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
@@ -75,6 +105,7 @@ class DataConfig:
             raise ConfigError("labeled_budget must be >= 1")
         if not 0 <= self.val_size < self.labeled_budget:
             raise ConfigError(f"val_size must be in [0, labeled_budget={self.labeled_budget})")
+        _positive(self, "dev_limit")
         if self.labels is not None and "O" not in self.labels:
             raise ConfigError("labels must contain 'O'")
 
@@ -120,8 +151,11 @@ class TeacherConfig:
     """Batch size when the teacher tags the selection slice."""
 
     def __post_init__(self):
-        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs, batch_size and lr must be positive")
+        _positive(self, "epochs", "batch_size", "lr", "head_lr", "eval_batch_size")
+        _non_negative(self, "weight_decay", "checkpoint_every", "min_steps")
+        _fraction(self, "warmup_ratio")
+        if not math.isfinite(self.min_selection_f1):
+            raise ConfigError(f"min_selection_f1 must be a finite number, got {self.min_selection_f1!r}")
         if self.max_length < 8:
             raise ConfigError("max_length must be >= 8")
 
@@ -184,12 +218,14 @@ class TransferConfig:
             raise ConfigError(f"sources: unknown {sorted(bad)} (use {', '.join(TRANSFER_SOURCES)})")
         if self.concat < 1 or self.concat_max_words < 1:
             raise ConfigError("concat and concat_max_words must be >= 1")
-        for name in ("augment_case", "augment_dropout", "augment_swap", "augment_code_mix"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        _positive(self, "limit", "chunk_size", "batch_size")
+        _layers("layers", self.layers)
+        _fraction(self, "augment_case", "augment_dropout", "augment_swap", "augment_code_mix")
 
 
-LOSS_KINDS = ("gold", "hard", "soft", "hidden")
+
+
+LossName = Literal[tuple(TERMS)]
 
 
 @dataclass(config=_SCHEMA)
@@ -203,6 +239,10 @@ class MatchSpec:
     loss: Literal["mse", "kl", "cosine"] = "mse"
     """mse (XtremeDistil stage 1, MT-BERT) | cosine (1 - cosine similarity) | kl (over the features)."""
 
+    def __post_init__(self):
+        if self.teacher_layer < 0:
+            raise ConfigError(f"teacher_layer must be >= 0 (0 = embeddings), got {self.teacher_layer}")
+
 
 @dataclass(config=_SCHEMA)
 class StageSpec:
@@ -210,9 +250,7 @@ class StageSpec:
 
     name: str
     """Stage name (the student folder is stageN-NAME)."""
-    losses: dict[Literal["gold", "hard", "soft", "hidden"], float]
-    """Loss weights; keys: gold (CE on gold tags), hard (CE on teacher tags), soft (teacher
-    logits), hidden (projected student state vs a teacher layer)."""
+    losses: Annotated[dict[LossName, float], Field(description=f"Loss weights by term: {loss_help()}.")]
     data: Literal["transfer", "labeled"] = "transfer"
     """transfer: every transfer sentence (teacher targets); labeled: the gold budget only."""
     epochs: float = 2.0
@@ -234,14 +272,19 @@ class StageSpec:
 
     def __post_init__(self):
         if not self.losses:
-            raise ConfigError(f"stage {self.name!r}: losses must be a non-empty mapping over {', '.join(LOSS_KINDS)}")
-        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1:
-            raise ConfigError(f"stage {self.name!r}: epochs, lr and batch_size must be positive")
+            raise ConfigError(f"stage {self.name!r}: losses must be a non-empty mapping over {', '.join(TERMS)}")
+        where = f"stage {self.name!r}: "
+        _positive(self, "epochs", "lr", "batch_size", "temperature", where=where)
+        _non_negative(self, "patience", where=where)
+        weights = list(self.losses.values())
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ConfigError(f"{where}loss weights must be finite numbers >= 0, one of them positive, "
+                              f"got {dict(self.losses)}")
 
     @property
     def selects_on_f1(self) -> bool:
         """Stages that train the output layer select on F1; a hidden-only stage on its loss."""
-        return bool(set(self.losses) & {"gold", "hard", "soft"})
+        return bool(set(self.losses) & set(OUTPUT_TERMS))
 
 
 STAGE_PRESETS: dict[str, list[dict]] = {
@@ -333,10 +376,22 @@ class StudentConfig:
     max_vocab: int | None = None
     """Cap on the student's vocabulary (specials and single characters included): the most
     frequent pieces, every language guaranteed a share; None keeps every piece the data uses."""
+    factor_dim: int = 0
+    """bilstm: factorized embeddings (ALBERT): a V x factor_dim table then a linear map to
+    embedding_dim, so more pieces fit the budget; 0 = a plain V x embedding_dim table."""
+    shape_dim: int = 0
+    """bilstm: width of a word-shape embedding (casing, digits, punctuation, word start) joined to
+    every piece's, looked up from the piece id (no new model input); 0 = off."""
 
     def __post_init__(self):
         if self.max_vocab is not None and self.max_vocab < 1:
             raise ConfigError(f"max_vocab must be >= 1, got {self.max_vocab}")
+        _non_negative(self, "factor_dim", "shape_dim")
+        _positive(self, "embedding_dim", "hidden_dim", "num_layers", "transformer_layers")
+        _fraction(self, "dropout", below_one=True)
+        _layers("teacher_layers", self.teacher_layers)
+        if self.max_length < 8:
+            raise ConfigError("max_length must be >= 8")
 
 
 @dataclass(config=_SCHEMA)
@@ -363,6 +418,9 @@ class DistillConfig:
     """Optimizer steps between resumable checkpoints inside a step (0: at epoch ends only)."""
 
     def __post_init__(self):
+        _positive(self, "eval_batch_size", "max_steps_per_epoch")
+        _non_negative(self, "checkpoint_every")
+        _layers("teachers", self.teachers)  # positions in the transfer set, 0 first
         for spec in self.resolved_stages():
             self.match_for(spec)
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xdistil_export.atomic import check_own
 
 #: Version of the folder layout written by :func:`convert_e5`; bump it to force re-conversion.
 FORMAT_VERSION = 1
@@ -462,7 +463,13 @@ def _current_umask() -> int:
     return umask
 
 
+# What a converted folder holds: the only entries `_swap_into_place` may replace.
+OWN = ("*.json", "*.safetensors", "*.model", "*.txt")
+
+
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    # a folder of anything else (a --cache-dir pointing at the user's files) is refused, not replaced
+    check_own(out_dir, OWN)
     # os.replace cannot overwrite a non-empty directory: move the old one aside first.
     old = None
     if out_dir.exists():

@@ -1,11 +1,18 @@
-"""Entity-level evaluation with seqeval (IOB2, strict), overall and per entity type."""
+"""Entity-level evaluation with seqeval (IOB2, strict), overall and per entity type; dev
+scoring of saved models per language (`evaluate_dev`, `DevScorer`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
+
+from xdistil.config import RunConfig, save_json
+from xdistil.data.sources import dev_sentences
+from xdistil.taggers import load_tagger, predict_tags
 
 
 def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
@@ -52,7 +59,6 @@ def evaluate_tagger(tagger, sentences, batch_size: int = 32, progress: bool = Fa
     if hasattr(tagger, "predict_words"):  # the ONNX runtime predictor
         pred = tagger.predict_words([s.words for s in sentences], batch_size=batch_size)
     else:
-        from xdistil.taggers import predict_tags
 
         pred = predict_tags(tagger, sentences, batch_size, progress)
     return score([s.tags for s in sentences], pred)
@@ -64,3 +70,39 @@ def format_scores(name: str, m: dict) -> str:
     for t, v in sorted(m["per_type"].items()):
         lines.append(f"  {t:<6} F1 {v['f1']:.2f}  P {v['precision']:.2f}  R {v['recall']:.2f}  n={v['support']}")
     return "\n".join(lines)
+
+
+def dev_sets(cfg: RunConfig) -> dict[str, list]:
+    """Each language's dev sentences, read once for every model a run evaluates."""
+    return {lang: dev_sentences(lang, cfg.data) for lang in cfg.data.languages}
+
+
+def evaluate_dev(model_dir: Path, cfg: RunConfig, progress: bool = True, dev: dict | None = None) -> dict:
+    """Dev F1 per language of any saved model, with its parameter count."""
+    dev = dev if dev is not None else dev_sets(cfg)
+    tagger = load_tagger(model_dir)
+    res = {}
+    for lang in cfg.data.languages:
+        res[lang] = evaluate_tagger(tagger, dev[lang], cfg.teacher.eval_batch_size, progress)
+    return {"path": str(model_dir), "params": tagger.param_count(), "dev": res,
+            "f1_avg": sum(r["f1"] for r in res.values()) / len(res)}
+
+
+class DevScorer:
+    """Dev F1 of saved models (`evaluate_dev`) over one config's dev sets, read once and only
+    when a model is first scored. With ``cache`` (a JSON file) the scores persist by name,
+    so a rerun of a benchmark does not evaluate again."""
+
+    def __init__(self, cfg: RunConfig, progress: bool = True, cache: Path | None = None):
+        self.cfg, self.progress, self.cache_path = cfg, progress, cache
+        self.scores: dict = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+        self._dev: dict | None = None
+
+    def __call__(self, name: str, path: Path) -> dict:
+        if name not in self.scores:
+            if self._dev is None:
+                self._dev = dev_sets(self.cfg)
+            self.scores[name] = evaluate_dev(path, self.cfg, self.progress, self._dev)
+            if self.cache_path is not None:
+                save_json(self.scores, self.cache_path)
+        return self.scores[name]

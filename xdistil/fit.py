@@ -62,6 +62,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from xdistil_export.atomic import replace_dir, write_json
 
+from xdistil import precision as P
+
 log = logging.getLogger(__name__)
 
 STATE, RNG, WEIGHTS, BEST, OPTIMIZER = "state.json", "rng.json", "weights.safetensors", "best.safetensors", \
@@ -300,7 +302,6 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     is (weights loaded); any other is ignored and overwritten."""
     from tqdm.auto import tqdm
 
-    from xdistil import precision as P
 
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     module, opt = job.module, job.optimizer
@@ -326,13 +327,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         state = load_checkpoint(checkpoint, accelerator, module)
         if (Path(checkpoint) / BEST).exists():
             best = load_file(str(Path(checkpoint) / BEST))
-        if (Path(checkpoint) / OPTIMIZER).exists():
-            extra = torch.load(Path(checkpoint) / OPTIMIZER, weights_only=True)
-            opt.load_state_dict(extra["optimizer"])
-            if scheduler is not None and extra["scheduler"] is not None:
-                scheduler.load_state_dict(extra["scheduler"])
-            if scaler is not None and extra.get("scaler") is not None:
-                scaler.load_state_dict(extra["scaler"])
+        _load_optimizer(Path(checkpoint) / OPTIMIZER, opt, scheduler, scaler)
         if state.processes != world:
             log.warning("%s: checkpoint written by %d processes, resumed by %d: the batch shares differ",
                         job.desc, state.processes, world)
@@ -370,25 +365,11 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             if state.global_step >= total_steps:
                 break
             _before_step(job, state)
-            with P.autocast(resolved, accelerator.device):
-                loss, n_tokens = job.loss(model, batches[b])
-            accelerator.backward(scaler.scale(loss) if scaler is not None else loss)
-            if scaler is not None:
-                scaler.unscale_(opt.optimizer)  # clip the true gradients
-            if job.clip:
-                accelerator.clip_grad_norm_(trainable, job.clip)  # FSDP-aware
-            if scaler is not None:
-                scaler.step(opt.optimizer)  # skipped when fp16 overflowed
-                scaler.update()
-            else:
-                opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            opt.zero_grad(set_to_none=True)
+            value, n_tokens = _update(job, model, batches[b], accelerator, opt, scheduler, scaler, trainable,
+                                      resolved)
             state.global_step += 1
             state.step_in_epoch = b + 1
             tokens += n_tokens
-            value = loss.item()
             state.loss_sum, state.batches_done = state.loss_sum + value, state.batches_done + 1
             state.run_loss = 0.9 * state.run_loss + 0.1 * value if state.run_loss else value
             bar.update(1)
@@ -397,19 +378,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
                 _account(state, accelerator, tokens, t0)
                 t0, tokens = time.time(), 0
                 save()
-        # mean training loss of the epoch over all processes
-        total = accelerator.reduce(torch.tensor([state.loss_sum, state.batches_done], dtype=torch.float64,
-                                                device=accelerator.device), reduction="sum")
-        model.eval()
-        score, extra_log = job.select()
-        state.epoch, state.step_in_epoch, state.loss_sum, state.batches_done = state.epoch + 1, 0, 0.0, 0
-        state.history.append({"epoch": state.epoch, "step": state.global_step, "loss": state.run_loss,
-                              "mean_loss": float(total[0] / total[1].clamp(min=1)), "select": score, **extra_log})
-        if state.best_score is None or score > state.best_score:
-            state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+        if _end_epoch(job, state, accelerator, model):  # a new best epoch
             best = _weights(module, accelerator, model, job.state_keys)
-        else:
-            state.bad_epochs += 1
         _account(state, accelerator, tokens, t0)
         t0, tokens = time.time(), 0
         if job.patience is not None and state.bad_epochs >= job.patience:
@@ -424,9 +394,74 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     return state
 
 
+def _load_optimizer(path: Path, opt, scheduler, scaler) -> None:
+    """The optimizer, scheduler and fp16 loss-scaler states of a checkpoint (when it has them)."""
+    if not path.exists():
+        return
+    extra = torch.load(path, weights_only=True)
+    opt.load_state_dict(extra["optimizer"])
+    if scheduler is not None and extra["scheduler"] is not None:
+        scheduler.load_state_dict(extra["scheduler"])
+    if scaler is not None and extra.get("scaler") is not None:
+        scaler.load_state_dict(extra["scaler"])
+
+
+def _update(job: Job, model, batch: list[int], accelerator, opt, scheduler, scaler, trainable, resolved: str
+            ) -> tuple[float, int]:
+    """One optimizer update on ``batch``: forward under the precision, backward, clip, step;
+    (the loss, tokens in the batch)."""
+    with P.autocast(resolved, accelerator.device):
+        loss, n_tokens = job.loss(model, batch)
+    accelerator.backward(scaler.scale(loss) if scaler is not None else loss)
+    if scaler is not None:
+        scaler.unscale_(opt.optimizer)  # clip the true gradients
+    if job.clip:
+        accelerator.clip_grad_norm_(trainable, job.clip)  # FSDP-aware
+    if scaler is not None:
+        scaler.step(opt.optimizer)  # skipped when fp16 overflowed
+        scaler.update()
+    else:
+        opt.step()
+    if scheduler is not None:
+        scheduler.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item(), n_tokens
+
+
+def _end_epoch(job: Job, state: FitState, accelerator, model) -> bool:
+    """Select on the epoch's weights and log it in ``state.history``; True for a new best epoch."""
+    # mean training loss of the epoch over all processes
+    total = accelerator.reduce(torch.tensor([state.loss_sum, state.batches_done], dtype=torch.float64,
+                                            device=accelerator.device), reduction="sum")
+    model.eval()
+    score, extra_log = job.select()
+    state.epoch, state.step_in_epoch, state.loss_sum, state.batches_done = state.epoch + 1, 0, 0.0, 0
+    state.history.append({"epoch": state.epoch, "step": state.global_step, "loss": state.run_loss,
+                          "mean_loss": float(total[0] / total[1].clamp(min=1)), "select": score, **extra_log})
+    if state.best_score is None or score > state.best_score:
+        state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+        return True
+    state.bad_epochs += 1
+    return False
+
+
 def _account(state: FitState, accelerator, tokens: int, t0: float) -> None:
     """Add this stretch's tokens (all processes) and seconds to the state."""
     total = accelerator.reduce(torch.tensor([tokens], dtype=torch.float64, device=accelerator.device),
                                reduction="sum")
     state.tokens += int(total[0])
     state.seconds = round(state.seconds + time.time() - t0, 3)
+
+
+def check_launch(num_processes: int) -> None:
+    """Fail loudly when a launcher started several processes that accelerate runs each alone.
+
+    That happens on a machine without GPUs unless ``ACCELERATE_USE_CPU=1`` is set (accelerate
+    then uses gloo); each process would otherwise redo, and overwrite, the whole job.
+    """
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and num_processes != launched:
+        raise RuntimeError(f"launched as {launched} processes but accelerate sees {num_processes}: on a machine "
+                           "without GPUs set ACCELERATE_USE_CPU=1 for multi-process runs")

@@ -8,7 +8,7 @@ done, so an interrupted run loses at most one chunk. Memory is bounded by one ch
 
 Every chunk carries what it was labeled from and a checksum of each of its files
 (``xdistil_chunk.json``, copied into the manifest). A rerun keeps a chunk only when it was
-labeled from the same inputs (`label_fingerprint`: teachers, transfer config, data files)
+labeled from the same inputs (`xdistil.run.fingerprints.label`: teachers, transfer config, data files)
 and its bytes are intact; any other chunk is labeled again, so teachers are never mixed
 and a damaged chunk is repaired. Opening the set (`load_transfer`) verifies every chunk
 and names a broken one in one line.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,24 +37,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from xdistil_export.atomic import atomic_dir, write_json
+from xdistil_export.atomic import atomic_dir, owned, write_json
 
 from xdistil import fingerprint as fpr
 from xdistil.config import RunConfig, to_dict
 from xdistil.data.transfer import (
     TransferRow,
-    data_digests,
-    fingerprint_fields,
     iter_transfer,
     transfer_languages,
 )
+from xdistil.fit import check_launch
+from xdistil.labels import for_teachers
 from xdistil.memory import PeakMemory
+from xdistil.models import OnDevice
+from xdistil.precision import autocast
 from xdistil.precision import resolve as resolve_precision
 from xdistil.provenance import versions
+from xdistil.run import fingerprints
+from xdistil.taggers import load_tagger, word_logits
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHUNK_RECORD = "xdistil_chunk.json"
+_CHUNK_NAME = re.compile(r".+-\d{5}")  # <lang>-00000
 
 
 class TransferSetError(ValueError):
@@ -72,19 +78,6 @@ class TimedModule(nn.Module):
         out = self.inner(*args, **kwargs)
         self.seconds += time.perf_counter() - t
         return out
-
-
-def label_fingerprint(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
-    """What a transfer set is built from: the teachers (their fingerprints), the transfer
-    config (but not the batch size, which changes only speed), the data config, the
-    precision of the teachers' forward pass and the bytes of every data file read."""
-    fields = {"transfer": fingerprint_fields(cfg.transfer),
-              "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
-                                                         "strict")},
-              "precision": getattr(cfg, "precision", None)}
-    inputs = {**{f"teacher{k}": fpr.folder_digest(d) for k, d in enumerate(teacher_dirs)},
-              **data_digests(cfg, ("train", "unlabeled"))}
-    return fpr.make("label", fields, inputs)
 
 
 def _checksums(folder: Path) -> dict[str, str]:
@@ -135,9 +128,6 @@ def label_chunk(teachers, rows: list[TransferRow], labels: list[str], layers: li
     """The chunk's columns. ``precision`` (resolved, `xdistil.precision`): the teachers' forward
     pass runs under its autocast on ``device``; what is stored keeps its dtypes (fp32 logits,
     ``hidden_dtype`` hidden states)."""
-    from xdistil.precision import autocast
-    from xdistil.taggers import word_logits
-
     label_id = {lab: i for i, lab in enumerate(labels)}
     cols: dict[str, list] = {
         "words": [r.words for r in rows],
@@ -161,7 +151,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
                    progress: bool = True, fingerprint: dict | None = None) -> Path:
     """Label every language's transfer set with the teachers; resumable and chunked.
 
-    ``fingerprint``: what the set is built from (default `label_fingerprint`). A finished
+    ``fingerprint``: what the set is built from (default `xdistil.run.fingerprints.label`). A finished
     set from the same inputs is returned as it is; chunks labeled from other inputs, or
     damaged, are labeled again."""
     import datasets
@@ -169,16 +159,13 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     from accelerate.utils import gather_object, parse_flag_from_env
     from tqdm.auto import tqdm
 
-    from xdistil.labels import for_teachers
-    from xdistil.taggers import load_tagger
-    from xdistil.teachers import OnDevice, check_launch
 
     out = Path(out_dir)
     # Accelerator() reads ACCELERATE_USE_CPU itself; PartialState needs it said (gloo on CPU)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_launch(state.num_processes)
     cfg = for_teachers(cfg, teacher_dirs)  # the labels the teachers predict (data.labels may be unset)
-    fp = fingerprint or label_fingerprint(cfg, teacher_dirs)
+    fp = fingerprint or fingerprints.label(cfg, teacher_dirs)
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         if json.loads(manifest_path.read_text()).get("fingerprint") == fp["digest"]:
@@ -241,51 +228,62 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
                                   "forward_s": forward_s, "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}])
     state.wait_for_everyone()  # every chunk is on disk
     if state.is_main_process:
-        # what is not a chunk of this set (chunks of an earlier, longer set; temp folders
-        # of a killed run) goes, so the folder holds exactly what the manifest lists
+        # chunks not of this set (of an earlier, longer set) and temp folders of a killed run
+        # go, so the folder holds what the manifest lists; what xdistil did not write stays
         for p in chunks_dir.iterdir():
-            if p.name not in names:
+            if p.name not in names and (_CHUNK_NAME.fullmatch(p.name) or owned(p.name, ())):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        records = {n: _chunk_record(chunks_dir / n) or {} for n in names}
-        sents_all = sum(p["sentences"] for p in per_process)
-        # processes run side by side: the run took as long as its slowest process
-        wall_max = max(p["wall_s"] for p in per_process)
-        fwd_max = max(p["forward_s"] for p in per_process)
-        wall_sum, fwd_sum = sum(p["wall_s"] for p in per_process), sum(p["forward_s"] for p in per_process)
-        manifest = {
-            "teachers": [{"path": str(d), "labels": t.labels, "max_length": t.max_length,
-                          "params": t.param_count()} for d, t in zip(teacher_dirs, teachers, strict=True)],
-            "labels": cfg.data.labels,
-            "layers": tc.layers,
-            "hidden_sizes": [_hidden_size(t) for t in teachers],
-            "counts": counts,
-            "chunks": names,
-            "checksums": {n: r.get("files") for n, r in records.items()},
-            "fingerprint": fp["digest"],
-            "hidden_dtype": tc.hidden_dtype,
-            "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
-            "throughput": {
-                "processes": state.num_processes,
-                "sentences_labeled_this_run": sents_all,
-                "words_labeled_this_run": sum(p["words"] for p in per_process),
-                "label_sentences_per_s": round(sents_all / wall_max, 1) if wall_max else None,
-                "forward_sentences_per_s": round(sents_all / fwd_max, 1) if fwd_max else None,
-                "overhead": round(wall_sum / fwd_sum, 3) if fwd_sum else None,
-                "peak_rss_mb": max(p["peak_rss_mb"] for p in per_process),
-                "per_process": [{**p, "wall_s": round(p["wall_s"], 3), "forward_s": round(p["forward_s"], 3)}
-                                for p in per_process],
-            },
-            "config": to_dict(cfg.transfer),
-            "versions": versions(),
-        }
+        manifest = _manifest(cfg, teacher_dirs, teachers, counts, names, chunks_dir, fp, precision, per_process,
+                             state.num_processes)
         write_json(out / MANIFEST, manifest)
         tp = manifest["throughput"]
+        sents_all = tp["sentences_labeled_this_run"]
         if sents_all:
             print(f"labeled {sents_all} sentences: {tp['label_sentences_per_s']} sent/s end-to-end, "
                   f"teacher forward alone {tp['forward_sentences_per_s']} sent/s (x{tp['overhead']} overhead)"
                   + (f", {state.num_processes} processes" if state.num_processes > 1 else ""))
     state.wait_for_everyone()  # no process reads the transfer set before its manifest exists
     return out
+
+
+def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[str], chunks_dir: Path, fp: dict,
+              precision: str, per_process: list[dict], processes: int) -> dict:
+    """The transfer set's manifest: teachers, labels, layers, counts, chunks and their checksums,
+    and the labeling throughput over every process."""
+    tc = cfg.transfer
+    records = {n: _chunk_record(chunks_dir / n) or {} for n in names}
+    sents_all = sum(p["sentences"] for p in per_process)
+    # processes run side by side: the run took as long as its slowest process
+    wall_max = max(p["wall_s"] for p in per_process)
+    fwd_max = max(p["forward_s"] for p in per_process)
+    wall_sum, fwd_sum = sum(p["wall_s"] for p in per_process), sum(p["forward_s"] for p in per_process)
+    manifest = {
+        "teachers": [{"path": str(d), "labels": t.labels, "max_length": t.max_length,
+                      "params": t.param_count()} for d, t in zip(teacher_dirs, teachers, strict=True)],
+        "labels": cfg.data.labels,
+        "layers": tc.layers,
+        "hidden_sizes": [_hidden_size(t) for t in teachers],
+        "counts": counts,
+        "chunks": names,
+        "checksums": {n: r.get("files") for n, r in records.items()},
+        "fingerprint": fp["digest"],
+        "hidden_dtype": tc.hidden_dtype,
+        "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
+        "throughput": {
+            "processes": processes,
+            "sentences_labeled_this_run": sents_all,
+            "words_labeled_this_run": sum(p["words"] for p in per_process),
+            "label_sentences_per_s": round(sents_all / wall_max, 1) if wall_max else None,
+            "forward_sentences_per_s": round(sents_all / fwd_max, 1) if fwd_max else None,
+            "overhead": round(wall_sum / fwd_sum, 3) if fwd_sum else None,
+            "peak_rss_mb": max(p["peak_rss_mb"] for p in per_process),
+            "per_process": [{**p, "wall_s": round(p["wall_s"], 3), "forward_s": round(p["forward_s"], 3)}
+                            for p in per_process],
+        },
+        "config": to_dict(cfg.transfer),
+        "versions": versions(),
+    }
+    return manifest
 
 
 def _hidden_size(tagger) -> int | None:

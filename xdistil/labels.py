@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xdistil import DEFAULT_LABELS
+from xdistil.data.sources import validate_labeled
+from xdistil.models import load_model_config, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,6 @@ def remap_head(model, labels: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _head_of(name: str) -> list[str] | None:
-    from xdistil.teachers import load_model_config, resolve_model_path
 
     return head_labels(load_model_config(resolve_model_path(name)))
 
@@ -171,7 +172,6 @@ def resolve_run(cfg):
     weights). Co-finetuned teachers share one head: the first teacher with a named head sets
     the order, the others' and the data's extra types are added.
     """
-    from xdistil.data.sources import validate_labeled
 
     dc = cfg.data
     if dc.labels is not None:
@@ -191,7 +191,6 @@ def resolve_run(cfg):
 
 def teacher_labels(path: str | Path) -> list[str]:
     """The label list a fine-tuned teacher folder predicts (its head's id2label)."""
-    from xdistil.teachers import load_model_config
 
     labels = head_labels(load_model_config(str(path)))
     if labels is None:

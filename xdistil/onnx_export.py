@@ -47,11 +47,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from xdistil_export.atomic import replace_dir, write_json
+from xdistil_export.atomic import check_own, recorded, replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor
 
-from xdistil.cards import write_card, write_export_config
+from xdistil import fingerprint
+from xdistil.cards import CARD, EXPORT_CONFIG, write_card, write_export_config
+from xdistil.data.align import Specials, WindowEncoder
+from xdistil.data.readers import read_conll
+from xdistil.evaluate import score
 from xdistil.provenance import versions
+from xdistil.taggers import load_tagger, word_logits
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,16 @@ PARITY_SENTENCES = [
 ]
 
 
+# Every entry an export folder holds (with the fingerprint `xdistil.steps.export` adds): a
+# folder holding anything else is not replaced (`xdistil_export.atomic.NotOurs`).
+OWN = (MANIFEST, *MODEL_FILES.values(), "*.onnx.data", "*.onnx_data", TOKENIZER, EXPORT_CONFIG, CARD,
+       fingerprint.FILE, fingerprint.FILE_STARTED)
+
+
+def _own(out: Path) -> tuple[str, ...]:
+    return (*OWN, *recorded(out / fingerprint.FILE))
+
+
 class ExportParityError(RuntimeError):
     """The exported model does not reproduce the PyTorch model; ``figures`` has the numbers."""
 
@@ -86,7 +101,7 @@ class ExportParityError(RuntimeError):
         self.figures = figures
 
 
-class _LogitsOnly(nn.Module):
+class LogitsOnly(nn.Module):
     """The graph's contract: (input_ids, attention_mask) -> logits; word_mask is not needed for logits."""
 
     def __init__(self, module: nn.Module):
@@ -107,26 +122,29 @@ def export_model(
     tolerance: float = 1e-3,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
     command: str | None = None,
+    record: dict | None = None,
 ) -> dict:
     """Export ``model_dir`` (teacher, student or any HF token classifier) into ``out_dir``.
 
     The folder is built in a temporary sibling and renamed into place only after the
-    parity checks pass, so ``out_dir`` is never half-written. ``parity_sentences`` (word
+    parity checks pass, so ``out_dir`` is never half-written, and a failed export leaves
+    the previous one exactly as it was. An ``out_dir`` that is a file, or holds anything
+    an export does not (`OWN`), is refused before the work starts. ``record``: a step
+    fingerprint (`xdistil.steps.export`) written into the folder before it is swapped in,
+    with the names of its entries. ``parity_sentences`` (word
     lists) default to the first dev sentences plus `PARITY_SENTENCES`; a sentence longer
     than the model's window is always added. With ``dev_file`` (CoNLL), F1 of the fp32
     (and int8) export is recorded. The folder gets ``config.json`` (id2label) and a model
     card (`xdistil.cards`; ``command``: what made it, default the running command line).
     Returns the manifest.
     """
-    from xdistil.data.align import Specials
-    from xdistil.taggers import load_tagger
-
+    out = Path(out_dir)
+    check_own(out, _own(out))  # before the work, not only at the swap
     tagger = load_tagger(model_dir)
     specials = Specials.of(tagger.tokenizer)
     dev = _read_dev(dev_file, tagger.labels) if dev_file is not None else None
     sentences = _parity_set(tagger, specials, parity_sentences, dev)
 
-    out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -155,9 +173,9 @@ def export_model(
         }
         _write_manifest(tmp, manifest)  # the runtime reads it during the checks below
 
-        wrapper = _LogitsOnly(tagger.module).eval()
+        wrapper = LogitsOnly(tagger.module).eval()
         windows = _parity_windows(tagger, sentences)
-        _export_onnx(wrapper, _trace_batch(windows, specials.pad_id), tmp / MODEL_FILES["fp32"], opset)
+        export_graph(wrapper, _trace_batch(windows, specials.pad_id), tmp / MODEL_FILES["fp32"], opset)
         reference, _ = _torch_word_logits(tagger, sentences)
 
         # One onnxruntime thread: with PyTorch's pool in the same process, two spinning
@@ -176,7 +194,7 @@ def export_model(
         if int8:
             manifest["files"]["model_int8"] = MODEL_FILES["int8"]
             _write_manifest(tmp, manifest)
-            _quantize(tmp / MODEL_FILES["fp32"], tmp / MODEL_FILES["int8"])
+            quantize_int8(tmp / MODEL_FILES["fp32"], tmp / MODEL_FILES["int8"])
             q8 = Predictor(tmp, "int8", threads=1)
             p8 = _parity(q8, wrapper, windows, sentences, reference, specials.pad_id)
             p8["min_tag_agreement"] = int8_min_agreement
@@ -197,9 +215,11 @@ def export_model(
         _write_manifest(tmp, manifest)
         write_export_config(tmp, manifest)  # id2label / label2id, for code that reads HF-style configs
         write_card(tmp, command=command)
+        if record is not None:
+            write_json(tmp / fingerprint.FILE, {**record, "entries": sorted(p.name for p in tmp.iterdir())})
         del fp32, q8  # release the model files before the rename
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, _own(out))  # checked again: files put there meanwhile are not deleted
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -222,7 +242,9 @@ def _save_tokenizer(tokenizer, path: Path) -> None:
     tok.save(str(path))
 
 
-def _export_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int) -> None:
+def export_graph(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int) -> None:
+    """Trace ``wrapper`` (a `LogitsOnly`) on the padded ``example`` (input_ids, attention_mask)
+    into the ONNX file ``path`` with dynamic batch and sequence axes, checked."""
     import onnx
 
     axes = {0: "batch", 1: "sequence"}
@@ -254,7 +276,8 @@ def _check_dynamic_axes(model, path: Path) -> None:
             raise RuntimeError(f"{path.name}: {value.name} lost its dynamic axes (shape {shape})")
 
 
-def _quantize(src: Path, dst: Path) -> None:
+def quantize_int8(src: Path, dst: Path) -> None:
+    """The int8 graph of ``src`` (dynamic quantization of the weights, QInt8) into ``dst``, checked."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -293,8 +316,6 @@ def _parity_set(tagger, specials, given, dev) -> list[list[str]]:
 
 
 def _parity_windows(tagger, sentences) -> list[list[int]]:
-    from xdistil.data.align import WindowEncoder
-
     return [p.input_ids for p in WindowEncoder(tagger.tokenizer, tagger.max_length).encode(sentences)]
 
 
@@ -318,8 +339,6 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def _torch_word_logits(tagger, sentences):
-    from xdistil.taggers import word_logits
-
     return word_logits(tagger, sentences, batch_size=max(BATCH_SIZES))
 
 
@@ -353,15 +372,11 @@ def _parity(predictor: Predictor, wrapper: nn.Module, windows, sentences, refere
 
 
 def _read_dev(dev_file, labels):
-    from xdistil.data.readers import read_conll
-
     types = {lab[2:] for lab in labels if lab != "O"}
     return list(read_conll(dev_file, label_types=types))
 
 
 def _dev_scores(dev, dev_file, fp32: Predictor, q8: Predictor | None) -> dict:
-    from xdistil.evaluate import score
-
     gold = [s.tags for s in dev]
     words = [s.words for s in dev]
     out = {"file": str(dev_file), "sentences": len(dev), "f1_fp32": float(score(gold, fp32.predict_words(words))["f1"])}

@@ -142,7 +142,7 @@ class ModelScores:
 
     @classmethod
     def from_eval(cls, name: str, role: str, result: dict, **kw) -> ModelScores:
-        """The one constructor from `xdistil.pipeline.evaluate_dev`'s result (params, dev per language)."""
+        """The one constructor from `xdistil.evaluate.evaluate_dev`'s result (params, dev per language)."""
         kw.setdefault("folder", result.get("path"))
         return cls(name, role, result["params"], {k: LangScores.from_score(v) for k, v in result["dev"].items()},
                    **kw)
@@ -192,8 +192,8 @@ class Provenance:
 
 
 @dataclass(frozen=True)
-class StepLog:
-    """One unfreezing step of one distillation stage, and the student folder that stage wrote."""
+class PhaseLog:
+    """One unfreezing phase of one distillation stage, and the student folder that stage wrote."""
 
     stage: str
     stage_index: int
@@ -213,8 +213,8 @@ class StepLog:
         return (self.seconds or 0) * (self.tokens_per_s or 0)
 
 
-def step_logs(stage_logs: list[dict], students: list[tuple[int | None, str | None, str]]) -> list[StepLog]:
-    """`StepLog`s from ``distill/metrics.json``'s ``stages``; ``students``: (index, name, folder) per stage.
+def phase_logs(stage_logs: list[dict], students: list[tuple[int | None, str | None, str]]) -> list[PhaseLog]:
+    """`PhaseLog`s from ``distill/metrics.json``'s ``stages``; ``students``: (index, name, folder) per stage.
 
     A stage log names its stage; the student folder of the same stage name (in stage
     order) is its output. Stages resumed from a finished earlier run may have no log.
@@ -225,8 +225,8 @@ def step_logs(stage_logs: list[dict], students: list[tuple[int | None, str | Non
         while pending and pending[0][1] != st["stage"]:
             pending.pop(0)
         index, _, folder = pending.pop(0) if pending else (None, None, None)
-        for s in st.get("steps", []):
-            out.append(StepLog(st["stage"], index or 0, folder, list(s.get("groups") or []), s.get("seconds"),
+        for s in st.get("phases", st.get("steps", [])):  # "steps": logs of releases before
+            out.append(PhaseLog(st["stage"], index or 0, folder, list(s.get("groups") or []), s.get("seconds"),
                                s.get("tokens_per_s"), len(s.get("history", [])), s.get("best_select"),
                                s.get("sentences_per_s"), s.get("processes", 1), s.get("peak_rss_mb"),
                                s.get("memory_scope")))
@@ -370,7 +370,7 @@ class Bench(Record):
     """``bench.json`` (``xdistil bench``): quality, latency, throughput and memory of one run."""
 
     KIND: ClassVar[str] = "bench"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3  # 3: ``steps`` (unfreezing) became ``phases``
     run_dir: str
     created: str
     provenance: Provenance
@@ -380,7 +380,7 @@ class Bench(Record):
     latency_settings: dict[str, Any]
     latency_models: list[dict[str, Any]]
     exports: dict[str, dict[str, float]] = field(default_factory=dict)
-    steps: list[StepLog] = field(default_factory=list)
+    phases: list[PhaseLog] = field(default_factory=list)
     labeling: Throughput | None = None
     end_to_end: list[Throughput] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)

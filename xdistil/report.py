@@ -27,8 +27,8 @@ from pathlib import Path
 from xdistil_export.atomic import copy_file, write_bytes, write_text
 
 from xdistil.records import Bench, LatencyCell, ModelScores, RecordError, Summary, read
+from xdistil.run.layout import BENCH_NAME, SUMMARY_NAME
 
-BENCH_FILE = "bench.json"
 TARGET_RETAINED = 95.0  # % of the teacher's F1 the student must keep (XtremeDistil's kept 94-95 %)
 SPEEDUP_BATCH = 32  # XtremeDistil's batch speedup was measured at batch 32
 
@@ -224,9 +224,9 @@ def load_source(path: str | Path) -> Source:
     """A run directory (``bench.json``, else ``summary.json``) or one of those files."""
     p = Path(path)
     if p.is_dir():
-        f = next((p / n for n in (BENCH_FILE, "summary.json") if (p / n).is_file()), None)
+        f = next((p / n for n in (BENCH_NAME, SUMMARY_NAME) if (p / n).is_file()), None)
         if f is None:
-            raise FileNotFoundError(f"{p}: no {BENCH_FILE} (run 'xdistil bench {p}' first) and no summary.json")
+            raise FileNotFoundError(f"{p}: no {BENCH_NAME} (run 'xdistil bench {p}' first) and no summary.json")
         label = p.resolve().name
     elif p.is_file():  # runs/demo/bench.json -> "demo"; results/demo.bench.json -> "demo"
         stem = p.name.split(".")[0]
@@ -646,24 +646,24 @@ def _throughput_blocks(benched: list[Source]) -> list[Block]:
         Table(["run", "sentences", "end to end (sent/s)", "forward alone (sent/s)", "overhead", "processes",
                "batch"], lab, set(range(1, 7))) if lab else Para("No labeling figures recorded."),
         Heading(3, "Distillation"),
-        Para("Tokens (real word pieces) per second of training, per stage, over all its unfreezing steps "
+        Para("Tokens (real word pieces) per second of training, per stage, over all its unfreezing phases "
              "(the per-epoch scoring of the selection slice included)."),
     ]
     for s in benched:
         stages: dict[tuple, list] = {}
-        for st in s.bench.steps:
+        for st in s.bench.phases:
             stages.setdefault((st.stage_index, st.stage, st.student), []).append(st)
         rows = []
-        for (_, stage, student), steps in stages.items():
-            sec = sum(x.seconds or 0 for x in steps)
-            rows.append([stage, student or "–", str(len(steps)), str(sum(x.epochs for x in steps)), num(sec, 1),
-                         num(sum(x.tokens for x in steps) / sec if sec else None, 0)])
+        for (_, stage, student), phases in stages.items():
+            sec = sum(x.seconds or 0 for x in phases)
+            rows.append([stage, student or "–", str(len(phases)), str(sum(x.epochs for x in phases)), num(sec, 1),
+                         num(sum(x.tokens for x in phases) / sec if sec else None, 0)])
         if rows:
-            sec = sum(x.seconds or 0 for x in s.bench.steps)
-            tok = sum(x.tokens for x in s.bench.steps)
+            sec = sum(x.seconds or 0 for x in s.bench.phases)
+            tok = sum(x.tokens for x in s.bench.phases)
             rows.append(["**all**", "", "", "", f"**{num(sec, 1)}**", f"**{num(tok / sec if sec else None, 0)}**"])
             blocks += ([Para(f"**{s.label}**")] if many else []) + [
-                Table(["stage", "student", "steps", "epochs", "seconds", "tokens/s"], rows, {2, 3, 4, 5})]
+                Table(["stage", "student", "phases", "epochs", "seconds", "tokens/s"], rows, {2, 3, 4, 5})]
     return blocks
 
 
@@ -784,7 +784,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: fl
     data = []
     for s in sources:  # the figures behind the report travel with it
         if s.bench:
-            dest = out / (BENCH_FILE if len(sources) == 1 else f"{s.label.replace('/', '-')}.{BENCH_FILE}")
+            dest = out / (BENCH_NAME if len(sources) == 1 else f"{s.label.replace('/', '-')}.{BENCH_NAME}")
             if dest.resolve() != s.path.resolve():
                 copy_file(s.path, dest)
             data.append(dest)

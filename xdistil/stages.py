@@ -1,18 +1,18 @@
-"""Stages are data; `distill` advances through them, each step trained by `xdistil.fit.fit`.
+"""Stages are data; `distill` advances through them, each phase trained by `xdistil.fit.fit`.
 
 A stage is a `StageSpec`: a weighted sum of losses (gold / hard / soft / hidden), the
 data it runs on, and whether it unfreezes gradually. With gradual unfreezing (the
-biggest single gain in XtremeDistil, Table 3) a stage runs one *step* per parameter
-group, top-down: output -> projection -> encoder -> embeddings, step j training groups
-0..j. Each step is one `fit`: early stopping on the selection slice, its best weights
+biggest single gain in XtremeDistil, Table 3) a stage runs one *phase* per parameter
+group, top-down: output -> projection -> encoder -> embeddings, phase j training groups
+0..j. Each phase is one `fit`: early stopping on the selection slice, its best weights
 restored at the end, checkpoints from which a killed run resumes exactly. The hidden
 loss follows one `MatchSpec` (teacher layer, student layer, loss kind): distill.match,
 or a stage's own overrides.
 
     distill/
-      progress.json               finished steps and stages (a record; the checkpoint decides)
-      metrics.json                every step's log, across resumes
-      checkpoint/                 the fit checkpoint of the current (or last finished) step
+      progress.json               finished phases and stages (a record; the checkpoint decides)
+      metrics.json                every stage's phases' logs, across resumes (`DISTILL_LOG`)
+      checkpoint/                 the fit checkpoint of the current (or last finished) phase
       stage1-hard/ stage2-soft/   a complete student after each stage, with its fingerprint
 
 Every stage's folder and the checkpoint carry a fingerprint (`xdistil.fingerprint`): the
@@ -46,8 +46,19 @@ from xdistil import losses as L
 from xdistil.batching import Batch, TransferBatcher
 from xdistil.config import MatchSpec, RunConfig, StageSpec, to_dict
 from xdistil.data.align import IGNORE_INDEX, shuffled_length_batches
+from xdistil.data.transfer import transfer_languages
+from xdistil.evaluate import score, selection_average
+from xdistil.fit import Job, check_launch, fit, load_checkpoint, make_accelerator, read_state
+from xdistil.labeling import load_transfer, scan_transfer
 from xdistil.memory import PeakMemory
+from xdistil.models import OnDevice, teacher_dirs
+from xdistil.objective import TERMS, TermInputs
 from xdistil.outputs import TaggerOutput
+from xdistil.run import fingerprints
+from xdistil.run.layout import DISTILL_LOG
+from xdistil.students import build_student, config_from, count_parameters, load_student, save_student
+from xdistil.taggers import Tagger, load_tagger, predict_tags
+from xdistil.vocab import count_pieces
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +108,6 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput | torch.Tensor, 
     when it has any, else ``fallback`` (the weights from the selection slice, see
     `validation_weights`), else uniform."""
     logits = out if isinstance(out, torch.Tensor) else out.word_logits  # (N, C)
-    mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
     gold_mask = b.gold != IGNORE_INDEX
     if gold_mask.any():
         task = L.per_teacher_task_loss(b.logits, b.gold.clamp(min=0), gold_mask)  # (K,)
@@ -106,21 +116,16 @@ def stage_loss(d: Distiller, spec: StageSpec, out: TaggerOutput | torch.Tensor, 
         weights = fallback.to(b.logits.device)
     else:
         weights = torch.full((b.logits.shape[0],), 1.0 / b.logits.shape[0], device=b.logits.device)
-    parts = {}
-    for name in spec.losses:
-        if name == "gold":
-            parts[name] = L.hard_ce(logits, b.gold.clamp(min=0), gold_mask)
-        elif name == "hard":
-            # several teachers vote through their weighted logits
-            target = (weights[:, None, None] * b.logits.softmax(-1)).sum(0).argmax(-1)  # (N,)
-            parts[name] = L.hard_ce(logits, target, mask)
-        elif name == "soft":
-            parts[name] = L.soft_loss(logits, b.logits, mask, weights, spec.soft_kind, spec.temperature)
-        elif name == "hidden":
-            if proj is None:
-                state = out.words(out.hidden_states[match.student_layer])  # (N, H_student)
-                proj = [p(state) for p in d.projections]  # K x (N, D_k)
-            parts[name] = L.hidden_loss(proj, b.hidden, mask, weights, match.loss)
+    def projections() -> list[torch.Tensor]:
+        if proj is not None:
+            return proj
+        state = out.words(out.hidden_states[match.student_layer])  # (N, H_student)
+        return [p(state) for p in d.projections]  # K x (N, D_k)
+
+    inputs = TermInputs(logits=logits, gold=b.gold, teacher_logits=b.logits, weights=weights,
+                        soft_kind=spec.soft_kind, temperature=spec.temperature, hidden_kind=match.loss,
+                        projections=projections, teacher_hidden=b.hidden)
+    parts = {name: TERMS[name].compute(inputs) for name in spec.losses}
     total = sum(spec.losses[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -139,9 +144,6 @@ def validation_weights(ds, rows: list[int], teachers: list[int], n_labels: int,
 
 
 def _student_tagger(student, tokenizer, labels, max_length):
-    from xdistil.taggers import Tagger
-    from xdistil.teachers import OnDevice
-
     device = next(student.parameters()).device
     return Tagger(OnDevice(student, device, ()), tokenizer, list(labels), max_length, "student")
 
@@ -149,9 +151,6 @@ def _student_tagger(student, tokenizer, labels, max_length):
 def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cfg: RunConfig,
                   batcher: TransferBatcher, fallback: torch.Tensor | None = None) -> float:
     """Higher is better: average per-language F1, or minus the hidden loss for hidden-only stages."""
-    from xdistil.evaluate import score, selection_average
-    from xdistil.taggers import predict_tags
-
     d.eval()
     device = next(d.parameters()).device
     with torch.no_grad():
@@ -176,11 +175,11 @@ def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cf
         return -total / max(n, 1)
 
 
-# ---- distill: the stages in order, each step one `fit` ------------------------------------
+# ---- distill: the stages in order, each phase one `fit` ------------------------------------
 
 @dataclass
 class _Run:
-    """What every step of one distillation shares."""
+    """What every phase of one distillation shares."""
 
     cfg: RunConfig
     stages: list[StageSpec]
@@ -218,18 +217,13 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     Leading stages whose folders carry this run's fingerprints are reused; a killed run
     resumes exactly from its checkpoint; work built from other inputs is recomputed from the
     first stage that differs, or refused (`fingerprint.StaleOutput`) with ``resume_only``."""
-    from xdistil.fit import make_accelerator
-    from xdistil.labeling import load_transfer
-    from xdistil.teachers import check_launch
-
     out = Path(out_dir)
     stages = cfg.distill.resolved_stages()
     dirs = [out / f"stage{i + 1}-{s.name}" for i, s in enumerate(stages)]
-    from xdistil.data.transfer import transfer_languages
 
     ds, manifest = load_transfer(transfer_dir, langs=transfer_languages(cfg))
     ids = _teacher_ids(cfg, manifest)
-    fps = stage_fingerprints(cfg, stages, transfer_dir, [_teacher_path(manifest, k, teacher_dir) for k in ids])
+    fps = fingerprints.stages(cfg, stages, transfer_dir, [_teacher_path(manifest, k, teacher_dir) for k in ids])
     first = _reusable(dirs, fps)
     if first == len(stages):
         log.info("distill: reusing the %d stages in %s (built from the same inputs)", first, out)
@@ -240,31 +234,32 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     torch.manual_seed(cfg.distill.seed)
     d, tokenizer = _build_distiller(cfg, stages, ds, manifest, ids, teacher_dir)
     run = _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids, ds)
-    steps_of = [len(d.groups(s)) if s.unfreeze else 1 for s in stages]
-    first_step = _resume(run, first, steps_of, resume_only)
+    phases_of = [len(d.groups(s)) if s.unfreeze else 1 for s in stages]
+    first_phase = _resume(run, first, phases_of, resume_only)
     d.to(accelerator.device)
 
-    metrics = _read_json(out / "metrics.json", {"stages": []})
-    # the logs of what is kept: the reused stages, and the finished steps of the one resumed
-    metrics["stages"] = [e if e["index"] < first else {**e, "steps": e["steps"][:first_step]}
+    metrics = _read_json(out / DISTILL_LOG, {"stages": []})
+    # the logs of what is kept: the reused stages, and the finished phases of the one resumed
+    metrics["stages"] = [e if e["index"] < first else {**e, "phases": _phases(e)[:first_phase]}
                          for e in metrics["stages"] if e.get("index", len(stages)) <= first
                          and e.get("fingerprint") == fps[e["index"]]["digest"]]
     metrics["teachers"] = _teacher_record(run, manifest)
     done = {"stages": [s.name for s in stages[:first]], "fingerprints": [fp["digest"] for fp in fps[:first]],
-            "steps": [f"{i}:{j}" for i in range(first + 1) for j in range(steps_of[i] if i < first else first_step)]}
+            "phases": [f"{i}:{j}" for i in range(first + 1) for j in range(phases_of[i] if i < first else first_phase)]}
     for si in range(first, len(stages)):
         spec = stages[si]
         entry = next((e for e in metrics["stages"] if e["index"] == si), None)
         if entry is None:
-            entry = {"index": si, "stage": spec.name, "fingerprint": fps[si]["digest"], "steps": []}
+            entry = {"index": si, "stage": spec.name, "fingerprint": fps[si]["digest"], "phases": []}
             metrics["stages"].append(entry)
         groups = d.groups(spec)
-        for step in range(first_step if si == first else 0, steps_of[si]):
-            active = groups[: step + 1] if spec.unfreeze else groups
-            entry["steps"] = entry["steps"][:step] + [_run_step(run, si, step, active, progress)]
-            done["steps"] = [k for k in done["steps"] if k != f"{si}:{step}"] + [f"{si}:{step}"]
+        for phase in range(first_phase if si == first else 0, phases_of[si]):
+            active = groups[: phase + 1] if spec.unfreeze else groups
+            entry["phases"] = _phases(entry)[:phase] + [_run_phase(run, si, phase, active, progress)]
+            entry.pop("steps", None)  # the name of a release before (a resumed log)
+            done["phases"] = [k for k in done["phases"] if k != f"{si}:{phase}"] + [f"{si}:{phase}"]
             if accelerator.is_main_process:
-                write_json(out / "metrics.json", metrics)
+                write_json(out / DISTILL_LOG, metrics)
                 write_json(out / "progress.json", done)
         if accelerator.is_main_process:
             _save_stage(run, si)
@@ -292,37 +287,6 @@ def student_precision(cfg) -> str:
     return p if p != "auto" or cfg.student.arch == "transformer" else "fp32"
 
 
-def stage_fingerprints(cfg: RunConfig, stages: list[StageSpec], transfer_dir: str | Path,
-                       teacher_paths: list[Path]) -> list[dict]:
-    """One fingerprint per stage: its spec and matching spec, the student config, the
-    distillation settings that change weights, the inputs' digests and the previous stage's
-    digest (so a change in stage i makes every later stage differ too)."""
-    common = {"student": to_dict(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
-              "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
-              "languages": list(cfg.data.languages), "precision": getattr(cfg, "precision", "fp32"),
-              # the transfer-only languages whose rows it learns from (absent when none: old digests hold)
-              **({"transfer_languages": list(cfg.transfer.languages)} if cfg.transfer.languages else {})}
-    inputs = {"transfer": _input_digest(transfer_dir, "manifest.json"),
-              **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}}
-    if cfg.distill.init_from:
-        inputs["init_from"] = fingerprint.folder_digest(cfg.distill.init_from)
-    out, previous = [], None
-    for spec in stages:
-        fp = fingerprint.make("distill-stage", {"stage": to_dict(spec), "match": to_dict(cfg.distill.match_for(spec)),
-                                                **common}, {**inputs, "previous": previous})
-        out.append(fp)
-        previous = fp["digest"]
-    return out
-
-
-def _input_digest(folder: str | Path, manifest: str) -> str:
-    """A step's digest; a folder from before fingerprints: the digest of its manifest's bytes."""
-    got = fingerprint.digest_of(folder)
-    if got is None and (Path(folder) / manifest).exists():
-        got = "manifest:" + fingerprint.file_digest(Path(folder) / manifest)
-    return got or fingerprint.folder_digest(folder)
-
-
 def _reusable(dirs: list[Path], fps: list[dict]) -> int:
     """How many leading stages are on disk with this run's fingerprints."""
     n = 0
@@ -333,30 +297,33 @@ def _reusable(dirs: list[Path], fps: list[dict]) -> int:
 
 def _tag(state) -> tuple[int, int] | None:
     try:
-        si, step = state.tag.split(":")
-        return int(si), int(step)
+        si, phase = state.tag.split(":")
+        return int(si), int(phase)
     except (AttributeError, ValueError):
         return None
 
 
-def _resume(run: _Run, first: int, steps_of: list[int], resume_only: bool) -> int:
-    """Where stage ``first`` starts (its first step to run), with the weights it starts from
+def _phases(entry: dict) -> list[dict]:
+    """A stage's phase logs in the distillation log (``steps`` in logs of releases before)."""
+    return entry.get("phases", entry.get("steps", []))
+
+
+def _resume(run: _Run, first: int, phases_of: list[int], resume_only: bool) -> int:
+    """Where stage ``first`` starts (its first phase to run), with the weights it starts from
     loaded: from the checkpoint when it belongs to this run, else from the previous stage's
     folder. Stale work (stage folders or a checkpoint from other inputs) is deleted, or
     refused with ``resume_only``."""
-    from xdistil.fit import load_checkpoint, read_state
-
     ckpt = run.out / "checkpoint"
     state = read_state(ckpt)
     tag, digest = _tag(state), ((state.fingerprint or {}).get("digest") if state else None)
     if tag and tag[0] == first and digest == run.fps[first]["digest"]:
-        return tag[1]  # the fit of that step resumes it (or finds it finished)
-    if tag and first > 0 and tag == (first - 1, steps_of[first - 1] - 1) and state.finished \
+        return tag[1]  # the fit of that phase resumes it (or finds it finished)
+    if tag and first > 0 and tag == (first - 1, phases_of[first - 1] - 1) and state.finished \
             and digest == run.fps[first - 1]["digest"]:
         load_checkpoint(ckpt, run.accelerator, run.d)  # the end of the previous stage, RNG included
         return 0
     # stage folders past the reused ones (of this stage list or an earlier one), the checkpoint
-    stale = sorted(p for p in run.out.glob("stage*-*") if p.is_dir() and p not in run.dirs[:first]) + \
+    stale = sorted(p for p in run.out.glob("stage[0-9]*-*") if p.is_dir() and p not in run.dirs[:first]) + \
         ([ckpt] if state else [])
     if stale and resume_only:
         if run.dirs[first].exists():
@@ -378,11 +345,10 @@ def _resume(run: _Run, first: int, steps_of: list[int], resume_only: bool) -> in
     return 0
 
 
-def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> dict:
-    """One unfreezing step of stage ``si`` (groups ``active``) as one `fit`; its log."""
+def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> dict:
+    """One unfreezing phase of stage ``si`` (groups ``active``) as one `fit`; its log."""
     from accelerate.utils import broadcast_object_list
 
-    from xdistil.fit import Job, fit
 
     cfg, d, spec = run.cfg, run.d, run.stages[si]
     match = cfg.distill.match_for(spec)
@@ -395,7 +361,7 @@ def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> di
     uses_hidden = "hidden" in spec.losses
     batcher = run.batcher(match.teacher_layer if uses_hidden else None)
     hidden_layer = match.student_layer if uses_hidden else None
-    rows, seed = run.index[spec.data], cfg.distill.seed * 1000 + si * 100 + step * 10
+    rows, seed = run.index[spec.data], cfg.distill.seed * 1000 + si * 100 + phase * 10
 
     def loss(model, batch: list[int]):
         b = batcher(batch, need_hidden=uses_hidden).to(device)
@@ -420,7 +386,7 @@ def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> di
               patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
               desc=f"{spec.name} [{'+'.join(names)}]")
     mem = PeakMemory().start()
-    state = fit(job, run.accelerator, checkpoint=run.out / "checkpoint", tag=f"{si}:{step}",
+    state = fit(job, run.accelerator, checkpoint=run.out / "checkpoint", tag=f"{si}:{phase}",
                 fingerprint=run.fps[si], precision=student_precision(cfg), progress=progress)
     mem.stop()
     for h in state.history:
@@ -436,8 +402,6 @@ def _run_step(run: _Run, si: int, step: int, active: list, progress: bool) -> di
 def _save_stage(run: _Run, si: int) -> None:
     """The student after stage ``si``, its projections, and last its fingerprint (a folder
     without one is unfinished)."""
-    from xdistil.students import count_parameters, save_student
-
     cfg, spec, folder = run.cfg, run.stages[si], run.dirs[si]
     save_student(run.d.student, run.tokenizer, folder,
                  {"labels": run.labels, "max_length": cfg.student.max_length, "stage": spec.name,
@@ -452,8 +416,6 @@ def _save_stage(run: _Run, si: int) -> None:
 
 def _load_stage(d: Distiller, folder: Path) -> None:
     """Start from a finished stage's student (and its projections)."""
-    from xdistil.students import load_student
-
     student = load_student(folder)[0]
     d.student.load_state_dict(student.state_dict())
     if len(d.projections) and (folder / PROJECTIONS).exists():
@@ -471,10 +433,6 @@ def _teacher_ids(cfg: RunConfig, manifest: dict) -> list[int]:
 def _build_distiller(cfg: RunConfig, stages: list[StageSpec], ds, manifest: dict, ids: list[int],
                      teacher_dir) -> tuple[Distiller, object]:
     """A new student (or distill.init_from's) and one projection per teacher for the hidden loss."""
-    from xdistil.students import build_student, load_student
-    from xdistil.taggers import load_tagger
-    from xdistil.vocab import count_pieces
-
     labels = manifest["labels"]
     if cfg.distill.init_from:
         student, tokenizer, init_labels, _ = load_student(cfg.distill.init_from)
@@ -505,8 +463,6 @@ def _build_distiller(cfg: RunConfig, stages: list[StageSpec], ds, manifest: dict
 
 def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids, ds) -> _Run:
     """Row lengths and split row numbers (streamed: no rows in memory), the selection slice."""
-    from xdistil.labeling import scan_transfer
-
     labels = manifest["labels"]
     lengths, split_rows = scan_transfer(ds)
     index = {"transfer": sorted(split_rows.get("labeled", []) + split_rows.get("transfer", [])),
@@ -541,8 +497,6 @@ def _read_json(path: Path, default):
 def _teacher_path(manifest: dict, k: int, given: str | Path) -> Path:
     """Teacher k of the transfer set: the k-th folder behind ``given`` (a teacher, or a
     co-finetuned group), else the folder the set recorded for it."""
-    from xdistil.teachers import teacher_dirs
-
     dirs = teacher_dirs(given)
     return dirs[k] if k < len(dirs) else Path(manifest["teachers"][k]["path"])
 
@@ -554,8 +508,6 @@ def _iter_words(ds, batch_size: int = 1000):
 
 
 def _build(cfg: RunConfig, build_student, teacher, seen, labels):
-    from xdistil.students import config_from
-
     hf_model = teacher.module.model  # HFTagger -> the HF model
     return build_student(cfg.student.arch, hf_model, teacher.tokenizer, seen, labels, config_from(cfg.student),
                          max_vocab=cfg.student.max_vocab)

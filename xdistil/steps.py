@@ -18,6 +18,19 @@ transfer set, the data files' bytes) and the xdistil version. On a rerun:
 - half-finished work (tagged with its fingerprint when the step started) is resumed only
   when it was begun from the same inputs; otherwise it is discarded (or refused), never mixed.
 
+What may be deleted, and when (issue 24):
+
+- a finished output is never deleted before its replacement is complete: a step whose inputs
+  changed builds the new output in a hidden sibling (``.NAME.xdistil-next``, resumable
+  there), and only when it is complete and its checks passed is it swapped in; a failed
+  step leaves the previous output exactly as it was;
+- xdistil deletes or replaces only a folder it can prove it made -- one holding a step's
+  fingerprint (or, from older versions, its marker file) and nothing but the entries that
+  step writes (`Kind.own`, plus the names it recorded when it finished). A new or empty
+  ``out`` is built in place; anything else -- a file, a folder of other things, an output
+  beside which foreign files were put -- is refused in one line (`xdistil_export.atomic.NotOurs`)
+  naming what is there, before any work starts.
+
 Under ``accelerate launch`` every process calls the step (they are data-parallel); every
 process takes the same decision, only the main one deletes or writes, between barriers.
 """
@@ -27,18 +40,64 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from xdistil import fingerprint
-from xdistil.config import RunConfig, to_dict
-from xdistil.data.transfer import data_digests
+from xdistil_export.atomic import (
+    NotOurs,
+    check_own,
+    foreign_entries,
+    not_ours,
+    recorded,
+    remove_own,
+    replace_dir,
+    write_json,
+)
 
-# The entries a step leaves in its folder, finished or not: a folder holding none of them
-# (nor a fingerprint) is not a step's output, and is never deleted.
-TEACHER_WORK = ("xdistil_teacher.json", "xdistil_teachers.json", "checkpoint")
-LABEL_WORK = ("manifest.json", "chunks")
-DISTILL_WORK = ("progress.json", "checkpoint")
-EXPORT_WORK = ("export_manifest.json",)
+from xdistil import fingerprint, labeling, stages, teachers
+from xdistil.cards import write_card
+from xdistil.config import RunConfig
+from xdistil.labels import for_teachers
+from xdistil.models import teacher_dirs
+from xdistil.models import teacher_dirs as expand
+from xdistil.onnx_export import export_model
+from xdistil.run import fingerprints
+from xdistil.run.layout import DISTILL_LOG
+
+NEXT = ".{}.xdistil-next"
+"""The hidden sibling in which a step builds the output that replaces a finished one."""
+FINGERPRINTS = (fingerprint.FILE, fingerprint.FILE_STARTED)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one step leaves in its folder."""
+
+    marker: Callable[[Path], bool]
+    """A folder without a fingerprint is still this step's output (written by an older
+    xdistil) when this holds: its marker files are there."""
+    own: tuple[str, ...]
+    """Every entry (glob) the step may write into its folder, finished or not."""
+    clone: bool = False
+    """Build the replacement from a copy of the old output (the step reuses parts of it)."""
+    builds_aside: bool = False
+    """The implementation builds the whole folder aside and swaps it in itself (export)."""
+
+
+# Files `save_pretrained` writes for a model and its tokenizer.
+HF_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+            "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
+            "*.model", "chat_template.jinja")
+TEACHER = Kind(lambda o: (o / "xdistil_teacher.json").is_file() or (o / "xdistil_teachers.json").is_file(),
+               ("xdistil_teacher.json", "xdistil_teachers.json", "checkpoint", "best", "best.tmp", "teacher[0-9]*-*",
+                *HF_FILES))
+LABEL = Kind(lambda o: (o / "manifest.json").is_file() and (o / "chunks").is_dir(), ("manifest.json", "chunks"))
+DISTILL = Kind(lambda o: (o / "progress.json").is_file(),
+               ("progress.json", DISTILL_LOG, "checkpoint", "stage[0-9]*-*"), clone=True)
+EXPORT_MANIFEST = "export_manifest.json"  # == xdistil_export.runtime.MANIFEST (that module imports onnxruntime)
+EXPORT = Kind(lambda o: (o / EXPORT_MANIFEST).is_file(),
+              (EXPORT_MANIFEST, "*.onnx", "*.onnx.data", "*.onnx_data", "tokenizer.json", "config.json", "README.md"),
+              builds_aside=True)
 
 
 def _state():
@@ -54,94 +113,201 @@ def _say(line: str) -> None:
         print(line, flush=True)
 
 
-def _holds_work(out: Path, work: tuple[str, ...]) -> bool:
-    return (out / fingerprint.FILE).exists() or (out / fingerprint.FILE_STARTED).exists() or \
-        any((out / w).exists() for w in work)
+def _is_file(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file, expected a directory (pass another --out)")
 
 
-def _prepare(name: str, out: Path, fp: dict, work: tuple[str, ...], finished: Callable[[Path], bool],
-             resume_only: bool, delegate: bool = False) -> bool:
-    """Before a step runs: True when ``out`` already is this step's output (reuse it).
-    Otherwise ``out`` is left empty or holding half-finished work begun from the same
-    inputs; work from other inputs is discarded, or refused with ``resume_only``.
-    ``delegate``: the implementation sorts out work from other inputs itself, finer than
-    the whole folder (distillation reuses the leading stages that are the same)."""
-    if not _holds_work(out, work):
-        return False
+def own(out: Path, kind: Kind) -> tuple[str, ...]:
+    """The entries of ``out`` xdistil may delete: what the step writes, its fingerprints, and
+    the names it recorded there when it finished."""
+    return (*kind.own, *FINGERPRINTS, *recorded(out / fingerprint.FILE))
+
+
+def _holds_work(out: Path, kind: Kind) -> bool:
+    return any((out / f).exists() for f in FINGERPRINTS) or (out.is_dir() and kind.marker(out))
+
+
+def next_dir(out: Path) -> Path:
+    """Where a step builds the output that replaces the finished ``out``."""
+    out = out.absolute()
+    return out.with_name(NEXT.format(out.name))
+
+
+def claim(out: str | Path, parts: tuple[str, ...], marker: str | None = None) -> Path:
+    """Before a command writes its steps' outputs into the folder ``out`` (a run directory,
+    distill's --out): ``out`` must be new, empty, or hold xdistil's work already (``marker``,
+    or a step folder among ``parts`` with a fingerprint). A file, or a folder of other
+    things, is refused in one line; with ``marker`` the folder is marked as xdistil's. The
+    folder itself is never deleted, so what else it holds is left alone."""
+    out = Path(out)
+    _is_file(out)
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    steps = [out / p for p in parts] + [next_dir(out / p) for p in parts]
+    ours = (marker is not None and (out / marker).is_file()) or \
+        any((d / f).exists() for d in steps for f in FINGERPRINTS)
+    if names and not ours:
+        raise not_ours(out, names, empty_needed=True)
+    if marker is not None and _state().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (out / marker).is_file():
+            write_json(out / marker, {"format": "xdistil-run/1", "note": "a run directory written by xdistil"})
+    return out
+
+
+@dataclass
+class Plan:
+    """Where a step writes, decided by `_prepare` from what is on disk."""
+
+    out: Path
+    work: Path
+    """``out`` itself, or `next_dir` when ``out`` holds a finished output from other inputs."""
+    reuse: bool = False
+    fresh: bool = False
+    """``work`` was made by this call (a refused step removes it again)."""
+
+    @property
+    def aside(self) -> bool:
+        return self.work != self.out
+
+
+def _prepare(name: str, out: Path, fp: dict, kind: Kind, finished: Callable[[Path], bool],
+             resume_only: bool, delegate: bool = False) -> Plan:
+    """Before a step runs: where it writes (`Plan`), or ``reuse`` when ``out`` already is this
+    step's output. A new or empty ``out`` is built in place; half-finished work begun from the
+    same inputs is resumed in place (or in `next_dir`); a finished output from other inputs
+    is rebuilt in `next_dir` and stays as it is until the new one is complete (`_swap`);
+    half-finished work from other inputs is discarded, and with ``resume_only`` any work
+    from other inputs is refused. ``delegate``: the implementation sorts out work from other
+    inputs itself, finer than the whole folder (distillation reuses the leading stages that
+    are the same). A file, a folder of other things, or foreign entries beside a step's
+    output that would have to be written over are refused before anything is touched."""
+    _is_file(out)
+    if not _holds_work(out, kind):
+        if names := foreign_entries(out, ()):  # only temps of ours may be there
+            raise not_ours(out, names, empty_needed=True)
+        return Plan(out, out)
     done, started = fingerprint.read(out), fingerprint.read(out, started=True)
     if fingerprint.same(done, fp) and finished(out):
         _say(f"{name}: reusing {out} (built from the same inputs)")
-        return True
+        return Plan(out, out, reuse=True)
+    check_own(out, own(out, kind))  # from here on, ``out`` is written into or replaced
     if fingerprint.same(done, fp) or (done is None and fingerprint.same(started, fp)):
-        return False  # begun (or partly removed) with the same inputs: resume it
+        return Plan(out, out)  # begun (or partly removed) with the same inputs: resume it
     old = done or started
-    if delegate:
-        if not resume_only:
-            _say(f"{name}: {out} was built from other inputs ({', '.join(fingerprint.diff(old, fp))} differ); "
-                 f"recomputing what they change")
-        return False
-    if resume_only:
+    differ = ", ".join(fingerprint.diff(old, fp))
+    if resume_only and not delegate:
         raise fingerprint.StaleOutput(fingerprint.stale_message(out, old, fp))
+    _not_cwd(out)
+    if kind.builds_aside:
+        _say(f"{name}: {out} was built from other inputs ({differ} differ); recomputing it (the old one stays until "
+             f"the new one is complete)")
+        return Plan(out, out)
+    if done is None and started is not None:  # half-finished work from other inputs
+        if delegate:
+            if not resume_only:
+                _say(f"{name}: {out} was begun from other inputs ({differ} differ); recomputing what they change")
+            return Plan(out, out)
+        _sync(lambda: remove_own(out, own(out, kind)),
+              f"{name}: {out} was begun from other inputs ({differ} differ); recomputing it")
+        return Plan(out, out)
+    return _aside(name, out, fp, kind, differ, resume_only, delegate)
+
+
+def _not_cwd(out: Path) -> None:
+    """A folder that holds the current directory cannot be swapped for a new one."""
+    here = Path.cwd()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise NotOurs(f"{out} holds the current directory, which cannot be replaced: run from outside it")
+
+
+def _sync(action: Callable[[], None], line: str = "") -> None:
+    """``action`` on the main process only, once every process has read the folders, and
+    before any goes on."""
     state = _state()
-    state.wait_for_everyone()  # every process has read the folder before it goes
-    if state.is_main_process:
-        _say(f"{name}: {out} was built from other inputs ({', '.join(fingerprint.diff(old, fp))} differ); "
-             f"recomputing it")
-        shutil.rmtree(out)
     state.wait_for_everyone()
-    return False
+    if state.is_main_process:
+        if line:
+            print(line, flush=True)
+        action()
+    state.wait_for_everyone()
 
 
-def _started(out: Path, fp: dict) -> None:
+def _aside(name: str, out: Path, fp: dict, kind: Kind, differ: str, resume_only: bool, delegate: bool) -> Plan:
+    """Plan the rebuild of the finished ``out`` in `next_dir`: resumed there when it was begun
+    from the same inputs, else started afresh (from a copy of ``out`` for ``kind.clone``)."""
+    nxt = next_dir(out)
+    _is_file(nxt)
+    begun = fingerprint.read(nxt, started=True) or fingerprint.read(nxt)
+    if fingerprint.same(begun, fp):
+        _say(f"{name}: {out} was built from other inputs ({differ} differ); resuming its replacement in {nxt}")
+        return Plan(out, nxt)
+    if nxt.exists():
+        check_own(nxt, own(nxt, kind))
+
+    def start() -> None:
+        if nxt.exists():
+            shutil.rmtree(nxt)
+        nxt.mkdir(parents=True)
+        fingerprint.write(nxt, fp, started=True)  # first: a killed copy is still known as ours
+        if kind.clone:
+            _clone(out, nxt)
+
+    what = "what they change" if delegate else "it"
+    _sync(start, "" if resume_only else f"{name}: {out} was built from other inputs ({differ} differ); recomputing "
+                                        f"{what} (the old one stays until the new one is complete)")
+    return Plan(out, nxt, fresh=True)
+
+
+def _clone(src: Path, dst: Path) -> None:
+    """A copy of ``src``'s entries in ``dst`` (real copies, not hard links: whatever is written
+    into the clone, the old output stays exactly as it was). Students are small."""
+    for p in src.iterdir():
+        if p.name in FINGERPRINTS:
+            continue
+        if p.is_dir():
+            shutil.copytree(p, dst / p.name)
+        else:
+            shutil.copy2(p, dst / p.name)
+
+
+def _started(plan: Plan, fp: dict) -> None:
     if _state().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        fingerprint.write(out, fp, started=True)
+        plan.work.mkdir(parents=True, exist_ok=True)
+        fingerprint.write(plan.work, fp, started=True)
 
 
-def _finished(out: Path, fp: dict) -> None:
+def _finished(plan: Plan, fp: dict, kind: Kind) -> None:
+    """The fingerprint (with the names of the entries the step wrote, which makes them
+    provably xdistil's), then -- for a rebuild aside -- the swap into ``out``."""
     state = _state()
     if state.is_main_process:
-        fingerprint.write(out, fp)
-        (out / fingerprint.FILE_STARTED).unlink(missing_ok=True)
+        work = plan.work
+        names = sorted(p.name for p in work.iterdir() if p.name not in FINGERPRINTS and not p.name.startswith("."))
+        fingerprint.write(work, {**fp, "entries": names})
+        (work / fingerprint.FILE_STARTED).unlink(missing_ok=True)
+        if plan.aside:  # checked again: files put beside the old output since the start are not deleted
+            replace_dir(work, plan.out, own(plan.out, kind))
     state.wait_for_everyone()  # no process fingerprints the next step before this one is written
 
 
 # ---- teacher ---------------------------------------------------------------------------
 
-def _model_input(name: str) -> str:
-    """A pretrained model named by the config: a local folder by its files, else its name."""
-    return fingerprint.folder_digest(name) if Path(name).is_dir() else name
-
-
-# Settings that change how a step runs or reports, not what it writes.
-_NOT_OUTPUT = ("eval_batch_size", "checkpoint_every", "min_selection_f1")
-
-
-def teacher_fingerprint(cfg: RunConfig) -> dict:
-    t = {k: v for k, v in to_dict(cfg.teacher).items() if k not in ("model", "models", *_NOT_OUTPUT)}
-    names = cfg.teacher.model_names()
-    fields = {"teacher": {**t, "models": names},
-              "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
-                                                         "strict")}}
-    inputs = {**{f"model{k}": _model_input(n) for k, n in enumerate(names)}, **data_digests(cfg, ("train",))}
-    return fingerprint.make("teacher", fields, inputs)
-
 
 def _teacher_finished(out: Path) -> bool:
-    return (out / TEACHER_WORK[0]).exists() or (out / TEACHER_WORK[1]).exists()
+    return TEACHER.marker(out)
 
 
 def teacher(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, resume_only: bool = False) -> Path:
     """Fine-tune (or co-finetune) the teacher(s) into ``out_dir``; see `teachers.train_teacher`."""
-    from xdistil.teachers import train_teacher
-
-    out, fp = Path(out_dir), teacher_fingerprint(cfg)
-    if _prepare("teacher", out, fp, TEACHER_WORK, _teacher_finished, resume_only):
+    out, fp = Path(out_dir), fingerprints.teacher(cfg)
+    plan = _prepare("teacher", out, fp, TEACHER, _teacher_finished, resume_only)
+    if plan.reuse:
         return out
-    _started(out, fp)
-    result = Path(train_teacher(cfg, out, progress))
-    _finished(out, fp)
-    return result
+    _started(plan, fp)
+    result = Path(teachers.train_teacher(cfg, plan.work, progress))
+    _finished(plan, fp, TEACHER)
+    return out / result.relative_to(plan.work)
 
 
 # ---- label -----------------------------------------------------------------------------
@@ -152,70 +318,100 @@ def label(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str | Path, *
 
     A finished set with the same fingerprint is reused after its chunks are verified; a
     damaged chunk is relabeled (the others are kept)."""
-    from xdistil import labeling
-    from xdistil.labels import for_teachers
-    from xdistil.teachers import teacher_dirs as expand
-
     dirs = [d for t in teacher_dirs for d in expand(t)]
     cfg = for_teachers(cfg, dirs)  # the labels the teachers predict (data.labels may be unset)
-    out, fp = Path(out_dir), labeling.label_fingerprint(cfg, dirs)
+    out, fp = Path(out_dir), fingerprints.label(cfg, dirs)
 
     def finished(o: Path) -> bool:  # a damaged chunk makes the set half-finished: it is relabeled
         return (o / labeling.MANIFEST).exists() and labeling.verify_transfer(o) is None
 
-    if _prepare("label", out, fp, LABEL_WORK, finished, resume_only):
+    plan = _prepare("label", out, fp, LABEL, finished, resume_only)
+    if plan.reuse:
         return out
-    _started(out, fp)
-    result = labeling.label_transfer(cfg, dirs, out, progress, fingerprint=fp)
-    _finished(out, fp)
-    return result
+    _started(plan, fp)
+    labeling.label_transfer(cfg, dirs, plan.work, progress, fingerprint=fp)
+    _finished(plan, fp, LABEL)
+    return out
 
 
 # ---- distill ---------------------------------------------------------------------------
 
-def distill_fingerprint(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -> dict:
-    d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *_NOT_OUTPUT)}
-    fields = {"student": to_dict(cfg.student),
-              "distill": {**d, "stages": [to_dict(s) for s in cfg.distill.resolved_stages()]},
-              "data": {"languages": cfg.data.languages,
-                       **({"transfer_languages": cfg.transfer.languages} if cfg.transfer.languages else {})}}
-    inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir)}
-    if cfg.distill.init_from:
-        inputs["init_from"] = fingerprint.folder_digest(cfg.distill.init_from)
-    return fingerprint.make("distill", fields, inputs)
+
+class TeacherMismatch(ValueError):
+    """The teacher given to distill is not the one that labeled the transfer set."""
+
+
+def check_labeled_by(transfer_dir: str | Path, teacher_dir: str | Path) -> None:
+    """Refuse (`TeacherMismatch`, one line) a teacher other than the one that labeled the
+    transfer set: the student would learn from one teacher and be reported beside another.
+    Compared by the digests the set's fingerprint records (else by the paths in its manifest)."""
+    import json
+
+
+    transfer = Path(transfer_dir)
+    inputs = (fingerprint.read(transfer) or {}).get("inputs") or {}
+    try:
+        labeled = json.loads((transfer / "manifest.json").read_text(encoding="utf-8")).get("teachers") or []
+    except (OSError, ValueError):
+        labeled = []
+    for k, d in enumerate(teacher_dirs(teacher_dir)):
+        if f"teacher{k}" in inputs:
+            same = inputs[f"teacher{k}"] == fingerprint.folder_digest(d)
+        elif k < len(labeled) and labeled[k].get("path"):
+            same = Path(labeled[k]["path"]).resolve() == d.resolve()
+        else:
+            continue
+        if not same:
+            by = labeled[k]["path"] if k < len(labeled) else f"teacher {k}"
+            raise TeacherMismatch(f"--teacher-dir {d} did not label the transfer set {transfer} (labeled by {by}): "
+                                  f"give the teacher that labeled it, or label a set with this one first "
+                                  f"(xdistil label --teacher-dir {d} --out DIR)")
 
 
 def distill_stages(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, *,
                    progress: bool = True, resume_only: bool = False) -> list[Path]:
     """Distil every stage into ``out_dir``; the student folder of every stage, in order."""
-    from xdistil import stages
+    check_labeled_by(transfer_dir, teacher_dir)
+    out, fp = Path(out_dir), fingerprints.distill(cfg, transfer_dir, teacher_dir)
 
-    out, fp = Path(out_dir), distill_fingerprint(cfg, transfer_dir, teacher_dir)
-
-    def recorded(o: Path) -> list[Path]:
+    def recorded_outputs(o: Path) -> list[Path]:
         return [o / name for name in (fingerprint.read(o) or {}).get("outputs", [])]
 
     def finished(o: Path) -> bool:
-        return bool(recorded(o)) and all(p.is_dir() for p in recorded(o))
+        return bool(recorded_outputs(o)) and all(p.is_dir() for p in recorded_outputs(o))
 
     # stages.distill keeps the leading stages that are the same and recomputes (or, with
     # resume_only, refuses) from the first that differs
-    if _prepare("distill", out, fp, DISTILL_WORK, finished, resume_only, delegate=True):
-        return recorded(out)
-    _started(out, fp)
-    dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, out, progress, resume_only=resume_only)]
+    plan = _prepare("distill", out, fp, DISTILL, finished, resume_only, delegate=True)
+    if plan.reuse:
+        return recorded_outputs(out)
+    _started(plan, fp)
+    try:
+        dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, plan.work, progress,
+                                                resume_only=resume_only)]
+    except fingerprint.StaleOutput:
+        if plan.fresh:  # a refusal leaves nothing behind
+            _sync(lambda: shutil.rmtree(plan.work, ignore_errors=True))
+        raise
     missing = [str(p) for p in dirs if not p.is_dir()]
     if missing or not dirs:
         raise RuntimeError(f"distill: the stages finished but {', '.join(missing) or 'no student'} was not "
                            f"written; rerun without --resume-only or use another --out")
     state = _state()
     if state.is_main_process:  # students of an earlier stage list: the folder holds what the record names
-        for p in out.glob("stage*"):
+        for p in plan.work.glob("stage[0-9]*-*"):
             if p.is_dir() and p not in dirs:
                 shutil.rmtree(p)
+        _card(cfg, teacher_dir, dirs)
     # which folders the step produced, beside the fingerprint (not part of its digest)
-    _finished(out, {**fp, "outputs": [os.path.relpath(p, out) for p in dirs]})
-    return dirs
+    _finished(plan, {**fp, "outputs": [os.path.relpath(p, plan.work) for p in dirs]}, DISTILL)
+    return [out / p.relative_to(plan.work) for p in dirs]
+
+
+def _card(cfg: RunConfig, teacher_dir: str | Path, dirs: list[Path]) -> None:
+    """Each student's model card names its languages and teacher (dev F1 comes with evaluation)."""
+    for d in dirs:
+        write_card(d, languages=list(cfg.data.languages), teacher=str(teacher_dir))
 
 
 def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path, *,
@@ -233,19 +429,11 @@ def students(out_dir: str | Path) -> list[Path]:
 # ---- export ----------------------------------------------------------------------------
 
 def export(model_dir: str | Path, out_dir: str | Path, *, resume_only: bool = False, **kwargs) -> Path:
-    """Export ``model_dir`` to ONNX in ``out_dir``; ``kwargs`` go to `onnx_export.export_model`."""
-    from xdistil.onnx_export import export_model
-
-    fields = {k: v for k, v in kwargs.items() if k not in ("dev_file", "parity_sentences")}
-    inputs = {"model": fingerprint.folder_digest(model_dir)}
-    if kwargs.get("dev_file"):
-        inputs["dev_file"] = fingerprint.file_digest(kwargs["dev_file"])
-    if kwargs.get("parity_sentences") is not None:
-        inputs["parity_sentences"] = fingerprint.make("parity", {"s": kwargs["parity_sentences"]})["digest"]
-    out, fp = Path(out_dir), fingerprint.make("export", fields, inputs)
-    if _prepare("export", out, fp, EXPORT_WORK, lambda o: (o / EXPORT_WORK[0]).exists(), resume_only):
+    """Export ``model_dir`` to ONNX in ``out_dir``; ``kwargs`` go to `onnx_export.export_model`,
+    which builds the folder aside, with this step's fingerprint, and swaps it in only when
+    its checks passed: a failed export leaves the previous one as it was."""
+    out, fp = Path(out_dir), fingerprints.export(model_dir, kwargs)
+    if _prepare("export", out, fp, EXPORT, EXPORT.marker, resume_only).reuse:
         return out
-    export_model(model_dir, out, **kwargs)  # builds the folder aside and renames it into place
-    _finished(out, fp)
+    export_model(model_dir, out, record=fp, **kwargs)
     return out
-

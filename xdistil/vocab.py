@@ -229,7 +229,9 @@ def always_kept(teacher_tokenizer, seen_ids: Iterable[int]) -> set[int]:
     and the single-character pieces (WordPiece: ``c`` and ``##c``) of every character of
     ``seen_ids``, the fallback that keeps re-segmented words off the unknown token."""
     t = _Teacher.of(teacher_tokenizer)
-    return t.always_kept(teacher_tokenizer) | _char_pieces(t.pieces, {int(i) for i in seen_ids}, t.model)
+    base = t.always_kept(teacher_tokenizer)
+    # the characters of the specials too: `reduce_tokenizer` keeps those of every kept piece
+    return base | _char_pieces(t.pieces, {int(i) for i in seen_ids} | base, t.model)
 
 
 def select_pieces(teacher_tokenizer, counts: PieceCounts, max_vocab: int, language_share: float = 0.5) -> set[int]:
@@ -305,6 +307,59 @@ def student_vocabulary(
     report = {"teacher_size": len(teacher_tokenizer), "seen": len(seen.seen()), "size": len(kept),
               "max_vocab": max_vocab, "occurrences_kept": kept_share(seen.total()), "languages": langs}
     return tokenizer, kept, report
+
+
+# ---- word shape of a piece (student.shape_dim) -------------------------------------------
+
+SHAPES = ("empty", "lower", "title", "upper", "mixed", "uncased", "digit", "punct")
+"""Shape of a piece's text (word-start marker removed): no text left | lower-case letters |
+first letter upper, the rest not | two or more letters, all upper | other casings | letters
+of a script without case | digits (no letters) | nothing alphanumeric."""
+
+
+def piece_shape(piece: str, prefix: str = "", marker: str = "\u2581") -> int:
+    """Shape class of one piece: ``1 + start * len(SHAPES) + SHAPES.index(shape)`` where
+    ``start`` says the piece begins a word (SentencePiece ``\u2581`` marker, or a WordPiece
+    piece without the ``prefix`` ``##``); 0 is kept for the special tokens (`piece_shapes`)."""
+    if prefix:
+        start = not piece.startswith(prefix)
+        text = piece if start else piece[len(prefix):]
+    else:
+        start = piece.startswith(marker)
+        text = piece[len(marker):] if start else piece
+    letters = [c for c in text if c.isalpha()]
+    cased = [c for c in letters if c.islower() or c.isupper()]
+    if not text:
+        shape = "empty"
+    elif letters and not cased:
+        shape = "uncased"
+    elif cased and all(c.islower() for c in cased):
+        shape = "lower"
+    elif cased and cased[0].isupper() and letters[0] is cased[0] and not any(c.isupper() for c in cased[1:]):
+        shape = "title"
+    elif len(cased) > 1 and all(c.isupper() for c in cased):
+        shape = "upper"
+    elif cased:
+        shape = "mixed"
+    elif any(c.isdigit() for c in text):
+        shape = "digit"
+    else:
+        shape = "punct"
+    return 1 + int(start) * len(SHAPES) + SHAPES.index(shape)
+
+
+def piece_shapes(tokenizer) -> list[int]:
+    """`piece_shape` of every id of a (reduced) fast tokenizer, 0 for its special tokens: the
+    fixed lookup a student's shape embedding reads (``len(tokenizer)`` entries)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    model = json.loads(backend.to_str())["model"]
+    prefix = (model.get("continuing_subword_prefix") or "") if model.get("type") == "WordPiece" else ""
+    special = {i for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
+    out = []
+    for i in range(len(tokenizer)):
+        piece = backend.id_to_token(i)
+        out.append(0 if i in special or piece is None else piece_shape(piece, prefix))
+    return out
 
 
 def _segmentation(backend, unk: int | None, sentences: list[list[str]]) -> tuple[int, int, int]:

@@ -195,29 +195,6 @@ def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
     return out
 
 
-# The levers' keys, by the switch that makes them matter (issue 17's options, off by default).
-_LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max_words"),
-           "augment": ("augment_case", "augment_dropout", "augment_swap", "augment_code_mix", "augment_seed"),
-           "languages": ("languages",)}  # transfer-only languages
-
-
-def fingerprint_fields(tc) -> dict:
-    """The transfer config as a labeling fingerprint should hold it: what changes the stored
-    set, without the teacher list and batch size (`labeling.label_fingerprint` reads those
-    elsewhere), and without a lever that is off, so that a set labeled before the levers
-    existed keeps its digest."""
-    from xdistil.config import to_dict
-
-    out = {k: v for k, v in to_dict(tc).items() if k not in ("teachers", "batch_size")}
-    off = {"extra_sources": not tc.extra_sources, "concat": tc.concat == 1,
-           "augment": not Augmentation.from_transfer(tc).active, "languages": not tc.languages}
-    for lever, keys in _LEVERS.items():
-        if off[lever]:
-            for k in keys:
-                out.pop(k)
-    return out
-
-
 def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
     """Per language, the local files a step reads for ``split`` ("train", "dev" or
     "unlabeled"), resolved exactly as the readers resolve them; "hub:<dataset>" where a

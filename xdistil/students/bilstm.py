@@ -6,6 +6,19 @@ word pieces -> embedding (E, initialised from the SVD-reduced teacher embeddings
 linear tag scores per word piece. The paper's best small student is E=50, H=200
 (about 5.1M parameters with mBERT's vocabulary, 35x smaller than the teacher).
 
+Two levers on the input side, both off by default and both keeping the exported graph's
+inputs (piece ids, attention mask) unchanged (issue 23):
+
+- ``factor_dim`` (ALBERT, Lan et al. 2020, arXiv 1909.11942): a factorized table, V x e
+  pieces then a linear e -> E, so more pieces fit a parameter budget. The table is the
+  top-e SVD of the teacher's rows and the projection starts as the identity on them (the
+  same start as the top-E SVD, cut to e directions).
+- ``shape_dim``: a word-shape embedding beside each piece (casing, digits, punctuation,
+  word start or continuation; `xdistil.vocab.piece_shapes`), looked up through a fixed
+  piece-id -> shape buffer built from the vocabulary, so a name made of pieces the student
+  never saw as a name still looks like one. It costs ``N_SHAPES x shape_dim`` parameters;
+  in ONNX it is one more Gather on a constant.
+
 The student sees exactly the teacher's word pieces (same tokenizer, reduced vocabulary),
 so its positions line up one to one with the teacher's logits and hidden states and the
 same word mask picks one position per word. Padding never reaches the backward direction:
@@ -38,6 +51,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from xdistil.outputs import TaggerOutput
 from xdistil.students._common import StateDictStudent, check_config
 from xdistil.students.registry import register
+from xdistil.vocab import piece_shapes
+
+N_SHAPES = 17  # `xdistil.vocab.piece_shapes`: 0 special, then 2 (start, continuation) x 8 shapes
 
 
 @dataclass
@@ -50,9 +66,19 @@ class BiLSTMConfig:
     dropout: float = 0.2  # after the embeddings, between LSTM layers, before the classifier
     pad_id: int = 0  # padding id of the (reduced) tokenizer; its embedding row stays zero
     embedding_init: str = "svd"  # "svd" (teacher embeddings, reduced) | "random"; used by build_student
+    factor_dim: int = 0  # e of a factorized table V x e -> linear -> E (ALBERT); 0 = a plain V x E table
+    shape_dim: int = 0  # width of the word-shape embedding joined to each piece's (0 = none)
 
     def __post_init__(self):
         check_config(self, ("embedding_dim", "hidden_dim", "num_layers"))
+        for name in ("factor_dim", "shape_dim"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def input_dim(self) -> int:
+        """Width of what the BiLSTM reads: the piece embedding plus the shape embedding."""
+        return self.embedding_dim + self.shape_dim
 
 
 @register("bilstm")
@@ -62,11 +88,21 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
     def __init__(self, config: BiLSTMConfig, labels: Sequence[str] | None = None):
         super().__init__()
         self._set_config(config, labels)
-        E, H = config.embedding_dim, config.hidden_dim
-        self.embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_id)
+        E, H, e, S = config.embedding_dim, config.hidden_dim, config.factor_dim, config.shape_dim
+        self.embeddings = nn.Embedding(config.vocab_size, e or E, padding_idx=config.pad_id)
+        self.projection = None
+        if e:  # factorized: (V, e) table, then e -> E, starting as the identity on the e columns
+            self.projection = nn.Linear(e, E, bias=False)
+            with torch.no_grad():
+                self.projection.weight.copy_(torch.eye(E, e))
+        self.shapes = None
+        if S:
+            self.shapes = nn.Embedding(N_SHAPES, S)
+            # piece id -> shape class, filled by `build` from the vocabulary (saved in the state dict)
+            self.register_buffer("piece_shape", torch.zeros(config.vocab_size, dtype=torch.long))
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(
-            E,
+            config.input_dim,
             H,
             num_layers=config.num_layers,
             batch_first=True,
@@ -78,22 +114,37 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
     @classmethod
     def config_from(cls, run) -> BiLSTMConfig:
         return BiLSTMConfig(embedding_dim=run.embedding_dim, hidden_dim=run.hidden_dim, num_layers=run.num_layers,
-                            dropout=run.dropout, embedding_init=run.embedding_init)
+                            dropout=run.dropout, embedding_init=run.embedding_init,
+                            factor_dim=run.factor_dim, shape_dim=run.shape_dim)
+
+    @classmethod
+    def build(cls, teacher_model, tokenizer, kept, cfg, labels):
+        """As `StateDictStudent.build`, plus the piece -> shape lookup from the reduced vocabulary."""
+        tagger = super().build(teacher_model, tokenizer, kept, cfg, labels)
+        if tagger.shapes is not None:
+            tagger.piece_shape.copy_(torch.as_tensor(piece_shapes(tokenizer), dtype=torch.long))
+        return tagger
 
     @staticmethod
     def describe(run: Mapping) -> str:
-        return f"E={run['embedding_dim']}, H={run['hidden_dim']}, {run['num_layers']} layer(s)"
+        e, S = run.get("factor_dim") or 0, run.get("shape_dim") or 0
+        return (f"E={run['embedding_dim']}" + (f" (factorized, e={e})" if e else "") + (f" + shape {S}" if S else "")
+                + f", H={run['hidden_dim']}, {run['num_layers']} layer(s)")
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         """Width of each entry of ``TaggerOutput.hidden_states``: (embeddings, BiLSTM output)."""
-        return (self.config.embedding_dim, 2 * self.config.hidden_dim)
+        return (self.config.input_dim, 2 * self.config.hidden_dim)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_mask: torch.Tensor
     ) -> TaggerOutput:
-        emb = self.embeddings(input_ids)  # (B, T, E)
-        x = self.dropout(emb)  # (B, T, E)
+        emb = self.embeddings(input_ids)  # (B, T, e or E)
+        if self.projection is not None:
+            emb = self.projection(emb)  # (B, T, E)
+        if self.shapes is not None:
+            emb = torch.cat([emb, self.shapes(self.piece_shape[input_ids])], dim=-1)  # (B, T, E + S)
+        x = self.dropout(emb)  # (B, T, E + S)
         exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
         h = (self.packed if exporting else self.by_direction)(x, attention_mask)  # (B, T, 2H), zeros at padding
         logits = self.classifier(self.dropout(h))  # (B, T, C)
@@ -131,7 +182,9 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
         return [
             ("output", list(self.classifier.parameters())),
             ("encoder", list(self.lstm.parameters())),
-            ("embeddings", list(self.embeddings.parameters())),
+            ("embeddings", [*self.embeddings.parameters(),
+                            *(self.projection.parameters() if self.projection is not None else ()),
+                            *(self.shapes.parameters() if self.shapes is not None else ())]),
         ]
 
 

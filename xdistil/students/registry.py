@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from xdistil.config import StudentConfig
     from xdistil.outputs import TaggerOutput
 
 # Modules of this package that are not architectures.
@@ -69,8 +68,9 @@ class Student(Protocol):
         ...
 
     @classmethod
-    def config_from(cls, run: StudentConfig) -> Any:
-        """The architecture's config from the run's `xdistil.config.StudentConfig`."""
+    def config_from(cls, run: Any) -> Any:
+        """The architecture's config from the run's `xdistil.config.StudentConfig` (typed Any:
+        the config layer sits above the registry, which it reads for the architecture names)."""
         ...
 
     @classmethod

@@ -1,0 +1,409 @@
+"""Sentence-level benchmark (issue 23): where does a >= 35x student lose its teacher on real sentences?
+
+    python -m benchmarks.sentences [--groups in out control] [--variants baseline factorized ...] \
+        [--config benchmarks/configs/sentences.yaml] [--run runs/sentences] \
+        [--results benchmarks/results/sentences] [--quick] [-q]
+
+Three *groups*, each one teacher fine-tuned on its languages and one set of tests:
+
+- ``in``: the sentence-level corpora (news NER lv no, UNER da hr sk sv): teacher and students
+  trained, distilled and scored on their own corpus, on its dev and test splits (tune on dev,
+  report test);
+- ``out``: a teacher trained on WikiANN en and pt, no UNER text anywhere (unless a variant
+  adds it), scored on UNER en and pt dev/test (OTH -> O);
+- ``control`` (``control: true``): WikiANN de ar hi dev, to show that fragments do not get worse.
+
+*Variants* are lever settings, each a config override (`xdistil.config.apply_overrides`) of
+the group's config; a variant's ``groups: {<group>: {...}}`` adds overrides for one group only
+(e.g. a vocabulary cap that scales with the group's languages). The levers are documented
+config keys: ``student.factor_dim`` and ``student.shape_dim`` (`xdistil.students.bilstm`),
+``student.max_vocab``, ``student.embedding_dim`` / ``hidden_dim``, ``distill.match`` with
+``transfer.layers`` (which teacher layer the hidden loss matches), the stage list (loss
+weights, soft epochs), ``transfer.sources`` / ``extra_sources`` / ``limit`` (transfer text)
+and ``student.max_length`` (windows).
+
+Every step goes through `xdistil.steps`: a rerun reuses what is built from the same inputs
+(one teacher per group for all variants, one transfer set per distinct transfer section),
+scores are cached beside the models, and ``done.json`` records each finished (group,
+variant), so the benchmark runs in pieces (one group or one variant per invocation) and
+every invocation rewrites the results from everything finished so far. ``--quick`` runs the
+same on tiny random models (seconds; numbers mean nothing): the test of this script.
+
+Writes ``summary.json``, exactly::
+
+    {"chosen": "<variant>", "compression": <teacher params / chosen student params>,
+     "rows": [{"variant", "language", "test", "domain": "in" | "out",
+               "teacher_f1", "student_f1", "retention"}]}
+
+(retention = student F1 / teacher F1 on the same test, a fraction; the control group's rows
+are domain "in"), ``details.json`` (per entity type, parameters, seconds, protocol,
+provenance) and ``results.md``. The chosen variant is the one with the best mean retention on
+the sentence-level *dev* rows (in and out of domain) among those at >= 35x compression; tests
+with fewer gold entities than ``min_entities`` (sv dev has 10 in its first 300 sentences) are
+reported but left out of the verdicts and the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from xdistil_export.atomic import write_json
+
+from benchmarks import preamble
+from benchmarks.cross_domain import Scores, short_name
+from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from xdistil.report import Heading, Para, Table, num, pct, write_page
+
+FORMAT = "xdistil-sentences/1"
+BENCH_KEYS = ("groups", "variants", "default_variants", "default_groups", "tag_map", "test_limit", "notes",
+              "min_entities")
+# Issue 23's targets.
+TARGET_IN_AVG, TARGET_IN_MIN, TARGET_OUT, TARGET_ORG, TARGET_COMPRESSION = 0.95, 0.93, 0.90, 0.80, 35.0
+SPLITS = ("dev", "test")  # a test named so is the language's own labeled split
+
+# --quick: tiny models, a few sentences (the tiny teacher has 2 layers: layer 2 is stored);
+# applied last, so no variant makes the quick run long.
+QUICK = {
+    "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
+    "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False, "min_steps": 80,
+                "lr": 3e-3, "head_lr": 1e-2, "min_selection_f1": 0.0},
+    "transfer": {"limit": 30, "batch_size": 16, "chunk_size": 100, "layers": [2]},
+    "student": {"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1, "max_length": 32, "max_vocab": None},
+    "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}},
+}
+QUICK_TEST_LIMIT = 30
+
+
+# ---- configs ---------------------------------------------------------------------------------
+
+
+def load(config: str | Path | dict) -> tuple[dict, dict]:
+    """(the base run config as a raw mapping, the benchmark's own keys)."""
+    raw = dict(config) if isinstance(config, dict) else load_yaml(config)
+    bench = {k: raw.pop(k) for k in BENCH_KEYS if k in raw}
+    if not bench.get("variants") or not bench.get("groups"):
+        raise ValueError("sentences config: needs groups (name -> {domain, config, tests}) and variants")
+    for name, g in bench["groups"].items():
+        if g.get("domain") not in ("in", "out"):
+            raise ValueError(f"group {name!r}: domain must be 'in' or 'out'")
+    return raw, bench
+
+
+def group_cfg(raw: dict, group: str, bench: dict, overrides: dict | None, quick: dict | None = None) -> RunConfig:
+    """The base config, then the group's config, the variant's overrides (its ``groups`` entry
+    for this group last), then the --quick ones; validated."""
+    overrides = dict(overrides or {})
+    per_group = (overrides.pop("groups", None) or {}).get(group) or {}
+    merged = apply_overrides(raw, bench["groups"][group].get("config") or {})
+    merged = apply_overrides(apply_overrides(merged, overrides), per_group)
+    return from_dict(RunConfig, apply_overrides(merged, quick) if quick else merged)
+
+
+def group_tests(cfg: RunConfig, group: dict, bench: dict, label_types: set[str]) -> dict[str, dict[str, list]]:
+    """Per language: test name -> gold sentences. ``dev`` / ``test`` is the language's own labeled
+    split (named by its file, e.g. ``newsner/lv/test``); anything else a CoNLL file under the data
+    root (or absolute), its tags mapped by the language's and the benchmark's ``tag_map``."""
+    from xdistil_languages import get_language
+
+    from xdistil.data.readers import read_conll
+    from xdistil.data.roots import resolve_data_root
+    from xdistil.data.sources import labeled_sentences
+
+    root, limit = resolve_data_root(cfg.data.root), bench.get("test_limit")
+    out: dict[str, dict[str, list]] = {}
+    for lang in cfg.data.languages:
+        tests = out.setdefault(lang, {})
+        for entry in (group.get("tests") or {}).get(lang, ["dev"]):
+            if entry in SPLITS:
+                files = cfg.data.files.get(lang, {}).get(entry)
+                path = Path(files[0]) if files else get_language(lang).find(entry, data_root=root)
+                name = short_name(path, root) if path is not None else f"{lang}/{entry}"
+                tests[name] = labeled_sentences(lang, entry, cfg.data, limit=limit)
+            else:
+                tag_map = {**get_language(lang).tag_map, **(bench.get("tag_map") or {})}
+                path = Path(entry) if Path(entry).is_absolute() or root is None else root / entry
+                tests[short_name(path, root)] = read_conll(path, label_types=label_types, tag_map=tag_map,
+                                                           limit=limit)
+    return out
+
+
+def transfer_owner(names: list[str], raw: dict, group: str, bench: dict, quick: dict | None) -> dict[str, str]:
+    """Variant -> the variant whose transfer set it uses in ``group``: the first (in the config's
+    order) with the same transfer section."""
+    owner, seen = {}, {}
+    for name in bench["variants"]:
+        key = json.dumps(to_dict(group_cfg(raw, group, bench, bench["variants"][name], quick).transfer),
+                         sort_keys=True)
+        owner[name] = seen.setdefault(key, name)
+    return {n: owner[n] for n in names}
+
+
+def _seconds(run_dir: Path) -> float | None:
+    metrics = run_dir / "metrics.json"
+    if not metrics.exists():
+        return None
+    return round(sum(step["seconds"] for st in json.loads(metrics.read_text())["stages"] for step in st.get("phases", st.get("steps", []))), 1)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def run(config: str | Path | dict, run_dir: Path, results: Path, variants: list[str] | None = None,
+        groups: list[str] | None = None, quick: bool = False, progress: bool = True,
+        command: str | None = None) -> dict:
+    """Build and score what ``groups`` x ``variants`` still lack, then write the results of
+    everything finished so far (``run_dir/done.json``)."""
+    from xdistil import steps
+    from xdistil.provenance import provenance
+    from xdistil.taggers import load_tagger
+
+    raw, bench = load(config)
+    names = variants or bench.get("default_variants") or list(bench["variants"])
+    gnames = groups or bench.get("default_groups") or list(bench["groups"])
+    for kind, asked, known in (("variant", names, bench["variants"]), ("group", gnames, bench["groups"])):
+        unknown = [n for n in asked if n not in known]
+        if unknown:
+            raise ValueError(f"unknown {kind}(s) {unknown}: the config has {', '.join(known)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if quick:
+        bench = {**bench, "test_limit": QUICK_TEST_LIMIT}
+    done_path = run_dir / "done.json"
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+
+    for g in gnames:
+        gdir = run_dir / g
+        gdir.mkdir(exist_ok=True)
+        quick_over = None
+        if quick:
+            from benchmarks.throughput import tiny_teacher
+
+            tiny = tiny_teacher(group_cfg(raw, g, bench, {}, QUICK), gdir / "tiny-teacher")
+            quick_over = apply_overrides(QUICK, {"teacher": {"model": str(tiny)}})
+        base = group_cfg(raw, g, bench, {}, quick_over)
+        entry = done.setdefault(g, {"variants": {}})
+        t0 = time.time()
+        teacher = steps.teacher(base, gdir / "teacher", progress=progress)
+        info = teacher / "xdistil_teacher.json"
+        entry["teacher_s"] = entry.get("teacher_s") or (
+            json.loads(info.read_text()).get("seconds") if info.exists() else round(time.time() - t0, 1))
+        labels = load_tagger(teacher).labels
+        tests = group_tests(base, bench["groups"][g], bench, {lab[2:] for lab in labels if lab != "O"})
+        flat = {f"{lang}:{n}": s for lang, ts in tests.items() for n, s in ts.items()}
+        score = Scores(gdir / "scores.json", base.teacher.eval_batch_size, progress)
+        entry["teacher"] = score("teacher", teacher, flat)
+        entry["languages"] = base.data.languages
+        owner = transfer_owner(names, raw, g, bench, quick_over)
+        for name in names:
+            cfg = group_cfg(raw, g, bench, bench["variants"][name], quick_over)
+            if (cfg.data, cfg.teacher) != (base.data, base.teacher):
+                raise ValueError(f"variant {name!r}: a variant may not change the data or teacher sections")
+            t1 = time.time()
+            transfer = steps.label(cfg, [teacher], gdir / f"transfer-{owner[name]}", progress=progress)
+            label_s = None
+            if owner[name] == name:  # as the (possibly earlier) labeling recorded it
+                tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
+                rate = tp.get("label_sentences_per_s")
+                label_s = round(tp["sentences_labeled_this_run"] / rate, 1) if rate else None
+            out = gdir / f"distill-{name}"
+            student = steps.distill_stages(cfg, transfer, teacher, out, progress=progress)[-1]
+            scored = score(name, student, flat)
+            prev = entry["variants"].get(name, {})
+            entry["variants"][name] = {
+                "scores": scored, "distill_s": _seconds(out), "label_s": prev.get("label_s") or label_s,
+                "wall_s": prev.get("wall_s") or round(time.time() - t1, 1),
+                "vocab": _vocab(student), "student": to_dict(cfg.student),
+            }
+            write_json(done_path, done)
+        write_json(done_path, done)
+
+    prov = provenance(command or shlex.join(["python", "-m", "benchmarks.sentences", *sys.argv[1:]]))
+    summary, details = build(bench, done, prov)
+    write_json(results / "summary.json", summary)
+    write_json(results / "details.json", details)
+    write_page(blocks(summary, details), results)
+    return summary
+
+
+def _vocab(student: Path) -> dict | None:
+    meta = json.loads((student / "xdistil_student.json").read_text())
+    v = meta.get("vocab")
+    if not v:
+        return None
+    return {"size": v["size"], "max_vocab": v["max_vocab"],
+            "pieces_per_word": {lang: [x["teacher_pieces_per_word"], x["student_pieces_per_word"]]
+                                for lang, x in v["languages"].items()}}
+
+
+def _ratio(s: float | None, t: float | None) -> float | None:
+    return round(float(s / t), 4) if s is not None and t else None  # float: seqeval's are numpy's
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+
+def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
+    """(summary.json, details.json) from every finished (group, variant), in the config's order."""
+    rows, org, params, seconds = [], [], {}, {}
+    groups = [g for g in bench["groups"] if g in done]
+    # tests with fewer gold entities than this are reported but left out of the verdicts
+    few = {tuple(key.split(":", 1)) for g in groups for key, t in done[g]["teacher"].items()
+           if t.get("support", 0) < (bench.get("min_entities") or 0)}
+    for g in groups:
+        domain, entry = bench["groups"][g]["domain"], done[g]
+        teacher = entry["teacher"]
+        for name in bench["variants"]:
+            v = entry["variants"].get(name)
+            if v is None:
+                continue
+            seconds.setdefault(name, {})[g] = {k: v[k] for k in ("label_s", "distill_s", "wall_s")}
+            for key, s in v["scores"].items():
+                lang, test = key.split(":", 1)
+                t = teacher[key]
+                params.setdefault(name, {})[g] = s["params"]
+                params.setdefault("teacher", {})[g] = t["params"]
+                rows.append({"variant": name, "language": lang, "test": test, "domain": domain,
+                             "teacher_f1": round(float(t["f1"]), 2), "student_f1": round(float(s["f1"]), 2),
+                             "retention": _ratio(s["f1"], t["f1"])})
+                to, so = t["per_type"].get("ORG", {}), s["per_type"].get("ORG", {})
+                if to:
+                    org.append({"variant": name, "group": g, "language": lang, "test": test, "domain": domain,
+                                "teacher_f1": round(float(to["f1"]), 2), "student_f1": round(float(so.get("f1", 0)), 2),
+                                "retention": _ratio(so.get("f1", 0.0), to["f1"]), "entities": to.get("support", 0)})
+    group_of = {(lang, g) for g in groups for lang in done[g].get("languages", [])}
+    control = {g for g in groups if bench["groups"][g].get("control")}
+
+    def in_group(r, gs):
+        return any((r["language"], g) in group_of for g in gs)
+
+    verdicts = {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name and r["retention"] is not None
+                and (r["language"], r["test"]) not in few]
+        comp = _compression(params, name)
+        split = {}
+        for part in ("dev", "test"):
+            sel = [r for r in mine if r["test"].endswith(part)]
+            ins = [r["retention"] for r in sel if r["domain"] == "in" and not in_group(r, control)]
+            outs = [r["retention"] for r in sel if r["domain"] == "out"]
+            ctrl = [r["retention"] for r in sel if in_group(r, control)]
+            orgs = [o["retention"] for o in org if o["variant"] == name and o["domain"] == "out" and o["entities"] >= 10
+                    and o["test"].endswith(part) and o["retention"] is not None]
+            split[part] = {"in_avg": _mean(ins), "in_min": min(ins) if ins else None,
+                           "out_min": min(outs) if outs else None, "out_avg": _mean(outs),
+                           "org_out_min": min(orgs) if orgs else None, "control_avg": _mean(ctrl),
+                           "sentences_avg": _mean(ins + outs)}
+        verdicts[name] = {"compression": comp, **split}
+    eligible = [n for n, v in verdicts.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
+                and v["dev"]["sentences_avg"] is not None]
+    chosen = max(eligible, key=lambda n: verdicts[n]["dev"]["sentences_avg"]) if eligible else \
+        (next(iter(verdicts)) if verdicts else None)
+    summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
+    details = {
+        "format": FORMAT, "org": org, "params": params, "seconds": seconds,
+        "teacher_s": {g: done[g].get("teacher_s") for g in groups},
+        "verdicts": verdicts,
+        "targets": {"in_avg": TARGET_IN_AVG, "in_min": TARGET_IN_MIN, "out": TARGET_OUT, "org_out": TARGET_ORG,
+                    "compression": TARGET_COMPRESSION},
+        "vocab": {g: {n: v.get("vocab") for n, v in done[g]["variants"].items()} for g in groups},
+        "variants": {n: bench["variants"][n] for n in verdicts},
+        "groups": {g: {"domain": bench["groups"][g]["domain"], "config": bench["groups"][g].get("config"),
+                       "tests": bench["groups"][g].get("tests")} for g in groups},
+        "test_limit": bench.get("test_limit"), "notes": bench.get("notes"),
+        "left_out_of_verdicts": sorted(f"{lang}:{test}" for lang, test in few), "provenance": prov,
+    }
+    return summary, details
+
+
+def _compression(params: dict, name: str) -> float | None:
+    """Teacher / student parameters, the lowest over the groups (the largest student)."""
+    ratios = [params["teacher"][g] / p for g, p in params.get(name, {}).items() if p]
+    return round(min(ratios), 2) if ratios else None
+
+
+def _mean(xs: list) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def _pc(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def blocks(s: dict, d: dict) -> list:
+    """``results.md``: one table per variant (teacher / student / retention per language and
+    test, ORG beside it), then the verdicts against the targets and the seconds."""
+    org = {(o["variant"], o["language"], o["test"]): o for o in d["org"]}
+    out = [
+        Heading(1, "Sentence-level benchmark (issue 23)"),
+        Para(f"Command: `{d['provenance']['command']}`"),
+        Para("Groups: " + "; ".join(f"**{g}** ({v['domain']} domain) `{json.dumps(v['config'])}`"
+                                    for g, v in d["groups"].items())
+             + f". At most {d['test_limit']} sentences a test. Retention = student F1 / teacher F1 on the same test "
+               "(seqeval entity F1, IOB2 strict). Tune on dev, report test."),
+        *([Para(d["notes"])] if d.get("notes") else []),
+        Para(f"Chosen: **{s['chosen']}** (best mean dev retention on sentences at >= {TARGET_COMPRESSION:.0f}x), "
+             f"compression {s['compression']}x."),
+    ]
+    for name in d["verdicts"]:
+        rows = []
+        for r in (r for r in s["rows"] if r["variant"] == name):
+            o = org.get((name, r["language"], r["test"]), {})
+            rows.append([r["language"], r["test"], r["domain"], num(r["teacher_f1"]), num(r["student_f1"]),
+                         pct(_pc(r["retention"])), num(o.get("teacher_f1")), num(o.get("student_f1")),
+                         pct(_pc(o.get("retention")))])
+        p = d["params"].get(name, {})
+        out += [Heading(2, f"Variant {name}"),
+                Para(f"Overrides `{json.dumps(d['variants'][name])}`; student parameters "
+                     + ", ".join(f"{g} {n:,}" for g, n in p.items()) + f"; compression {d['verdicts'][name]['compression']}x; "
+                     "seconds " + json.dumps(d["seconds"].get(name, {}))),
+                Table(["lang", "test", "domain", "teacher", "student", "kept", "teacher ORG", "student ORG",
+                       "kept ORG"], rows, set(range(3, 9)))]
+    t = d["targets"]
+
+    def mark(x, target):
+        return "–" if x is None else pct(_pc(x)) + ("" if x >= target else " ✗")
+
+    verdict_rows = []
+    for name, v in d["verdicts"].items():
+        for part in ("dev", "test"):
+            q = v[part]
+            verdict_rows.append([name, part, mark(q["in_avg"], t["in_avg"]), mark(q["in_min"], t["in_min"]),
+                                 mark(q["out_min"], t["out"]), mark(q["org_out_min"], t["org_out"]),
+                                 pct(_pc(q["control_avg"])), f"{v['compression']}x"])
+    out += [Heading(2, "Targets"),
+            Para(f"Sentence-level in domain: average retention >= {t['in_avg']:.0%}, none below {t['in_min']:.0%}; "
+                 f"out of domain (UNER en/pt) >= {t['out']:.0%} and ORG >= {t['org_out']:.0%} of the teacher's ORG; "
+                 f"the WikiANN control not below the baseline's; compression >= {t['compression']:.0f}x. "
+                 "✗ marks a miss. Left out of these (fewer gold entities than the config's min_entities): "
+                 + (", ".join(d["left_out_of_verdicts"]) or "none") + "."),
+            Table(["variant", "split", "in avg", "in min", "out min", "ORG out min", "control avg", "compression"],
+                  verdict_rows, {2, 3, 4, 5, 6}),
+            Para("Teacher seconds per group: " + json.dumps(d["teacher_s"]))]
+    return out
+
+
+def main(argv=None) -> int:
+    p = preamble.parser(__doc__)
+    p.add_argument("--config", default="benchmarks/configs/sentences.yaml")
+    p.add_argument("--run", default="runs/sentences", help="working directory (teachers, transfer sets, students)")
+    p.add_argument("--results", default="benchmarks/results/sentences", help="where summary.json/results.md go")
+    p.add_argument("--variants", nargs="*", help="which variants (default: the config's default_variants)")
+    p.add_argument("--groups", nargs="*", help="which groups (default: the config's default_groups)")
+    p.add_argument("--quick", action="store_true", help="tiny random models, a few sentences: a smoke test")
+    args = p.parse_args(argv)
+    command = preamble.start("sentences", argv)
+    run_dir, results = Path(args.run), Path(args.results)
+    if args.quick and args.run == p.get_default("run"):
+        run_dir = run_dir.with_name(run_dir.name + "-quick")
+    if args.quick and args.results == p.get_default("results"):
+        results = Path("runs/sentences-quick/results")  # never over the committed results
+    run(args.config, run_dir, results, args.variants, args.groups, args.quick, not args.quiet, command)
+    print((results / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

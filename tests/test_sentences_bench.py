@@ -1,0 +1,104 @@
+"""The sentence-level benchmark end to end in its --quick settings on tiny teachers and
+synthetic languages (the numbers mean nothing here): issue 23's summary schema, results.md,
+groups and variants as config overrides, running in pieces, resumption."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from synth import synth_files, synth_sentences, write_conll
+
+from xdistil.config import load_yaml
+
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import sentences  # noqa: E402
+
+ROW_KEYS = {"variant", "language", "test", "domain", "teacher_f1", "student_f1", "retention"}
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(tmp_path) -> dict:
+    raw = load_yaml(REPO / "benchmarks/configs/sentences.yaml")  # its stages, student, groups and variants
+    xx = synth_files(tmp_path / "xx")["xx"]
+    yy = synth_files(tmp_path / "yy")["xx"]
+    test = write_conll(tmp_path / "xx-test.tsv", synth_sentences(40, seed=13))
+    news = [(w + ["otherthing"], t + ["B-OTH"]) for w, t in synth_sentences(40, seed=11)]  # OTH maps to O
+    ood = str(write_conll(tmp_path / "yy-news-test.tsv", news))
+    groups = raw["groups"]
+    groups["in"]["config"]["data"] = {"languages": ["xx"], "files": {"xx": {**xx, "test": [str(test)]}}}
+    groups["in"]["tests"] = {"xx": ["dev", "test"]}
+    groups["out"]["config"]["data"] = {"languages": ["yy"], "files": {"yy": yy}}
+    groups["out"]["tests"] = {"yy": [ood]}
+    groups["control"]["config"]["data"] = {"languages": ["xx"], "files": {"xx": xx}}
+    groups["control"]["tests"] = {"xx": ["dev"]}
+    return raw
+
+
+def test_quick_run_schema_pieces_and_resume(tmp_path, one_thread, monkeypatch):
+    raw = _config(tmp_path)
+    results, run_dir = tmp_path / "results", tmp_path / "run"
+    # in pieces: one group and variant, then the rest; the results hold everything finished
+    first = sentences.run(raw, run_dir, results, ["baseline"], ["in"], quick=True, progress=False, command="test")
+    assert {r["variant"] for r in first["rows"]} == {"baseline"}
+    variants = ["baseline", "factorized", "wide-shape", "layer9"]
+    s = sentences.run(raw, run_dir, results, variants, ["in", "out", "control"], quick=True, progress=False,
+                      command="test")
+
+    assert json.loads((results / "summary.json").read_text()) == json.loads(json.dumps(s))
+    assert set(s) == {"chosen", "compression", "rows"}
+    assert s["chosen"] in variants and isinstance(s["compression"], float) and s["compression"] > 1
+    for r in s["rows"]:
+        assert set(r) == ROW_KEYS and r["domain"] in ("in", "out")
+        assert r["retention"] is None or (isinstance(r["retention"], float) and r["retention"] >= 0)
+    tests = {(r["language"], r["test"], r["domain"]) for r in s["rows"]}
+    assert {t for _, t, d in tests if d == "out"} == {"yy-news-test"}
+    assert {t for _, t, d in tests if d == "in"} >= {"xx-test", "dev"}  # the in group's test and dev
+    assert {(r["variant"]) for r in s["rows"]} == set(variants)
+
+    d = json.loads((results / "details.json").read_text())
+    assert set(d["verdicts"]) == set(variants) and set(d["seconds"]["layer9"]) == {"in", "out", "control"}
+    assert all(o["test"] and "teacher_f1" in o for o in d["org"])
+    md = (results / "results.md").read_text()
+    assert "## Variant wide-shape" in md and "## Targets" in md
+
+    # the levers reached the students; every variant here differs only in the student or the
+    # distillation, so all share the baseline's transfer set (both hidden layers stored once)
+    from xdistil import steps
+
+    def config_of(variant):
+        last = steps.students(run_dir / "in" / f"distill-{variant}")[-1]
+        return json.loads((last / "xdistil_student.json").read_text())["config"]
+
+    assert config_of("factorized")["factor_dim"] == 32 and config_of("wide-shape")["shape_dim"] == 16
+    assert config_of("baseline")["factor_dim"] == 0 == config_of("baseline")["shape_dim"]
+    assert [p.name for p in (run_dir / "in").glob("transfer-*")] == ["transfer-baseline"]
+
+    # a rerun builds and scores nothing again
+    def boom(*a, **k):
+        raise AssertionError("scored twice")
+
+    monkeypatch.setattr("xdistil.evaluate.evaluate_tagger", boom)
+    again = sentences.run(raw, run_dir, results, variants, ["in", "out", "control"], quick=True, progress=False,
+                          command="test")
+    assert again["rows"] == s["rows"]
+
+
+def test_unknown_variant_or_group_is_one_line(tmp_path):
+    raw = _config(tmp_path)
+    with pytest.raises(ValueError, match="unknown variant"):
+        sentences.run(raw, tmp_path / "run", tmp_path / "results", ["nope"], quick=True, progress=False)
+    with pytest.raises(ValueError, match="unknown group"):
+        sentences.run(raw, tmp_path / "run", tmp_path / "results", ["baseline"], ["nope"], quick=True, progress=False)

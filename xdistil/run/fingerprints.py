@@ -1,0 +1,173 @@
+"""Every step's fingerprint, composed in one place: what a step's output was built from.
+
+`xdistil.fingerprint` is the mechanism (digest, read, write, diff); this module says, for
+each step, which config fields and which inputs go in. The steps (`xdistil.steps`), the
+fit checkpoints, the distillation stages, the run's scores and `xdistil bench` all call
+these functions, so a field that changes what a step writes is named once.
+
+    teacher(cfg)                       the teacher step (checkpoint=True: its fit checkpoint)
+    label(cfg, teacher_dirs)           the transfer set
+    distill(cfg, transfer, teacher)    the distillation step as a whole
+    stages(cfg, specs, transfer, ...)  each distillation stage, chained by the previous digest
+    evaluate(cfg, model_dir)           a model's dev scores
+    export(model_dir, options)         an ONNX export
+    bench(inputs, options)             `xdistil bench`'s figures
+
+Digests are stable across releases as long as these compositions are: changing one makes
+every existing output of that step (and every later step) count as built from other inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xdistil import fingerprint
+from xdistil.augment import Augmentation
+from xdistil.config import RunConfig, StageSpec, to_dict
+from xdistil.data.transfer import data_digests
+
+DATA_FIELDS = ("languages", "labeled_budget", "val_size", "labels", "strict")
+"""The data settings that change what a teacher learns from and what a transfer set holds."""
+NOT_OUTPUT = ("eval_batch_size", "checkpoint_every", "min_selection_f1")
+"""Settings that change how a step runs or reports, not what it writes."""
+
+
+# The levers' keys, by the switch that makes them matter (issue 17's options, off by default).
+_LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max_words"),
+           "augment": ("augment_case", "augment_dropout", "augment_swap", "augment_code_mix", "augment_seed"),
+           "languages": ("languages",)}  # transfer-only languages
+
+
+def transfer_fields(tc) -> dict:
+    """The transfer config as a labeling fingerprint should hold it: what changes the stored
+    set, without the teacher list and batch size (`label` reads those
+    elsewhere), and without a lever that is off, so that a set labeled before the levers
+    existed keeps its digest."""
+    out = {k: v for k, v in to_dict(tc).items() if k not in ("teachers", "batch_size")}
+    off = {"extra_sources": not tc.extra_sources, "concat": tc.concat == 1,
+           "augment": not Augmentation.from_transfer(tc).active, "languages": not tc.languages}
+    for lever, keys in _LEVERS.items():
+        if off[lever]:
+            for k in keys:
+                out.pop(k)
+    return out
+
+
+def _data(cfg: RunConfig) -> dict:
+    return {k: getattr(cfg.data, k) for k in DATA_FIELDS}
+
+
+def _model_input(name: str) -> str:
+    """A pretrained model named by the config: a local folder by its files, else its name."""
+    return fingerprint.folder_digest(name) if Path(name).is_dir() else name
+
+
+def _precision(cfg: RunConfig, default: str | None = "fp32") -> str | None:
+    return getattr(cfg, "precision", default)
+
+
+def teacher(cfg: RunConfig, checkpoint: bool = False) -> dict:
+    """The teacher step's fingerprint; with ``checkpoint`` its fit checkpoint's, which also
+    holds the precision (a checkpoint of another precision is not resumed; the finished
+    teacher is the same model either way)."""
+    tc = to_dict(cfg.teacher)
+    if checkpoint:
+        fields = {"teacher": {k: v for k, v in tc.items() if k not in NOT_OUTPUT},
+                  "models": cfg.teacher.model_names(), "precision": _precision(cfg), "data": _data(cfg)}
+        return fingerprint.make("teacher-checkpoint", fields, data_digests(cfg, ("train",)))
+    names = cfg.teacher.model_names()
+    t = {k: v for k, v in tc.items() if k not in ("model", "models", *NOT_OUTPUT)}
+    fields = {"teacher": {**t, "models": names}, "data": _data(cfg)}
+    inputs = {**{f"model{k}": _model_input(n) for k, n in enumerate(names)}, **data_digests(cfg, ("train",))}
+    return fingerprint.make("teacher", fields, inputs)
+
+
+def label(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
+    """What a transfer set is built from: the teachers (their fingerprints), the transfer
+    config (but not the batch size, which changes only speed), the data config, the
+    precision of the teachers' forward pass and the bytes of every data file read."""
+    fields = {"transfer": transfer_fields(cfg.transfer), "data": _data(cfg), "precision": _precision(cfg, None)}
+    inputs = {**{f"teacher{k}": fingerprint.folder_digest(d) for k, d in enumerate(teacher_dirs)},
+              **data_digests(cfg, ("train", "unlabeled"))}
+    return fingerprint.make("label", fields, inputs)
+
+
+def _languages(cfg: RunConfig) -> dict:
+    # the transfer-only languages a student learns from (absent when none: older digests hold)
+    return {"languages": list(cfg.data.languages),
+            **({"transfer_languages": list(cfg.transfer.languages)} if cfg.transfer.languages else {})}
+
+
+def _init_from(cfg: RunConfig) -> dict:
+    return {"init_from": fingerprint.folder_digest(cfg.distill.init_from)} if cfg.distill.init_from else {}
+
+
+def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -> dict:
+    """The distillation step as a whole (its stages are fingerprinted one by one by `stages`)."""
+    d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *NOT_OUTPUT)}
+    fields = {"student": to_dict(cfg.student),
+              "distill": {**d, "stages": [to_dict(s) for s in cfg.distill.resolved_stages()]},
+              "data": _languages(cfg)}
+    inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir),
+              **_init_from(cfg)}
+    return fingerprint.make("distill", fields, inputs)
+
+
+def transfer_input(folder: str | Path, manifest: str = "manifest.json") -> str:
+    """A transfer set's digest; a folder from before fingerprints: the digest of its manifest's bytes."""
+    got = fingerprint.digest_of(folder)
+    if got is None and (Path(folder) / manifest).exists():
+        got = "manifest:" + fingerprint.file_digest(Path(folder) / manifest)
+    return got or fingerprint.folder_digest(folder)
+
+
+def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, teacher_paths: list[Path]) -> list[dict]:
+    """One fingerprint per stage: its spec and matching spec, the student config, the
+    distillation settings that change weights, the inputs' digests and the previous stage's
+    digest (so a change in stage i makes every later stage differ too)."""
+    lang = _languages(cfg)
+    common = {"student": to_dict(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
+              "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
+              "languages": lang["languages"], "precision": _precision(cfg),
+              **({"transfer_languages": lang["transfer_languages"]} if "transfer_languages" in lang else {})}
+    inputs = {"transfer": transfer_input(transfer_dir),
+              **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
+    out, previous = [], None
+    for spec in specs:
+        fp = fingerprint.make("distill-stage", {"stage": to_dict(spec), "match": to_dict(cfg.distill.match_for(spec)),
+                                                **common}, {**inputs, "previous": previous})
+        out.append(fp)
+        previous = fp["digest"]
+    return out
+
+
+def evaluate(cfg: RunConfig, model_dir: str | Path) -> str | None:
+    """The digest of a model's dev scores: the model's files, the dev files' bytes, the
+    languages, the dev limit and the labels (None: no model there)."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return None
+    fields = {"languages": cfg.data.languages, "dev_limit": cfg.data.dev_limit, "labels": cfg.data.labels}
+    inputs = {"model": fingerprint.folder_digest(path), **data_digests(cfg, ("dev",))}
+    return fingerprint.make("evaluate", fields, inputs)["digest"]
+
+
+def export(model_dir: str | Path, options: dict) -> dict:
+    """An ONNX export: the model's files, the export options (`onnx_export.export_model`'s
+    keyword arguments), the dev file's bytes and the parity sentences."""
+    fields = {k: v for k, v in options.items() if k not in ("dev_file", "parity_sentences")}
+    inputs = {"model": fingerprint.folder_digest(model_dir)}
+    if options.get("dev_file"):
+        inputs["dev_file"] = fingerprint.file_digest(options["dev_file"])
+    if options.get("parity_sentences") is not None:
+        inputs["parity_sentences"] = fingerprint.make("parity", {"s": options["parity_sentences"]})["digest"]
+    return fingerprint.make("export", fields, inputs)
+
+
+def bench(teacher_dir: Path, student_dirs: list[Path], transfer_dir: Path | None, options: dict) -> dict:
+    """What `xdistil bench`'s figures were measured on: the models' and transfer set's files, the options."""
+    inputs = {"teacher": fingerprint.folder_digest(teacher_dir),
+              **{f"student:{d.name}": fingerprint.folder_digest(d) for d in student_dirs}}
+    if transfer_dir is not None and transfer_dir.is_dir():
+        inputs["transfer"] = fingerprint.folder_digest(transfer_dir)
+    return fingerprint.make("bench", options, inputs)
