@@ -1,7 +1,7 @@
 """HTTP serving throughput and latency: 1 and 16 concurrent clients, micro-batching on and off.
 
     python -m benchmarks.serve runs/demo/export/bilstm --texts ../shared/data/.../dev.txt \
-        --seconds 5 --out benchmarks/results/serve
+        --seconds 5 --out benchmarks/results/serve [--precision int8]
 
 For each mode (micro-batching on, off) the server runs as its own process
 (``python -m xdistil_export.cli serve``, loopback, ``--threads`` onnxruntime threads), so
@@ -60,10 +60,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(export: str, batching: bool, threads: int, batch_wait_ms: float) -> tuple[subprocess.Popen, str]:
+def start_server(export: str, batching: bool, threads: int, batch_wait_ms: float,
+                 precision: str = "fp32") -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "xdistil_export.cli", "serve", export, "--port", str(port), "--threads", str(threads),
-           "--batch-wait-ms", str(batch_wait_ms)] + ([] if batching else ["--no-batching"])
+           "--batch-wait-ms", str(batch_wait_ms), "--precision", precision] + ([] if batching else ["--no-batching"])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
     url = f"http://127.0.0.1:{port}"
@@ -110,10 +111,10 @@ def measure(url: str, texts: list[str], clients: int, seconds: float, warmup: fl
 
 
 def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int, ...] = (1, 16), threads: int = 2,
-        batch_wait_ms: float = 2.0, warmup: float = 1.0) -> dict:
+        batch_wait_ms: float = 2.0, warmup: float = 1.0, precision: str = "fp32") -> dict:
     cells = []
     for batching in (True, False):
-        proc, url = start_server(export, batching, threads, batch_wait_ms)
+        proc, url = start_server(export, batching, threads, batch_wait_ms, precision)
         try:
             for n in clients:
                 cell = measure(url, texts, n, seconds, warmup)
@@ -124,15 +125,16 @@ def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int,
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    return {"export": Path(export).name, "texts": len(texts), "seconds_per_cell": seconds, "threads": threads,
+    return {"export": Path(export).name, "precision": precision, "texts": len(texts), "seconds_per_cell": seconds,
+            "threads": threads,
             "batch_wait_ms": batch_wait_ms, "warmup_s": warmup, "cells": cells, "cpus": os.cpu_count(),
             "machine": platform.machine(), "python": platform.python_version(),
             "command": " ".join(["python -m benchmarks.serve", *sys.argv[1:]])}
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Serving `{result['export']}` on loopback ({result['threads']} onnxruntime threads, "
-             f"{result['cpus']} CPUs)", "",
+    lines = [f"# Serving `{result['export']}` ({result.get('precision', 'fp32')}) on loopback "
+             f"({result['threads']} onnxruntime threads, {result['cpus']} CPUs)", "",
              "| micro-batching | clients | requests/s | words/s | p50 ms | p95 ms | max ms |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for c in result["cells"]:
@@ -153,10 +155,11 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the server")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="model the server runs")
     p.add_argument("--out", help="folder for serve.json and serve.md")
     args = p.parse_args(argv)
     result = run(args.export, load_texts(args.texts, args.conll, args.limit), args.seconds, tuple(args.clients),
-                 args.threads, args.batch_wait_ms)
+                 args.threads, args.batch_wait_ms, precision=args.precision)
     md = markdown(result)
     print(md)
     if args.out:

@@ -1,29 +1,72 @@
 """``xdistil-runtime predict|serve``: the torch-free commands, shared with ``xdistil predict|serve``.
 
 The runtime distribution installs this as its console script; ``xdistil`` adds the same
-arguments to its own subcommands and calls the same functions, so both behave alike.
+subcommands (`add_commands`) with the same `Parser` and runs them through the same error
+path (`run_command`), so both accept the same lines and fail the same way: one line
+``PROG: error: ...`` naming the file, exit 2; quiet exit 141 when the reader of the output
+goes away (``| head``); never a traceback unless ``-v``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import nullcontext
 from itertools import islice
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and options after positionals (``predict DIR --precision int8 FILE``)."""
+
+    _in_intermixed = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)  # the innermost command's parser wins: its errors name it
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            import difflib
+
+            leaf = getattr(ns, "_parser", self)
+            known = [o for a in leaf._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+            close = difflib.get_close_matches(extra[0].split("=")[0], known, n=1, cutoff=0.75)
+            leaf.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {close[0]}?" if close else ""))
+        return ns
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse cannot intermix with subparsers; each leaf command parses intermixed
+        if self._subparsers is not None or self._in_intermixed:
+            return super().parse_known_args(args, namespace)
+        self._in_intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._in_intermixed = False
+
+
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="DIR", help="export directory (from 'xdistil export')")
     p.add_argument("--precision", choices=["fp32", "int8", "auto"], default="fp32",
-                   help="model file to run (auto: int8 when exported)")
+                   help="model file to run (auto: int8 when exported). int8 is dynamically quantized per "
+                        "onnxruntime call, so its scores (rarely its tags) depend on what is batched together; "
+                        "fp32 does not")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: its own choice)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per onnxruntime call")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="windows per onnxruntime call (default 32, the fastest measured; with int8 a word's "
+                        "score, rarely its tag, can change with the windows batched with it)")
+    p.add_argument("-v", "--verbose", action="store_true", help="the full traceback of an error")
 
 
 def add_predict_args(p: argparse.ArgumentParser) -> None:
     add_runtime_args(p)
-    p.add_argument("file", nargs="?", metavar="FILE|-", help="input file (default: stdin)")
+    p.add_argument("file", nargs="?", metavar="FILE|-", help="input file, UTF-8, gzipped or not (default: stdin)")
     p.add_argument("--format", choices=["text", "conll"], default="text", help="input format")
     p.add_argument("--output-format", choices=["jsonl", "conll"], default="jsonl",
                    help="jsonl: one record per input (words, tags, scores, entities); conll: word<TAB>tag")
@@ -39,7 +82,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-texts", type=int, default=256, help="texts per request")
     p.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
     p.add_argument("--no-batching", dest="micro_batching", action="store_false",
-                   help="run every request on its own (default: batch concurrent requests together)")
+                   help="run every request on its own (default: batch concurrent requests together; with "
+                        "int8, a text's answer then depends on the requests batched with it)")
     p.add_argument("--batch-wait-ms", type=float, default=2.0,
                    help="how long a request waits for others to share its batch (default 2 ms)")
     p.add_argument("--request-timeout", type=float, default=5.0,
@@ -49,22 +93,18 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Tag text lines or CoNLL words into JSONL (`Predictor.annotate` records) or CoNLL."""
     from xdistil_export.runtime import Predictor
-    from xdistil_export.text import iter_conll_words, iter_text_lines
+    from xdistil_export.text import iter_conll_words, read_lines
 
-    predictor = Predictor(args.model, precision=args.precision, threads=args.threads)
     stdin = args.file in (None, "-")
-    src = sys.stdin.buffer if stdin else open(args.file, "rb")  # decoded per line: errors name their line
-    dst = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    def lines():
-        for n, raw in enumerate(src, 1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{'stdin' if stdin else args.file}:{n}: not UTF-8 text ({e.reason})") from None
-
+    if not stdin and not os.path.isfile(args.file):  # before loading the model: a typo fails at once
+        what = "is a directory, expected a text file" if os.path.isdir(args.file) else "no such file"
+        raise FileNotFoundError(f"{args.file}: {what}")
+    predictor = Predictor(args.model, precision=args.precision, threads=args.threads)
+    lines = read_lines(None if stdin else args.file)  # the one line reader: gzip, BOM, LF / CRLF / CR
+    dst = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     try:
-        items = iter_conll_words(lines()) if args.format == "conll" else iter_text_lines(lines())
-        with _progress(disable=args.quiet or stdin) as bar:
+        items = iter_conll_words(lines) if args.format == "conll" else lines
+        with _progress(disable=getattr(args, "quiet", False) or stdin) as bar:
             while chunk := list(islice(items, 8 * args.batch_size)):  # stream: big files never sit in memory
                 for r in predictor.annotate(chunk, batch_size=args.batch_size):
                     if args.output_format == "conll":
@@ -74,8 +114,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.update(len(chunk))
     finally:
-        if not stdin:
-            src.close()
+        lines.close()
         if args.out:
             dst.close()
     return 0
@@ -121,21 +160,67 @@ def add_commands(sub, predict=None, serve=None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xdistil-runtime",
-                                     description="Run an exported xdistil NER model (no torch).")
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    parser = Parser(prog="xdistil-runtime", description="Run an exported xdistil NER model (no torch).")
+    add_commands(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     return parser
+
+
+# ---- the one error path ------------------------------------------------------------------
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a wrong input (a path, a file, a model folder), not a bug."""
+    import zlib
+
+    errors: list[type[BaseException]] = [OSError, ValueError, ImportError, EOFError, zlib.error]
+    if "onnxruntime" in sys.modules:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        errors += [v for v in vars(ort_errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    return tuple(errors)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an expected error; ``PATH: reason`` for OS errors."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e).strip() or type(e).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def quiet_stdout() -> None:
+    """After the reader of our stdout went away (``... | head``): point stdout at /dev/null so
+    the interpreter's final flush does not complain again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
+        pass
+
+
+def run_command(func, args: argparse.Namespace, prog: str = "xdistil-runtime") -> int:
+    """Run a command function the way both CLIs do: expected errors as one line and exit 2,
+    a closed output pipe as a quiet 141, Ctrl+C as 130; ``args.verbose``: re-raise instead."""
+    try:
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # the reader stopped early, as `head` does: stop quietly like a Unix filter
+        quiet_stdout()
+        return 141
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if getattr(args, "verbose", False) or not isinstance(e, expected_errors()):
+            raise
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

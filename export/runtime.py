@@ -17,6 +17,13 @@ carry the Hugging Face token-classification pipeline's keys (``entity_group``,
 ``score``, ``word``, ``start``, ``end``) beside xdistil's word spans. `spans_from_tags`
 still reads tags leniently (an ``I-X`` after ``O`` starts an entity, seqeval's default),
 for tags that come from elsewhere.
+
+Speed (issue 25; benchmarks/runtime.py): one call works on all its sentences at once --
+each distinct word tokenized once (`xdistil_export.windows.piece_table`, remembered across
+calls), windows laid out as flat arrays, batches gathered and logits scattered with
+numpy, one softmax and validity check for all words, entities found and scored with array
+operations -- so the onnxruntime graph is most of the time. Outputs are those of the
+per-sentence reference (`encode_windows`, `decode`, `entities_from_tags`) exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TypedDict
 
@@ -33,7 +41,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 from xdistil_export.decode import decode_flat
 from xdistil_export.text import split_words_with_offsets
-from xdistil_export.windows import WindowBatch, _ranges, encode_sentences
+from xdistil_export.windows import WindowBatch, encode_sentences, ranges
 
 MANIFEST = "export_manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -130,6 +138,15 @@ def _segment_means(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     return out
 
 
+@lru_cache(maxsize=32)
+def _label_kinds(labels: tuple[str, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Entity types (sorted), each label's type index (-1: not an entity tag) and whether it is an I- tag."""
+    parts = [lab.partition("-") for lab in labels]
+    types = sorted({t for p, _, t in parts if p in ("B", "I") and t})
+    type_id = np.array([types.index(t) if p in ("B", "I") and t else -1 for p, _, t in parts], np.int64)
+    return types, type_id, np.array([p == "I" for p, _, _ in parts], bool)
+
+
 class _Spans:
     """Entity spans of all sentences at once, read leniently as `spans_from_tags` reads them.
 
@@ -139,10 +156,7 @@ class _Spans:
     """
 
     def __init__(self, labels: Sequence[str], path: np.ndarray, probs: np.ndarray, lengths: np.ndarray):
-        parts = [lab.partition("-") for lab in labels]
-        self.types = sorted({t for p, _, t in parts if p in ("B", "I") and t})
-        type_id = np.array([self.types.index(t) if p in ("B", "I") and t else -1 for p, _, t in parts], np.int64)
-        is_i = np.array([p == "I" for p, _, _ in parts], bool)
+        self.types, type_id, is_i = _label_kinds(tuple(labels))
         N = len(path)
         typ = type_id[path] if N else np.zeros(0, np.int64)  # (N,)
         ent = typ >= 0
@@ -348,9 +362,9 @@ class Predictor:
             L = win_len[idx]  # (B,)
             filled = np.arange(int(L.max())) < L[:, None]  # (B, T), row-major = the windows one after another
             ids = np.full(filled.shape, self.pad_id, dtype=np.int64)  # (B, T)
-            ids[filled] = wb.ids[_ranges(wb.offsets[idx], L)]
+            ids[filled] = wb.ids[ranges(wb.offsets[idx], L)]
             logits = self.run(ids, filled.astype(np.int64))  # (B, T, C)
-            k = _ranges(wb.kept[idx], kept_n[idx])  # the kept words of these windows
+            k = ranges(wb.kept[idx], kept_n[idx])  # the kept words of these windows
             out[wb.words[k]] = logits[np.repeat(np.arange(len(idx)), kept_n[idx]), wb.starts[k]]
         return out, lengths
 

@@ -147,20 +147,26 @@ def _cumsum0(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, without the loop."""
     total = int(counts.sum())
     return np.repeat(starts - _cumsum0(counts)[:-1], counts) + np.arange(total, dtype=np.int64)
 
 
-def piece_table(tokenizer, words: Sequence[str], cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-word ids of many words at once: ``counts`` (N,) per word and ``ids`` (sum,) end to end.
+CHUNK_WORDS = 512  # distinct words per tokenizer sequence in `piece_table`
+SMALL_WORDS = 256  # `encode_sentences` up to this many words: per sentence, as `encode_windows`
 
-    Each distinct word is encoded once (one ``encode_batch`` call over the words not in
-    ``cache``), which equals encoding it inside its sentence: ``tokenizers`` normalizes,
-    pre-tokenizes and tokenizes every word of a pre-tokenized input on its own. Pieces of no
-    word (``word_ids`` None) are dropped, as `word_pieces` drops them; a word may get none.
-    ``cache`` (word -> ids) is read and filled; the caller bounds its size.
+
+def piece_table(tokenizer, words: Sequence[str], cache: dict | None = None) -> list[list[int]]:
+    """Sub-word ids of many words at once, one list per word (shared between equal words: do not change them).
+
+    Each distinct word is encoded once, the words not in ``cache`` as pre-tokenized sequences
+    of `CHUNK_WORDS` words (one ``encode`` call, or one parallel ``encode_batch`` for more),
+    and split by the encoding's word ids. That equals encoding each word inside its own
+    sentence: ``tokenizers`` normalizes, pre-tokenizes and tokenizes every word of a
+    pre-tokenized input on its own. Pieces of no word (``word_ids`` None) are dropped, as
+    `word_pieces` drops them; a word may get none. ``cache`` (word -> ids) is read and
+    filled; the caller bounds its size.
     """
     found: dict[str, list[int]] = {}
     missing = []
@@ -171,15 +177,21 @@ def piece_table(tokenizer, words: Sequence[str], cache: dict | None = None) -> t
         else:
             found[w] = ids
     if missing:
-        for w, e in zip(missing, tokenizer.encode_batch([[w] for w in missing], is_pretokenized=True,
-                                                        add_special_tokens=False), strict=True):
-            ids, wids = e.ids, e.word_ids
-            found[w] = ids if None not in wids else [i for i, k in zip(ids, wids, strict=True) if k is not None]
+        chunks = [missing[i : i + CHUNK_WORDS] for i in range(0, len(missing), CHUNK_WORDS)]
+        kw = {"is_pretokenized": True, "add_special_tokens": False}
+        encs = tokenizer.encode_batch(chunks, **kw) if len(chunks) > 1 else [tokenizer.encode(chunks[0], **kw)]
+        for chunk, e in zip(chunks, encs, strict=True):
+            ids = e.ids
+            wids = np.array([-1 if k is None else k for k in e.word_ids], dtype=np.int64)
+            keep = wids >= 0
+            if not keep.all():  # pieces of no word: dropped
+                ids, wids = [i for i, k in zip(ids, keep.tolist(), strict=True) if k], wids[keep]
+            bounds = np.searchsorted(wids, np.arange(len(chunk) + 1)).tolist()  # word ids ascend
+            for k, w in enumerate(chunk):
+                found[w] = ids[bounds[k] : bounds[k + 1]]
         if cache is not None:
             cache.update((w, found[w]) for w in missing)
-    pieces = [found[w] for w in words]
-    counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-    return counts, np.fromiter(chain.from_iterable(pieces), dtype=np.int64, count=int(counts.sum()))
+    return [found[w] for w in words]
 
 
 def encode_sentences(
@@ -201,10 +213,14 @@ def encode_sentences(
     """
     lead, n_special = int(cls_id is not None), int(cls_id is not None) + int(sep_id is not None)
     n_sent = len(sentences)
+    per_word = piece_table(tokenizer, [w for s in sentences for w in s], cache)
+    if len(per_word) <= SMALL_WORDS:  # a request of a few sentences: the reference, without array set-up costs
+        return _from_windows(sentences, per_word, max_pieces, cls_id, sep_id, unk_id, overlap)
     n_words = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=n_sent)
     word_off = _cumsum0(n_words)
     N = int(word_off[-1])
-    counts, flat_ids = piece_table(tokenizer, [w for s in sentences for w in s], cache)
+    counts = np.fromiter(map(len, per_word), dtype=np.int64, count=N)
+    flat_ids = np.fromiter(chain.from_iterable(per_word), dtype=np.int64, count=int(counts.sum()))
     piece_off = _cumsum0(counts)  # (N + 1,): word g's pieces are flat_ids[piece_off[g]:piece_off[g + 1]]
     n_tok = piece_off[word_off[1:]] - piece_off[word_off[:-1]]  # (S,) pieces per sentence
     per_sent = _cumsum0(counts == 0)
@@ -243,7 +259,7 @@ def encode_sentences(
         ids[starts_simple] = cls_id
     if sep_id is not None:
         ids[offsets[first_win + 1] - 1] = sep_id
-    ids[_ranges(starts_simple + lead, n_tok[simple])] = flat_ids[_ranges(piece_off[word_off[:-1][simple]], n_tok[simple])]
+    ids[ranges(starts_simple + lead, n_tok[simple])] = flat_ids[ranges(piece_off[word_off[:-1][simple]], n_tok[simple])]
     # first piece of each word inside its sentence (and so, after the lead special, in its window)
     starts = lead + piece_off[:-1] - np.repeat(piece_off[word_off[:-1]], n_words)
     for s, ews in extra.items():
@@ -255,3 +271,22 @@ def encode_sentences(
                 ew.word_starts[win.keep_start - win.start : win.keep_end - win.start]
     sent = np.repeat(np.arange(n_sent, dtype=np.int64), n_win)
     return WindowBatch(ids, offsets, sent, starts, np.arange(N, dtype=np.int64), _cumsum0(kept_n))
+
+
+def _from_windows(sentences, per_word, max_pieces, cls_id, sep_id, unk_id, overlap) -> WindowBatch:
+    """`encode_sentences` for a few words: `encode_windows` per sentence, laid out as a `WindowBatch`."""
+    ids: list[int] = []
+    offsets, sent, starts, kept = [0], [], [], [0]
+    g = 0
+    for s, words in enumerate(sentences):
+        pieces = [p or [unk_id] for p in per_word[g : g + len(words)]]
+        g += len(words)
+        for ew in encode_windows(pieces, max_pieces, cls_id, sep_id, overlap):
+            win = ew.window
+            ids += ew.input_ids
+            offsets.append(len(ids))
+            sent.append(s)
+            starts += ew.word_starts[win.keep_start - win.start : win.keep_end - win.start]
+            kept.append(len(starts))
+    return WindowBatch(np.array(ids, dtype=np.int64), np.array(offsets, dtype=np.int64), np.array(sent, dtype=np.int64),
+                       np.array(starts, dtype=np.int64), np.arange(g, dtype=np.int64), np.array(kept, dtype=np.int64))

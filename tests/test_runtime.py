@@ -272,3 +272,198 @@ def test_decoding_benchmark_on_an_export(export, tmp_path):
     row = result["languages"]["xx"]
     assert row["sentences"] == 30 and row["f1_change"] == pytest.approx(row["viterbi"]["f1"] - row["argmax"]["f1"])
     assert row["changed_sentences"] <= row["invalid_argmax_sentences"]  # only invalid paths can change
+
+
+# ---- issue 24: line ends, tampered exports, zero-width joiners, load errors ------------------
+
+EOLS = {"LF": "\n", "CRLF": "\r\n", "CR": "\r"}
+
+
+@pytest.mark.parametrize("eol", EOLS)
+@pytest.mark.parametrize("gz", [False, True])
+def test_predict_tags_every_word_whatever_the_line_ends(export, predictor, tmp_path, capsys, eol, gz):
+    """CR-only, CRLF and LF files (plain or gzipped), CoNLL and raw text: one tag per word."""
+    import gzip
+
+    sents = [w for w, _ in synth_sentences(5, 13)]
+    nl = EOLS[eol]
+    conll = "".join(nl.join(f"{w}\tO" for w in s) + nl + nl for s in sents)
+    text = nl.join(" ".join(s) for s in sents) + nl
+    for fmt, body, expect in (("conll", conll, sents), ("text", text, [split_words(" ".join(s)) for s in sents])):
+        src = tmp_path / f"in.{fmt}{'.gz' if gz else ''}"
+        data = ("\ufeff" + body).encode("utf-8")
+        src.write_bytes(gzip.compress(data) if gz else data)
+        assert main(["predict", str(export[1]), str(src), "--format", fmt, "--output-format", "conll", "-q",
+                     "--threads", "1"]) == 0
+        out = capsys.readouterr().out
+        blocks = [b.splitlines() for b in out.strip("\n").split("\n\n")]
+        assert [[line.split("\t")[0] for line in b] for b in blocks] == expect, (fmt, eol)
+        assert [[line.split("\t")[1] for line in b] for b in blocks] == predictor.predict_words(expect)
+        assert "\r" not in out
+
+
+def test_runtime_cli_reads_cr_text_as_lines(export, predictor, tmp_path, capsys):
+    from xdistil_export.cli import main as runtime_main
+
+    texts = [_text(6, 21), _text(9, 22), "", _text(4, 23)]
+    src = tmp_path / "cr.txt"
+    src.write_bytes("\r".join(texts).encode("utf-8"))
+    assert runtime_main(["predict", str(export[1]), "--precision", "fp32", str(src), "-q", "--threads", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records == predictor.annotate(texts)
+
+
+def _tamper(export_dir, tmp_path, name):
+    broken = tmp_path / name
+    import shutil
+
+    shutil.copytree(export_dir, broken)
+    return broken
+
+
+def test_tampered_exports_are_refused_at_load(export, tmp_path, capsys):
+    manifest = json.loads((export[1] / "export_manifest.json").read_text())
+    assert set(manifest["sha256"]) == {"model.onnx", "tokenizer.json"}
+    # 200 flipped bytes inside the graph's weights: onnxruntime would still load and run it
+    flipped = _tamper(export[1], tmp_path, "flipped")
+    data = bytearray((flipped / "model.onnx").read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 200] = bytes(b ^ 0x55 for b in data[mid : mid + 200])
+    (flipped / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.onnx: the file changed since export"):
+        Predictor(flipped)
+    # config.json's id2label disagreeing with the manifest (and so with what the graph was trained on)
+    relabeled = _tamper(export[1], tmp_path, "relabeled")
+    config = json.loads((relabeled / "config.json").read_text())
+    config["id2label"]["1"], config["id2label"]["2"] = config["id2label"]["2"], config["id2label"]["1"]
+    (relabeled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: id2label .* disagrees"):
+        Predictor(relabeled)
+    for broken in (flipped, relabeled):
+        assert main(["predict", str(broken), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("xdistil: error: ") and len(err.splitlines()) == 1 and str(broken) in err
+
+
+@pytest.mark.parametrize("what", ["no tokenizer", "bad tokenizer", "bad manifest", "manifest field", "bad graph"])
+def test_damaged_exports_fail_in_one_line_naming_the_file(export, tmp_path, capsys, what):
+    from xdistil_export.cli import main as runtime_main
+
+    broken = _tamper(export[1], tmp_path, "broken")
+    manifest = json.loads((broken / "export_manifest.json").read_text())
+    manifest.pop("sha256")  # what an older export (or a hand-made folder) has: nothing to compare with
+    (broken / "export_manifest.json").write_text(json.dumps(manifest))
+    culprit = {"no tokenizer": "tokenizer.json", "bad tokenizer": "tokenizer.json", "bad manifest":
+               "export_manifest.json", "manifest field": "export_manifest.json", "bad graph": "model.onnx"}[what]
+    if what == "no tokenizer":
+        (broken / "tokenizer.json").unlink()
+    elif what == "bad tokenizer":
+        (broken / "tokenizer.json").write_text('{"version": "1.0", "model": 3}')
+    elif what == "bad manifest":
+        (broken / "export_manifest.json").write_text('{"labels": ["O", ')
+    elif what == "manifest field":
+        (broken / "export_manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "specials"}))
+    else:
+        (broken / "model.onnx").write_bytes(b"not a graph" * 100)
+    with pytest.raises((ValueError, FileNotFoundError), match=culprit.replace(".", r"\.")):
+        Predictor(broken)
+    for run, prog in ((main, "xdistil"), (runtime_main, "xdistil-runtime")):
+        for cmd in (["predict", str(broken), "-q"], ["serve", str(broken), "--port", "1"]):
+            assert run(cmd) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"{prog}: error: ") and len(err.splitlines()) == 1, err
+            assert str(broken / culprit) in err and "Traceback" not in err
+
+
+def test_predict_input_mistakes_get_one_line(export, tmp_path, capsys):
+    from xdistil_export.cli import main as runtime_main
+
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    cases = [(tmp_path, "is a directory"), (tmp_path / "none.txt", "no such file"),
+             (tmp_path / "bad.gz", "bad.gz:1: corrupt or truncated gzip data")]
+    for run, prog in ((main, "xdistil"), (runtime_main, "xdistil-runtime")):
+        for path, words in cases:
+            assert run(["predict", str(export[1]), str(path), "-q"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"{prog}: error: ") and words in err and len(err.splitlines()) == 1, err
+
+
+def test_zero_width_joiners_stay_inside_a_word(predictor):
+    persian = "می\u200cخواهم"  # "I want": one word written with a zero-width non-joiner
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji: man ZWJ woman ZWJ girl
+    flag, thumbs = "\U0001f1e9\U0001f1ea", "\U0001f44d\U0001f3fd"  # regional indicators; a skin tone
+    text = f"{persian} {family} {flag}{thumbs} a\u200db"
+    assert split_words(text) == [persian, family, flag, thumbs, "a\u200db"]
+    assert readers.split_words(text) == split_words(text)  # training cuts the same words
+    (record,) = predictor.annotate([text])
+    assert record["words"] == [persian, family, flag, thumbs, "a\u200db"] and len(record["tags"]) == 5
+
+
+def test_batch_encoding_equals_the_reference_windows(export, predictor):
+    """`encode_sentences` (one encode_batch, flat arrays, a word cache) = `encode_windows` per sentence."""
+    from xdistil_export.windows import encode_sentences, encode_windows, word_pieces
+
+    many = [w for w, _ in synth_sentences(60, 14)] + [tiny_words(400, seed=14), [], ["x" * 600], ["\x00"],
+                                                       ["a", "\u200b", "b"], [], tiny_words(126, seed=15)]
+    tok, unk = predictor.tokenizer, predictor.unk_id
+    cache: dict = {}
+    few = [["x" * 300, "a"], [], ["\x00", "b"], tiny_words(20, seed=17)]  # under SMALL_WORDS: the per-sentence path
+    for (max_pieces, cls_id, sep_id), sents in itertools.product(
+            ((predictor.max_pieces, predictor.cls_id, predictor.sep_id), (7, 0, None), (3, None, None), (126, 0, 2)),
+            (many, few)):
+        for _ in range(2):  # cold, then from the cache
+            wb = encode_sentences(tok, sents, max_pieces, cls_id, sep_id, unk, cache=cache)
+            ref = [(i, ew) for i, s in enumerate(sents)
+                   for ew in encode_windows(word_pieces(tok, s, unk), max_pieces, cls_id, sep_id)]
+            assert [wb.ids[a:b].tolist() for a, b in itertools.pairwise(wb.offsets)] == [ew.input_ids for _, ew in ref]
+            assert wb.sent.tolist() == [i for i, _ in ref]
+            kept = [ew.word_starts[ew.window.keep_start - ew.window.start : ew.window.keep_end - ew.window.start]
+                    for _, ew in ref]
+            assert wb.starts.tolist() == [p for k in kept for p in k]
+            assert np.diff(wb.kept).tolist() == [len(k) for k in kept]
+            assert wb.words.tolist() == list(range(sum(map(len, sents))))
+
+
+def test_vectorised_entities_equal_the_per_sentence_reference(predictor):
+    """Entities (spans, offsets, scores bit for bit) as `entities_from_tags` builds them, for
+    pre-tokenized and raw input, including entities of 8+ words (numpy's pairwise sums)."""
+    from xdistil_export.runtime import _segment_means
+
+    rng = np.random.default_rng(3)
+    x = rng.random(2000)
+    starts = rng.integers(0, 1800, 400)
+    ends = starts + rng.integers(1, 140, 400)
+    means = [float(np.mean(x[s:e].tolist())) for s, e in zip(starts, ends, strict=True)]
+    assert _segment_means(x, starts, ends).tolist() == means
+    sents = [w for w, _ in synth_sentences(80, 16)] + [tiny_words(300, seed=16), []]
+    for items in (sents, [" , ".join(s) for s in sents]):
+        for r in predictor.annotate(items, batch_size=4):
+            offsets = split_words_with_offsets(r["text"])[1] if "text" in r else None
+            assert r["entities"] == entities_from_tags(r["tags"], r["words"], offsets, r.get("text"), r["scores"])
+    # tags read leniently, as spans_from_tags: an I- after O opens an entity, types never merge
+    labels = predictor.labels
+    tags = ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "I-ORG", "B-PER", "O", "I-PER"]
+    from xdistil_export.runtime import _Spans
+
+    path = np.array([labels.index(t) for t in tags])
+    sp = _Spans(labels, path, np.linspace(0.1, 1, len(tags)), np.array([4, 0, 6]))
+    got = [(sp.types[t], int(s), int(e)) for t, s, e in zip(sp.type, sp.start, sp.end, strict=True)]
+    want = [(t, s, e) for t, s, e in spans_from_tags(tags[:4])] + [(t, s + 4, e + 4) for t, s, e in
+                                                                    spans_from_tags(tags[4:])]
+    assert got == want
+
+
+def test_runtime_benchmark_runs_briefly(export, tmp_path, shared_data, monkeypatch):
+    """benchmarks/runtime.py end to end on the tiny export: rows in summary.json's schema, results.md."""
+    from benchmarks import runtime as bench
+
+    monkeypatch.setattr(bench, "DE_DEV", shared_data / "wikiann" / "de" / "dev.tsv.gz")
+    monkeypatch.setattr(bench, "FR_DEV", shared_data / "wikiann" / "fr" / "dev.tsv.gz")
+    out = tmp_path / "out"
+    assert bench.main(["bench", str(export[1]), "--out", str(out), "--sentences", "6", "--repeats", "1",
+                       "--no-spacy", "--no-sweeps", "--threads", "1"]) == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    keys = {"model", "runtime", "precision", "input", "batch", "words_per_s", "sentences"}
+    assert rows and all(set(r) == keys and r["runtime"] == "xdistil" and r["words_per_s"] > 0 for r in rows)
+    assert {(r["input"], r["batch"]) for r in rows} == {(i, b) for i in ("words", "text") for b in (1, 32, 256)}
+    assert "## Words per second" in (out / "results.md").read_text()

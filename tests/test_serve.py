@@ -300,7 +300,7 @@ def test_an_export_whose_labels_disagree_with_its_graph_fails_at_start_up(export
         Predictor(broken)
     proc = subprocess.run([sys.executable, "-m", "xdistil_export.cli", "serve", str(broken), "--port", "1"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("xdistil-runtime: error: ") and "Traceback" not in proc.stderr
 
 
 def test_predictor_refuses_lone_surrogates_with_a_clear_error(predictor):

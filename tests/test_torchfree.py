@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tiny import import_blocker
 
-EXPORT = Path(__file__).resolve().parents[1] / "export"
+REPO = Path(__file__).resolve().parents[1]
+EXPORT = REPO / "export"
 BLOCKED = ("torch", "transformers", "xdistil")
 
 BLOCK = import_blocker(*BLOCKED, why="export/ must not import it")
@@ -38,13 +39,39 @@ def test_the_blocker_really_blocks():
     assert proc.returncode != 0 and "torch is blocked" in proc.stderr
 
 
+def _doc_runtime_lines() -> list[str]:
+    """The ``xdistil-runtime`` command lines the README and the deployment guide show (comments cut)."""
+    lines = []
+    for doc in (REPO / "README.md", REPO / "docs" / "deployment.md"):
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("xdistil-runtime "):
+                lines.append(line)
+    return lines
+
+
 def test_runtime_distribution_installs_without_torch_and_predicts(tmp_path):
-    """Build the `xdistil-runtime` wheel from export/, install it into a fresh venv, run its `predict`.
+    """Build the `xdistil-runtime` wheel from export/, install it into a fresh venv, and run what
+    the docs show and what users get wrong, as a deployment would.
+
+    - every ``xdistil-runtime`` line of README.md and docs/deployment.md, on a real export
+      (predict: output equal to the `Predictor`'s; serve: the hint to install the extra, then,
+      with the extra installed, a server that answers /health);
+    - one-line errors (exit 2, no traceback) for a directory as input, a missing or invalid
+      ``tokenizer.json``, a damaged ``export_manifest.json`` (naming the file), a changed model;
+    - a gzipped input is read; ``| head`` stops the command quietly.
 
     The venv gets its dependencies from the package index (onnxruntime, tokenizers, numpy,
-    regex); it has no torch, transformers or xdistil. Takes about 20 s.
+    regex; fastapi and uvicorn for the serve line); it has no torch, transformers or xdistil.
+    Takes about 30 s.
     """
+    import gzip
+    import shlex
     import shutil
+    import signal
+    import socket
+    import time
+    import urllib.request
 
     import torch
     from tiny import make_tiny_teacher, tiny_words
@@ -56,33 +83,115 @@ def test_runtime_distribution_installs_without_torch_and_predicts(tmp_path):
     torch.set_num_threads(1)
     export = tmp_path / "onnx"
     try:
-        export_model(make_tiny_teacher(tmp_path), export)
+        export_model(make_tiny_teacher(tmp_path), export, int8=True, int8_min_agreement=0.0)  # random weights
     finally:
         torch.set_num_threads(before)
     src = tmp_path / "src"
     shutil.copytree(EXPORT, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    env = dict(os.environ, PYTHONPATH="", OMP_NUM_THREADS="1")
 
-    def run(*cmd, timeout=180):
+    def run(*cmd, timeout=180, code=0):
         proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-                              env=dict(os.environ, PYTHONPATH="", OMP_NUM_THREADS="1"))
-        assert proc.returncode == 0, f"{cmd}: {proc.stderr[-3000:]}"
+                              env=env)
+        assert proc.returncode == code, f"{cmd}: {proc.returncode}: {proc.stderr[-3000:]}"
         return proc
 
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", src)
     (wheel,) = (tmp_path / "dist").glob("xdistil_runtime-*.whl")
     run(sys.executable, "-m", "venv", tmp_path / "venv")
     bin_ = tmp_path / "venv" / "bin"
+    runtime = bin_ / "xdistil-runtime"
     run(bin_ / "pip", "install", "-q", "--disable-pip-version-check", wheel)
     probe = run(bin_ / "python", "-c", "import importlib.util as u; print([m for m in ('torch', 'transformers', "
                 "'xdistil', 'xdistil_export') if u.find_spec(m)])")
     assert probe.stdout.strip() == "['xdistil_export']"
 
     texts = [" ".join(tiny_words(12, seed=1)), "", " ".join(tiny_words(300, seed=2))]
+    expected = Predictor(export, threads=1).annotate(texts)
+    expected_int8 = Predictor(export, precision="int8", threads=1).annotate(texts)
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    run(bin_ / "xdistil-runtime", "predict", export, tmp_path / "in.txt", "--out", tmp_path / "out.jsonl",
-        "--threads", "1", "-q")
+
+    # the docs' own lines, on this export and this text
+    doc_lines = _doc_runtime_lines()
+    assert any(" predict " in x for x in doc_lines) and any(" serve " in x for x in doc_lines), doc_lines
+    serve_lines = []
+    for line in doc_lines:
+        argv = shlex.split(line)
+        argv = [str(export) if a.startswith("runs/") else str(tmp_path / "in.txt") if a.endswith(".txt") else a
+                for a in argv]
+        if argv[1] == "serve":
+            proc = run(bin_ / argv[0], *argv[1:], code=2)  # no serve extra yet: a one-line hint
+            assert "xdistil-runtime[serve]" in proc.stderr and "Traceback" not in proc.stderr
+            serve_lines.append(argv)
+            continue
+        proc = run(bin_ / argv[0], *argv[1:], "--threads", "1", "-q")
+        want = expected_int8 if "--precision" in argv and argv[argv.index("--precision") + 1] == "int8" else expected
+        assert [json.loads(x) for x in proc.stdout.splitlines()] == want, line
+    run(runtime, "predict", export, tmp_path / "in.txt", "--out", tmp_path / "out.jsonl", "--threads", "1", "-q")
     got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert got == Predictor(export, threads=1).annotate(texts)
-    # serving needs the extra: a one-line hint, not a traceback
-    proc = subprocess.run([bin_ / "xdistil-runtime", "serve", export], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "xdistil-runtime[serve]" in proc.stderr and "Traceback" not in proc.stderr
+    assert got == expected
+
+    # gzip is read (detected by its bytes), CR line ends split lines
+    (tmp_path / "in.gz").write_bytes(gzip.compress("\r".join(texts).encode("utf-8")))
+    proc = run(runtime, "predict", export, tmp_path / "in.gz", "--threads", "1")
+    assert [json.loads(x) for x in proc.stdout.splitlines()] == expected
+
+    # mistakes: one line naming the file, exit 2
+    def fails(folder, path, words):
+        proc = run(runtime, "predict", folder, path, "-q", code=2)
+        assert proc.stderr.startswith("xdistil-runtime: error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert words in proc.stderr, proc.stderr
+
+    fails(export, tmp_path, "is a directory")
+    damaged = []
+    for name, damage, words in [
+        ("no-tokenizer", lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json: no such file"),
+        ("bad-tokenizer", lambda d: (d / "tokenizer.json").write_text("{"), "tokenizer.json"),
+        ("bad-manifest", lambda d: (d / "export_manifest.json").write_text("{"), "export_manifest.json: not valid JSON"),
+        ("changed-model", lambda d: (d / "model.onnx").write_bytes((d / "model.onnx").read_bytes()[:-100] + b"x" * 100),
+         "model.onnx: the file changed since export"),
+    ]:
+        broken = tmp_path / name
+        shutil.copytree(export, broken)
+        damage(broken)
+        fails(broken, tmp_path / "in.txt", words)
+        damaged.append((broken, words))
+
+    # `| head`: the reader goes away, the command stops quietly
+    (tmp_path / "many.txt").write_text("".join(f"Anna wohnt in Berlin seit {i} Jahren .\n" for i in range(5000)),
+                                       encoding="utf-8")
+    proc = run("bash", "-c", f"{shlex.quote(str(runtime))} predict {shlex.quote(str(export))} --precision fp32 "
+               f"{shlex.quote(str(tmp_path / 'many.txt'))} -q | head -n 2")
+    assert len(proc.stdout.splitlines()) == 2 and proc.stderr == "", proc.stderr
+
+    # the serve line, with the extra installed: damaged exports fail in one line, a good one answers
+    run(bin_ / "pip", "install", "-q", "--disable-pip-version-check", "fastapi>=0.110", "uvicorn>=0.29", timeout=300)
+    for broken, words in damaged:
+        proc = run(runtime, "serve", broken, "--port", "1", code=2)
+        assert proc.stderr.startswith("xdistil-runtime: error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert words in proc.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = serve_lines[0]
+    argv = argv[: argv.index("--port")] + ["--port", str(port)] if "--port" in argv else argv + ["--port", str(port)]
+    server = subprocess.Popen([str(bin_ / argv[0]), *argv[1:], "--threads", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1][-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert json.load(r)["status"] == "ok"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()

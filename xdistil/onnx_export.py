@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 from xdistil_export.atomic import check_own, recorded, replace_dir, write_json
-from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor
+from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor, file_digests
 
 from xdistil import fingerprint
 from xdistil.cards import CARD, EXPORT_CONFIG, write_card, write_export_config
@@ -212,6 +212,8 @@ def export_model(
 
         if dev is not None:
             manifest["dev"] = _dev_scores(dev, dev_file, fp32, q8)
+        # SHA-256 of the model and tokenizer files: the runtime refuses a file changed since (issue 24)
+        manifest["sha256"] = file_digests(tmp, manifest["files"])
         _write_manifest(tmp, manifest)
         write_export_config(tmp, manifest)  # id2label / label2id, for code that reads HF-style configs
         write_card(tmp, command=command)

@@ -8,43 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+# the one parser of xdistil and xdistil-runtime (one-line errors, options after positionals)
+from xdistil_export.cli import Parser  # noqa: F401
+
 
 class UsageError(Exception):
     """A wrong command line (a missing path, a missing choice): one line, exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and options after positionals (``predict DIR --precision int8 FILE``)."""
-
-    _in_intermixed = False
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.set_defaults(_parser=self)  # the innermost command's parser wins: its errors name it
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-    def parse_args(self, args=None, namespace=None):
-        ns, extra = self.parse_known_args(args, namespace)
-        if extra:
-            import difflib
-
-            leaf = getattr(ns, "_parser", self)
-            known = [o for a in leaf._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
-            close = difflib.get_close_matches(extra[0].split("=")[0], known, n=1, cutoff=0.75)
-            leaf.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {close[0]}?" if close else ""))
-        return ns
-
-    def parse_known_args(self, args=None, namespace=None):
-        # argparse cannot intermix with subparsers; each leaf command parses intermixed
-        if self._subparsers is not None or self._in_intermixed:
-            return super().parse_known_args(args, namespace)
-        self._in_intermixed = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._in_intermixed = False
 
 
 OUT_RULE = ("A new or empty folder, or this command's earlier output (a changed output is rebuilt beside it and "

@@ -98,16 +98,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """Torch-free: the runtime's own command (`xdistil_export.cli`, also ``xdistil-runtime predict``)."""
-    from xdistil_export.cli import run_predict
+    """Torch-free: the runtime's own command and error path (`xdistil_export.cli`, also
+    ``xdistil-runtime predict``), its errors under the name ``xdistil``."""
+    from xdistil_export.cli import run_command, run_predict
 
-    return run_predict(args)
+    return run_command(run_predict, args, prog="xdistil")
 
 
 def cmd_serve(args) -> int:
-    from xdistil_export.cli import run_serve
+    from xdistil_export.cli import run_command, run_serve
 
-    return run_serve(args)
+    return run_command(run_serve, args, prog="xdistil")
 
 
 def add_evaluate(sub) -> None:
@@ -142,7 +143,9 @@ def add_export(sub) -> None:
     s.add_argument("model", metavar="MODEL", help="teacher or student directory")
     s.add_argument("--out", required=True, help="export directory: replaced atomically, only once the new export "
                                                 "passed its checks. " + OUT_RULE)
-    s.add_argument("--int8", action="store_true", help="also write a dynamically quantized int8 model")
+    s.add_argument("--int8", action="store_true",
+                   help="also write a dynamically quantized int8 model (one activation scale per onnxruntime call: "
+                        "its scores, rarely its tags, depend on the windows batched together; see docs/deployment.md)")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     s.add_argument("--dev", metavar="FILE", help="CoNLL dev file: record the F1 of the export(s)")
     s.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit difference allowed (fp32)")
