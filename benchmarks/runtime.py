@@ -431,6 +431,35 @@ def graph_sweep(export: Path, words: list[list[str]], repeats: int) -> dict:
     return out
 
 
+def op_shares(export: Path, words: list[list[str]], threads: int) -> dict:
+    """onnxruntime's own profiler over one pass of the batch-32 batches: time per operator type."""
+    import collections
+    import tempfile
+
+    import onnxruntime as ort
+    from xdistil_export.runtime import Predictor
+
+    out = {}
+    for precision, file in (("int8", "model.int8.onnx"), ("fp32", "model.onnx")):
+        p = Predictor(export, precision=precision, threads=threads)
+        bl, _ = _batches(p, words, 32)
+        with tempfile.TemporaryDirectory() as tmp:
+            o = ort.SessionOptions()
+            o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+            o.enable_profiling, o.profile_file_prefix = True, str(Path(tmp) / "ort")
+            sess = ort.InferenceSession(str(export / file), o, providers=["CPUExecutionProvider"])
+            for ids, mask in bl:
+                sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        per_op: collections.Counter = collections.Counter()
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                per_op[e["args"]["op_name"]] += e["dur"]
+        total = sum(per_op.values())
+        out[precision] = {op: round(us / total, 4) for op, us in per_op.most_common(6)}
+    return out
+
+
 def _graph_logits(sess, bl):
     out = []
     for ids, mask in bl:
@@ -467,28 +496,33 @@ def bench(export: Path, out: Path | None, repeats: int, threads: int, spacy: boo
     manifest = json.loads((export / "export_manifest.json").read_text(encoding="utf-8"))
     result["model"] = {"kind": manifest["kind"], "params": manifest["params"], "dev": manifest.get("dev"),
                        "int8_ops": None}
-    rows = xdistil_rows(export, data, repeats, threads)
+    if before is not None:
+        result["before"] = json.loads(before.read_text(encoding="utf-8"))
+    for extra in ("parity", "compare", "ops"):
+        if out is not None and (out / f"{extra}.json").is_file():
+            result[extra] = json.loads((out / f"{extra}.json").read_text(encoding="utf-8"))
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        result["machine"]["load_avg_after"] = list(os.getloadavg())
+        if out is not None:
+            from xdistil_export.atomic import write_json, write_text
+
+            write_json(out / "details.json", result)
+            write_json(out / "summary.json", {"rows": result["rows"]})
+            write_text(out / "results.md", markdown(result))
+
+    result["rows"] = xdistil_rows(export, data, repeats, threads)
     result["latency"] = latency(export, threads)
+    save()
     if spacy:
         srows, result["spacy"] = spacy_rows(data, min(repeats, 2), threads)
-        rows += srows
+        result["rows"] = result["rows"] + srows
+        save()
     if sweeps:
         result["profile"] = profile(export, data["de"], threads)
         result["graph"] = graph_sweep(export, data["de"], repeats)
         result["model"]["int8_ops"] = result["graph"]["int8_ops"]
-    result["machine"]["load_avg_after"] = list(os.getloadavg())
-    result["rows"] = rows
-    if before is not None:
-        result["before"] = json.loads(before.read_text(encoding="utf-8"))
-    for extra in ("parity", "compare"):
-        if out is not None and (out / f"{extra}.json").is_file():
-            result[extra] = json.loads((out / f"{extra}.json").read_text(encoding="utf-8"))
-    if out is not None:
-        from xdistil_export.atomic import write_json, write_text
-
-        write_json(out / "details.json", result)
-        write_json(out / "summary.json", {"rows": rows})
-        write_text(out / "results.md", markdown(result))
+        save()
     return result
 
 
@@ -640,6 +674,11 @@ def markdown(r: dict) -> str:
         lines += ["", "| precision | batch | words/s | padding |", "|---|---:|---:|---:|"]
         lines += [f"| {x['precision']} | {x['batch']} | {x['words_per_s']:,.0f} | "
                   f"{g['padding'][str(x['batch'])]['padding_share']:.1%} |" for x in g["batch"]]
+        if r.get("ops"):
+            lines += ["", f"Share of the graph's time per operator (onnxruntime's profiler, one pass at batch 32; "
+                      f"`{r['ops']['command']}`):", "", "| precision | operator | share |", "|---|---|---:|"]
+            lines += [f"| {prec} | {op} | {share:.1%} |" for prec, ops in r["ops"]["shares"].items()
+                      for op, share in ops.items()]
         lines += ["", "`quantize_dynamic` variants of model.onnx (batch 32; agreement: argmax of every real piece "
                   "against fp32):", "", "| variant | words/s | argmax agreement |", "|---|---:|---:|"]
         lines += [f"| {x['variant']} | {x['words_per_s']:,.0f} | {x['argmax_agreement_with_fp32']:.4f} |"
@@ -655,10 +694,11 @@ def markdown(r: dict) -> str:
         int8_graph = max(x["words_per_s"] for x in g["session"] if x["precision"] == "int8")
         lines += ["", "## Reading the figures", "",
                   f"- The graph is the ceiling. The int8 graph alone runs at most {int8_graph:,.0f} words/s here "
-                  "(table above), and the two bidirectional `DynamicQuantizeLSTM` nodes take about 90 % of it "
-                  "(onnxruntime's profiler): some 1.4M multiply-adds per piece, 1.8 pieces per word, already at "
-                  "about half the int8 (AVX-512 VNNI) peak of two cores. Everything around the graph (tokenizing, "
-                  "windows, batching, decoding, entities, records) is now under a fifth of the time, so no runtime "
+                  "(table above), and the two bidirectional LSTM nodes take about 90 % of it (operator "
+                  "shares above): some 1.4M multiply-adds per piece, about 2 pieces per word with the "
+                  "window's specials, already at about half the int8 (AVX-512 VNNI) peak of two cores. Everything "
+                  "around the graph (tokenizing, windows, batching, decoding, entities, records) is now about a "
+                  "quarter of the time (profile below), so no runtime "
                   "change can reach 100,000 words/s with this student on two cores; a smaller graph (fewer "
                   "layers or a narrower LSTM) would.",
                   "- Session settings: two intra-op threads, sequential, all graph optimizations (the runtime's "
@@ -673,9 +713,14 @@ def markdown(r: dict) -> str:
                   "length: padding is the share above).",
                   "- The word cache (distinct words tokenized once, remembered across calls) is cleared before "
                   "every timed pass, so these are cold figures; a warm cache saves the tokenizer's share again.",
+                  "- Batch 1 with two onnxruntime threads is bimodal from one process to the next (about 13,000 "
+                  "or 24,000 words/s, for the code before the change and after alike: the pool's spinning thread "
+                  "against the Python thread on two cores); with `--threads 1` it is a steady ~23,000. The batch-1 "
+                  "rows and their 'before' column are single processes, so their ratio is mostly that coin.",
                   "- The machine is shared: figures of the same cell move by 20 % and more between passes and "
-                  "runs (the load average is recorded above); the interleaved before/after table is the fairest "
-                  "comparison."]
+                  "runs (the load average is recorded above; the quantization variants ran in a slower spell than "
+                  "the session table, so compare them with each other); the interleaved before/after table is the "
+                  "fairest comparison."]
     if r.get("profile"):
         lines += ["", "## Profile (cProfile, one cold `annotate`, int8, de word lists, batch 32)", "", "```",
                   r["profile"], "```"]
@@ -748,6 +793,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--sentences", type=int, default=N_SENTENCES)
     s.add_argument("--out", type=Path, help="folder to write compare.json into (results.md shows it)")
+    s = sub.add_parser("ops", help="onnxruntime's profiler: share of the graph's time per operator type")
+    s.add_argument("export", type=Path)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", type=Path, help="folder to write ops.json into (results.md shows it)")
     s = sub.add_parser("render", help="rewrite results.md from a results folder's details.json (+ parity.json)")
     s.add_argument("folder", type=Path)
     args = ap.parse_args(argv)
@@ -776,11 +825,19 @@ def main(argv: list[str] | None = None) -> int:
             from xdistil_export.atomic import write_json
 
             write_json(args.out / "compare.json", res)
+    elif args.cmd == "ops":
+        res = op_shares(args.export, read_words(DE_DEV, N_SENTENCES), args.threads)
+        print(json.dumps(res, indent=1))
+        if args.out is not None:
+            from xdistil_export.atomic import write_json
+
+            command = shlex.join(["python", "-m", "benchmarks.runtime", *(sys.argv[1:] if argv is None else argv)])
+            write_json(args.out / "ops.json", {"command": command, "shares": res})
     elif args.cmd == "render":
         from xdistil_export.atomic import write_text
 
         result = json.loads((args.folder / "details.json").read_text(encoding="utf-8"))
-        for extra in ("parity", "compare"):
+        for extra in ("parity", "compare", "ops"):
             if (args.folder / f"{extra}.json").is_file():
                 result[extra] = json.loads((args.folder / f"{extra}.json").read_text(encoding="utf-8"))
         write_text(args.folder / "results.md", markdown(result))
