@@ -26,6 +26,15 @@ sentences through both, since the spaCy models are French. Latency: p50 / p95 of
 20-word sentence, ``annotate`` called alone. The profile's top lines (cProfile, batch 32,
 int8, word lists) go into ``results.md``.
 
+The code before the change (issue 25's baseline) is export/ at commit 6167d2a, importable as
+``xdistil_export`` from a folder of its own::
+
+    mkdir -p runs/runtime-bench/before && git archive 6167d2a export | tar -x -C runs/runtime-bench/before \
+        && mv runs/runtime-bench/before/export runs/runtime-bench/before/xdistil_export
+    python -m benchmarks.runtime compare runs/runtime-bench/model/export --before runs/runtime-bench/before \
+        --out benchmarks/results/runtime                           # interleaved before/after
+    python -m benchmarks.runtime ops runs/runtime-bench/model/export --out benchmarks/results/runtime
+
 **Same output** (``reference`` / ``check``): ``reference`` saves the tags, scores and
 entities of the 5,000 de sentences (word lists and raw text; fp32 at batch 32 and 256, int8
 at batch 1, 32 and 256) from whatever ``xdistil_export`` it imports -- run it with the code
