@@ -30,3 +30,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present (CI and developers have it beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small models: threads only add noise and contention)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

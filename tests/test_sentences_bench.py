@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-import torch
 from conftest import REPO
 from synth import synth_files, synth_sentences, write_conll
 
@@ -20,14 +19,6 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
 from benchmarks import sentences  # noqa: E402
 
 ROW_KEYS = {"variant", "language", "test", "domain", "teacher_f1", "student_f1", "retention"}
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(tmp_path) -> dict:

@@ -26,14 +26,6 @@ from xdistil.vocab import SHAPES, piece_shape, piece_shapes, seen_piece_ids
 LABELS = list(DEFAULT_LABELS)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     path = make_tiny_teacher(tmp_path_factory.mktemp("teacher"))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
-import torch
 from conftest import REPO
 from synth import synth_files
 
@@ -20,14 +18,6 @@ from benchmarks import throughput  # noqa: E402
 
 STEPS = {"teacher", "label", "distill-hard", "distill-soft", "distill-intermediate",
          "distill-soft-packed"}  # the BiLSTM's previous (packed) forward, side by side
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_quick_run_schema_and_resume(tmp_path, one_thread, monkeypatch):
