@@ -1,8 +1,11 @@
 """Sentence-level benchmark (issue 23): where does a >= 35x student lose its teacher on real sentences?
 
-    python -m benchmarks.sentences [--groups in out control] [--variants baseline factorized ...] \
-        [--config benchmarks/configs/sentences.yaml] [--run runs/sentences] \
+    python -m benchmarks.sentences [--groups in out control] [--variants baseline shape ...] \
+        [--config benchmarks/configs/sentences-full.yaml] [--run runs/sentences-full] \
         [--results benchmarks/results/sentences] [--quick] [-q]
+
+The default config runs at the 41-language preset's sizes; ``benchmarks/configs/sentences.yaml``
+is the small-data screen (its results: ``benchmarks/results/sentences/screen``).
 
 Three *groups*, each one teacher fine-tuned on its languages and one set of tests:
 
@@ -98,6 +101,7 @@ def group_cfg(raw: dict, group: str, bench: dict, overrides: dict | None, quick:
     """The base config, then the group's config, the variant's overrides (its ``groups`` entry
     for this group last), then the --quick ones; validated."""
     overrides = dict(overrides or {})
+    overrides.pop("seed_of", None)  # the benchmark's own key (see `pooled`)
     per_group = (overrides.pop("groups", None) or {}).get(group) or {}
     merged = apply_overrides(raw, bench["groups"][group].get("config") or {})
     merged = apply_overrides(apply_overrides(merged, overrides), per_group)
@@ -134,11 +138,11 @@ def group_tests(cfg: RunConfig, group: dict, bench: dict, label_types: set[str])
 
 def transfer_owner(names: list[str], raw: dict, group: str, bench: dict, quick: dict | None) -> dict[str, str]:
     """Variant -> the variant whose transfer set it uses in ``group``: the first (in the config's
-    order) with the same transfer section."""
+    order) with the same transfer section and precision (the labeling's fingerprint holds both)."""
     owner, seen = {}, {}
     for name in bench["variants"]:
-        key = json.dumps(to_dict(group_cfg(raw, group, bench, bench["variants"][name], quick).transfer),
-                         sort_keys=True)
+        cfg = group_cfg(raw, group, bench, bench["variants"][name], quick)
+        key = json.dumps([to_dict(cfg.transfer), cfg.precision], sort_keys=True)
         owner[name] = seen.setdefault(key, name)
     return {n: owner[n] for n in names}
 
@@ -282,35 +286,45 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
     def in_group(r, gs):
         return any((r["language"], g) in group_of for g in gs)
 
-    verdicts = {}
-    for name in dict.fromkeys(r["variant"] for r in rows):
-        mine = [r for r in rows if r["variant"] == name and r["retention"] is not None
-                and (r["language"], r["test"]) not in few]
-        comp = _compression(params, name)
+    def verdict(mine: list[dict], orgs: list[dict], comp: float | None) -> dict:
+        mine = [r for r in mine if r["retention"] is not None and (r["language"], r["test"]) not in few]
         split = {}
         for part in ("dev", "test"):
             sel = [r for r in mine if r["test"].endswith(part)]
             ins = [r["retention"] for r in sel if r["domain"] == "in" and not in_group(r, control)]
             outs = [r["retention"] for r in sel if r["domain"] == "out"]
             ctrl = [r["retention"] for r in sel if in_group(r, control)]
-            orgs = [o["retention"] for o in org if o["variant"] == name and o["domain"] == "out" and o["entities"] >= 10
-                    and o["test"].endswith(part) and o["retention"] is not None]
+            org_out = [o["retention"] for o in orgs if o["domain"] == "out" and o["entities"] >= 10
+                       and o["test"].endswith(part) and o["retention"] is not None]
             split[part] = {"in_avg": _mean(ins), "in_min": min(ins) if ins else None,
                            "out_min": min(outs) if outs else None, "out_avg": _mean(outs),
-                           "org_out_min": min(orgs) if orgs else None, "control_avg": _mean(ctrl),
+                           "org_out_min": min(org_out) if org_out else None, "control_avg": _mean(ctrl),
                            "sentences_avg": _mean(ins + outs)}
-        verdicts[name] = {"compression": comp, **split}
+        return {"compression": comp, **split}
+
+    verdicts = {name: verdict([r for r in rows if r["variant"] == name], [o for o in org if o["variant"] == name],
+                              _compression(params, name))
+                for name in dict.fromkeys(r["variant"] for r in rows)}
+    # seeds of a variant (``seed_of``) are pooled with it: the mean retention of each test over
+    # the seeds measured there; the choice is made on the pooled figures
+    pooled = {}
+    for name in verdicts:
+        if bench["variants"][name].get("seed_of"):
+            continue
+        seeds = [name] + [n for n in verdicts if bench["variants"][n].get("seed_of") == name]
+        pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
+                        "seeds": seeds}
     # a variant competes only where it was measured in every sentence-level group
     both = {"in_avg"} if not any(bench["groups"][g]["domain"] == "out" for g in groups) else {"in_avg", "out_avg"}
-    eligible = [n for n, v in verdicts.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
+    eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
                 and all(v["dev"][k] is not None for k in both)]
-    chosen = max(eligible, key=lambda n: verdicts[n]["dev"]["sentences_avg"]) if eligible else \
+    chosen = max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else \
         (next(iter(verdicts)) if verdicts else None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
         "format": FORMAT, "org": org, "params": params, "seconds": seconds,
         "teacher_s": {g: done[g].get("teacher_s") for g in groups},
-        "verdicts": verdicts,
+        "verdicts": verdicts, "pooled": pooled,
         "targets": {"in_avg": TARGET_IN_AVG, "in_min": TARGET_IN_MIN, "out": TARGET_OUT, "org_out": TARGET_ORG,
                     "compression": TARGET_COMPRESSION},
         "vocab": {g: {n: v.get("vocab") for n, v in done[g]["variants"].items()} for g in groups},
@@ -322,6 +336,18 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         "commands": done.get("commands", []), "provenance": prov,
     }
     return summary, details
+
+
+def _pool(rows: list[dict], names: list[str]) -> list[dict]:
+    """Rows (or ORG rows) of ``names`` merged per (language, test): the mean retention over the
+    names measured there, the entities of the first."""
+    acc: dict[tuple, dict] = {}
+    for r in rows:
+        if r["variant"] in names and r["retention"] is not None:
+            a = acc.setdefault((r["language"], r["test"]), {**r, "variant": names[0], "all": []})
+            a["all"].append(r["retention"])
+    return [{**{k: v for k, v in a.items() if k != "all"}, "retention": sum(a["all"]) / len(a["all"])}
+            for a in acc.values()]
 
 
 def _compression(params: dict, name: str) -> float | None:
@@ -351,7 +377,8 @@ def blocks(s: dict, d: dict) -> list:
              + f". At most {d['test_limit']} sentences a test. Retention = student F1 / teacher F1 on the same test "
                "(seqeval entity F1, IOB2 strict). Tune on dev, report test."),
         *([Para(d["notes"])] if d.get("notes") else []),
-        Para(f"Chosen: **{s['chosen']}** (best mean dev retention on sentences at >= {TARGET_COMPRESSION:.0f}x), "
+        Para(f"Chosen: **{s['chosen']}** (best mean dev retention on sentences, in and out of domain, at >= "
+             f"{TARGET_COMPRESSION:.0f}x, each test's retention averaged over the variant's seeds), "
              f"compression {s['compression']}x."),
     ]
     for name in d["verdicts"]:
@@ -389,13 +416,21 @@ def blocks(s: dict, d: dict) -> list:
             Table(["variant", "split", "in avg", "in min", "out min", "ORG out min", "control avg", "compression"],
                   verdict_rows, {2, 3, 4, 5, 6}),
             Para("Teacher seconds per group: " + json.dumps(d["teacher_s"]))]
+    pooled_rows = [[name, ", ".join(v["seeds"]), part, pct(_pc(v[part]["in_avg"])), pct(_pc(v[part]["out_avg"])),
+                    pct(_pc(v[part]["control_avg"])), pct(_pc(v[part]["sentences_avg"]))]
+                   for name, v in d.get("pooled", {}).items() for part in ("dev", "test")]
+    out += [Heading(2, "Pooled over seeds (what the choice reads)"),
+            Para("Each test's retention averaged over the runs of a variant with different seeds (variants with "
+                 "`seed_of`), then averaged as above; a group where only one seed ran contributes that one."),
+            Table(["variant", "runs", "split", "in avg", "out avg", "control avg", "sentences avg"], pooled_rows,
+                  {3, 4, 5, 6})]
     return out
 
 
 def main(argv=None) -> int:
     p = preamble.parser(__doc__)
-    p.add_argument("--config", default="benchmarks/configs/sentences.yaml")
-    p.add_argument("--run", default="runs/sentences", help="working directory (teachers, transfer sets, students)")
+    p.add_argument("--config", default="benchmarks/configs/sentences-full.yaml")
+    p.add_argument("--run", default="runs/sentences-full", help="working directory (teachers, transfer sets, students)")
     p.add_argument("--results", default="benchmarks/results/sentences", help="where summary.json/results.md go")
     p.add_argument("--variants", nargs="*", help="which variants (default: the config's default_variants)")
     p.add_argument("--groups", nargs="*", help="which groups (default: the config's default_groups)")

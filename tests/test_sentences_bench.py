@@ -93,3 +93,75 @@ def test_unknown_variant_or_group_is_one_line(tmp_path):
         sentences.run(raw, tmp_path / "run", tmp_path / "results", ["nope"], quick=True, progress=False)
     with pytest.raises(ValueError, match="unknown group"):
         sentences.run(raw, tmp_path / "run", tmp_path / "results", ["baseline"], ["nope"], quick=True, progress=False)
+
+
+def test_error_analysis_counts_add_up(tmp_path, one_thread):
+    from benchmarks import sentence_errors
+
+    raw = _config(tmp_path)
+    run_dir, results = tmp_path / "run", tmp_path / "results"
+    sentences.run(raw, run_dir, results, ["baseline"], ["in", "out"], quick=True, progress=False, command="test")
+    r = sentence_errors.run(raw, run_dir, results, ["in", "out", "control"], ["baseline", "shape"], "cmd")
+    assert set(r["groups"]) == {"in", "out"}  # control and shape were never built: left out
+    assert all(set(v) == {"baseline"} for v in r["groups"].values())
+    for g in r["groups"].values():
+        a = g["baseline"]["all"]
+        right = {attr: sum(n for n, _ in vals.values()) for attr, vals in a["by"].items()}
+        kept = {attr: sum(k for _, k in vals.values()) for attr, vals in a["by"].items()}
+        assert len(set(right.values())) == 1 and len(set(kept.values())) == 1  # every entity in each breakdown
+        n, k = next(iter(right.values())), next(iter(kept.values()))
+        assert 0 <= k <= n and sum(a["failures"].values()) == n - k
+    assert "Group in (in domain), variant baseline" in (results / "errors.md").read_text()
+    assert json.loads((results / "errors.json").read_text())["command"] == "cmd"
+
+
+def test_error_kinds_and_casing():
+    from benchmarks.sentence_errors import analyse, casing, failure
+
+    gold = ("ORG", 2, 4)
+    assert failure(gold, [("ORG", 2, 4)]) is None
+    assert failure(gold, [("PER", 0, 1)]) == "missed"
+    assert failure(gold, [("LOC", 2, 4)]) == "type"
+    assert failure(gold, [("ORG", 3, 4)]) == "boundary"
+    assert failure(gold, [("PER", 1, 3)]) == "boundary+type"
+    assert casing(["Banco", "do", "Brasil"]) == "lower" and casing(["NASA"]) == "upper"
+    assert casing(["Paris", "2024"]) == "title"
+    words = [["a", "New", "York", "Times", "story"]]
+    g = [["O", "B-ORG", "I-ORG", "I-ORG", "O"]]
+    s = [["O", "B-LOC", "I-LOC", "O", "O"]]
+    out = analyse(words, g, g, s, [[1, 1, 1, 1, 1]], [[1, 2, 1, 1, 1]])
+    assert out["failures"] == {"boundary+type": 1} and out["by"]["length"] == {"3+": [1, 0]}
+    assert out["by"]["pieces"] == {"student splits more": [1, 0]} and out["spurious"] == {"student": 1, "teacher": 0}
+
+
+@pytest.mark.parametrize("name", ["sentences.yaml", "sentences-full.yaml"])
+def test_every_variant_of_the_committed_configs_validates(name):
+    raw, bench = sentences.load(REPO / "benchmarks/configs" / name)
+    for g in bench["groups"]:
+        base = sentences.group_cfg(raw, g, bench, {})
+        assert base.student.shape_dim == 0  # the baseline is explicit, whatever the default
+        for v, over in bench["variants"].items():
+            cfg = sentences.group_cfg(raw, g, bench, over)
+            assert (cfg.data, cfg.teacher) == (base.data, base.teacher), v  # a variant changes neither
+    assert set(bench["default_variants"]) <= set(bench["variants"])
+
+
+def test_the_choice_pools_a_variants_seeds():
+    """A variant that won with one seed and lost with another is judged on both (``seed_of``)."""
+    def entry(lang, teacher_f1, students):
+        t = {"f1": teacher_f1, "support": 100, "per_type": {}, "params": 1000}
+        return {"teacher": {f"{lang}:dev": t}, "languages": [lang],
+                "variants": {n: {"scores": {f"{lang}:dev": {"f1": f1, "per_type": {}, "params": 10}},
+                                 "label_s": 1, "distill_s": 1, "wall_s": 1} for n, f1 in students.items()}}
+
+    bench = {"groups": {"in": {"domain": "in"}, "out": {"domain": "out"}},
+             "variants": {"a": {}, "b": {}, "a-s2": {"seed_of": "a"}}, "min_entities": 0}
+    done = {"in": entry("xx", 80.0, {"a": 76.0, "b": 72.0}),
+            "out": entry("yy", 50.0, {"a": 47.5, "b": 45.0, "a-s2": 25.0})}
+    summary, details = sentences.build(bench, done, {"command": "test"})
+    assert details["verdicts"]["a"]["dev"]["sentences_avg"] > details["verdicts"]["b"]["dev"]["sentences_avg"]
+    pooled = details["pooled"]
+    assert set(pooled) == {"a", "b"} and pooled["a"]["seeds"] == ["a", "a-s2"]
+    assert pooled["a"]["dev"]["out_avg"] == pytest.approx((0.95 + 0.5) / 2)
+    assert summary["chosen"] == "b"  # a alone would have won; its two seeds do not
+    assert {r["variant"] for r in summary["rows"]} == {"a", "b", "a-s2"}  # every run stays in the rows

@@ -311,15 +311,25 @@ def test_full_depth_student_reproduces_the_teacher(tmp_path, model_type):
 
 
 def test_transformer_widths(teacher):
-    with pytest.raises(ValueError, match="init='teacher'"):
-        build_student(
-            "transformer",
-            teacher.model,
-            teacher.tokenizer,
-            teacher.seen,
-            LABELS,
-            TransformerStudentConfig(num_layers=2, hidden_size=16),
-        )
+    with pytest.raises(ValueError, match="cannot copy the teacher's 32-wide layers"):
+        build_student("transformer", teacher.model, teacher.tokenizer, teacher.seen, LABELS,
+                      TransformerStudentConfig(num_layers=2, hidden_size=16, teacher_layers=[0, 1]))
+    # narrower than the teacher, init="teacher": the embeddings are the teacher's, projected
+    narrow, tok = build_student("transformer", teacher.model, teacher.tokenizer, teacher.seen, LABELS,
+                                TransformerStudentConfig(num_layers=2, hidden_size=16))
+    kept = teacher.tokenizer.convert_tokens_to_ids(tok.convert_ids_to_tokens(list(range(len(tok)))))
+    rows = teacher.model.get_input_embeddings().weight[kept].detach()
+    centred = rows - rows.mean(0, keepdim=True)
+    words = narrow.model.get_input_embeddings().weight.detach()
+    assert words.shape == (len(kept), 16)
+    gram = words.T @ words  # the principal coordinates: orthogonal columns, largest first
+    assert torch.allclose(gram, torch.diag(torch.diagonal(gram)), atol=1e-3)
+    assert (torch.diagonal(gram)[:-1] >= torch.diagonal(gram)[1:] - 1e-4).all()
+    proj = torch.linalg.lstsq(centred, words).solution  # (32, 16): the one projection
+    assert torch.allclose(centred @ proj, words, atol=1e-4)
+    t_pos = teacher.model.base_model.embeddings.position_embeddings.weight.detach()
+    s_pos = narrow.model.base_model.embeddings.position_embeddings.weight.detach()
+    assert torch.allclose(s_pos, t_pos @ proj, atol=1e-4)  # positions mapped by the same projection
     tagger, tokenizer = build_student(
         "transformer",
         teacher.model,
@@ -467,3 +477,21 @@ def test_the_vocabulary_report_travels_with_the_student(teacher, tmp_path):
     plain, _ = build_student("bilstm", teacher.model, teacher.tokenizer, teacher.seen, LABELS)
     save_student(plain, tokenizer, tmp_path / "plain")  # bare seen ids: no report
     assert json.loads((tmp_path / "plain/xdistil_student.json").read_text())["vocab"] is None
+
+
+def test_a_student_key_added_later_leaves_finished_students_alone(tmp_path):
+    """transformer_width at its default is not in the distillation fingerprints (students built
+    before the key existed keep their digest); set, it is, and changes the digest."""
+    from xdistil.config import RunConfig, from_dict
+    from xdistil.run import fingerprints
+
+    plain = from_dict(RunConfig, {"student": {"arch": "transformer"}})
+    narrow = from_dict(RunConfig, {"student": {"arch": "transformer", "transformer_width": 192}})
+    assert "transformer_width" not in fingerprints.student_fields(plain.student)
+    assert fingerprints.student_fields(narrow.student)["transformer_width"] == 192
+    (tmp_path / "t").mkdir()
+    specs = plain.distill.resolved_stages()
+    a = fingerprints.stages(plain, specs, tmp_path / "t", [tmp_path / "t"])
+    b = fingerprints.stages(narrow, specs, tmp_path / "t", [tmp_path / "t"])
+    assert "transformer_width" not in a[0]["fields"]["student"]
+    assert [x["digest"] for x in a] != [x["digest"] for x in b]

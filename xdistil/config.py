@@ -371,6 +371,11 @@ class StudentConfig:
     """teacher (copy chosen teacher layers) | random"""
     teacher_layers: IntList | None = None
     """Transformer student: which teacher layers to copy (default: evenly spaced)."""
+    transformer_width: int | None = None
+    """Transformer student: hidden width (None = the teacher's; heads = width // 64, FFN scaled
+    alike). A narrower student cannot copy the teacher's layers: with transformer_init teacher
+    its word, position and type embeddings start from the teacher's projected onto their top
+    principal directions (as the BiLSTM's SVD init), its layers at random."""
     max_length: int = 128
     """Sub-words per window of the student (specials included)."""
     max_vocab: int | None = None
@@ -387,7 +392,7 @@ class StudentConfig:
         if self.max_vocab is not None and self.max_vocab < 1:
             raise ConfigError(f"max_vocab must be >= 1, got {self.max_vocab}")
         _non_negative(self, "factor_dim", "shape_dim")
-        _positive(self, "embedding_dim", "hidden_dim", "num_layers", "transformer_layers")
+        _positive(self, "embedding_dim", "hidden_dim", "num_layers", "transformer_layers", "transformer_width")
         _fraction(self, "dropout", below_one=True)
         _layers("teacher_layers", self.teacher_layers)
         if self.max_length < 8:

@@ -53,6 +53,16 @@ def transfer_fields(tc) -> dict:
     return out
 
 
+# Student keys added after runs were made, with the value that keeps the student as it was:
+# left out of the fingerprint at that value, so an upgrade does not rebuild finished students.
+_STUDENT_SINCE = {"transformer_width": None}
+
+
+def student_fields(sc) -> dict:
+    """The student config as a distillation fingerprint holds it (see `_STUDENT_SINCE`)."""
+    return {k: v for k, v in to_dict(sc).items() if k not in _STUDENT_SINCE or v != _STUDENT_SINCE[k]}
+
+
 def _data(cfg: RunConfig) -> dict:
     return {k: getattr(cfg.data, k) for k in DATA_FIELDS}
 
@@ -105,7 +115,7 @@ def _init_from(cfg: RunConfig) -> dict:
 def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -> dict:
     """The distillation step as a whole (its stages are fingerprinted one by one by `stages`)."""
     d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *NOT_OUTPUT)}
-    fields = {"student": to_dict(cfg.student),
+    fields = {"student": student_fields(cfg.student),
               "distill": {**d, "stages": [to_dict(s) for s in cfg.distill.resolved_stages()]},
               "data": _languages(cfg)}
     inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir),
@@ -126,7 +136,7 @@ def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, tea
     distillation settings that change weights, the inputs' digests and the previous stage's
     digest (so a change in stage i makes every later stage differ too)."""
     lang = _languages(cfg)
-    common = {"student": to_dict(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
+    common = {"student": student_fields(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
               "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
               "languages": lang["languages"], "precision": _precision(cfg),
               **({"transfer_languages": lang["transfer_languages"]} if "transfer_languages" in lang else {})}

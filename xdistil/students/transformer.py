@@ -83,12 +83,16 @@ def build_transformer_student(
     tcfg = teacher_model.config
     n_teacher = tcfg.num_hidden_layers
     width_changes = cfg.hidden_size is not None and cfg.hidden_size != tcfg.hidden_size
-    if cfg.init == "teacher":
-        if width_changes or (cfg.num_heads is not None and cfg.num_heads != tcfg.num_attention_heads):
+    if cfg.init == "teacher" and width_changes:
+        if cfg.teacher_layers is not None:
+            raise ValueError(f"teacher_layers: a {cfg.hidden_size}-wide student cannot copy the teacher's "
+                             f"{tcfg.hidden_size}-wide layers (only its embeddings, projected)")
+        layers = []
+    elif cfg.init == "teacher":
+        if cfg.num_heads is not None and cfg.num_heads != tcfg.num_attention_heads:
             raise ValueError(
-                f"init='teacher' copies the teacher's layers, so hidden_size / num_heads must be the "
-                f"teacher's ({tcfg.hidden_size} / {tcfg.num_attention_heads}); use init='random' for "
-                f"hidden_size={cfg.hidden_size}, num_heads={cfg.num_heads}"
+                f"init='teacher' copies the teacher's layers, so num_heads must be the teacher's "
+                f"({tcfg.num_attention_heads}); use init='random' for num_heads={cfg.num_heads}"
             )
         layers = cfg.teacher_layers or evenly_spaced_layers(n_teacher, cfg.num_layers)
         if cfg.num_layers > n_teacher and cfg.teacher_layers is None:
@@ -122,13 +126,44 @@ def build_transformer_student(
     else:
         config.num_attention_heads = cfg.num_heads or tcfg.num_attention_heads
         config.intermediate_size = cfg.intermediate_size or tcfg.intermediate_size
-    if cfg.init == "teacher" and config.intermediate_size != tcfg.intermediate_size:
+    if cfg.init == "teacher" and not width_changes and config.intermediate_size != tcfg.intermediate_size:
         raise ValueError("init='teacher' needs the teacher's intermediate_size")
 
     student = AutoModelForTokenClassification.from_config(config)
-    if cfg.init == "teacher":
+    if cfg.init == "teacher" and width_changes:
+        _project_from_teacher(student, teacher_model, kept)
+    elif cfg.init == "teacher":
         _copy_from_teacher(student, teacher_model, kept, layers, labels)
     return student
+
+
+@torch.no_grad()
+def _project_from_teacher(student, teacher, kept) -> None:
+    """A narrower student's embeddings from the teacher's: the kept word rows, centred, on their
+    top ``width`` principal directions (PCA, as `svd_embeddings`), and the position and type
+    tables mapped by the same projection, so that words and positions keep adding up in one
+    space. The LayerNorm and the layers start at random (nothing of the teacher fits them)."""
+    t_emb, s_emb = teacher.base_model.embeddings, student.base_model.embeddings
+    t_words = teacher.get_input_embeddings().weight
+    index = torch.as_tensor(list(kept), dtype=torch.long, device=t_words.device)
+    rows = t_words.index_select(0, index).detach().to("cpu", torch.float32)  # (V, D)
+    width = student.config.hidden_size
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise the same start in every process (see svd_embeddings)
+    try:
+        centred = rows - rows.mean(dim=0, keepdim=True)
+        _, _, vt = torch.linalg.svd(centred, full_matrices=False)  # (r, D)
+    finally:
+        torch.set_num_threads(threads)
+    proj = torch.zeros(rows.shape[1], width)  # (D, width)
+    k = min(width, vt.shape[0])
+    proj[:, :k] = vt[:k].T
+    student.get_input_embeddings().weight.copy_(centred @ proj)
+    for name in ("position_embeddings", "token_type_embeddings"):
+        t_table, s_table = getattr(t_emb, name, None), getattr(s_emb, name, None)
+        if isinstance(t_table, nn.Embedding) and isinstance(s_table, nn.Embedding):
+            n = min(t_table.num_embeddings, s_table.num_embeddings)
+            s_table.weight[:n].copy_(t_table.weight[:n].detach().float().cpu() @ proj)
 
 
 @torch.no_grad()
@@ -168,7 +203,8 @@ class TransformerTagger(nn.Module):
     @classmethod
     def config_from(cls, run) -> TransformerStudentConfig:
         return TransformerStudentConfig(num_layers=run.transformer_layers, teacher_layers=run.teacher_layers,
-                                        init=run.transformer_init)
+                                        init=run.transformer_init,
+                                        hidden_size=getattr(run, "transformer_width", None))
 
     @classmethod
     def build(cls, teacher_model, tokenizer, kept, cfg: TransformerStudentConfig, labels) -> TransformerTagger:
@@ -176,7 +212,8 @@ class TransformerTagger(nn.Module):
 
     @staticmethod
     def describe(run: Mapping) -> str:
-        return f"{run['transformer_layers']} layers, init {run.get('transformer_init', 'teacher')}"
+        width = f" x {run['transformer_width']}" if run.get("transformer_width") else ""
+        return f"{run['transformer_layers']} layers{width}, init {run.get('transformer_init', 'teacher')}"
 
     def save(self, folder: Path) -> dict:
         """A plain HF model folder (config.json + model.safetensors); the HF config is the meta's config."""
