@@ -30,6 +30,7 @@ from pathlib import Path
 
 from xdistil_export.atomic import write_json
 from xdistil_export.runtime import spans_from_tags
+from xdistil_export.windows import word_pieces
 
 from benchmarks import preamble
 from benchmarks.sentences import group_cfg, group_tests, load
@@ -64,14 +65,10 @@ def casing(words: list[str]) -> str:
 
 
 def piece_counts(tokenizer, sentences: list[list[str]]) -> list[list[int]]:
-    """Pieces per word, per sentence (a word with none counts one, as the windows give it)."""
+    """Pieces per word, per sentence, as the windows cut them (`xdistil_export.windows.word_pieces`:
+    a word with none counts one; which id stands in for it does not matter to a count)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    out = []
-    for words in sentences:
-        enc = backend.encode(words, is_pretokenized=True, add_special_tokens=False)
-        n = Counter(w for w in enc.word_ids if w is not None)
-        out.append([max(n.get(i, 0), 1) for i in range(len(words))])
-    return out
+    return [[len(p) for p in word_pieces(backend, words, unk_id=0)] for words in sentences]
 
 
 def analyse(sentences, gold_tags, teacher_tags, student_tags, teacher_pieces, student_pieces) -> dict:

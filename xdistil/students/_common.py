@@ -14,6 +14,24 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 @torch.no_grad()
+def centred_svd(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, U, S, Vh)``: the rows (V, D) as fp32 on the CPU, centred, and their thin SVD.
+
+    One thread: the reductions inside mean/SVD are split by thread count, and a student
+    rebuilt in another process (a resume, a rerun with other --threads) must start from
+    bitwise the same embeddings."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = rows.detach().to("cpu", torch.float32)  # (V, D)
+        x = x - x.mean(dim=0, keepdim=True)
+        U, S, Vh = torch.linalg.svd(x, full_matrices=False)  # (V, r), (r,), (r, D)
+    finally:
+        torch.set_num_threads(threads)
+    return x, U, S, Vh
+
+
+@torch.no_grad()
 def svd_embeddings(rows: torch.Tensor, dim: int, std: float = 1.0) -> torch.Tensor:
     """Reduce teacher embedding rows (V, D) to (V, dim) by a truncated SVD (PCA).
 
@@ -26,17 +44,7 @@ def svd_embeddings(rows: torch.Tensor, dim: int, std: float = 1.0) -> torch.Tens
     geometry and gives the next layer inputs of the usual scale. If ``dim`` exceeds the
     rank (min(V, D)), the extra columns are zero.
     """
-    # One thread: the reductions inside mean/SVD are split by thread count, and a student
-    # rebuilt in another process (a resume, a rerun with other --threads) must start from
-    # bitwise the same embeddings.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x = rows.detach().to("cpu", torch.float32)  # (V, D)
-        x = x - x.mean(dim=0, keepdim=True)
-        U, S, _ = torch.linalg.svd(x, full_matrices=False)  # (V, r), (r,)
-    finally:
-        torch.set_num_threads(threads)
+    x, U, S, _ = centred_svd(rows)
     k = min(dim, S.numel())
     out = torch.zeros(x.shape[0], dim)  # (V, dim)
     out[:, :k] = U[:, :k] * S[:k]

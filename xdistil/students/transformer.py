@@ -27,6 +27,7 @@ from torch import nn
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
 from xdistil.outputs import TaggerOutput
+from xdistil.students._common import centred_svd
 from xdistil.students.registry import register
 
 
@@ -146,16 +147,9 @@ def _project_from_teacher(student, teacher, kept) -> None:
     t_emb, s_emb = teacher.base_model.embeddings, student.base_model.embeddings
     t_words = teacher.get_input_embeddings().weight
     index = torch.as_tensor(list(kept), dtype=torch.long, device=t_words.device)
-    rows = t_words.index_select(0, index).detach().to("cpu", torch.float32)  # (V, D)
+    centred, _, _, vt = centred_svd(t_words.index_select(0, index))  # (V, D), (r, D)
     width = student.config.hidden_size
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bitwise the same start in every process (see svd_embeddings)
-    try:
-        centred = rows - rows.mean(dim=0, keepdim=True)
-        _, _, vt = torch.linalg.svd(centred, full_matrices=False)  # (r, D)
-    finally:
-        torch.set_num_threads(threads)
-    proj = torch.zeros(rows.shape[1], width)  # (D, width)
+    proj = torch.zeros(centred.shape[1], width)  # (D, width)
     k = min(width, vt.shape[0])
     proj[:, :k] = vt[:k].T
     student.get_input_embeddings().weight.copy_(centred @ proj)
