@@ -19,7 +19,7 @@ Three *groups*, each one teacher fine-tuned on its languages and one set of test
 *Variants* are lever settings, each a config override (`xdistil.config.apply_overrides`) of
 the group's config; a variant's ``groups: {<group>: {...}}`` adds overrides for one group only
 (e.g. a vocabulary cap that scales with the group's languages). The levers are documented
-config keys: ``student.factor_dim`` and ``student.shape_dim`` (`xdistil.students.bilstm`),
+config keys: ``student.factor_dim``, ``shape_dim`` and ``ngram_dim`` (`xdistil.students.bilstm`),
 ``student.max_vocab``, ``student.embedding_dim`` / ``hidden_dim``, ``distill.match`` with
 ``transfer.layers`` (which teacher layer the hidden loss matches), the stage list (loss
 weights, soft epochs), ``transfer.sources`` / ``extra_sources`` / ``limit`` (transfer text)

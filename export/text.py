@@ -44,14 +44,29 @@ def split_words_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]
     return words, spans
 
 
+class LineError(ValueError):
+    """A line that cannot be read (bytes that are not UTF-8, corrupt gzip data): ``file:line: reason``."""
+
+    def __init__(self, name: str, line: int, reason: str):
+        self.name, self.line, self.reason = name, line, reason
+        super().__init__(f"{name}:{line}: {reason}")
+
+
 def read_lines(path: str | os.PathLike | None = None) -> Iterator[str]:
     """The lines of a file (``None`` or ``"-"``: stdin), streamed, without their line ends.
 
-    The one reader of every ``predict`` input: UTF-8, gzip detected by its magic bytes
-    (not by name), a leading BOM dropped, and LF, CRLF or a lone CR each end a line. A
-    problem raises `ValueError` naming ``file:line`` (bytes that are not UTF-8, with their
-    column; corrupt gzip data); a directory or a missing file raises `OSError` up front.
+    The one reader of every ``predict`` input (and, through `numbered_lines`, of the training
+    data readers): UTF-8, gzip detected by its magic bytes (not by name), a leading BOM
+    dropped, and LF, CRLF or a lone CR each end a line. A problem raises `LineError` (a
+    `ValueError`) naming ``file:line`` (bytes that are not UTF-8, with their column; corrupt
+    gzip data); a directory or a missing file raises `OSError` up front.
     """
+    for _, line in numbered_lines(path):
+        yield line
+
+
+def numbered_lines(path: str | os.PathLike | None = None) -> Iterator[tuple[int, str]]:
+    """`read_lines` with each line's number (from 1)."""
     stdin = path is None or str(path) == "-"
     name = "stdin" if stdin else str(path)
     if not stdin and os.path.isdir(path):
@@ -72,10 +87,10 @@ def read_lines(path: str | os.PathLike | None = None) -> Iterator[str]:
                     line = line[1:]
                 if bad := _NOT_UTF8.search(line):
                     byte = ord(bad.group()) - 0xDC00
-                    raise ValueError(f"{name}:{n}: not UTF-8 text (byte {byte:#04x} at column {bad.start() + 1})")
-                yield line
+                    raise LineError(name, n, f"not UTF-8 text (byte {byte:#04x} at column {bad.start() + 1})")
+                yield n, line
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-            raise ValueError(f"{name}:{n + 1}: corrupt or truncated gzip data ({e})") from None
+            raise LineError(name, n + 1, f"corrupt or truncated gzip data ({e})") from None
     finally:
         if text is not None:
             try:

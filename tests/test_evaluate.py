@@ -49,3 +49,12 @@ def test_selection_average_leaves_out_slices_without_gold_entities():
     assert without["support"] == 0
     assert selection_average({"de": with_entities, "sv": without}) == 100.0
     assert selection_average({"sv": without}) == 0.0
+
+
+def test_a_slice_without_any_entity_scores_zero_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # seqeval's macro average over no entity type warned before
+        m = score([["O", "O"], ["O"]], [["O", "O"], ["O"]])
+    assert (m["f1"], m["support"], m["per_type"], m["sentences"]) == (0.0, 0, {}, 2)

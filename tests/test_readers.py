@@ -57,7 +57,7 @@ def test_errors_name_file_and_line(tmp_path, content, line, msg):
 
 def test_non_utf8_and_empty(tmp_path):
     p = write(tmp_path / "latin1.tsv", "caf\xe9\tO\n".encode("latin-1") + b"ok\tO\n")
-    with pytest.raises(DataError, match=r"latin1.tsv:1: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"latin1.tsv:1: not UTF-8 text"):
         read_conll(p, TYPES)
     p = write(tmp_path / "late.tsv", b"ok\tO\n\nbad\xff\tO\n")
     with pytest.raises(DataError, match=r"late.tsv:3"):

@@ -67,7 +67,7 @@ def test_summary_inputs_give_a_quality_report(tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == PNG
     # nothing was benchmarked: no latency plot, no frontier, no JSON copies
     assert not (out / "latency.png").exists() and not (out / "f1_vs_latency.png").exists()
-    assert not list(out.glob("*.json"))
+    assert [p.name for p in out.glob("*.json")] == ["report.files.json"]  # what the report wrote, no copies
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     # demo: stage2-soft keeps 144/150 = 96.0 %; staged: its best (the transformer) 148/150 = 98.7 %
     assert "**demo**: the best student `stage2-soft` keeps **96.0 %**" in md
@@ -81,6 +81,34 @@ def test_summary_inputs_give_a_quality_report(tmp_path, capsys):
     assert md.count("\n|---") == page.count("<table>")
     assert "## Latency" not in md  # only bench.json has timings
     assert "nan" not in md.lower()
+
+
+def test_a_report_never_overwrites_a_users_file(tmp_path, capsys):
+    run = _summary(tmp_path / "demo", [("stage1-hard", 2_300_000, (60.0, 64.0))])
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own notes\n")
+    (out / "notes.txt").write_text("kept\n")
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "report.md" in err and "did not write" in err and "Traceback" not in err
+    assert (out / "report.md").read_text() == "my own notes\n"  # untouched, and nothing written beside it
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.md"]
+    # a folder of its own: written, then rewritten; a user's other files stay
+    (out / "report.md").unlink()
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "kept\n" and (out / "report.md").read_text().startswith("# xdistil")
+    # a report folder from before the record: recognised by its report.md, rewritten
+    (out / "report.files.json").unlink()
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert "report.md" in json.loads((out / "report.files.json").read_text())["entries"]
+    # a user's plot of the same name as one of the report's
+    other = tmp_path / "plots"
+    other.mkdir()
+    (other / "f1_retained.png").write_bytes(b"mine")
+    assert main(["report", str(run), "--out", str(other)]) == 2
+    assert "f1_retained.png" in capsys.readouterr().err and (other / "f1_retained.png").read_bytes() == b"mine"
 
 
 def test_per_type_scores_per_language(tmp_path):

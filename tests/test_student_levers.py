@@ -1,4 +1,4 @@
-"""Issue 23's student levers (student.factor_dim, student.shape_dim): shapes, initialisation,
+"""Issue 23's student levers (student.factor_dim, shape_dim, ngram_dim): shapes, initialisation,
 parameter groups, save / load, and ONNX export (fp32 and int8) matching torch with the graph's
 inputs unchanged."""
 
@@ -20,8 +20,16 @@ from xdistil.students import (
     load_student,
     save_student,
 )
-from xdistil.students.bilstm import N_SHAPES
-from xdistil.vocab import SHAPES, piece_shape, piece_shapes, seen_piece_ids
+from xdistil.students.bilstm import N_SHAPES, NGRAMS_PER_PIECE
+from xdistil.vocab import (
+    SHAPES,
+    piece_ngram_buckets,
+    piece_ngrams,
+    piece_shape,
+    piece_shapes,
+    piece_starts,
+    seen_piece_ids,
+)
 
 LABELS = list(DEFAULT_LABELS)
 
@@ -66,12 +74,15 @@ def test_piece_shapes_cover_the_vocabulary_and_mark_specials(teacher):
 
 
 def test_config_fields_reach_the_architecture_config():
-    run = StudentConfig(factor_dim=16, shape_dim=8)
+    run = StudentConfig(factor_dim=16, shape_dim=8, ngram_dim=12, ngram_buckets=100)
     cfg = config_from(run)
-    assert (cfg.factor_dim, cfg.shape_dim) == (16, 8)
-    assert config_from(StudentConfig()).factor_dim == 0 == config_from(StudentConfig()).shape_dim  # off by default
+    assert (cfg.factor_dim, cfg.shape_dim, cfg.ngram_dim, cfg.ngram_buckets) == (16, 8, 12, 100)
+    off = config_from(StudentConfig())
+    assert off.factor_dim == off.shape_dim == off.ngram_dim == 0  # off by default
     with pytest.raises(ConfigError, match="shape_dim"):
         from_dict(StudentConfig, {"shape_dim": -1}, "student")
+    with pytest.raises(ConfigError, match="ngram_buckets"):
+        from_dict(StudentConfig, {"ngram_buckets": 0}, "student")
     with pytest.raises(ValueError):
         BiLSTMConfig(factor_dim=-1)
 
@@ -137,7 +148,8 @@ def test_levers_export_to_onnx_with_the_same_inputs_and_match_torch(teacher, tmp
     _, tokenizer, model, seen = teacher
     torch.manual_seed(0)
     student, tok = build_student("bilstm", model, tokenizer, seen, LABELS,
-                                 BiLSTMConfig(embedding_dim=16, hidden_dim=16, factor_dim=8, shape_dim=4))
+                                 BiLSTMConfig(embedding_dim=16, hidden_dim=16, factor_dim=8, shape_dim=4,
+                                              ngram_dim=4, ngram_buckets=64))
     folder = save_student(student.eval(), tok, tmp_path / "s", extra={"labels": LABELS, "max_length": 16})
     dev = write_conll(tmp_path / "dev.tsv", synth_sentences(30, 2))
     manifest = export_model(folder, tmp_path / "onnx", int8=True, dev_file=dev, int8_min_agreement=0.5)
@@ -146,3 +158,64 @@ def test_levers_export_to_onnx_with_the_same_inputs_and_match_torch(teacher, tmp
     graph = onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph
     assert sorted(i.name for i in graph.input) == ["attention_mask", "input_ids"]  # no new runtime input
     assert manifest["dev"]["f1_int8"] is not None
+
+
+def test_piece_trigrams_are_stable_hashes_of_the_pieces_text():
+    grams = piece_ngram_buckets("\u2581Berlin", 1000)
+    assert len(grams) == 5 and all(1 <= g <= 1000 for g in grams)  # <Be Ber erl rli lin
+    assert grams == piece_ngram_buckets("Berlin", 1000, prefix="##")  # a WordPiece word start alike
+    assert piece_ngram_buckets("lin", 1000) == [grams[-1]]  # a continuation has no start mark
+    assert piece_ngram_buckets("\u2581", 1000) == piece_ngram_buckets("<", 1000)  # shorter than a trigram: one gram
+    assert piece_ngram_buckets("aaaa", 1000) == piece_ngram_buckets("aaa", 1000)  # distinct grams only
+    import zlib
+    assert grams[0] == 1 + zlib.crc32(b"<Be") % 1000  # the same in every process
+
+
+def test_every_piece_of_a_word_sees_the_words_trigrams(teacher):
+    _, tokenizer, model, seen = teacher
+    torch.manual_seed(0)
+    student, tok = build_student("bilstm", model, tokenizer, seen, LABELS,
+                                 BiLSTMConfig(embedding_dim=16, hidden_dim=8, ngram_dim=6, ngram_buckets=50))
+    table = piece_ngrams(tok, 50, NGRAMS_PER_PIECE)
+    assert student.piece_ngrams.tolist() == table and student.piece_start.tolist() == piece_starts(tok)
+    assert not student.piece_start[tok.unk_token_id] and student.piece_start[tok.cls_token_id]
+    assert all(not any(table[i]) for i in tok.all_special_ids)
+    words = ["Karimonelato", "mo", "Karimonelato"]
+    enc = tok([words], is_split_into_words=True, return_tensors="pt")
+    word_ids = enc.word_ids(0)
+    with torch.no_grad():
+        feats = student.word_ngrams(enc["input_ids"])[0]  # (T, G)
+    first = [t for t, w in enumerate(word_ids) if w == 0]
+    assert len(first) > 1, "the test word must be cut into several pieces"
+    for t in first:  # every piece of the word carries the word's mean, not its own piece's
+        torch.testing.assert_close(feats[t], feats[first[0]])
+    third = [t for t, w in enumerate(word_ids) if w == 2]
+    torch.testing.assert_close(feats[third[0]], feats[first[0]])  # the same word, the same feature
+    middle = [t for t, w in enumerate(word_ids) if w == 1]
+    assert not torch.allclose(feats[middle[0]], feats[first[0]])
+    specials = [t for t, w in enumerate(word_ids) if w is None]
+    assert all(not feats[t].any() for t in specials)
+    # the mean over all the trigrams of the word's pieces, by hand (the unknown piece has none)
+    ids = enc["input_ids"][0]
+    grams = [g for t in first for g in table[int(ids[t])] if g]
+    assert tok.unk_token_id in ids[first].tolist() and grams
+    torch.testing.assert_close(feats[first[0]], student.ngrams.weight[grams].mean(0).detach())
+    # padding is a word of its own: a sentence gets the same scores alone and beside a longer one
+    batch = tok([words, words + ["und", "Riga", "Berlin"]], is_split_into_words=True, padding=True,
+                return_tensors="pt")
+    am = batch["attention_mask"]
+    student.eval()
+    with torch.no_grad():
+        alone = student(enc["input_ids"], enc["attention_mask"], enc["attention_mask"]).logits[0]
+        padded = student(batch["input_ids"], am, am).logits[0, :alone.shape[0]]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_trigram_student_parameters():
+    base = dict(vocab_size=40, num_labels=5, embedding_dim=8, hidden_dim=6, pad_id=1)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    grown = n(BiLSTMTagger(BiLSTMConfig(**base, ngram_dim=3, ngram_buckets=20))) - n(BiLSTMTagger(BiLSTMConfig(**base)))
+    assert grown == 21 * 3 + 2 * 4 * 6 * 3  # the table (with its padding row) and three more LSTM inputs
+    model = BiLSTMTagger(BiLSTMConfig(**base, ngram_dim=3, ngram_buckets=20))
+    assert {id(p) for p in dict(model.param_groups())["embeddings"]} >= {id(model.ngrams.weight)}
+    assert model.hidden_sizes[0] == 11

@@ -387,12 +387,20 @@ class StudentConfig:
     shape_dim: int = 0
     """bilstm: width of a word-shape embedding (casing, digits, punctuation, word start) joined to
     every piece's, looked up from the piece id (no new model input); 0 = off."""
+    ngram_dim: int = 0
+    """bilstm: width of a hashed character-trigram embedding joined to every piece's: the trigrams
+    of each piece, averaged over the pieces of its word, so a word the capped vocabulary cuts
+    into many small pieces is still seen whole (looked up from the piece ids, no new model
+    input); 0 = off."""
+    ngram_buckets: int = 4096
+    """bilstm: hash buckets of the trigram embedding (ngram_buckets x ngram_dim parameters)."""
 
     def __post_init__(self):
         if self.max_vocab is not None and self.max_vocab < 1:
             raise ConfigError(f"max_vocab must be >= 1, got {self.max_vocab}")
-        _non_negative(self, "factor_dim", "shape_dim")
-        _positive(self, "embedding_dim", "hidden_dim", "num_layers", "transformer_layers", "transformer_width")
+        _non_negative(self, "factor_dim", "shape_dim", "ngram_dim")
+        _positive(self, "embedding_dim", "hidden_dim", "num_layers", "transformer_layers", "transformer_width",
+                  "ngram_buckets")
         _fraction(self, "dropout", below_one=True)
         _layers("teacher_layers", self.teacher_layers)
         if self.max_length < 8:

@@ -19,12 +19,13 @@ the same renderer (`write_page`). Plots use matplotlib's object API (no pyplot s
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdistil_export.atomic import copy_file, write_bytes, write_text
+from xdistil_export.atomic import NotOurs, copy_file, listing, write_bytes, write_json, write_text
 
 from xdistil.records import Bench, LatencyCell, ModelScores, RecordError, Summary, read
 from xdistil.run.layout import BENCH_NAME, SUMMARY_NAME
@@ -694,7 +695,7 @@ def build(sources: list[Source], target: float = TARGET_RETAINED, plots: dict[st
     """The report's blocks; ``plots``: the plot files written (key -> file name); ``data``: the JSON copies."""
     plots = plots or {}
     benched = [s for s in sources if s.bench]
-    blocks: list[Block] = [Heading(1, "xdistil benchmark report"), *[Para(verdict(s, target)) for s in sources]]
+    blocks: list[Block] = [Heading(1, REPORT_TITLE), *[Para(verdict(s, target)) for s in sources]]
     glance = []
     for s in sources:
         m, b = s.headline, _speedup_batch(s)
@@ -758,6 +759,29 @@ def build(sources: list[Source], target: float = TARGET_RETAINED, plots: dict[st
     return blocks
 
 
+REPORT_RECORD = "report.files.json"
+"""Beside a report: the names `write_report` wrote into its folder, the ones it may overwrite."""
+REPORT_TITLE = "xdistil benchmark report"
+
+
+def _claim(out: Path, names: list[str]) -> None:
+    """Make sure ``out`` holds none of ``names`` that xdistil did not write (`NotOurs` naming
+    them otherwise: a report never overwrites a user's file), then record them as ours. Ours:
+    the names the folder's record lists, or every report name in a folder whose report.md is
+    one of ours from before the record existed."""
+    before = json.loads((out / REPORT_RECORD).read_text(encoding="utf-8")).get("entries", []) \
+        if (out / REPORT_RECORD).is_file() else []
+    legacy = out / "report.md"
+    if not before and legacy.is_file() and legacy.read_text(encoding="utf-8", errors="replace").startswith(
+            f"# {REPORT_TITLE}\n"):
+        before = [*names, *PLOTS.values()]
+    if clash := sorted(n for n in names if (out / n).exists() and n not in before):
+        raise NotOurs(f"{out} holds {listing(clash)}, which xdistil did not write and never overwrites: move "
+                      f"{'them' if len(clash) > 1 else 'it'} away, or pass another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / REPORT_RECORD, {"entries": sorted({*before, *names})})
+
+
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: float = TARGET_RETAINED) -> dict:
     """Write ``report.md``, ``report.html``, the PNG plots and a copy of each ``bench.json`` into ``out_dir``.
 
@@ -768,7 +792,6 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: fl
     sources = [load_source(p) for p in run_dirs]
     _unique_labels(sources)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timed = any(s.bench and s.bench.cells for s in sources)
     makers = {"f1_retained": (True, lambda p: plot_f1_retained(sources, p)),
               "f1_vs_params": (True, lambda p: plot_f1_vs_params(sources, p, target)),
@@ -776,18 +799,20 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: fl
               "latency": (timed, lambda p: plot_latency(sources, p)),
               "stages": (any(m.stage is not None for s in sources for m in s.summary.students),
                          lambda p: plot_stages(sources, p))}
-    plots = {}
-    for key, (wanted, make) in makers.items():
-        if wanted:
-            make(out / PLOTS[key])
-            plots[key] = PLOTS[key]
-    data = []
-    for s in sources:  # the figures behind the report travel with it
+    plots = {key: PLOTS[key] for key, (wanted, _) in makers.items() if wanted}
+    copies = {}  # the figures behind the report travel with it
+    for s in sources:
         if s.bench:
             dest = out / (BENCH_NAME if len(sources) == 1 else f"{s.label.replace('/', '-')}.{BENCH_NAME}")
-            if dest.resolve() != s.path.resolve():
-                copy_file(s.path, dest)
-            data.append(dest)
+            copies[dest] = s.path
+    _claim(out, ["report.md", "report.html", *plots.values(),
+                 *(d.name for d, src in copies.items() if d.resolve() != src.resolve())])
+    for key, name in plots.items():
+        makers[key][1](out / name)
+    for dest, src in copies.items():
+        if dest.resolve() != src.resolve():
+            copy_file(src, dest)
+    data = list(copies)
     blocks = build(sources, target, plots, [d.name for d in data])
     write_text(out / "report.md", to_markdown(blocks))
     write_text(out / "report.html", to_html(blocks, "xdistil benchmark report"))

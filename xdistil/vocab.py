@@ -49,9 +49,11 @@ word against the teacher's, per language (stored in the student's meta).
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizerFast
@@ -321,12 +323,7 @@ def piece_shape(piece: str, prefix: str = "", marker: str = "\u2581") -> int:
     """Shape class of one piece: ``1 + start * len(SHAPES) + SHAPES.index(shape)`` where
     ``start`` says the piece begins a word (SentencePiece ``\u2581`` marker, or a WordPiece
     piece without the ``prefix`` ``##``); 0 is kept for the special tokens (`piece_shapes`)."""
-    if prefix:
-        start = not piece.startswith(prefix)
-        text = piece if start else piece[len(prefix):]
-    else:
-        start = piece.startswith(marker)
-        text = piece[len(marker):] if start else piece
+    start, text = _piece_text(piece, prefix, marker)
     letters = [c for c in text if c.isalpha()]
     cased = [c for c in letters if c.islower() or c.isupper()]
     if not text:
@@ -348,18 +345,76 @@ def piece_shape(piece: str, prefix: str = "", marker: str = "\u2581") -> int:
     return 1 + int(start) * len(SHAPES) + SHAPES.index(shape)
 
 
+def _piece_text(piece: str, prefix: str, marker: str) -> tuple[bool, str]:
+    """(whether the piece begins a word, its text without the word-start marker or the
+    WordPiece continuation ``prefix``)."""
+    if prefix:
+        start = not piece.startswith(prefix)
+        return start, piece if start else piece[len(prefix):]
+    start = piece.startswith(marker)
+    return start, piece[len(marker):] if start else piece
+
+
 def piece_shapes(tokenizer) -> list[int]:
     """`piece_shape` of every id of a (reduced) fast tokenizer, 0 for its special tokens: the
     fixed lookup a student's shape embedding reads (``len(tokenizer)`` entries)."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-    model = json.loads(backend.to_str())["model"]
-    prefix = (model.get("continuing_subword_prefix") or "") if model.get("type") == "WordPiece" else ""
-    special = {i for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
+    backend, prefix, special = _pieces_of(tokenizer)
     out = []
     for i in range(len(tokenizer)):
         piece = backend.id_to_token(i)
         out.append(0 if i in special or piece is None else piece_shape(piece, prefix))
     return out
+
+
+def _pieces_of(tokenizer) -> tuple[Any, str, set[int]]:
+    """(backend tokenizer, WordPiece continuation prefix or "", special ids) of a fast tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    model = json.loads(backend.to_str())["model"]
+    prefix = (model.get("continuing_subword_prefix") or "") if model.get("type") == "WordPiece" else ""
+    special = {i for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
+    return backend, prefix, special
+
+
+# ---- hashed character n-grams of a piece (student.ngram_dim) -------------------------------
+
+NGRAM = 3
+"""Length of the character n-grams `piece_ngrams` hashes."""
+
+
+def piece_ngram_buckets(piece: str, buckets: int, prefix: str = "", marker: str = "\u2581") -> list[int]:
+    """Hash buckets (1..``buckets``; 0 is padding) of the distinct character trigrams of one
+    piece's text, a word start marked ``<`` (so ``▁Berlin`` gives ``<Be``, ``Ber`` ... ``lin``);
+    a text shorter than a trigram is one gram. CRC-32, so the buckets are the same in every
+    process and on every machine."""
+    start, text = _piece_text(piece, prefix, marker)
+    text = ("<" if start else "") + text
+    if not text:
+        return []
+    grams = dict.fromkeys(text[i:i + NGRAM] for i in range(max(len(text) - NGRAM + 1, 1)))
+    return [1 + zlib.crc32(g.encode("utf-8")) % buckets for g in grams]
+
+
+def piece_ngrams(tokenizer, buckets: int, per_piece: int) -> list[list[int]]:
+    """`piece_ngram_buckets` of every id of a (reduced) fast tokenizer, cut or padded with 0 to
+    ``per_piece`` entries; none for its special tokens: the fixed lookup a student's n-gram
+    embedding reads (``len(tokenizer)`` rows)."""
+    backend, prefix, special = _pieces_of(tokenizer)
+    out = []
+    for i in range(len(tokenizer)):
+        piece = backend.id_to_token(i)
+        ids = [] if i in special or piece is None else piece_ngram_buckets(piece, buckets, prefix)[:per_piece]
+        out.append(ids + [0] * (per_piece - len(ids)))
+    return out
+
+
+def piece_starts(tokenizer) -> list[bool]:
+    """Whether each id of a (reduced) fast tokenizer begins a word: a piece with the word-start
+    marker (a WordPiece piece without the continuation prefix), or a special token other than
+    the unknown piece, which stands for characters inside a word as often as for a whole word
+    (after the bare marker piece, for SentencePiece)."""
+    shapes = piece_shapes(tokenizer)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return [(s == 0 and i != unk) or s > len(SHAPES) for i, s in enumerate(shapes)]
 
 
 def _segmentation(backend, unk: int | None, sentences: list[list[str]]) -> tuple[int, int, int]:

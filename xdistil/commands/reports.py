@@ -84,7 +84,9 @@ def add_report(sub) -> None:
                "figures. Example: xdistil report runs/demo --out benchmarks/results/demo")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory with bench.json (from 'xdistil "
                                                               "bench'), or a summary.json")
-    s.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created if missing); a file there that xdistil did not write is never "
+                        "overwritten (report.files.json lists what the report wrote)")
     s.add_argument("--target", type=float, default=95.0,
                    help="%% of the teacher's F1 the student must keep to pass (default 95)")
     s.set_defaults(func=cmd_report)

@@ -9,16 +9,13 @@ role is open (``data check`` without ``--format``).
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import re
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdistil_export.text import split_words
+from xdistil_export.text import LineError, numbered_lines, split_words
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +46,19 @@ class FileStats:
 
 
 def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text without line end), decoding UTF-8 strictly per line.
-
-    Line ends may be LF, CRLF or a lone CR (old Mac exports): each counts as one line.
-    """
+    """Yield (line number, text without line end) through the runtime's reader
+    (`xdistil_export.text.numbered_lines`: UTF-8, gzip by its magic bytes, LF, CRLF or a lone
+    CR), its problems raised as `DataError` at ``file:line``."""
     if not path.exists():
         raise DataError(path, None, "file not found")
     if path.is_dir():
         raise DataError(path, None, "is a directory, expected a file")
-    n, gz = 0, False
     try:
-        with open(path, "rb") as raw:
-            gz = raw.read(2) == b"\x1f\x8b"
-        opener = gzip.open if gz else open
-        with opener(path, "rb") as fh:
-            for bline in io.BufferedReader(fh):  # type: ignore[arg-type]
-                bline = bline.rstrip(b"\n")
-                if bline.endswith(b"\r"):
-                    bline = bline[:-1]
-                for part in bline.split(b"\r"):  # lone CRs inside: more lines
-                    n += 1
-                    try:
-                        line = part.decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        raise DataError(path, n, f"not valid UTF-8 (byte {part[e.start]:#04x} at column "
-                                                 f"{e.start + 1})") from None
-                    if n == 1 and line.startswith("\ufeff"):
-                        line = line[1:]
-                    yield n, line
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        what = "corrupt or truncated gzip data" if gz else "cannot read file"
-        raise DataError(path, n + 1 if n else None, f"{what}: {e}") from None
+        yield from numbered_lines(path)
+    except LineError as e:
+        raise DataError(path, e.line, e.reason) from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read file: {e}") from None
 
 
 _IOB = re.compile(r"^(?:O|[BI]-(?P<type>[^\s]+))$")

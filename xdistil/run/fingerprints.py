@@ -55,7 +55,7 @@ def transfer_fields(tc) -> dict:
 
 # Student keys added after runs were made, with the value that keeps the student as it was:
 # left out of the fingerprint at that value, so an upgrade does not rebuild finished students.
-_STUDENT_SINCE = {"transformer_width": None}
+_STUDENT_SINCE = {"transformer_width": None, "ngram_dim": 0, "ngram_buckets": 4096}
 
 
 def student_fields(sc) -> dict:

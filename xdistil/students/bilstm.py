@@ -18,6 +18,13 @@ inputs (piece ids, attention mask) unchanged (issue 23):
   piece-id -> shape buffer built from the vocabulary, so a name made of pieces the student
   never saw as a name still looks like one. It costs ``N_SHAPES x shape_dim`` parameters;
   in ONNX it is one more Gather on a constant.
+- ``ngram_dim``: hashed character trigrams (fastText-style buckets, ``ngram_buckets`` of
+  them; `xdistil.vocab.piece_ngrams`) of every piece, looked up through a fixed piece-id ->
+  buckets buffer, averaged over all the pieces of its word, so each piece sees its whole
+  word's spelling however finely the capped vocabulary cut it (the words
+  are found in the graph: a word starts at a piece with the word-start marker). It costs
+  ``(ngram_buckets + 1) x ngram_dim`` parameters; in ONNX a Gather, a CumSum and a small
+  (T x T) MatMul per window.
 
 The student sees exactly the teacher's word pieces (same tokenizer, reduced vocabulary),
 so its positions line up one to one with the teacher's logits and hidden states and the
@@ -51,9 +58,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from xdistil.outputs import TaggerOutput
 from xdistil.students._common import StateDictStudent, check_config
 from xdistil.students.registry import register
-from xdistil.vocab import piece_shapes
+from xdistil.vocab import piece_ngrams, piece_shapes, piece_starts
 
 N_SHAPES = 17  # `xdistil.vocab.piece_shapes`: 0 special, then 2 (start, continuation) x 8 shapes
+NGRAMS_PER_PIECE = 12  # trigram buckets kept per piece (`xdistil.vocab.piece_ngrams`)
 
 
 @dataclass
@@ -68,17 +76,19 @@ class BiLSTMConfig:
     embedding_init: str = "svd"  # "svd" (teacher embeddings, reduced) | "random"; used by build_student
     factor_dim: int = 0  # e of a factorized table V x e -> linear -> E (ALBERT); 0 = a plain V x E table
     shape_dim: int = 0  # width of the word-shape embedding joined to each piece's (0 = none)
+    ngram_dim: int = 0  # width of the word's hashed character trigram embedding (0 = none)
+    ngram_buckets: int = 4096  # hash buckets of the trigram embedding (used when ngram_dim > 0)
 
     def __post_init__(self):
-        check_config(self, ("embedding_dim", "hidden_dim", "num_layers"))
-        for name in ("factor_dim", "shape_dim"):
+        check_config(self, ("embedding_dim", "hidden_dim", "num_layers", "ngram_buckets"))
+        for name in ("factor_dim", "shape_dim", "ngram_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def input_dim(self) -> int:
-        """Width of what the BiLSTM reads: the piece embedding plus the shape embedding."""
-        return self.embedding_dim + self.shape_dim
+        """Width of what the BiLSTM reads: the piece embedding plus the shape and n-gram embeddings."""
+        return self.embedding_dim + self.shape_dim + self.ngram_dim
 
 
 @register("bilstm")
@@ -95,11 +105,16 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
             self.projection = nn.Linear(e, E, bias=False)
             with torch.no_grad():
                 self.projection.weight.copy_(torch.eye(E, e))
-        self.shapes = None
+        self.shapes = self.ngrams = None
         if S:
             self.shapes = nn.Embedding(N_SHAPES, S)
             # piece id -> shape class, filled by `build` from the vocabulary (saved in the state dict)
             self.register_buffer("piece_shape", torch.zeros(config.vocab_size, dtype=torch.long))
+        if config.ngram_dim:
+            self.ngrams = nn.Embedding(config.ngram_buckets + 1, config.ngram_dim, padding_idx=0)
+            # piece id -> trigram buckets, and whether the piece begins a word; filled by `build`
+            self.register_buffer("piece_ngrams", torch.zeros(config.vocab_size, NGRAMS_PER_PIECE, dtype=torch.long))
+            self.register_buffer("piece_start", torch.ones(config.vocab_size, dtype=torch.bool))
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(
             config.input_dim,
@@ -115,20 +130,27 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
     def config_from(cls, run) -> BiLSTMConfig:
         return BiLSTMConfig(embedding_dim=run.embedding_dim, hidden_dim=run.hidden_dim, num_layers=run.num_layers,
                             dropout=run.dropout, embedding_init=run.embedding_init,
-                            factor_dim=run.factor_dim, shape_dim=run.shape_dim)
+                            factor_dim=run.factor_dim, shape_dim=run.shape_dim, ngram_dim=run.ngram_dim,
+                            ngram_buckets=run.ngram_buckets)
 
     @classmethod
     def build(cls, teacher_model, tokenizer, kept, cfg, labels):
-        """As `StateDictStudent.build`, plus the piece -> shape lookup from the reduced vocabulary."""
+        """As `StateDictStudent.build`, plus the piece -> shape and piece -> trigram lookups from
+        the reduced vocabulary."""
         tagger = super().build(teacher_model, tokenizer, kept, cfg, labels)
         if tagger.shapes is not None:
             tagger.piece_shape.copy_(torch.as_tensor(piece_shapes(tokenizer), dtype=torch.long))
+        if tagger.ngrams is not None:
+            table = piece_ngrams(tokenizer, tagger.config.ngram_buckets, NGRAMS_PER_PIECE)
+            tagger.piece_ngrams.copy_(torch.as_tensor(table, dtype=torch.long))
+            tagger.piece_start.copy_(torch.as_tensor(piece_starts(tokenizer), dtype=torch.bool))
         return tagger
 
     @staticmethod
     def describe(run: Mapping) -> str:
-        e, S = run.get("factor_dim") or 0, run.get("shape_dim") or 0
+        e, S, G = run.get("factor_dim") or 0, run.get("shape_dim") or 0, run.get("ngram_dim") or 0
         return (f"E={run['embedding_dim']}" + (f" (factorized, e={e})" if e else "") + (f" + shape {S}" if S else "")
+                + (f" + trigrams {G}" if G else "")
                 + f", H={run['hidden_dim']}, {run['num_layers']} layer(s)")
 
     @property
@@ -144,11 +166,24 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
             emb = self.projection(emb)  # (B, T, E)
         if self.shapes is not None:
             emb = torch.cat([emb, self.shapes(self.piece_shape[input_ids])], dim=-1)  # (B, T, E + S)
-        x = self.dropout(emb)  # (B, T, E + S)
+        if self.ngrams is not None:
+            emb = torch.cat([emb, self.word_ngrams(input_ids)], dim=-1)  # (B, T, E + S + G)
+        x = self.dropout(emb)  # (B, T, input_dim)
         exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
         h = (self.packed if exporting else self.by_direction)(x, attention_mask)  # (B, T, 2H), zeros at padding
         logits = self.classifier(self.dropout(h))  # (B, T, C)
         return TaggerOutput(logits=logits, hidden_states=(emb, h), word_mask=word_mask.bool())
+
+    def word_ngrams(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """At every piece, the mean embedding of all the trigrams of its word's pieces (a word: a
+        piece that `xdistil.vocab.piece_starts` marks and the pieces after it up to the next
+        such piece); specials and padding are words of their own, without trigrams (zero). (B, T, G)"""
+        buckets = self.piece_ngrams[input_ids]  # (B, T, K)
+        sums = self.ngrams(buckets).sum(2)  # (B, T, G): padding bucket 0 is a zero row
+        counts = (buckets > 0).sum(-1, keepdim=True).to(sums.dtype)  # (B, T, 1)
+        word = self.piece_start[input_ids].long().cumsum(1)  # (B, T): word number within the window
+        same = (word[:, :, None] == word[:, None, :]).to(sums.dtype)  # (B, T, T)
+        return (same @ sums) / (same @ counts).clamp(min=1)
 
     def packed(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The BiLSTM over packed sequences (the exported graph: ONNX LSTM with sequence_lens)."""
@@ -184,7 +219,8 @@ class BiLSTMTagger(StateDictStudent, nn.Module):
             ("encoder", list(self.lstm.parameters())),
             ("embeddings", [*self.embeddings.parameters(),
                             *(self.projection.parameters() if self.projection is not None else ()),
-                            *(self.shapes.parameters() if self.shapes is not None else ())]),
+                            *(self.shapes.parameters() if self.shapes is not None else ()),
+                            *(self.ngrams.parameters() if self.ngrams is not None else ())]),
         ]
 
 
