@@ -800,21 +800,16 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, target: fl
               "stages": (any(m.stage is not None for s in sources for m in s.summary.students),
                          lambda p: plot_stages(sources, p))}
     plots = {key: PLOTS[key] for key, (wanted, _) in makers.items() if wanted}
-    copies = {}  # the figures behind the report travel with it
-    for s in sources:
-        if s.bench:
-            dest = out / (BENCH_NAME if len(sources) == 1 else f"{s.label.replace('/', '-')}.{BENCH_NAME}")
-            copies[dest] = s.path
-    _claim(out, ["report.md", "report.html", *plots.values(),
-                 *(d.name for d, src in copies.items() if d.resolve() != src.resolve())])
+    benched = [s for s in sources if s.bench]  # their figures travel with the report
+    data = [out / (BENCH_NAME if len(sources) == 1 else f"{s.label.replace('/', '-')}.{BENCH_NAME}") for s in benched]
+    copies = {d: s.path for d, s in zip(data, benched, strict=True) if d.resolve() != s.path.resolve()}
+    _claim(out, ["report.md", "report.html", *plots.values(), *(d.name for d in copies)])
     for key, name in plots.items():
         makers[key][1](out / name)
     for dest, src in copies.items():
-        if dest.resolve() != src.resolve():
-            copy_file(src, dest)
-    data = list(copies)
+        copy_file(src, dest)
     blocks = build(sources, target, plots, [d.name for d in data])
     write_text(out / "report.md", to_markdown(blocks))
-    write_text(out / "report.html", to_html(blocks, "xdistil benchmark report"))
+    write_text(out / "report.html", to_html(blocks, REPORT_TITLE))
     return {"markdown": out / "report.md", "html": out / "report.html", "plots": [out / f for f in plots.values()],
             "data": data}

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -358,21 +358,18 @@ def _piece_text(piece: str, prefix: str, marker: str) -> tuple[bool, str]:
 def piece_shapes(tokenizer) -> list[int]:
     """`piece_shape` of every id of a (reduced) fast tokenizer, 0 for its special tokens: the
     fixed lookup a student's shape embedding reads (``len(tokenizer)`` entries)."""
-    backend, prefix, special = _pieces_of(tokenizer)
-    out = []
-    for i in range(len(tokenizer)):
-        piece = backend.id_to_token(i)
-        out.append(0 if i in special or piece is None else piece_shape(piece, prefix))
-    return out
+    return _per_piece(tokenizer, piece_shape, 0)
 
 
-def _pieces_of(tokenizer) -> tuple[Any, str, set[int]]:
-    """(backend tokenizer, WordPiece continuation prefix or "", special ids) of a fast tokenizer."""
+def _per_piece(tokenizer, f: Callable[[str, str], Any], special_value: Any) -> list:
+    """``f(piece, WordPiece continuation prefix or "")`` for every id of a fast tokenizer,
+    ``special_value`` for its special tokens (and ids without a piece)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     model = json.loads(backend.to_str())["model"]
     prefix = (model.get("continuing_subword_prefix") or "") if model.get("type") == "WordPiece" else ""
     special = {i for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
-    return backend, prefix, special
+    pieces = (backend.id_to_token(i) for i in range(len(tokenizer)))
+    return [special_value if i in special or piece is None else f(piece, prefix) for i, piece in enumerate(pieces)]
 
 
 # ---- hashed character n-grams of a piece (student.ngram_dim) -------------------------------
@@ -398,13 +395,8 @@ def piece_ngrams(tokenizer, buckets: int, per_piece: int) -> list[list[int]]:
     """`piece_ngram_buckets` of every id of a (reduced) fast tokenizer, cut or padded with 0 to
     ``per_piece`` entries; none for its special tokens: the fixed lookup a student's n-gram
     embedding reads (``len(tokenizer)`` rows)."""
-    backend, prefix, special = _pieces_of(tokenizer)
-    out = []
-    for i in range(len(tokenizer)):
-        piece = backend.id_to_token(i)
-        ids = [] if i in special or piece is None else piece_ngram_buckets(piece, buckets, prefix)[:per_piece]
-        out.append(ids + [0] * (per_piece - len(ids)))
-    return out
+    rows = _per_piece(tokenizer, lambda piece, prefix: piece_ngram_buckets(piece, buckets, prefix)[:per_piece], [])
+    return [ids + [0] * (per_piece - len(ids)) for ids in rows]
 
 
 def piece_starts(tokenizer) -> list[bool]:
