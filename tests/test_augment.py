@@ -156,6 +156,9 @@ def data_root(tmp_path, monkeypatch):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         sents = [([f"{path.replace('/', '_')}{i}", *w], ["O", *t]) for i, (w, t) in enumerate(synth_sentences(n, seed))]
         write_conll(root / f"{path}.tsv.gz", sents)
+    # Tatoeba-style raw text, a sentence a line (the registry's unlabeled pt source)
+    (root / "tatoeba").mkdir()
+    (root / "tatoeba/pt.txt.gz").write_text("".join(f"Frase {i} de Tatoeba , em Lisboa .\n" for i in range(15)))
     return root
 
 
@@ -183,6 +186,20 @@ def test_extra_sources_mix_train_text_never_dev_or_test(data_root):
             extra_source_paths(_pt(data_root, extra_sources={"pt": [bad]}), "pt")
     with pytest.raises(DataError, match="neither a dataset"):
         extra_source_paths(_pt(data_root, extra_sources={"pt": ["nothing"]}), "pt")
+
+
+def test_extra_sources_read_raw_sentences_by_dataset_name(data_root):
+    """An unlabeled dataset of the registry (Tatoeba) is named like a labeled one, and its raw
+    lines become whole sentences split into words, not one sentence of every line's first word."""
+    cfg = _pt(data_root, extra_sources={"pt": ["tatoeba"]})
+    assert extra_source_paths(cfg, "pt") == [data_root / "tatoeba/pt.txt.gz"]
+    rows = [r for r in iter_transfer(cfg, "pt") if r.split == "transfer"]
+    raw = [r.words for r in rows if r.words[0] == "Frase"]
+    assert len(raw) == 15
+    assert raw[0] == ["Frase", "0", "de", "Tatoeba", ",", "em", "Lisboa", "."]
+    assert [r.words[0] == "Frase" for r in rows[:4]] == [False, True] * 2  # mixed one for one
+    assert extra_source_paths(_pt(data_root, extra_sources={"pt": ["tatoeba/pt.txt.gz"]}), "pt") == \
+        extra_source_paths(cfg, "pt")
 
 
 def test_a_users_dev_file_is_refused(tmp_path):

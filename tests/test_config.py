@@ -68,6 +68,7 @@ def test_errors_name_the_dotted_key(raw, key, words):
     ([{"name": "a", "losses": {}}], "distill.stages[0]", "non-empty"),
     (["hard", {"name": "b", "losses": {"soft": 1.0}, "lr": -1}], "distill.stages[1]", "positive"),
     ([{"losses": {"gold": 1.0}}], "distill.stages[0].name", "missing"),
+    ([{"name": "a", "losses": {"gold": 1.0}, "average": 1.0}], "distill.stages[0]", "decay in [0, 1)"),
 ])
 def test_stage_specs_are_validated_when_the_config_is_read(stages, key, words):
     msg = error_of({"distill": {"stages": stages}})

@@ -135,6 +135,69 @@ def test_fit_resume_is_exact(tmp_path):
     assert calls["loss"] == 24
 
 
+def test_fit_weight_average_is_selected_kept_and_resumed(tmp_path):
+    """Job.average: selection scores the warmed-up moving average of the weights, training goes
+    on from the raw weights, the fit keeps the best average, and a resumed fit carries it on."""
+    from xdistil.fit import before_step, fit
+
+    job, _ = _toy_job(scores=[0.9, 0.1], epochs=2, average=0.9)
+    model = job.module
+    raw, seen = [], []
+
+    def record(desc, state):
+        raw.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    real = job.select
+
+    def select():
+        seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return real()
+
+    job.select = select
+    with before_step(record):
+        state = fit(job, _acc(), progress=False)
+    assert state.best_epoch == 1 and len(raw) == 16
+    expect = {n: w.clone() for n, w in raw[0].items()}  # the start
+    for t in range(1, 9):  # the weights after step t are those before step t + 1
+        d = min(0.9, (1 + t) / (10 + t))
+        expect = {n: d * a + (1 - d) * raw[t][n] for n, a in expect.items()}
+    for n, a in expect.items():
+        assert torch.allclose(seen[0][n], a, atol=1e-6), n  # epoch 1 was scored on the average
+        assert not torch.allclose(raw[8][n], a, atol=1e-4), n  # ... and trained on from the raw weights
+        assert torch.allclose(model.state_dict()[n], a, atol=1e-6), n  # the best average is kept
+
+    # exact resume: the average is in the checkpoint
+    straight, _ = _toy_job(epochs=3, checkpoint_every=5, average=0.9)
+    fit(straight, _acc(), checkpoint=tmp_path / "a", tag="t", progress=False)
+    job, _ = _toy_job(epochs=3, checkpoint_every=5, average=0.9, die_at=13)
+    with pytest.raises(Boom):
+        fit(job, _acc(), checkpoint=tmp_path / "b", tag="t", progress=False)
+    job, _ = _toy_job(epochs=3, checkpoint_every=5, average=0.9)
+    fit(job, _acc(), checkpoint=tmp_path / "b", tag="t", progress=False)
+    for k, v in straight.module.state_dict().items():
+        assert torch.equal(v, job.module.state_dict()[k]), k
+    plain, _ = _toy_job(epochs=3)
+    fit(plain, _acc(), progress=False)
+    assert not torch.equal(plain.module.state_dict()["1.weight"], straight.module.state_dict()["1.weight"])
+
+
+def test_stage_average_off_leaves_stage_fingerprints_alone(tmp_path):
+    """A stage's ``average`` at 0 (off) is not in the stage fingerprints, so students distilled
+    before the key existed are reused; on, it is, and the digest changes."""
+    from xdistil.run import fingerprints
+
+    specs = [{"name": "soft", "losses": {"soft": 1.0}}]
+    off = from_dict(RunConfig, {"distill": {"stages": specs}})
+    on = from_dict(RunConfig, {"distill": {"stages": [{**specs[0], "average": 0.99}]}})
+    assert "average" not in fingerprints.stage_fields(off.distill.resolved_stages()[0])
+    assert fingerprints.stage_fields(on.distill.resolved_stages()[0])["average"] == 0.99
+    (tmp_path / "t").mkdir()
+    a, b = (fingerprints.stages(c, c.distill.resolved_stages(), tmp_path / "t", []) for c in (off, on))
+    assert a[0]["fields"]["stage"] == {k: v for k, v in to_dict(off.distill.resolved_stages()[0]).items()
+                                       if k != "average"}
+    assert a[0]["digest"] != b[0]["digest"]
+
+
 # ---- distillation: kill -9 and resume ----------------------------------------------------
 
 STAGES = [

@@ -190,8 +190,10 @@ class TransferConfig:
     as all its members); ``--teacher-dir DIR`` on the command line replaces it."""
     extra_sources: dict[str, StrList] = field(default_factory=dict)
     """Per language, more unlabeled text from other corpora, tags stripped, mixed one for one
-    with the rest: a dataset of the language's registry entry (its train split: {pt: [uner]})
-    or a file (under the data root, or absolute); a dev or test split is refused."""
+    with the rest: a dataset of the language's registry entry (a labeled one's train split,
+    {pt: [uner]}; an unlabeled one's file, {en: [tatoeba]}) or a file (under the data root, or
+    absolute; column, token-per-line or raw sentence-per-line text, as its first lines look); a
+    dev or test split is refused."""
     concat: int = 1
     """Join up to this many consecutive fragments (train beyond the budget, token files) into
     one transfer sequence (1: off); transfer.limit counts the joined sequences."""
@@ -269,6 +271,10 @@ class StageSpec:
     """Softmax temperature of the kl soft loss."""
     match: dict[Literal["teacher_layer", "student_layer", "loss"], int | str] | None = None
     """This stage's overrides of distill.match, e.g. {loss: cosine} (None: distill.match as it is)."""
+    average: float = 0.0
+    """Weight averaging: the decay of a moving average of the student's weights over the
+    stage's steps (0: off; e.g. 0.99, about the last 100 steps). Selection scores, and the
+    stage keeps, the averaged weights; training goes on from the raw ones."""
 
     def __post_init__(self):
         if not self.losses:
@@ -276,6 +282,8 @@ class StageSpec:
         where = f"stage {self.name!r}: "
         _positive(self, "epochs", "lr", "batch_size", "temperature", where=where)
         _non_negative(self, "patience", where=where)
+        if not 0 <= self.average < 1:
+            raise ConfigError(f"{where}average must be a decay in [0, 1) (0: off), got {self.average}")
         weights = list(self.losses.values())
         if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(w > 0 for w in weights):
             raise ConfigError(f"{where}loss weights must be finite numbers >= 0, one of them positive, "

@@ -18,6 +18,10 @@ scores it. `fit` runs it (nanoGPT / litgpt style, one flat loop):
   loss scaling for fp16; the master weights stay fp32). Not accelerate's
   ``mixed_precision``: that is fixed once per process (``AcceleratorState``), and one
   process may fine-tune a teacher in one precision and distil in another;
+- optional weight averaging (``Job.average``): an exponential moving average of the
+  trained weights, with a warm-up, is what selection scores and what the fit keeps, while
+  training goes on from the raw weights (Polyak averaging; averaged weights hold up better
+  outside the training domain, SWAD, Cha et al. 2021);
 - a tqdm progress bar on the main process.
 
 One checkpoint format, one folder::
@@ -27,6 +31,7 @@ One checkpoint format, one folder::
       rng.json             RNG states, one entry per process
       weights.safetensors  the module's current weights (``Job.state_keys`` of them)
       best.safetensors     the best weights so far
+      average.safetensors  the moving average of the trained weights (``Job.average`` only)
       optimizer.pt         optimizer, scheduler and fp16 loss-scaler state (torch.save; read with
                            weights_only=True)
 
@@ -68,6 +73,7 @@ log = logging.getLogger(__name__)
 
 STATE, RNG, WEIGHTS, BEST, OPTIMIZER = "state.json", "rng.json", "weights.safetensors", "best.safetensors", \
     "optimizer.pt"
+AVERAGE = "average.safetensors"
 
 
 @dataclass
@@ -101,6 +107,10 @@ class Job:
     state_keys: set[str] | None = None
     """Which entries of the module's state dict a checkpoint holds (None: all of them)."""
     desc: str = "train"
+    average: float = 0.0
+    """Decay of the moving average of the trainable weights that selection scores and the fit
+    keeps (0: off, the raw weights). Step t uses min(average, (1 + t) / (10 + t)), so the first
+    steps are not drowned by the starting weights."""
 
 
 @dataclass
@@ -192,7 +202,7 @@ def _weights(module: nn.Module, accelerator, prepared, keys: set[str] | None) ->
 
 def save_checkpoint(folder: str | Path, accelerator, module: nn.Module, state: FitState, *, prepared=None,
                     best: dict | None = None, optimizer=None, scheduler=None, scaler=None,
-                    keys: set[str] | None = None) -> None:
+                    keys: set[str] | None = None, average: dict | None = None) -> None:
     """Write the checkpoint (every process calls it; only the main one writes). Atomic: a
     kill leaves the previous checkpoint or this one, never a mix."""
     from accelerate.utils import gather_object
@@ -208,6 +218,8 @@ def save_checkpoint(folder: str | Path, accelerator, module: nn.Module, state: F
     save_file(weights, str(tmp / WEIGHTS))
     if best is not None:
         save_file(best, str(tmp / BEST))
+    if average is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in average.items()}, str(tmp / AVERAGE))
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -289,6 +301,43 @@ def _before_step(job: Job, state: FitState) -> None:
         hook(job.desc, state)
 
 
+# ---- weight averaging ---------------------------------------------------------------------
+
+def _averaged(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A starting average: fp32 copies of the module's trainable floating-point weights."""
+    return {n: p.detach().float().clone() for n, p in module.named_parameters()
+            if p.requires_grad and p.is_floating_point()}
+
+
+@torch.no_grad()
+def _update_average(average: dict[str, torch.Tensor], module: nn.Module, decay: float, step: int) -> None:
+    """``average <- d * average + (1 - d) * weights`` after optimizer step ``step`` (1-based),
+    with d = min(decay, (1 + step) / (10 + step))."""
+    d = min(decay, (1 + step) / (10 + step))
+    params = dict(module.named_parameters())
+    for n, a in average.items():
+        a.mul_(d).add_(params[n].detach().float(), alpha=1 - d)
+
+
+@contextmanager
+def _swapped_in(module: nn.Module, average: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """The averaged weights in the module for the block, the raw ones back after it."""
+    if average is None:
+        yield
+        return
+    params = dict(module.named_parameters())
+    raw = {n: params[n].detach().clone() for n in average}
+    with torch.no_grad():
+        for n, a in average.items():
+            params[n].copy_(a)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, r in raw.items():
+                params[n].copy_(r)
+
+
 # ---- the loop ------------------------------------------------------------------------------
 
 def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str = "",
@@ -323,10 +372,13 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     resolved = P.resolve(precision, accelerator.device)
     scaler = P.grad_scaler(resolved, accelerator.device)  # fp16 only
     best: dict | None = None
+    average = _averaged(module) if job.average else None
     if resume:
         state = load_checkpoint(checkpoint, accelerator, module)
         if (Path(checkpoint) / BEST).exists():
             best = load_file(str(Path(checkpoint) / BEST))
+        if average is not None and (Path(checkpoint) / AVERAGE).exists():
+            average = {k: v.to(accelerator.device) for k, v in load_file(str(Path(checkpoint) / AVERAGE)).items()}
         _load_optimizer(Path(checkpoint) / OPTIMIZER, opt, scheduler, scaler)
         if state.processes != world:
             log.warning("%s: checkpoint written by %d processes, resumed by %d: the batch shares differ",
@@ -350,7 +402,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         if checkpoint is not None:
             save_checkpoint(checkpoint, accelerator, module, state, prepared=model, best=best,
                             optimizer=None if finished else opt, scheduler=None if finished else scheduler,
-                            scaler=scaler, keys=job.state_keys)
+                            scaler=scaler, keys=job.state_keys, average=None if finished else average)
 
     bar = tqdm(total=total_steps, initial=state.global_step, desc=job.desc, unit="step",
                disable=not (progress and main), leave=False)
@@ -368,6 +420,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             value, n_tokens = _update(job, model, batches[b], accelerator, opt, scheduler, scaler, trainable,
                                       resolved)
             state.global_step += 1
+            if average is not None:
+                _update_average(average, module, job.average, state.global_step)
             state.step_in_epoch = b + 1
             tokens += n_tokens
             state.loss_sum, state.batches_done = state.loss_sum + value, state.batches_done + 1
@@ -378,8 +432,9 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
                 _account(state, accelerator, tokens, t0)
                 t0, tokens = time.time(), 0
                 save()
-        if _end_epoch(job, state, accelerator, model):  # a new best epoch
-            best = _weights(module, accelerator, model, job.state_keys)
+        with _swapped_in(module, average):  # selection scores (and keeps) the averaged weights
+            if _end_epoch(job, state, accelerator, model):  # a new best epoch
+                best = _weights(module, accelerator, model, job.state_keys)
         _account(state, accelerator, tokens, t0)
         t0, tokens = time.time(), 0
         if job.patience is not None and state.bad_epochs >= job.patience:

@@ -383,7 +383,7 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
               loss=loss, select=select, epoch_batches=lambda batches: batcher.plan(batches, uses_hidden),
               epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
               patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
-              desc=f"{spec.name} [{'+'.join(names)}]")
+              average=spec.average, desc=f"{spec.name} [{'+'.join(names)}]")
     mem = PeakMemory().start()
     state = fit(job, run.accelerator, checkpoint=run.out / "checkpoint", tag=f"{si}:{phase}",
                 fingerprint=run.fps[si], precision=student_precision(cfg), progress=progress)

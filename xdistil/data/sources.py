@@ -101,11 +101,17 @@ def dev_sentences(lang: str, cfg: DataConfig) -> list[Sentence]:
     return labeled_sentences(lang, "dev", cfg, limit=cfg.dev_limit)
 
 
+def unlabeled_format(path: str | Path) -> str:
+    """How an unlabeled file is read, as its first lines look: a column file's first column
+    ("tokens"; tags, if any, are ignored), a token-per-line file, or raw text (a sentence a line)."""
+    fmt = sniff_format(path)
+    return "tokens" if fmt == "conll" else fmt
+
+
 def unlabeled_paths(lang: str, cfg: DataConfig) -> list[tuple[Path, str]]:
     """Local unlabeled files (path, format) for a language: user files first, then the registry's."""
     user = cfg.files.get(lang, {}).get("unlabeled", [])
-    # an unlabeled role reads a column file's first column only (tags, if any, are ignored)
-    out = [(Path(p), "tokens" if (f := sniff_format(p)) == "conll" else f) for p in user]
+    out = [(Path(p), unlabeled_format(p)) for p in user]
     root = resolve_data_root(cfg.root)
     if root is not None:
         for src, path in get_language(lang).local_sources(root):

@@ -28,7 +28,7 @@ from pathlib import Path
 from xdistil.augment import Augmentation, augment
 from xdistil.config import RunConfig
 from xdistil.data.readers import DataError, Sentence, load_hf_dataset, read_file
-from xdistil.data.sources import budget_split, labeled_sentences, unlabeled_paths
+from xdistil.data.sources import budget_split, labeled_sentences, unlabeled_format, unlabeled_paths
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _transfer_only(cfg: RunConfig, lang: str, seen: set[bytes]) -> Iterator[Tran
             main.append(tagged(fresh(load_hf_dataset(h["name"], h.get("config"), h.get("split", "train"))),
                                h["name"]))
     stream = itertools.chain.from_iterable(main)
-    extra = [tagged(fresh(read_file(p, "tokens")), str(p)) for p in extra_source_paths(cfg, lang)]
+    extra = [tagged(fresh(read_file(p, unlabeled_format(p))), str(p)) for p in extra_source_paths(cfg, lang)]
     if extra:
         stream = _alternate(stream, itertools.chain.from_iterable(extra))
     for s, source in itertools.islice(stream, tc.limit):
@@ -163,7 +163,8 @@ def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
     root = resolve_data_root(cfg.data.root)
     where = f"transfer.extra_sources.{lang}"
     language = get_language(lang)
-    datasets = {s.name for s in language.sources if s.kind == "labeled"}
+    datasets = {s.name: s.kind for s in language.sources if s.kind == "labeled"}
+    datasets |= {s.name: s.kind for s in language.sources if s.kind == "unlabeled" and s.name not in datasets}
     held_out: set[Path] = set()
     if root is not None:
         for other in load_registry().values():
@@ -173,9 +174,10 @@ def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
     out = []
     for name in names:
         if name in datasets:
-            path = language.find("train", kind="labeled", data_root=root, source=name) if root else None
+            split = "train" if datasets[name] == "labeled" else "unlabeled"
+            path = language.find(split, kind=datasets[name], data_root=root, source=name) if root else None
             if path is None:
-                raise DataError(where, None, f"{name!r}: no {name} train file of {lang} under the data root "
+                raise DataError(where, None, f"{name!r}: no {name} {split} file of {lang} under the data root "
                                              f"({root or 'none found'})")
         else:
             # a file: absolute, under the data root, or a registry path without its extension (uner/pt/train)

@@ -60,7 +60,20 @@ _STUDENT_SINCE = {"transformer_width": None, "ngram_dim": 0, "ngram_buckets": 40
 
 def student_fields(sc) -> dict:
     """The student config as a distillation fingerprint holds it (see `_STUDENT_SINCE`)."""
-    return {k: v for k, v in to_dict(sc).items() if k not in _STUDENT_SINCE or v != _STUDENT_SINCE[k]}
+    return _since(to_dict(sc), _STUDENT_SINCE)
+
+
+# Stage keys added later, likewise (`stage_fields`).
+_STAGE_SINCE = {"average": 0.0}
+
+
+def stage_fields(spec: StageSpec) -> dict:
+    """A stage spec as the fingerprints hold it (see `_STAGE_SINCE`)."""
+    return _since(to_dict(spec), _STAGE_SINCE)
+
+
+def _since(fields: dict, since: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in since or v != since[k]}
 
 
 def _data(cfg: RunConfig) -> dict:
@@ -116,7 +129,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -
     """The distillation step as a whole (its stages are fingerprinted one by one by `stages`)."""
     d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *NOT_OUTPUT)}
     fields = {"student": student_fields(cfg.student),
-              "distill": {**d, "stages": [to_dict(s) for s in cfg.distill.resolved_stages()]},
+              "distill": {**d, "stages": [stage_fields(s) for s in cfg.distill.resolved_stages()]},
               "data": _languages(cfg)}
     inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir),
               **_init_from(cfg)}
@@ -144,7 +157,7 @@ def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, tea
               **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
     out, previous = [], None
     for spec in specs:
-        fp = fingerprint.make("distill-stage", {"stage": to_dict(spec), "match": to_dict(cfg.distill.match_for(spec)),
+        fp = fingerprint.make("distill-stage", {"stage": stage_fields(spec), "match": to_dict(cfg.distill.match_for(spec)),
                                                 **common}, {**inputs, "previous": previous})
         out.append(fp)
         previous = fp["digest"]
