@@ -20,8 +20,8 @@ scores it. `fit` runs it (nanoGPT / litgpt style, one flat loop):
   process may fine-tune a teacher in one precision and distil in another;
 - optional weight averaging (``Job.average``): an exponential moving average of the
   trained weights, with a warm-up, is what selection scores and what the fit keeps, while
-  training goes on from the raw weights (Polyak averaging; averaged weights hold up better
-  outside the training domain, SWAD, Cha et al. 2021);
+  training goes on from the raw weights (Polyak averaging; SWAD, Cha et al. 2021, reports
+  averaged weights holding up better outside the training domain);
 - a tqdm progress bar on the main process.
 
 One checkpoint format, one folder::
