@@ -309,33 +309,36 @@ def _averaged(module: nn.Module) -> dict[str, torch.Tensor]:
             if p.requires_grad and p.is_floating_point()}
 
 
+Pairs = list[tuple[nn.Parameter, torch.Tensor]]
+"""(a weight, its average), matched by name once per fit."""
+
+
+def _pairs(module: nn.Module, average: dict[str, torch.Tensor] | None) -> Pairs:
+    return [(p, average[n]) for n, p in module.named_parameters() if n in average] if average else []
+
+
 @torch.no_grad()
-def _update_average(average: dict[str, torch.Tensor], module: nn.Module, decay: float, step: int) -> None:
+def _update_average(pairs: Pairs, decay: float, step: int) -> None:
     """``average <- d * average + (1 - d) * weights`` after optimizer step ``step`` (1-based),
     with d = min(decay, (1 + step) / (10 + step))."""
     d = min(decay, (1 + step) / (10 + step))
-    params = dict(module.named_parameters())
-    for n, a in average.items():
-        a.mul_(d).add_(params[n].detach().float(), alpha=1 - d)
+    for p, a in pairs:
+        a.mul_(d).add_(p.detach().float(), alpha=1 - d)
 
 
 @contextmanager
-def _swapped_in(module: nn.Module, average: dict[str, torch.Tensor] | None) -> Iterator[None]:
-    """The averaged weights in the module for the block, the raw ones back after it."""
-    if average is None:
-        yield
-        return
-    params = dict(module.named_parameters())
-    raw = {n: params[n].detach().clone() for n in average}
+def _swapped_in(pairs: Pairs) -> Iterator[None]:
+    """The averaged weights in the module for the block, the raw ones back after it (none: as is)."""
+    raw = [p.detach().clone() for p, _ in pairs]
     with torch.no_grad():
-        for n, a in average.items():
-            params[n].copy_(a)
+        for p, a in pairs:
+            p.copy_(a)
     try:
         yield
     finally:
         with torch.no_grad():
-            for n, r in raw.items():
-                params[n].copy_(r)
+            for (p, _), r in zip(pairs, raw, strict=True):
+                p.copy_(r)
 
 
 # ---- the loop ------------------------------------------------------------------------------
@@ -398,6 +401,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             state.best_score, state.best_epoch = score, 0
             best = _weights(module, accelerator, model, job.state_keys)
 
+    pairs = _pairs(module, average)
+
     def save(finished: bool = False) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, accelerator, module, state, prepared=model, best=best,
@@ -420,8 +425,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             value, n_tokens = _update(job, model, batches[b], accelerator, opt, scheduler, scaler, trainable,
                                       resolved)
             state.global_step += 1
-            if average is not None:
-                _update_average(average, module, job.average, state.global_step)
+            if pairs:
+                _update_average(pairs, job.average, state.global_step)
             state.step_in_epoch = b + 1
             tokens += n_tokens
             state.loss_sum, state.batches_done = state.loss_sum + value, state.batches_done + 1
@@ -432,7 +437,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
                 _account(state, accelerator, tokens, t0)
                 t0, tokens = time.time(), 0
                 save()
-        with _swapped_in(module, average):  # selection scores (and keeps) the averaged weights
+        with _swapped_in(pairs):  # selection scores (and keeps) the averaged weights
             if _end_epoch(job, state, accelerator, model):  # a new best epoch
                 best = _weights(module, accelerator, model, job.state_keys)
         _account(state, accelerator, tokens, t0)
