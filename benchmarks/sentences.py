@@ -41,8 +41,9 @@ Writes ``summary.json``, exactly::
 (retention = student F1 / teacher F1 on the same test, a fraction; the control group's rows
 are domain "in"), ``details.json`` (per entity type, parameters, seconds, protocol,
 provenance) and ``results.md``. The chosen variant is the one with the best mean retention on
-the sentence-level *dev* rows (in and out of domain) among those at >= 35x compression measured
-in every sentence-level group; tests
+the sentence-level *dev* rows (in and out of domain, each test's retention averaged over the
+variant's seeds) among those at >= 35x compression measured in every sentence-level group with
+as many seeds as the most-measured variant there; tests
 with fewer gold entities than ``min_entities`` (sv dev has 10 in its first 300 sentences) are
 reported but left out of the verdicts and the choice.
 """
@@ -313,11 +314,14 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
             continue
         seeds = [name] + [n for n in verdicts if bench["variants"][n].get("seed_of") == name]
         pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
-                        "seeds": seeds}
-    # a variant competes only where it was measured in every sentence-level group
-    both = {"in_avg"} if not any(bench["groups"][g]["domain"] == "out" for g in groups) else {"in_avg", "out_avg"}
+                        "seeds": seeds,
+                        "runs_per_group": {g: sum(n in done[g]["variants"] for n in seeds) for g in groups}}
+    # a variant competes only where it was measured in every sentence-level group, with as many
+    # seeds there as the most-measured variant: a lucky seed cannot win against a mean of four
+    sentence_groups = [g for g in groups if g not in control]
+    most = {g: max((v["runs_per_group"][g] for v in pooled.values()), default=0) for g in sentence_groups}
     eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
-                and all(v["dev"][k] is not None for k in both)]
+                and all(v["runs_per_group"][g] == most[g] for g in sentence_groups)]
     chosen = max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else \
         (next(iter(verdicts)) if verdicts else None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
@@ -356,6 +360,11 @@ def _compression(params: dict, name: str) -> float | None:
     return round(min(ratios), 2) if ratios else None
 
 
+def _runs(pooled: dict) -> str:
+    """``in 2, out 4``: how many of a pooled variant's seeds finished in each group."""
+    return ", ".join(f"{g} {n}" for g, n in pooled.get("runs_per_group", {}).items())
+
+
 def _mean(xs: list) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
@@ -378,7 +387,8 @@ def blocks(s: dict, d: dict) -> list:
                "(seqeval entity F1, IOB2 strict). Tune on dev, report test."),
         *([Para(d["notes"])] if d.get("notes") else []),
         Para(f"Chosen: **{s['chosen']}** (best mean dev retention on sentences, in and out of domain, at >= "
-             f"{TARGET_COMPRESSION:.0f}x, each test's retention averaged over the variant's seeds), "
+             f"{TARGET_COMPRESSION:.0f}x, each test's retention averaged over the variant's seeds; only variants "
+             "with as many seeds in every sentence-level group as the most-measured one compete), "
              f"compression {s['compression']}x."),
     ]
     for name in d["verdicts"]:
@@ -416,14 +426,14 @@ def blocks(s: dict, d: dict) -> list:
             Table(["variant", "split", "in avg", "in min", "out min", "ORG out min", "control avg", "compression"],
                   verdict_rows, {2, 3, 4, 5, 6}),
             Para("Teacher seconds per group: " + json.dumps(d["teacher_s"]))]
-    pooled_rows = [[name, ", ".join(v["seeds"]), part, pct(_pc(v[part]["in_avg"])), pct(_pc(v[part]["out_avg"])),
+    pooled_rows = [[name, ", ".join(v["seeds"]), _runs(v), part, pct(_pc(v[part]["in_avg"])), pct(_pc(v[part]["out_avg"])),
                     pct(_pc(v[part]["control_avg"])), pct(_pc(v[part]["sentences_avg"]))]
                    for name, v in d.get("pooled", {}).items() for part in ("dev", "test")]
     out += [Heading(2, "Pooled over seeds (what the choice reads)"),
             Para("Each test's retention averaged over the runs of a variant with different seeds (variants with "
                  "`seed_of`), then averaged as above; a group where only one seed ran contributes that one."),
-            Table(["variant", "runs", "split", "in avg", "out avg", "control avg", "sentences avg"], pooled_rows,
-                  {3, 4, 5, 6})]
+            Table(["variant", "runs", "seeds per group", "split", "in avg", "out avg", "control avg",
+                   "sentences avg"], pooled_rows, {4, 5, 6, 7})]
     return out
 
 

@@ -146,22 +146,43 @@ def test_every_variant_of_the_committed_configs_validates(name):
     assert set(bench["default_variants"]) <= set(bench["variants"])
 
 
+def _entry(lang, teacher_f1, students):
+    """One group of ``done.json`` with one dev test: the teacher's F1 and each variant's."""
+    t = {"f1": teacher_f1, "support": 100, "per_type": {}, "params": 1000}
+    return {"teacher": {f"{lang}:dev": t}, "languages": [lang],
+            "variants": {n: {"scores": {f"{lang}:dev": {"f1": f1, "per_type": {}, "params": 10}},
+                             "label_s": 1, "distill_s": 1, "wall_s": 1} for n, f1 in students.items()}}
+
+
 def test_the_choice_pools_a_variants_seeds():
     """A variant that won with one seed and lost with another is judged on both (``seed_of``)."""
-    def entry(lang, teacher_f1, students):
-        t = {"f1": teacher_f1, "support": 100, "per_type": {}, "params": 1000}
-        return {"teacher": {f"{lang}:dev": t}, "languages": [lang],
-                "variants": {n: {"scores": {f"{lang}:dev": {"f1": f1, "per_type": {}, "params": 10}},
-                                 "label_s": 1, "distill_s": 1, "wall_s": 1} for n, f1 in students.items()}}
-
     bench = {"groups": {"in": {"domain": "in"}, "out": {"domain": "out"}},
-             "variants": {"a": {}, "b": {}, "a-s2": {"seed_of": "a"}}, "min_entities": 0}
-    done = {"in": entry("xx", 80.0, {"a": 76.0, "b": 72.0}),
-            "out": entry("yy", 50.0, {"a": 47.5, "b": 45.0, "a-s2": 25.0})}
+             "variants": {"a": {}, "b": {}, "a-s2": {"seed_of": "a"}, "b-s2": {"seed_of": "b"}}, "min_entities": 0}
+    done = {"in": _entry("xx", 80.0, {"a": 76.0, "b": 72.0}),
+            "out": _entry("yy", 50.0, {"a": 47.5, "b": 45.0, "a-s2": 25.0, "b-s2": 45.0})}
     summary, details = sentences.build(bench, done, {"command": "test"})
     assert details["verdicts"]["a"]["dev"]["sentences_avg"] > details["verdicts"]["b"]["dev"]["sentences_avg"]
     pooled = details["pooled"]
     assert set(pooled) == {"a", "b"} and pooled["a"]["seeds"] == ["a", "a-s2"]
+    assert pooled["a"]["runs_per_group"] == {"in": 1, "out": 2}
     assert pooled["a"]["dev"]["out_avg"] == pytest.approx((0.95 + 0.5) / 2)
     assert summary["chosen"] == "b"  # a alone would have won; its two seeds do not
-    assert {r["variant"] for r in summary["rows"]} == {"a", "b", "a-s2"}  # every run stays in the rows
+    assert {r["variant"] for r in summary["rows"]} == {"a", "b", "a-s2", "b-s2"}  # every run stays in the rows
+
+
+def test_the_choice_needs_as_many_seeds_as_the_most_measured_variant():
+    """One lucky seed does not beat a mean of two: a variant with fewer seeds in a sentence-level
+    group than the most-measured one does not compete (the control group does not count)."""
+    bench = {"groups": {"in": {"domain": "in"}, "out": {"domain": "out"}, "ctl": {"domain": "in", "control": True}},
+             "variants": {"a": {}, "b": {}, "a-s2": {"seed_of": "a"}}, "min_entities": 0}
+    done = {"in": _entry("xx", 80.0, {"a": 70.0, "a-s2": 70.0, "b": 79.0}),
+            "out": _entry("yy", 50.0, {"a": 40.0, "a-s2": 40.0, "b": 49.0}),
+            "ctl": _entry("zz", 90.0, {"a": 80.0})}
+    summary, details = sentences.build(bench, done, {"command": "test"})
+    assert details["pooled"]["b"]["dev"]["sentences_avg"] > details["pooled"]["a"]["dev"]["sentences_avg"]
+    assert details["pooled"]["b"]["runs_per_group"] == {"in": 1, "out": 1, "ctl": 0}
+    assert summary["chosen"] == "a"  # b is ahead on one seed, a measured on two everywhere
+    done["in"]["variants"]["b-s2"] = done["in"]["variants"]["b"]
+    done["out"]["variants"]["b-s2"] = done["out"]["variants"]["b"]
+    bench["variants"]["b-s2"] = {"seed_of": "b"}
+    assert sentences.build(bench, done, {"command": "test"})[0]["chosen"] == "b"  # level coverage: b wins

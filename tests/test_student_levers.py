@@ -77,8 +77,10 @@ def test_config_fields_reach_the_architecture_config():
     run = StudentConfig(factor_dim=16, shape_dim=8, ngram_dim=12, ngram_buckets=100)
     cfg = config_from(run)
     assert (cfg.factor_dim, cfg.shape_dim, cfg.ngram_dim, cfg.ngram_buckets) == (16, 8, 12, 100)
-    off = config_from(StudentConfig())
-    assert off.factor_dim == off.shape_dim == off.ngram_dim == 0  # off by default
+    default = config_from(StudentConfig())
+    assert default.factor_dim == default.ngram_dim == 0  # off by default
+    assert default.shape_dim == 16  # on by default since issue 23's sentence benchmark
+    assert config_from(StudentConfig(shape_dim=0)).shape_dim == 0
     with pytest.raises(ConfigError, match="shape_dim"):
         from_dict(StudentConfig, {"shape_dim": -1}, "student")
     with pytest.raises(ConfigError, match="ngram_buckets"):

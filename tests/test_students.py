@@ -495,3 +495,19 @@ def test_a_student_key_added_later_leaves_finished_students_alone(tmp_path):
     b = fingerprints.stages(narrow, specs, tmp_path / "t", [tmp_path / "t"])
     assert "transformer_width" not in a[0]["fields"]["student"]
     assert [x["digest"] for x in a] != [x["digest"] for x in b]
+
+
+def test_a_bilstm_default_leaves_other_students_fingerprints_alone():
+    """shape_dim became 16 by default: a BiLSTM's fingerprint holds it (the student changed), a
+    CNN's or Transformer's holds the BiLSTM-only keys at their old values whatever is set."""
+    from xdistil.config import RunConfig, from_dict
+    from xdistil.run import fingerprints
+
+    lstm = fingerprints.student_fields(from_dict(RunConfig, {}).student)
+    assert lstm["shape_dim"] == 16
+    assert fingerprints.student_fields(from_dict(RunConfig, {"student": {"shape_dim": 0}}).student)["shape_dim"] == 0
+    for arch in ("cnn", "transformer"):
+        fields = [fingerprints.student_fields(from_dict(RunConfig, {"student": {"arch": arch, **extra}}).student)
+                  for extra in ({}, {"shape_dim": 0}, {"shape_dim": 8, "factor_dim": 4})]
+        assert fields[0] == fields[1] == fields[2], arch
+        assert fields[0]["shape_dim"] == 0 == fields[0]["factor_dim"] and "ngram_dim" not in fields[0]

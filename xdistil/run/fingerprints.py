@@ -58,9 +58,18 @@ def transfer_fields(tc) -> dict:
 _STUDENT_SINCE = {"transformer_width": None, "ngram_dim": 0, "ngram_buckets": 4096}
 
 
+# Keys only the BiLSTM reads: another student holds them at the value they had before each
+# became a BiLSTM default, so a default change does not rebuild students it does not touch.
+_BILSTM_ONLY = {"factor_dim": 0, "shape_dim": 0, "ngram_dim": 0, "ngram_buckets": 4096}
+
+
 def student_fields(sc) -> dict:
-    """The student config as a distillation fingerprint holds it (see `_STUDENT_SINCE`)."""
-    return _since(to_dict(sc), _STUDENT_SINCE)
+    """The student config as a distillation fingerprint holds it (see `_STUDENT_SINCE` and
+    `_BILSTM_ONLY`)."""
+    fields = to_dict(sc)
+    if fields.get("arch") != "bilstm":
+        fields.update(_BILSTM_ONLY)
+    return _since(fields, _STUDENT_SINCE)
 
 
 # Stage keys added later, likewise (`stage_fields`).

@@ -6,8 +6,10 @@ word pieces -> embedding (E, initialised from the SVD-reduced teacher embeddings
 linear tag scores per word piece. The paper's best small student is E=50, H=200
 (about 5.1M parameters with mBERT's vocabulary, 35x smaller than the teacher).
 
-Two levers on the input side, both off by default and both keeping the exported graph's
-inputs (piece ids, attention mask) unchanged (issue 23):
+Three levers on the input side, all keeping the exported graph's inputs (piece ids,
+attention mask) unchanged (issue 23). Here all three are off (0), so a saved student without
+them loads as it was; the run config (`xdistil.config.StudentConfig`) turns ``shape_dim`` on
+(16) by default:
 
 - ``factor_dim`` (ALBERT, Lan et al. 2020, arXiv 1909.11942): a factorized table, V x e
   pieces then a linear e -> E, so more pieces fit a parameter budget. The table is the
