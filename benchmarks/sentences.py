@@ -3,6 +3,7 @@
     python -m benchmarks.sentences [--groups in out control] [--variants baseline shape ...] \
         [--config benchmarks/configs/sentences-full.yaml] [--run runs/sentences-full] \
         [--results benchmarks/results/sentences] [--quick] [-q]
+    python -m benchmarks.sentences --refresh [--results ...]   # rewrite the results, run nothing
 
 The default config runs at the 41-language preset's sizes; ``benchmarks/configs/sentences.yaml``
 is the small-data screen (its results: ``benchmarks/results/sentences/screen``).
@@ -316,14 +317,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
                         "runs_per_group": {g: sum(n in done[g]["variants"] for n in seeds) for g in groups}}
-    # a variant competes only where it was measured in every sentence-level group, with as many
-    # seeds there as the most-measured variant: a lucky seed cannot win against a mean of four
-    sentence_groups = [g for g in groups if g not in control]
-    most = {g: max((v["runs_per_group"][g] for v in pooled.values()), default=0) for g in sentence_groups}
-    eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
-                and all(v["runs_per_group"][g] == most[g] for g in sentence_groups)]
-    chosen = max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else \
-        (next(iter(verdicts)) if verdicts else None)
+    chosen = choose(pooled, [g for g in groups if g not in control]) or next(iter(verdicts), None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
         "format": FORMAT, "org": org, "params": params, "seconds": seconds,
@@ -340,6 +334,42 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         "commands": done.get("commands", []), "provenance": prov,
     }
     return summary, details
+
+
+def choose(pooled: dict, sentence_groups: list[str]) -> str | None:
+    """The pooled variant with the best mean dev retention on sentences, among those at >= 35x
+    measured in every sentence-level group with as many seeds there as the most-measured
+    variant (a lucky seed cannot win against a mean of four); None when none qualifies."""
+    most = {g: max((v["runs_per_group"].get(g, 0) for v in pooled.values()), default=0) for g in sentence_groups}
+    eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
+                and all(v["runs_per_group"].get(g, 0) == most[g] for g in sentence_groups)]
+    return max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else None
+
+
+def refresh(config: str | Path | dict, results: Path, command: str | None = None) -> dict:
+    """Rewrite ``results`` (summary.json, details.json, results.md) from its own details.json,
+    re-applying `choose` and the page layout, with no run directory: for a change of the rule
+    or the page after the runs' working files are gone (``config`` says which group is the
+    control). Seeds per group missing from an older
+    details.json are counted from its seconds (one entry per finished group and variant)."""
+    _, bench = load(config)
+    summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
+    details = json.loads((results / "details.json").read_text(encoding="utf-8"))
+    if details.get("format") != FORMAT:
+        raise ValueError(f"{results / 'details.json'}: format {details.get('format')!r}, expected {FORMAT!r}")
+    details["notes"] = bench.get("notes")
+    if command and command not in details.setdefault("commands", []):
+        details["commands"].append(command)
+    for v in details["pooled"].values():
+        v.setdefault("runs_per_group", {g: sum(g in details["seconds"].get(n, {}) for n in v["seeds"])
+                                        for g in details["groups"]})
+    sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")]
+    summary["chosen"] = choose(details["pooled"], sentence_groups) or summary["chosen"]
+    summary["compression"] = details["verdicts"][summary["chosen"]]["compression"]
+    write_json(results / "summary.json", summary)
+    write_json(results / "details.json", details)
+    write_page(blocks(summary, details), results)
+    return summary
 
 
 def _pool(rows: list[dict], names: list[str]) -> list[dict]:
@@ -445,7 +475,14 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="*", help="which variants (default: the config's default_variants)")
     p.add_argument("--groups", nargs="*", help="which groups (default: the config's default_groups)")
     p.add_argument("--quick", action="store_true", help="tiny random models, a few sentences: a smoke test")
+    p.add_argument("--refresh", action="store_true",
+                   help="run nothing: rewrite --results from its own details.json (the choice rule and the page "
+                        "as this version has them), for when the run directory is gone")
     args = p.parse_args(argv)
+    if args.refresh:
+        refresh(args.config, Path(args.results), preamble.start("sentences", argv))
+        print((Path(args.results) / "results.md").read_text(encoding="utf-8"))
+        return 0
     command = preamble.start("sentences", argv)
     run_dir, results = Path(args.run), Path(args.results)
     if args.quick and args.run == p.get_default("run"):

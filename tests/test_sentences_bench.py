@@ -8,8 +8,10 @@ import json
 import sys
 
 import pytest
+import yaml
 from conftest import REPO
 from synth import synth_files, synth_sentences, write_conll
+from xdistil_export.atomic import write_json
 
 from xdistil.config import load_yaml
 
@@ -186,3 +188,31 @@ def test_the_choice_needs_as_many_seeds_as_the_most_measured_variant():
     done["out"]["variants"]["b-s2"] = done["out"]["variants"]["b"]
     bench["variants"]["b-s2"] = {"seed_of": "b"}
     assert sentences.build(bench, done, {"command": "test"})[0]["chosen"] == "b"  # level coverage: b wins
+
+
+def test_refresh_reapplies_the_choice_to_committed_results_without_a_run_dir(tmp_path, capsys):
+    """``--refresh``: results written before the seed-coverage rule (no runs_per_group, the old
+    choice) are rewritten from their own details.json, the seeds counted from its seconds."""
+    bench = {"groups": {"in": {"domain": "in"}, "out": {"domain": "out"}, "ctl": {"domain": "in", "control": True}},
+             "variants": {"a": {}, "b": {}, "a-s2": {"seed_of": "a"}}, "min_entities": 0, "notes": "now"}
+    done = {"in": _entry("xx", 80.0, {"a": 70.0, "a-s2": 70.0, "b": 79.0}),
+            "out": _entry("yy", 50.0, {"a": 40.0, "a-s2": 40.0, "b": 49.0}),
+            "ctl": _entry("zz", 90.0, {"a": 80.0})}
+    summary, details = sentences.build(bench, done, {"command": "first"})
+    for v in details["pooled"].values():
+        del v["runs_per_group"]  # as an older details.json has it
+    results = tmp_path / "results"
+    results.mkdir()
+    write_json(results / "summary.json", {**summary, "chosen": "b"})  # the old rule's choice
+    write_json(results / "details.json", {**details, "notes": "then"})
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump({"student": {"arch": "bilstm"}, **bench}))
+
+    assert sentences.main(["--refresh", "--config", str(tmp_path / "bench.yaml"), "--results", str(results)]) == 0
+    after = json.loads((results / "summary.json").read_text())
+    assert after["chosen"] == "a" and after["rows"] == summary["rows"]
+    kept = json.loads((results / "details.json").read_text())
+    assert kept["pooled"]["b"]["runs_per_group"] == {"in": 1, "out": 1, "ctl": 0}
+    assert kept["notes"] == "now" and kept["commands"][-1].endswith("--results " + str(results))
+    page = (results / "results.md").read_text()
+    assert "Chosen: **a**" in page and "in 2, out 2, ctl 1" in page
+    assert "Chosen: **a**" in capsys.readouterr().out
