@@ -61,7 +61,8 @@ def test_evaluate_a_language_without_labeled_data_says_so_in_one_line(tmp_path, 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, shared_data):
     tmp = tmp_path_factory.mktemp("l41")
-    argv = ["--quick", "--run", str(tmp / "run"), "--results", str(tmp / "results"), "--finetune-weakest", "1", "-q"]
+    argv = ["--quick", "--run", str(tmp / "run"), "--results", str(tmp / "results"), "--finetune-weakest", "1",
+            "--finetune-min-entities", "1", "-q"]
     assert languages41.main(argv) == 0
     return tmp, argv
 
@@ -124,6 +125,16 @@ def test_quick_run_writes_the_per_language_report(quick):
     assert (tmp / "run" / f"finetune-{weakest}" / "stage1-finetune" / "xdistil_student.json").exists()
     tuned = json.loads((tmp / "run" / f"finetune-{weakest}" / "xdistil_fingerprint.json").read_text())
     assert tuned["fields"]["data"]["languages"] == [weakest] and "init_from" in tuned["inputs"]
+    assert s.extra["finetune_passed_over"] == {} and "Passed over" not in md
+
+
+def test_finetune_passes_over_languages_with_too_few_dev_entities():
+    """UNER sv has 23 dev entities: its retention ranks it among the weakest by noise, and
+    fine-tuning it measures nothing, so --finetune-weakest takes the next language instead."""
+    entities = {"sv": 23, "hr": 1219, "ar": 1166, "he": 1386}
+    assert languages41.finetune_candidates(["sv", "hr", "ar", "he"], entities, 2) == (["hr", "ar"], ["sv"])
+    assert languages41.finetune_candidates(["sv", "hr", "ar"], entities, 2, min_entities=0) == (["sv", "hr"], [])
+    assert languages41.finetune_candidates(["hr", "sv"], {"hr": 1219}, 1, min_entities=10) == (["hr"], ["sv"])
 
 
 def test_quick_run_resumes_without_recomputing(quick, capsys):
