@@ -218,9 +218,9 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
     teacher = s.teacher
     order = sorted(s.languages, key=lambda lang: student.retained(teacher, lang) or 0.0)
 
+    entities = {lang: teacher.languages[lang].entities for lang in s.languages}
     tuned = {}
-    picked, few = finetune_candidates(order, {lang: teacher.languages[lang].entities for lang in order},
-                                      finetune_weakest, finetune_min_entities)
+    picked, few = finetune_candidates(order, entities, finetune_weakest, finetune_min_entities)
     for lang in picked:
         t = finetune(cfg, lang, final, run_dir, progress)
         f1 = t["dev"][lang]["f1"]
@@ -234,7 +234,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
     vocab = meta.get("vocab") or {}
     missing = without_labeled_data(cfg)
     per_language = {
-        lang: {"dataset": dataset_of(lang, cfg), "dev_entities": teacher.languages[lang].entities,
+        lang: {"dataset": dataset_of(lang, cfg), "dev_entities": entities[lang],
                "dev_sentences": teacher.languages[lang].sentences,
                "transfer_sentences": sum(manifest["counts"].get(lang, {}).values()),
                "transfer_only_sentences": manifest["counts"].get(lang, {}).get("transfer", 0),
@@ -247,7 +247,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
                    "vs_mbert_base": MBERT_PARAMS / student.params}
     extra = {"per_language": per_language, "no_labeled_data": no_f1, "compression": compression,
              "vocab": {k: v for k, v in vocab.items() if k != "languages"}, "finetune": tuned, "order": order,
-             "finetune_passed_over": {lang: per_language[lang]["dev_entities"] for lang in few} if finetune_weakest else {},
+             "finetune_passed_over": {lang: entities[lang] for lang in few} if finetune_weakest else {},
              "finetune_min_entities": finetune_min_entities,
              "targets": {"retention_avg": TARGET_RETENTION, "retention_min": FLOOR_RETENTION, "compression": 35.0}}
     s = dataclasses.replace(

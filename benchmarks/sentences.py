@@ -316,7 +316,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         seeds = [name] + [n for n in verdicts if bench["variants"][n].get("seed_of") == name]
         pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
-                        "runs_per_group": {g: sum(n in done[g]["variants"] for n in seeds) for g in groups}}
+                        "runs_per_group": _runs_per_group(seeds, seconds, groups)}
     chosen = choose(pooled, [g for g in groups if g not in control]) or next(iter(verdicts), None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
@@ -350,8 +350,7 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
     """Rewrite ``results`` (summary.json, details.json, results.md) from its own details.json,
     re-applying `choose` and the page layout, with no run directory: for a change of the rule
     or the page after the runs' working files are gone (``config`` says which group is the
-    control). Seeds per group missing from an older
-    details.json are counted from its seconds (one entry per finished group and variant)."""
+    control). An older details.json without seeds per group gets them from its seconds."""
     _, bench = load(config)
     summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
     details = json.loads((results / "details.json").read_text(encoding="utf-8"))
@@ -361,8 +360,7 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
     if command and command not in details.setdefault("commands", []):
         details["commands"].append(command)
     for v in details["pooled"].values():
-        v.setdefault("runs_per_group", {g: sum(g in details["seconds"].get(n, {}) for n in v["seeds"])
-                                        for g in details["groups"]})
+        v.setdefault("runs_per_group", _runs_per_group(v["seeds"], details["seconds"], details["groups"]))
     sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")]
     summary["chosen"] = choose(details["pooled"], sentence_groups) or summary["chosen"]
     summary["compression"] = details["verdicts"][summary["chosen"]]["compression"]
@@ -388,6 +386,12 @@ def _compression(params: dict, name: str) -> float | None:
     """Teacher / student parameters, the lowest over the groups (the largest student)."""
     ratios = [params["teacher"][g] / p for g, p in params.get(name, {}).items() if p]
     return round(min(ratios), 2) if ratios else None
+
+
+def _runs_per_group(seeds: list[str], seconds: dict, groups) -> dict[str, int]:
+    """How many of ``seeds`` finished in each group: ``seconds`` has an entry per finished
+    (variant, group), in `build` and in a committed details.json alike."""
+    return {g: sum(g in seconds.get(n, {}) for n in seeds) for g in groups}
 
 
 def _runs(pooled: dict) -> str:
