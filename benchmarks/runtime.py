@@ -739,10 +739,10 @@ def markdown(r: dict) -> str:
                   "length: padding is the share above).",
                   "- The word cache (distinct words tokenized once, remembered across calls) is cleared before "
                   "every timed pass, so these are cold figures; a warm cache saves the tokenizer's share again.",
-                  "- Batch 1 with two onnxruntime threads is bimodal from one process to the next (about 13,000 "
-                  "or 24,000 words/s, for the code before the change and after alike: the pool's spinning thread "
-                  "against the Python thread on two cores); with `--threads 1` it is a steady ~23,000. The batch-1 "
-                  "rows and their 'before' column are single processes, so their ratio is mostly that coin.",
+                  "- Batch 1 with two onnxruntime threads is bimodal from one process to the next, for the code "
+                  "before the change and after alike (the pool's spinning thread against the Python thread on two "
+                  "cores; `--threads 1` is steadier): the batch-1 rows and their 'before' column are single "
+                  "processes, so their ratio is mostly that coin. The rounds' own figures are in details.json.",
                   "- The machine is shared: figures of the same cell move by 20 % and more between passes and "
                   "runs (the load average is recorded above; the quantization variants ran in a slower spell than "
                   "the session table, so compare them with each other); the interleaved before/after table is the "

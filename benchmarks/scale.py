@@ -34,7 +34,6 @@ import yaml
 from xdistil_export.atomic import remove_own
 
 from benchmarks import preamble
-from xdistil import steps
 from xdistil.config import save_json
 from xdistil.provenance import cpu_model, provenance
 from xdistil.report import Heading, Para, Table, write_page
@@ -101,10 +100,6 @@ def config_for(factor: float) -> dict:
     }
 
 
-# what `xdistil distill --out DIR/distill` writes there: its students (and, when it labels, a transfer set)
-SCALE_DISTILL = ("students", "transfer")
-
-
 def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "scale.json"
@@ -120,7 +115,7 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         q = ["-q"] if quiet else []
         if "label" not in entry:
             if (d / "transfer" / "manifest.json").exists():  # labeled, figures lost: label again to measure
-                remove_own(d / "transfer", steps.own(d / "transfer", steps.LABEL))
+                remove_own(d / "transfer")
             entry["label"] = measure(exe + ["label", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                             "--out", str(d / "transfer")] + q, d / "label.log")
             manifest = json.loads((d / "transfer" / "manifest.json").read_text())
@@ -131,7 +126,7 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
             entry["transfer_mb"] = _dir_mb(d / "transfer")
             save_json(state, state_path)
         if "distill" not in entry:
-            remove_own(d / "distill", SCALE_DISTILL)
+            remove_own(d / "distill")
             entry["distill"] = measure(exe + ["distill", "--config", str(cfg_path), "--teacher-dir", str(teacher),
                                               "--transfer", str(d / "transfer"), "--out", str(d / "distill"),
                                               "--no-eval"] + q, d / "distill.log")

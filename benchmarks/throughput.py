@@ -42,14 +42,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdistil_export.atomic import remove_own
+from xdistil_export.atomic import expect, remove_own
 
 from benchmarks import preamble
 
 log = logging.getLogger("benchmarks.throughput")
 
-# What the working folder holds (`--fresh` deletes it only when it holds nothing else).
-FRESH_OWN = ("measurements.json", "fp32", "bf16", "tiny-teacher", "results", "*.log", "*.json")
+# `--fresh` deletes the working folder only when its record names everything in it: each name
+# below is named there (`expect`) before it is written, the steps' folders carry their own.
 PRECISIONS = ("fp32", "bf16")
 STAGE_KINDS = ("hard", "soft", "intermediate")
 PACKED = "distill-soft-packed"  # the soft stage with the previous release's packed-sequence BiLSTM
@@ -128,6 +128,7 @@ def tiny_teacher(cfg, dest: Path) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}))
+    expect(dest.parent, [dest.name])
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -195,7 +196,7 @@ def quality_in_child(cfg, precision: str, out: Path, progress: bool) -> dict:
 
     from xdistil.config import to_dict
 
-    out.mkdir(parents=True, exist_ok=True)
+    expect(out, [CHILD_CONFIG, CHILD_RESULT, "scores.json", "teacher", "transfer", "distill"])
     write_json(out / CHILD_CONFIG, to_dict(cfg))
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--quality-step", str(out.resolve()), precision]
     subprocess.run(cmd + ([] if progress else ["--quiet"]), cwd=REPO, check=True)
@@ -365,7 +366,7 @@ def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions
     from xdistil.taggers import load_tagger
 
     load_start = load_average()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    expect(run_dir, ["measurements.json", *precisions])
     overrides = {section: dict(values) for section, values in settings.overrides.items()}
     if teacher:
         overrides.setdefault("teacher", {}).update(model=teacher, models=[])
@@ -413,7 +414,9 @@ def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions
     }
     notes = [f"`precision: {p}` was run but labeling recorded {quality[p]['applied']!r}" for p in precisions
              if quality[p]["applied"] not in (None, p)]
-    results.mkdir(parents=True, exist_ok=True)
+    if results.parent.resolve() == run_dir.resolve():  # --quick: the results live in the working folder
+        expect(run_dir, [results.name])
+    expect(results, ["summary.json", "results.md"])
     write_json(results / "summary.json", summary)
     write_text(results / "results.md", markdown(summary, cfg, settings, notes))
     return summary
@@ -557,7 +560,7 @@ def main(argv=None) -> int:
     run_dir = args.run or Path("runs/throughput-quick" if args.quick else "runs/throughput")
     results = args.results or (run_dir / "results" if args.quick else Path("benchmarks/results/throughput"))
     if args.fresh:
-        remove_own(run_dir, FRESH_OWN)  # refused when the folder holds anything this benchmark did not write
+        remove_own(run_dir)  # refused when the folder holds anything its record does not name
     settings = QUICK if args.quick else FULL
     teacher = None
     if args.quick:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from contextlib import nullcontext
-from itertools import islice
+from itertools import chain, islice
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,17 +93,25 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Tag text lines or CoNLL words into JSONL (`Predictor.annotate` records) or CoNLL."""
     from xdistil_export.runtime import Predictor
-    from xdistil_export.text import iter_conll_words, read_lines
+    from xdistil_export.text import iter_conll_words, looks_like_conll, read_lines
 
     stdin = args.file in (None, "-")
     if not stdin and not os.path.isfile(args.file):  # before loading the model: a typo fails at once
         what = "is a directory, expected a text file" if os.path.isdir(args.file) else "no such file"
         raise FileNotFoundError(f"{args.file}: {what}")
     predictor = Predictor(args.model, precision=args.precision, threads=args.threads)
+    name = "stdin" if stdin else args.file
     lines = read_lines(None if stdin else args.file)  # the one line reader: gzip, BOM, LF / CRLF / CR
-    dst = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    dst = None
     try:
-        items = iter_conll_words(lines) if args.format == "conll" else lines
+        head = list(islice(lines, 20))  # looked at before the output opens: a wrong format leaves no file
+        if args.format == "text" and looks_like_conll(head):  # else every word and tag would be a "text"
+            raise ValueError(f"{name}: looks like CoNLL (word<TAB>tag on each line), not one text per line: "
+                             "add --format conll")
+        items = chain(head, lines)
+        if args.format == "conll":
+            items = iter_conll_words(items, name)
+        dst = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
         with _progress(disable=getattr(args, "quiet", False) or stdin) as bar:
             while chunk := list(islice(items, 8 * args.batch_size)):  # stream: big files never sit in memory
                 for r in predictor.annotate(chunk, batch_size=args.batch_size):
@@ -115,7 +123,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     bar.update(len(chunk))
     finally:
         lines.close()
-        if args.out:
+        if args.out and dst is not None:
             dst.close()
     return 0
 

@@ -18,12 +18,16 @@ from collections.abc import Iterable, Iterator
 import regex
 
 # Words are runs of letters and digits with their combining marks (Indic vowel signs,
-# Arabic harakat) and zero-width (non-)joiners (Persian "می‌خواهم" is one word), keeping inner
-# apostrophes, hyphens and dots ("isn't", "3.5"); every other visible character is a token of
-# its own, one whole grapheme cluster each, so an emoji flag, a skin tone or a ZWJ family
-# ("👨‍👩‍👧") stays one token instead of several that would each get a tag.
-_LETTERS = r"[\p{L}\p{N}\p{M}\u200c\u200d]"
-WORD_PATTERN = rf"[\p{{L}}\p{{N}}]{_LETTERS}*(?:['’\-.][\p{{L}}\p{{N}}]{_LETTERS}*)*|(?=\S)\X"
+# Arabic harakat), keeping inner apostrophes, hyphens and dots ("isn't", "3.5"); every other
+# visible character is a token of its own, one whole grapheme cluster each, so an emoji flag,
+# a skin tone or a ZWJ family ("👨‍👩‍👧") stays one token instead of several that would each get a tag.
+# Format characters (Unicode Cf: zero-width (non-)joiners, direction marks, soft hyphens) are
+# invisible: between two letters they belong to the word (Persian "می‌خواهم" is one word), anywhere
+# else to no word, so a stray U+200F never becomes a word a model could tag B-PER. U+200B (zero
+# width space) is the one that separates words (Thai, Khmer), never joins them.
+_CORE = r"[\p{L}\p{N}\p{M}]"
+_RUN = rf"[\p{{L}}\p{{N}}](?:{_CORE}|(?:(?!\u200b)\p{{Cf}})+(?={_CORE}))*"
+WORD_PATTERN = rf"{_RUN}(?:['’\-.]{_RUN})*|(?=[^\s\p{{Cf}}])\X"
 WORD_RE = regex.compile(WORD_PATTERN)
 
 _EOL = re.compile(r"\r\n|\r|\n")  # line ends: LF, CRLF and a lone CR (old Mac exports)
@@ -116,21 +120,37 @@ def iter_text_lines(lines: Iterable[str]) -> Iterator[str]:
             first = False
 
 
-def iter_conll_words(lines: Iterable[str]) -> Iterator[list[str]]:
+def iter_conll_words(lines: Iterable[str], name: str = "input") -> Iterator[list[str]]:
     """Sentences (word lists) of a CoNLL or token-per-line file: first column, blank line between.
 
     Columns are tab-separated, or whitespace-separated when a line has no tab; other
-    columns (e.g. gold tags) are ignored and ``-DOCSTART-`` lines skipped.
+    columns (e.g. gold tags) are ignored and ``-DOCSTART-`` lines skipped. A blank first
+    column (``" \tO"``) raises `LineError` at ``name:line``: it would be an empty word.
     """
     words: list[str] = []
-    for line in iter_text_lines(lines):
+    for n, line in enumerate(iter_text_lines(lines), 1):
         if not line.strip():
             if words:
                 yield words
                 words = []
             continue
         word = line.split("\t")[0].strip() if "\t" in line else line.split()[0]
+        if not word:
+            raise LineError(name, n, f"blank word (only whitespace before the tab): {line!r}")
         if not word.startswith("-DOCSTART-"):
             words.append(word)
     if words:
         yield words
+
+
+# The last column of a CoNLL line: a tag of some scheme (O, B-PER, S-LOC, b-per) or a bare type (PER).
+_TAG = re.compile(r"^(?:[OoBbIiEeSsLlUu]-\S+|[Oo]|[A-Z][A-Z_]{1,15})$")
+
+
+def looks_like_conll(lines: Iterable[str]) -> bool:
+    """Whether text lines look like CoNLL columns (``word<TAB>tag``): every non-blank line has a
+    tab, a first column of one word and a last column that looks like a tag. Texts from a
+    spreadsheet ("id<TAB>a sentence") do not."""
+    rows = [line.split("\t") for line in lines if line.strip()]
+    return bool(rows) and all(
+        len(r) >= 2 and r[0].strip() and len(r[0].split()) == 1 and _TAG.match(r[-1].strip()) for r in rows)

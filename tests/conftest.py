@@ -41,3 +41,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory) -> dict[str, Path]:
+    """The `xdistil` and `xdistil-runtime` wheels, built once a session from the checkout (tests/wheels.py)."""
+    from wheels import build_wheels
+
+    return build_wheels(tmp_path_factory.mktemp("wheels"))

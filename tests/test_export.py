@@ -63,7 +63,8 @@ def env(tmp_path_factory, one_torch_thread):
 def test_export_directory_is_self_contained(env):
     files = {p.name for p in env.out.iterdir()}
     assert files == {"model.onnx", "model.int8.onnx", "tokenizer.json", "export_manifest.json", "config.json",
-                     "README.md"}  # config.json: id2label / label2id; README.md: the model card (test_cards.py)
+                     "README.md", "xdistil_files.json"}  # config.json: id2label / label2id; README.md: the
+    # model card (test_cards.py); xdistil_files.json: what xdistil wrote there (xdistil_export.atomic)
     m = json.loads((env.out / "export_manifest.json").read_text())
     assert m == env.manifest
     assert m["kind"] == "bilstm" and m["labels"] == LABELS and m["max_length"] == 16

@@ -51,13 +51,13 @@ def models(tmp_path_factory):
     torch.set_num_threads(before)
 
 
-def _run(models, out, exports):
+def _run(models, out, exports, rounds=1):
     shapes = {"mbert-base": BertConfig(vocab_size=300, max_position_embeddings=64, **TINY),
               "xlmr-base": XLMRobertaConfig(vocab_size=300, max_position_embeddings=66, type_vocab_size=1,
                                             pad_token_id=1, **TINY)}
     quick = {**latency.QUICK, "batches": BATCHES}
     return latency.run(models, out, threads=1, shapes=shapes, exports_dir=exports, command="test",
-                       export_kwargs={"int8_min_agreement": 0.0}, **quick)  # random models: near-tied tags
+                       export_kwargs={"int8_min_agreement": 0.0}, rounds=rounds, **quick)  # random: near-tied tags
 
 
 def test_latency_run_on_tiny_models(models, tmp_path):
@@ -115,9 +115,17 @@ def test_latency_run_on_tiny_models(models, tmp_path):
     assert report.settings["threads"] == 1 and report.provenance.command == "test"
     assert report.provenance.machine["threads"] == 1
 
-    # a second run reuses every export
-    again = _run(dirs, out, exports)
+    # a second run reuses every export; in two interleaved rounds every cell is still one row,
+    # its median the median of the rounds' medians, the rounds' own medians kept beside it
+    again = _run(dirs, out, exports, rounds=2)
     assert all(m["export_reused"] for m in again.models)
+    assert sorted((*c.key, c.batch, c.seq) for c in again.cells) == sorted(cells)
+    per_round = again.settings["round_medians_ms"]
+    assert again.settings["rounds"] == 2 and len(per_round) == len(cells)
+    for c in again.cells:
+        ms = per_round[" ".join(map(str, (*c.key, c.batch, c.seq)))]
+        assert len(ms) == 2 and c.median_ms == pytest.approx(sum(ms) / 2, abs=1e-3)
+        assert c.min_ms <= min(ms) and c.max_ms >= max(ms)
 
 
 def test_cli_parses_and_refuses_nothing_to_time():

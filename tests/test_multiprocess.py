@@ -108,7 +108,8 @@ def test_two_process_distill_trains_and_writes_once(setup):
            "--out", str(out), "--no-eval", "-q")
     run = out / "students"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.json", "progress.json",
-                                                     "stage1-logits", "stage2-hidden", "xdistil_fingerprint.json"]
+                                                     "stage1-logits", "stage2-hidden", "xdistil_files.json",
+                                                     "xdistil_fingerprint.json"]
     # each stage's folder says what it was built from, and chains to the stage before it
     fp1, fp2 = (json.loads((run / s / "xdistil_fingerprint.json").read_text()) for s in ("stage1-logits",
                                                                                            "stage2-hidden"))

@@ -7,6 +7,10 @@
    distill, export, run): a folder of other things is refused in one line that names what
    is there, an output beside which a foreign file was put is not recomputed over it, and
    an ``--out`` that is a file is refused.
+3. By record, not by name (issue 27): a user's files survive at any depth -- a file in a
+   stage or in ``chunks/``, a copied stage, an export written inside a stage, an own
+   ``.onnx`` or hidden ``.x.tmp``, a folder of a README.md and a config.json -- and an
+   export killed in the middle of its swap is repaired by the next run.
 5. Config values that cannot train are refused; distill refuses a teacher that did not
    label its transfer set; ``-v`` works after the command; new head rows are a warning;
    the model cards of distill and export name their languages, teacher and dev F1, and
@@ -223,34 +227,93 @@ def test_a_run_directory_keeps_foreign_files(tmp_path, world, capsys):
     rc, out, err = xd(capsys, *commands(world, run)["run"], "--student.hidden_dim", "12")
     assert rc == 0 and "fields.student.hidden_dim" in out, err
     assert (run / "notes.txt").read_text() == "x\n"
-    (run / "distill" / "notes.txt").write_text("y\n")  # inside a step's output: that step is refused
-    before = snapshot(run / "distill")
+    (run / "distill" / "stage1-hard" / "my_eval.txt").write_text("y\n")  # inside a step's output, at any
+    before = snapshot(run / "distill")                                    # depth: that step is refused
     rc, _, err = xd(capsys, *commands(world, run)["run"], "--student.hidden_dim", "10")
-    assert "notes.txt" in one_line_error(rc, err)
+    assert "stage1-hard/my_eval.txt" in one_line_error(rc, err)
     assert snapshot(run / "distill") == before and (run / "notes.txt").read_text() == "x\n"
 
 
-def test_atomic_helpers_refuse_foreign_entries(tmp_path):
-    from xdistil_export.atomic import NotOurs, atomic_dir, foreign_entries, remove_own
+# ---- by record, not by name (issue 27): a user's files at any depth --------------------
 
-    d = tmp_path / "d"
-    d.mkdir()
-    (d / "manifest.json").write_text("{}")
-    (d / ".manifest.json.abc.tmp").write_text("")  # a temp of an interrupted write: ours
-    assert foreign_entries(d, ("manifest.json",)) == []
-    (d / "notes.txt").write_text("x")
-    assert foreign_entries(d, ("manifest.json",)) == ["notes.txt"]
-    with pytest.raises(NotOurs, match="notes.txt"):
-        remove_own(d, ("manifest.json",))
-    with pytest.raises(NotOurs), atomic_dir(d, own=("manifest.json",)) as tmp:
-        (tmp / "manifest.json").write_text("new")
-    assert (d / "notes.txt").exists() and (d / "manifest.json").read_text() == "{}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
-    f = tmp_path / "f"
-    f.write_text("x")
-    with pytest.raises(NotADirectoryError), atomic_dir(f) as tmp:
-        pass
-    assert f.read_text() == "x"
+@pytest.mark.parametrize("case", ["a file in a stage", "a copied stage", "an export inside a stage",
+                                  "an earlier release"])
+def test_a_users_files_inside_a_distill_output_survive(tmp_path, world, capsys, case):
+    out = copy(world["students"], tmp_path / "d")
+    students = out / "students"
+    stage = students / "stage1-hard"
+    if case == "a file in a stage":
+        (stage / "my_eval.txt").write_text("x\n")
+        named = "stage1-hard/my_eval.txt"
+    elif case == "a copied stage":  # its name matches the stage folders', its record is a copy
+        shutil.copytree(stage, students / "stage1-x-good")
+        named = "stage1-x-good"
+    elif case == "an export inside a stage":  # the student card's own advice: `xdistil export . --out onnx`
+        assert xd(capsys, "export", stage, "--out", stage / "onnx")[0] == 0
+        named = "stage1-hard/onnx"
+    else:  # written by an xdistil that wrote no records: refused, naming what is there
+        (students / "xdistil_files.json").unlink()
+        named = "no record of what xdistil wrote"
+    before = snapshot(out)
+    rc, _, err = xd(capsys, *commands(world, out)["distill"], "--student.hidden_dim", "32")
+    assert named in one_line_error(rc, err)
+    assert snapshot(out) == before
+
+
+def test_a_file_in_chunks_survives_a_relabel(tmp_path, world, capsys):
+    s = copy(world["set"], tmp_path / "s")
+    (s / "chunks" / "notes.txt").write_text("x\n")
+    before = snapshot(s)
+    rc, _, err = xd(capsys, *commands(world, s)["label"], "--transfer.chunk_size", "60")
+    assert "chunks/notes.txt" in one_line_error(rc, err)
+    assert snapshot(s) == before
+
+
+@pytest.mark.parametrize("name", ["mine.onnx", ".notes.tmp"])
+def test_a_users_file_in_an_export_survives(tmp_path, world, capsys, name):
+    exp = copy(world["export"], tmp_path / "exp")
+    (exp / name).write_text("mine\n")
+    before = snapshot(exp)
+    rc, _, err = xd(capsys, "export", world["student"], "--out", exp, "--tolerance", "1e-2")
+    assert name in one_line_error(rc, err)
+    assert snapshot(exp) == before
+
+
+def test_a_readme_and_a_config_are_not_an_export(tmp_path, world, capsys):
+    from xdistil_export.atomic import NotOurs
+
+    from xdistil.onnx_export import export_model
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("# my model\n")
+    (mine / "config.json").write_text("{}\n")
+    rc, _, err = xd(capsys, "export", world["student"], "--out", mine)
+    assert "README.md" in one_line_error(rc, err)
+    with pytest.raises(NotOurs, match="README.md"):  # from Python too: the names prove nothing
+        export_model(world["student"], mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md", "config.json"]
+    assert (mine / "README.md").read_text() == "# my model\n"
+
+
+@pytest.mark.parametrize("point", ["aside", "swapped"])
+def test_an_export_killed_in_its_swap_is_repaired_by_the_next_run(tmp_path, world, capsys, point):
+    import os
+    import subprocess
+    import sys
+
+    from xdistil_export.atomic import KILL_ENV
+
+    exp = copy(world["export"], tmp_path / "exp")
+    args = ["export", str(world["student"]), "--out", str(exp), "--tolerance", "1e-2"]
+    p = subprocess.run([sys.executable, "-m", "xdistil.cli", *args], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, KILL_ENV: point, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert exp.exists() == (point == "swapped") and any(".exp.old-" in q.name for q in tmp_path.iterdir())
+    rc, out, err = xd(capsys, *args)
+    assert rc == 0 and "was finished" in err and "export: reusing" in out, err
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["exp"]
+    assert json.loads((exp / "export_manifest.json").read_text())["parity"]["tolerance"] == 1e-2
 
 
 # ---- 5: config values, teachers that disagree, -v, head rows, cards ------------------------

@@ -32,18 +32,77 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     assert P.cpu_flags(tmp_path / "missing") == set()
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ({"avx512f", "avx512_bf16"}, "bf16"),
-    ({"amx_tile", "amx_bf16"}, "bf16"),
-    ({"avx2", "avx512f"}, "fp32"),  # bf16 would be emulated: slower than fp32
-    (set(), "fp32"),
+@pytest.fixture
+def calibration(monkeypatch, tmp_path):
+    """A private calibration cache, and a fake `probe` whose bf16 speed-up the test sets."""
+    monkeypatch.setenv("XDISTIL_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_probe(work="encoder", **_):
+        calls.append(work)
+        speedup = calibration.speedup[work]
+        return {"work": work, "fp32_ms": 10.0, "bf16_ms": 10.0 / speedup, "bf16_speedup": speedup,
+                "choice": "bf16" if speedup >= P.MIN_SPEEDUP else "fp32"}
+
+    calibration.speedup = {"encoder": 1.5, "bilstm": 1.5}
+    calibration.calls = calls
+    monkeypatch.setattr(P, "probe", fake_probe)
+    return calibration
+
+
+@pytest.mark.parametrize(("flags", "speedup", "expected"), [
+    ({"avx512f", "avx512_bf16"}, 1.5, "bf16"),  # native and measured faster (the EPYC)
+    ({"avx512f", "avx512_bf16"}, 0.8, "fp32"),  # native but measured slower (the Xeon of issue 32)
+    ({"amx_tile", "amx_bf16"}, 1.5, "bf16"),
+    ({"avx2", "avx512f"}, 1.5, "fp32"),  # bf16 would be emulated: not even measured
+    (set(), 1.5, "fp32"),
 ])
-def test_auto_on_cpu_follows_the_reported_flags(monkeypatch, flags, expected):
+def test_auto_on_cpu_is_measured_where_bf16_is_native(monkeypatch, calibration, flags, speedup, expected):
     _flags(monkeypatch, flags)
+    calibration.speedup = {"encoder": speedup, "bilstm": speedup}
     assert P.resolve("auto", "cpu") == expected
     assert P.resolve("auto", torch.device("cpu")) == expected
-    for explicit in ("fp32", "bf16", "fp16"):  # an explicit choice is kept
+    assert len(calibration.calls) == (1 if "avx512_bf16" in flags or "amx_bf16" in flags else 0)
+    for explicit in ("fp32", "bf16", "fp16"):  # an explicit choice is kept, never measured
         assert P.resolve(explicit, "cpu") == explicit
+    assert len(calibration.calls) <= 1
+
+
+def test_calibration_is_cached_per_work_and_machine(monkeypatch, calibration, tmp_path):
+    _flags(monkeypatch, {"avx512_bf16"})
+    calibration.speedup = {"encoder": 0.7, "bilstm": 1.4}
+    assert P.resolve("auto", "cpu", "encoder") == "fp32"
+    assert P.resolve("auto", "cpu", "bilstm") == "bf16"
+    assert P.resolve("auto", "cpu", "encoder") == "fp32"  # from the cache
+    assert calibration.calls == ["encoder", "bilstm"]
+    cache = __import__("json").loads((tmp_path / "precision.json").read_text())
+    assert sorted(k.rsplit("| ", 1)[1] for k in cache) == ["bilstm", "encoder"]
+    assert all(f"torch {torch.__version__}" in k and f"{torch.get_num_threads()} threads" in k for k in cache)
+    # another thread count is another machine: measured again
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if before != 1 else 2)
+    try:
+        P.resolve("auto", "cpu", "encoder")
+    finally:
+        torch.set_num_threads(before)
+    assert calibration.calls == ["encoder", "bilstm", "encoder"]
+    # a damaged cache is measured anew, not an error; the record names the decision
+    (tmp_path / "precision.json").write_text("{not json")
+    record = P.choice_record("auto", "cpu", "bilstm")
+    assert record["asked"] == "auto" and record["resolved"] == "bf16"
+    assert record["calibration"]["bf16_speedup"] == 1.4 and "threads" in record["calibration"]["key"]
+    assert P.choice_record("fp32", "cpu") == {"asked": "fp32", "resolved": "fp32"}
+
+
+def test_the_real_probe_times_both_precisions_and_checks_accumulation():
+    out = P.probe("bilstm", rounds=1, repeats=1)
+    assert out["fp32_ms"] > 0 and out["bf16_ms"] > 0 and out["choice"] in ("fp32", "bf16")
+    assert out["bf16_speedup"] == pytest.approx(out["fp32_ms"] / out["bf16_ms"], rel=0.01)
+    # products accumulate in fp32: the error stays within a small factor of rounding the inputs
+    # (and of the bf16 output); accumulating in bf16 over K = 384 would be far larger
+    assert 0 < out["input_rounding_rel_err"] and 0 < out["matmul_rel_err"] < 3 * out["input_rounding_rel_err"]
+    with pytest.raises(ValueError, match="encoder, bilstm"):
+        P.probe("gru")
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16"), (False, "fp16")])

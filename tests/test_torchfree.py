@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from tiny import import_blocker
+import pytest
+from tiny import import_blocker, tiny_words
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT = REPO / "export"
@@ -50,8 +53,53 @@ def _doc_runtime_lines() -> list[str]:
     return lines
 
 
-def test_runtime_distribution_installs_without_torch_and_predicts(tmp_path):
-    """Build the `xdistil-runtime` wheel from export/, install it into a fresh venv, and run what
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    """A real export (fp32 + int8) of a tiny random teacher."""
+    import torch
+    from tiny import make_tiny_teacher
+
+    from xdistil.onnx_export import export_model
+
+    tmp = tmp_path_factory.mktemp("export")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        export_model(make_tiny_teacher(tmp), tmp / "onnx", int8=True, int8_min_agreement=0.0)  # random weights
+    finally:
+        torch.set_num_threads(before)
+    return tmp / "onnx"
+
+
+def test_readme_runtime_line_runs_in_the_set_up_as_a_shell_runs_it(tiny_export, tmp_path):
+    """`make setup` gives the `xdistil-runtime` command (the main distribution declares it too), so
+    the README quick start's runtime line works as written: run by bash with the set-up's bin/ first
+    on PATH, on a real export -- a new process, as a user's shell would, not called in-process."""
+    from xdistil_export.runtime import Predictor
+
+    bin_ = Path(sys.executable).parent  # .venv/bin under `make test`
+    assert (bin_ / "xdistil-runtime").is_file(), f"{bin_}: no xdistil-runtime command (make setup installs it)"
+    lines = [x.strip() for x in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+             if x.strip().startswith("xdistil-runtime predict ")]
+    assert lines, "the README shows no `xdistil-runtime predict` line"
+    texts = [" ".join(tiny_words(12, seed=1)), " ".join(tiny_words(300, seed=2))]
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        # the export and the input where the line expects them, relative to the shell's folder
+        (export_arg,) = [a for a in argv if a.startswith("runs/")]
+        (input_arg,) = [a for a in argv if a.endswith(".txt")]
+        shutil.copytree(tiny_export, tmp_path / export_arg, dirs_exist_ok=True)
+        (tmp_path / input_arg).write_text("\n".join(texts) + "\n", encoding="utf-8")
+        proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env=dict(os.environ, PATH=f"{bin_}{os.pathsep}/usr/bin{os.pathsep}/bin", PYTHONPATH=""))
+        assert proc.returncode == 0, f"{line}: exit {proc.returncode}: {proc.stderr[-2000:]}"
+        precision = argv[argv.index("--precision") + 1] if "--precision" in argv else "fp32"
+        want = Predictor(tiny_export, precision=precision, threads=1).annotate(texts)
+        assert [json.loads(x) for x in proc.stdout.splitlines()] == want, line
+
+
+def test_runtime_distribution_installs_without_torch_and_predicts(tiny_export, wheels, tmp_path):
+    """Install the `xdistil-runtime` wheel (built from export/) into a fresh venv, and run what
     the docs show and what users get wrong, as a deployment would.
 
     - every ``xdistil-runtime`` line of README.md and docs/deployment.md, on a real export
@@ -61,33 +109,20 @@ def test_runtime_distribution_installs_without_torch_and_predicts(tmp_path):
       ``tokenizer.json``, a damaged ``export_manifest.json`` (naming the file), a changed model;
     - a gzipped input is read; ``| head`` stops the command quietly.
 
-    The venv gets its dependencies from the package index (onnxruntime, tokenizers, numpy,
-    regex; fastapi and uvicorn for the serve line); it has no torch, transformers or xdistil.
-    Takes about 30 s.
+    The wheel comes from the conftest fixture `wheels` (built once a session, offline; its contents
+    are checked in tests/test_wheel.py). The venv gets its dependencies from the package index
+    (onnxruntime, tokenizers, numpy, regex; fastapi and uvicorn for the serve line); it has no
+    torch, transformers or xdistil. Takes about 30 s.
     """
     import gzip
-    import shlex
-    import shutil
     import signal
     import socket
     import time
     import urllib.request
 
-    import torch
-    from tiny import make_tiny_teacher, tiny_words
     from xdistil_export.runtime import Predictor
 
-    from xdistil.onnx_export import export_model
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    export = tmp_path / "onnx"
-    try:
-        export_model(make_tiny_teacher(tmp_path), export, int8=True, int8_min_agreement=0.0)  # random weights
-    finally:
-        torch.set_num_threads(before)
-    src = tmp_path / "src"
-    shutil.copytree(EXPORT, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    export = tiny_export
     env = dict(os.environ, PYTHONPATH="", OMP_NUM_THREADS="1")
 
     def run(*cmd, timeout=180, code=0):
@@ -96,8 +131,7 @@ def test_runtime_distribution_installs_without_torch_and_predicts(tmp_path):
         assert proc.returncode == code, f"{cmd}: {proc.returncode}: {proc.stderr[-3000:]}"
         return proc
 
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", src)
-    (wheel,) = (tmp_path / "dist").glob("xdistil_runtime-*.whl")
+    wheel = wheels["xdistil-runtime"]
     run(sys.executable, "-m", "venv", tmp_path / "venv")
     bin_ = tmp_path / "venv" / "bin"
     runtime = bin_ / "xdistil-runtime"

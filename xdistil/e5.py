@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from xdistil_export.atomic import check_own
+from xdistil_export.atomic import repair, replace_dir
 
 #: Version of the folder layout written by :func:`convert_e5`; bump it to force re-conversion.
 FORMAT_VERSION = 1
@@ -418,7 +418,8 @@ def convert_e5(bin_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
     Everything is written into a temporary sibling folder that is renamed into place at the
     end, so an interrupted conversion never leaves a half-written ``out_dir``. An existing
-    ``out_dir`` is replaced.
+    ``out_dir`` is replaced only when its record (`xdistil_export.atomic.RECORD`, written with
+    every conversion) names everything in it; anything else is refused in one line.
     """
     from safetensors.numpy import save_file
 
@@ -463,30 +464,17 @@ def _current_umask() -> int:
     return umask
 
 
-# What a converted folder holds: the only entries `_swap_into_place` may replace.
-OWN = ("*.json", "*.safetensors", "*.model", "*.txt")
-
-
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    # a folder of anything else (a --cache-dir pointing at the user's files) is refused, not replaced
-    check_own(out_dir, OWN)
-    # os.replace cannot overwrite a non-empty directory: move the old one aside first.
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "x")
+    # replace_dir replaces only a folder whose record (written with every conversion) names all
+    # of it: a --cache-dir pointing at the user's files, or at a folder converted by an xdistil
+    # that wrote no record, is refused in one line, not replaced
     try:
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except OSError:
         if not is_complete(out_dir):
-            if old is not None and not out_dir.exists():
-                os.replace(old / "x", out_dir)  # put the previous folder back
             raise
         # Another process finished the same conversion first: keep its complete folder.
         shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def default_cache_dir() -> Path:
@@ -503,6 +491,7 @@ def prepare_e5_small(cache_dir: str | os.PathLike | None = None, force: bool = F
     """
     out = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = out.expanduser()
+    repair(out)  # a swap a crash interrupted is finished or undone first
     if not force and is_complete(out):
         return out
     src = find_e5_bin()

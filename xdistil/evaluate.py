@@ -4,6 +4,7 @@ scoring of saved models per language (`evaluate_dev`, `DevScorer`)."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from seqeval.scheme import IOB2
 from xdistil.config import RunConfig, save_json
 from xdistil.data.sources import dev_sentences
 from xdistil.taggers import load_tagger, predict_tags
+
+_IOB2 = re.compile(r"^(?:O|[BI]-\S+)$")
 
 
 def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
@@ -27,6 +30,10 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
     for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predictions")
+    # seqeval would say only "Invalid token is found: E-LOC"; say which side holds it
+    for side, seqs in (("gold", gold), ("predicted", pred)):
+        if bad := next((t for seq in seqs for t in seq if not _IOB2.match(t)), None):
+            raise ValueError(f"{side} tag {bad!r} is not IOB2 (O, B-TYPE, I-TYPE): entity scores need IOB2 tags")
     with warnings.catch_warnings():  # no entity at all: seqeval's macro average is a mean of nothing (unused)
         warnings.simplefilter("ignore", RuntimeWarning)
         rep = classification_report(list(map(list, gold)), list(map(list, pred)), mode="strict", scheme=IOB2,

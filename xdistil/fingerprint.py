@@ -112,18 +112,52 @@ def stale_message(folder: str | os.PathLike, old: dict | None, new: dict) -> str
             f"rerun without --resume-only to recompute it, or use another --out")
 
 
+# Files a model folder is identified by besides its weights: what turns text into its inputs.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+# Digests of files read in this process, by (path, size, mtime): the identity is the content,
+# the key only spares rereading a 470 MB weights file for every step and stage of a run.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cached_file_digest(path: str | os.PathLike) -> str:
+    """`file_digest`, computed once per (path, size, modification time) in this process."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if (d := _DIGESTS.get(key)) is None:
+        d = _DIGESTS[key] = file_digest(path)
+    return d
+
+
+def _model_identity(folder: Path) -> dict:
+    """What a Hugging Face model folder computes: its label map and the bytes of its weights and
+    tokenizer files. Names, times and a README do not count: a copy is the same model."""
+    try:
+        id2label = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("id2label")
+    except (OSError, ValueError, AttributeError):
+        id2label = None
+    files = {}
+    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        if f.suffix in _WEIGHT_SUFFIXES or f.name in _TOKENIZER_FILES:
+            files[f.relative_to(folder).as_posix()] = cached_file_digest(f)
+    return {"id2label": id2label, "files": files}
+
+
 def folder_digest(folder: str | os.PathLike) -> str:
     """A folder used as an input (a teacher, a transfer set, a student): its step's digest
     when it has a fingerprint; a member of a fingerprinted group (a co-finetuned teacher)
     gets the group's digest and its own name; any other folder (a model from elsewhere) a
-    digest of its files' names, sizes and modification times (cheap for gigabyte weights)."""
+    digest of its content -- a model folder (config.json) of its label map, weights and
+    tokenizer, another folder of every file -- so a copy or a ``touch`` keeps its identity."""
     p = Path(folder)
     if (d := digest_of(p)) is not None:
         return d
     if (d := digest_of(p.parent)) is not None:
         return f"{d}/{p.name}"
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return "files:" + h.hexdigest()[:16]
+    if (p / "config.json").is_file():
+        body = _model_identity(p)
+    else:
+        body = {f.relative_to(p).as_posix(): cached_file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
+    return "content:" + hashlib.sha256(_canonical(body).encode()).hexdigest()[:16]

@@ -6,7 +6,8 @@ scores it. `fit` runs it (nanoGPT / litgpt style, one flat loop):
 
 - length: ``epochs`` (fractions allowed) but at least ``min_steps`` optimizer steps;
 - selection after every epoch, early stopping after ``patience`` epochs without a better
-  score, and the best weights restored at the end (restore-best);
+  score, and the best weights restored at the end (restore-best); the starting weights may
+  compete too, handicapped by a margin (``Job.select_start``, ``Job.start_margin``);
 - a checkpoint every ``checkpoint_every`` steps and at every epoch end, from which a new
   process continues *exactly*: weights, best weights, optimizer and scheduler, the RNG
   states of torch (CPU and CUDA), numpy and python -- per process under a launcher -- and
@@ -52,7 +53,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from xdistil_export.atomic import replace_dir, write_json
+from xdistil_export.atomic import expect, remove_own, replace_dir, write_json
 
 from xdistil import precision as P
 
@@ -99,6 +99,11 @@ class Job:
     """Stop after this many epochs without a better score (None: never early)."""
     select_start: bool = False
     """The starting weights are a candidate too (a distillation step may make things worse)."""
+    start_margin: float = 0.0
+    """With ``select_start``: the starting weights compete this much below their score, so an
+    epoch within the margin of them still replaces them (and resets patience). A difference
+    the selection slice cannot resolve then never throws a stage's progress away; 0: the
+    starting weights win ties and every epoch that does not beat them counts against patience."""
     clip: float | None = 1.0
     scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None
     """(optimizer, total steps) -> an LR scheduler stepped once per optimizer step."""
@@ -126,6 +131,8 @@ class FitState:
     best_score: float | None = None
     best_epoch: int = -1
     """Epoch (1-based) whose weights are best; 0: the starting weights."""
+    start_score: float | None = None
+    """The starting weights' score (``Job.select_start``), without ``Job.start_margin``."""
     bad_epochs: int = 0
     finished: bool = False
     loss_sum: float = 0.0
@@ -213,8 +220,8 @@ def save_checkpoint(folder: str | Path, accelerator, module: nn.Module, state: F
         return
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    remove_own(tmp)  # one a kill left half-written: its record names what it holds
+    expect(tmp, [WEIGHTS, BEST, AVERAGE, OPTIMIZER, RNG, STATE])  # named ahead: provably ours if killed
     save_file(weights, str(tmp / WEIGHTS))
     if best is not None:
         save_file(best, str(tmp / BEST))
@@ -344,10 +351,12 @@ def _swapped_in(pairs: Pairs) -> Iterator[None]:
 # ---- the loop ------------------------------------------------------------------------------
 
 def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str = "",
-        fingerprint: dict | None = None, precision: str = "fp32", progress: bool = True) -> FitState:
+        fingerprint: dict | None = None, precision: str = "fp32", work: str = "encoder",
+        progress: bool = True) -> FitState:
     """Train ``job`` to the end; the module holds its best weights afterwards.
 
-    ``precision``: auto | fp32 | bf16 | fp16 (`xdistil.precision.resolve` on this process's device).
+    ``precision``: auto | fp32 | bf16 | fp16 (`xdistil.precision.resolve` on this process's device;
+    ``work``, encoder | bilstm, is what ``auto`` times on a CPU to choose).
 
     ``checkpoint``: the folder to checkpoint into and resume from (None: none). A checkpoint
     there with this ``tag`` and ``fingerprint`` is resumed; a finished one is returned as it
@@ -372,7 +381,9 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     if resume and old.finished:
         return load_checkpoint(checkpoint, accelerator, module)
     model, opt = accelerator.prepare(_Shell(module), opt)
-    resolved = P.resolve(precision, accelerator.device)
+    resolved = P.resolve(precision, accelerator.device, work)
+    if main and precision == "auto":
+        log.info("%s: precision auto -> %s (%s)", job.desc, resolved, P.choice_record(precision, accelerator.device, work))
     scaler = P.grad_scaler(resolved, accelerator.device)  # fp16 only
     best: dict | None = None
     average = _averaged(module) if job.average else None
@@ -398,7 +409,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         if job.select_start:
             module.eval()
             score, extra_log = job.select()
-            state.best_score, state.best_epoch = score, 0
+            # the start competes ``start_margin`` below its score (Job.start_margin)
+            state.start_score, state.best_score, state.best_epoch = score, score - job.start_margin, 0
             best = _weights(module, accelerator, model, job.state_keys)
 
     pairs = _pairs(module, average)
@@ -448,6 +460,8 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     bar.close()
     if best is not None:
         module.load_state_dict(best, strict=False)  # restore the best weights
+    if state.best_epoch == 0 and state.start_score is not None:
+        state.best_score = state.start_score  # the kept weights' own score, not the handicapped one
     state.finished = True
     save(finished=True)
     accelerator.free_memory()  # drop the wrappers; the next fit prepares anew

@@ -21,6 +21,7 @@ memory-map the chunks (`load_transfer`), so a transfer set never has to fit in m
     transfer/
       chunks/<lang>-00000/ ...   one Arrow dataset per chunk
       chunks/<lang>-00000/xdistil_chunk.json   its fingerprint digest and file checksums
+      xdistil_files.json         every chunk named before it is written (`xdistil_export.atomic`)
       manifest.json              written last: teachers, layers, counts, chunks + checksums,
                                  fingerprint digest, versions, speed
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from xdistil_export.atomic import atomic_dir, owned, write_json
+from xdistil_export.atomic import atomic_dir, expect, unproven, write_json
 
 from xdistil import fingerprint as fpr
 from xdistil.config import RunConfig, to_dict
@@ -50,7 +50,7 @@ from xdistil.fit import check_launch
 from xdistil.labels import for_teachers
 from xdistil.memory import PeakMemory
 from xdistil.models import OnDevice
-from xdistil.precision import autocast
+from xdistil.precision import autocast, choice_record
 from xdistil.precision import resolve as resolve_precision
 from xdistil.provenance import versions
 from xdistil.run import fingerprints
@@ -59,7 +59,6 @@ from xdistil.taggers import load_tagger, word_logits
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHUNK_RECORD = "xdistil_chunk.json"
-_CHUNK_NAME = re.compile(r".+-\d{5}")  # <lang>-00000
 
 
 class TransferSetError(ValueError):
@@ -211,6 +210,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             with torch.no_grad():
                 cols = label_chunk(teachers, rows, cfg.data.labels, tc.layers, tc.batch_size, tc.hidden_dtype,
                                    precision, state.device)
+            expect(out, [f"chunks/{name}"])  # named in the set's record before it is written
             with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
                 datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
                 write_json(tmp / CHUNK_RECORD, {"fingerprint": fp["digest"], "rows": len(rows),
@@ -229,12 +229,12 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     state.wait_for_everyone()  # every chunk is on disk
     if state.is_main_process:
         # chunks not of this set (of an earlier, longer set) and temp folders of a killed run
-        # go, so the folder holds what the manifest lists; what xdistil did not write stays
+        # go, so the folder holds what the manifest lists; what no record names stays
         for p in chunks_dir.iterdir():
-            if p.name not in names and (_CHUNK_NAME.fullmatch(p.name) or owned(p.name, ())):
+            if p.name not in names and not unproven(p, within=out):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         manifest = _manifest(cfg, teacher_dirs, teachers, counts, names, chunks_dir, fp, precision, per_process,
-                             state.num_processes)
+                             state.num_processes, state.device)
         write_json(out / MANIFEST, manifest)
         tp = manifest["throughput"]
         sents_all = tp["sentences_labeled_this_run"]
@@ -247,7 +247,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
 
 
 def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[str], chunks_dir: Path, fp: dict,
-              precision: str, per_process: list[dict], processes: int) -> dict:
+              precision: str, per_process: list[dict], processes: int, device="cpu") -> dict:
     """The transfer set's manifest: teachers, labels, layers, counts, chunks and their checksums,
     and the labeling throughput over every process."""
     tc = cfg.transfer
@@ -269,6 +269,7 @@ def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[
         "fingerprint": fp["digest"],
         "hidden_dtype": tc.hidden_dtype,
         "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
+        "precision_choice": choice_record(cfg.precision, device),  # what ``auto`` measured, where it did
         "throughput": {
             "processes": processes,
             "sentences_labeled_this_run": sents_all,

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from xdistil import DEFAULT_LABELS
 from xdistil.data.sources import validate_labeled
-from xdistil.models import load_model_config, resolve_model_path
+from xdistil.models import head_scheme, load_model_config, resolve_model_path
 
 log = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"^(?:O|[BI]-\S+)$")
+_PREFIX = re.compile(r"^[A-Z]-")  # B-, I- (and E-, S-, L-, U- of BIOES / BILOU)
 _UNNAMED = re.compile(r"^LABEL_\d+$")  # what transformers puts in a config without labels
 # WikiANN's types first, in xdistil's historical order, so PER/LOC/ORG data keeps its old ids
 _KNOWN_ORDER = [lab[2:] for lab in DEFAULT_LABELS if lab.startswith("B-")]
@@ -55,11 +56,13 @@ def check_labels(labels: Sequence[str], where: str = "data.labels") -> list[str]
 
 
 def types_of(labels: Iterable[str]) -> list[str]:
-    """Entity types in order of first appearance (``B-PER, I-PER, B-ORG`` -> PER, ORG)."""
+    """Entity types in order of first appearance (``B-PER, I-PER, B-ORG`` -> PER, ORG; a label
+    without a prefix is its own type: ``PER`` -> PER, never the letters after two of them)."""
     out: list[str] = []
     for lab in labels:
-        if lab != "O" and lab[2:] not in out:
-            out.append(lab[2:])
+        typ = lab[2:] if _PREFIX.match(lab) else lab
+        if lab != "O" and typ not in out:
+            out.append(typ)
     return out
 
 
@@ -190,12 +193,13 @@ def resolve_run(cfg):
 
 
 def teacher_labels(path: str | Path) -> list[str]:
-    """The label list a fine-tuned teacher folder predicts (its head's id2label)."""
+    """The IOB2 label list a fine-tuned teacher folder predicts: its head's id2label, a BIOES/BILOU
+    or prefix-less (PER, ORG) head converted as `xdistil.taggers.load_tagger` converts its logits."""
 
     labels = head_labels(load_model_config(str(path)))
     if labels is None:
         raise LabelError(f"{path}: not a token classifier with named labels (train it with 'xdistil teacher train')")
-    return labels
+    return list(head_scheme(labels, f"teacher {path}").labels)
 
 
 def for_teachers(cfg, teacher_dirs: Sequence[str | Path], labels_of: Mapping[str, Sequence[str]] | None = None):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -130,6 +131,91 @@ def load_hf_tokenizer(path: str, name: str | None = None):
         raise ModelLoadError(f"{name or path}: xdistil needs a fast (Rust) tokenizer (tokenizer.json) for word "
                              "alignment")
     return tokenizer
+
+
+# ---- a teacher's tagging scheme, seen as IOB2 (the teacher's edge) --------------------------
+
+_IOB2 = re.compile(r"^(?:O|[BI]-\S+)$")
+_BIOES = re.compile(r"^(?:O|[BIESLU]-\S+)$")
+_PREFIXED = re.compile(r"^[A-Za-z]-")
+_UNNAMED = re.compile(r"^LABEL_\d+$")  # transformers' placeholders: nothing to convert
+# BIOES / BILOU prefix -> the IOB2 prefix whose probability it joins
+_TO_IOB2 = {"B": "B", "S": "B", "U": "B", "I": "I", "E": "I", "L": "I"}
+
+
+@dataclass(frozen=True)
+class HeadScheme:
+    """A token-classification head's tagging scheme and how its rows become IOB2 rows.
+
+    Everything after the teacher (seqeval, the IOB2 Viterbi decoder, students, exports) reads
+    IOB2 only, so a BIOES/BILOU or prefix-less (IO) head is converted where its logits leave
+    the model: IOB2 label ``labels[i]`` gets the log of the summed probabilities of the head
+    rows ``rows[i]`` (`to_iob2`). IO also needs the previous word to tell B-X from I-X
+    (`io_words_to_iob2`, at the word level).
+    """
+
+    name: str  # "IOB2" | "BIOES" | "IO"
+    labels: tuple[str, ...]  # what xdistil sees
+    rows: tuple[tuple[int, ...], ...]  # per IOB2 label, the head rows it sums
+
+    @property
+    def converts(self) -> bool:
+        return self.name != "IOB2"
+
+
+def head_scheme(head, where: str = "the teacher") -> HeadScheme:
+    """The scheme of a head's labels (IOB2, BIOES/BILOU or IO), or a one-line `ModelLoadError`."""
+    head = [str(lab) for lab in head]
+    if all(_IOB2.match(lab) or _UNNAMED.match(lab) for lab in head):
+        return HeadScheme("IOB2", tuple(head), tuple((i,) for i in range(len(head))))
+    if "O" not in head:
+        raise ModelLoadError(f"{where}: its labels {head[:4]} have no 'O' (outside) label")
+    entity = [lab for lab in head if lab != "O"]
+    if all(_BIOES.match(lab) for lab in head):
+        name, prefix_of = "BIOES", {lab: _TO_IOB2[lab[0]] for lab in entity}
+        type_of = {lab: lab[2:] for lab in entity}
+    elif not any(_PREFIXED.match(lab) for lab in entity):
+        name, type_of = "IO", {lab: lab for lab in entity}  # PER, ORG: consecutive words form one entity
+        prefix_of = {}
+    else:
+        raise ModelLoadError(f"{where}: labels {entity[:4]} are neither IOB2, BIOES/BILOU nor prefix-less "
+                             "types (PER, ORG); xdistil reads those schemes only")
+    types = list(dict.fromkeys(type_of.values()))  # the head's own order of types
+    labels = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+    rows: dict[str, list[int]] = {lab: [] for lab in labels}
+    rows["O"].append(head.index("O"))
+    for i, lab in enumerate(head):
+        if lab == "O":
+            continue
+        for p in ([prefix_of[lab]] if name == "BIOES" else ["B", "I"]):  # IO: both, split by `io_words_to_iob2`
+            rows[f"{p}-{type_of[lab]}"].append(i)
+    return HeadScheme(name, tuple(labels), tuple(tuple(rows[lab]) for lab in labels))
+
+
+def to_iob2(logits: torch.Tensor, scheme: HeadScheme) -> torch.Tensor:
+    """(..., C_head) -> (..., C_iob2): each IOB2 label's logit is the logsumexp of its head rows,
+    so its softmax probability is the sum of theirs (B-PER = B-PER + S-PER)."""
+    if not scheme.converts:
+        return logits
+    return torch.stack([torch.logsumexp(logits[..., list(r)], dim=-1) for r in scheme.rows], dim=-1)
+
+
+def io_words_to_iob2(word_logits: torch.Tensor, scheme: HeadScheme, eps: float = 1e-6) -> torch.Tensor:
+    """IO only: (n_words, C_iob2) `to_iob2` logits of one sentence (B-X = I-X = the head's X) ->
+    log-probabilities where X continues the previous word's X entity as I-X with that word's
+    probability of X, and starts one as B-X otherwise: P(B-X) = p(X) (1 - p_prev(X)),
+    P(I-X) = p(X) p_prev(X). The first word has no previous X: B-X."""
+    if scheme.name != "IO" or word_logits.shape[0] == 0:
+        return word_logits
+    b = [i for i, lab in enumerate(scheme.labels) if lab.startswith("B-")]
+    o = scheme.labels.index("O")
+    lp = torch.log_softmax(word_logits[:, [o, *b]].float(), dim=-1)  # (n, 1 + types): the head's IO distribution
+    p_prev = torch.cat([torch.zeros_like(lp[:1, 1:]), lp[:-1, 1:].exp()])  # (n, types)
+    out = torch.empty_like(word_logits, dtype=lp.dtype)
+    out[:, o] = lp[:, 0]
+    out[:, b] = lp[:, 1:] + torch.log1p(-p_prev).clamp_min(torch.log(torch.tensor(eps)))
+    out[:, [i + 1 for i in b]] = lp[:, 1:] + p_prev.clamp_min(eps).log()  # I-X follows its B-X
+    return out
 
 
 class OnDevice(nn.Module):

@@ -47,11 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from xdistil_export.atomic import check_own, recorded, replace_dir, write_json
+from xdistil_export.atomic import check_own, repair, replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor, file_digests
 
 from xdistil import fingerprint
-from xdistil.cards import CARD, EXPORT_CONFIG, write_card, write_export_config
+from xdistil.cards import write_card, write_export_config
 from xdistil.data.align import Specials, WindowEncoder
 from xdistil.data.readers import read_conll
 from xdistil.evaluate import score
@@ -81,16 +81,6 @@ PARITY_SENTENCES = [
     "Microsoft Research",
     "Στην Αθήνα , ο Περικλής μίλησε στην Εκκλησία του Δήμου .",
 ]
-
-
-# Every entry an export folder holds (with the fingerprint `xdistil.steps.export` adds): a
-# folder holding anything else is not replaced (`xdistil_export.atomic.NotOurs`).
-OWN = (MANIFEST, *MODEL_FILES.values(), "*.onnx.data", "*.onnx_data", TOKENIZER, EXPORT_CONFIG, CARD,
-       fingerprint.FILE, fingerprint.FILE_STARTED)
-
-
-def _own(out: Path) -> tuple[str, ...]:
-    return (*OWN, *recorded(out / fingerprint.FILE))
 
 
 class ExportParityError(RuntimeError):
@@ -129,9 +119,10 @@ def export_model(
     The folder is built in a temporary sibling and renamed into place only after the
     parity checks pass, so ``out_dir`` is never half-written, and a failed export leaves
     the previous one exactly as it was. An ``out_dir`` that is a file, or holds anything
-    an export does not (`OWN`), is refused before the work starts. ``record``: a step
-    fingerprint (`xdistil.steps.export`) written into the folder before it is swapped in,
-    with the names of its entries. ``parity_sentences`` (word
+    its record (`xdistil_export.atomic.RECORD`, written with every export) does not name, is
+    refused before the work starts: a folder without one is not an export of ours, whatever
+    its file names. ``record``: a step fingerprint (`xdistil.steps.export`) written into the
+    folder before it is swapped in. ``parity_sentences`` (word
     lists) default to the first dev sentences plus `PARITY_SENTENCES`; a sentence longer
     than the model's window is always added. With ``dev_file`` (CoNLL), F1 of the fp32
     (and int8) export is recorded. The folder gets ``config.json`` (id2label) and a model
@@ -139,8 +130,14 @@ def export_model(
     Returns the manifest.
     """
     out = Path(out_dir)
-    check_own(out, _own(out))  # before the work, not only at the swap
+    repair(out)  # a swap a crash interrupted is finished or undone first
+    check_own(out)  # before the work, not only at the swap
     tagger = load_tagger(model_dir)
+    if tagger.scheme is not None and tagger.scheme.name == "IO":
+        # its B- or I- is decided from the previous word over the sentence (`taggers.word_logits`),
+        # which the exported graph (one position at a time) cannot do: the runtime would tie them
+        raise ValueError(f"{model_dir}: its labels have no B-/I- prefixes (the IO scheme), "
+                         "so it cannot be exported to ONNX; distil a student from it and export the student")
     specials = Specials.of(tagger.tokenizer)
     dev = _read_dev(dev_file, tagger.labels) if dev_file is not None else None
     sentences = _parity_set(tagger, specials, parity_sentences, dev)
@@ -218,10 +215,10 @@ def export_model(
         write_export_config(tmp, manifest)  # id2label / label2id, for code that reads HF-style configs
         write_card(tmp, command=command)
         if record is not None:
-            write_json(tmp / fingerprint.FILE, {**record, "entries": sorted(p.name for p in tmp.iterdir())})
+            write_json(tmp / fingerprint.FILE, record)
         del fp32, q8  # release the model files before the rename
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        replace_dir(tmp, out, _own(out))  # checked again: files put there meanwhile are not deleted
+        replace_dir(tmp, out)  # sealed there; checked again: files put into out meanwhile are not deleted
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,11 +9,24 @@ restored at the end, checkpoints from which a killed run resumes exactly. The hi
 loss follows one `MatchSpec` (teacher layer, student layer, loss kind): distill.match,
 or a stage's own overrides.
 
+Selection (``distill.select``, `select_signal`). With ``teacher`` (the default), a stage that
+learns from the teachers selects on the student's agreement with them on ``select_size``
+transfer sentences held out of training (`xdistil.data.transfer.selection_rows`): entity F1
+against the teachers' tags, or the hidden loss for a hidden-only stage. Thousands of such
+sentences cost nothing but labeling, where the gold slice has ``data.val_size`` a language:
+on 100 a language a 0.1-point difference once decided between 92 and 98 % retention. The
+gold slice's F1 is logged beside it (``gold_f1`` in each epoch's history); ``gold`` selects
+on it as before. A stage trained on gold alone selects on gold: the teacher-free baseline
+must not see the teacher. A stage (and each unfreezing phase) keeps its own best weights
+unless the weights it started from score more than ``distill.keep_margin`` F1 points higher
+(`fit.Job.start_margin`): what the slice cannot resolve never throws a stage away.
+
     distill/
       progress.json               finished phases and stages (a record; the checkpoint decides)
       metrics.json                every stage's phases' logs, across resumes (`DISTILL_LOG`)
       checkpoint/                 the fit checkpoint of the current (or last finished) phase
       stage1-hard/ stage2-soft/   a complete student after each stage, with its fingerprint
+      xdistil_files.json          what xdistil wrote here, named before it is written (`xdistil_export.atomic`)
 
 Every stage's folder and the checkpoint carry a fingerprint (`xdistil.fingerprint`): the
 stage spec, its matching spec, the student config, the transfer set's and the teachers'
@@ -31,7 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +52,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from xdistil_export.atomic import write_json
+from xdistil_export.atomic import expect, recorded, remove_own, seal, write_json
+from xdistil_export.decode import decode_all, log_softmax
 
 from xdistil import fingerprint
 from xdistil import losses as L
 from xdistil.batching import Batch, TransferBatcher
 from xdistil.config import MatchSpec, RunConfig, StageSpec, to_dict
 from xdistil.data.align import IGNORE_INDEX, shuffled_length_batches
-from xdistil.data.transfer import transfer_languages
+from xdistil.data.transfer import selection_rows, transfer_languages
 from xdistil.evaluate import score, selection_average
 from xdistil.fit import Job, check_launch, fit, load_checkpoint, make_accelerator, read_state
 from xdistil.labeling import load_transfer, scan_transfer
@@ -148,22 +162,35 @@ def _student_tagger(student, tokenizer, labels, max_length):
     return Tagger(OnDevice(student, device, ()), tokenizer, list(labels), max_length, "student")
 
 
+def select_signal(cfg: RunConfig, spec: StageSpec) -> str:
+    """What stage ``spec`` selects on: ``teacher`` (the held-out transfer sentences) or ``gold``
+    (the gold slice). ``distill.select`` decides, except that a stage learning from gold alone
+    always selects on gold, so that a teacher-free student never sees a teacher."""
+    return "teacher" if cfg.distill.select == "teacher" and set(spec.losses) - {"gold"} else "gold"
+
+
+def slice_f1(student: nn.Module, rows, tokenizer, labels, cfg: RunConfig) -> float:
+    """The student's average per-language entity F1 on ``rows`` of (words, reference tags, language)."""
+    tagger = _student_tagger(student, tokenizer, labels, cfg.student.max_length)
+    by_lang: dict[str, tuple[list, list]] = {}
+    for words, ref, lang in rows:
+        by_lang.setdefault(lang, ([], []))
+        by_lang[lang][0].append(words)
+        by_lang[lang][1].append(ref)
+    scores = {lang: score(gs, predict_tags(tagger, ws, cfg.distill.eval_batch_size))
+              for lang, (ws, gs) in by_lang.items()}
+    return selection_average(scores)  # languages without a reference entity left out
+
+
 def select_metric(d: Distiller, spec: StageSpec, val_rows, tokenizer, labels, cfg: RunConfig,
                   batcher: TransferBatcher, fallback: torch.Tensor | None = None) -> float:
-    """Higher is better: average per-language F1, or minus the hidden loss for hidden-only stages."""
+    """Higher is better: average per-language F1 on ``val_rows`` (words, reference tags, language),
+    or minus the hidden loss on ``batcher.val_index`` for hidden-only stages."""
     d.eval()
     device = next(d.parameters()).device
     with torch.no_grad():
         if spec.selects_on_f1:
-            tagger = _student_tagger(d.student, tokenizer, labels, cfg.student.max_length)
-            by_lang: dict[str, tuple[list, list]] = {}
-            for words, gold, lang in val_rows:
-                by_lang.setdefault(lang, ([], []))
-                by_lang[lang][0].append(words)
-                by_lang[lang][1].append(gold)
-            scores = {lang: score(gs, predict_tags(tagger, ws, cfg.distill.eval_batch_size))
-                      for lang, (ws, gs) in by_lang.items()}
-            return selection_average(scores)  # languages without a gold entity left out (logged by the teacher)
+            return slice_f1(d.student, val_rows, tokenizer, labels, cfg)
         match = cfg.distill.match_for(spec)
         total, n = 0.0, 0
         for chunk in range(0, len(batcher.val_index), 64):
@@ -195,6 +222,9 @@ class _Run:
     lengths: list[int]
     index: dict[str, list[int]]
     val_rows: list
+    """The gold slice: (words, gold tags, language)."""
+    select_rows: list
+    """The held-out transfer sentences: (words, the teachers' tags, language); empty under select gold."""
     val_task: torch.Tensor
     """Each teacher's task loss on the selection slice (K,)."""
     fallback: torch.Tensor
@@ -205,7 +235,8 @@ class _Run:
         if layer not in self.batchers:
             b = TransferBatcher(self.ds, self.tokenizer, self.cfg.student.max_length, self.ids, len(self.labels),
                                 layer)
-            b.val_index = self.index["val"]
+            # the rows a hidden-only stage's loss selects on
+            b.val_index = self.index["select"] if self.select_rows else self.index["val"]
             self.batchers[layer] = b
         return self.batchers[layer]
 
@@ -244,6 +275,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
                          for e in metrics["stages"] if e.get("index", len(stages)) <= first
                          and e.get("fingerprint") == fps[e["index"]]["digest"]]
     metrics["teachers"] = _teacher_record(run, manifest)
+    metrics["selection"] = _selection_record(run)
     done = {"stages": [s.name for s in stages[:first]], "fingerprints": [fp["digest"] for fp in fps[:first]],
             "phases": [f"{i}:{j}" for i in range(first + 1) for j in range(phases_of[i] if i < first else first_phase)]}
     for si in range(first, len(stages)):
@@ -278,7 +310,8 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
 
 def student_precision(cfg) -> str:
     """The precision distillation trains in: the config's (``auto``: bf16 where the hardware
-    has it natively, `xdistil.precision.resolve`), for every student. The BiLSTM distilled in
+    has it natively and, on a CPU, a calibration of a BiLSTM step found it faster,
+    `xdistil.precision.resolve`), for every student. The BiLSTM distilled in
     fp32 under ``auto`` until issue 23 measured bf16 at full size on 2 CPU cores
     (benchmarks/results/sentences, variant bf16): 1.3x faster distillation and the same
     retention (out of domain 83.9 / 78.6 % dev / test against 82.6 / 77.0 %, WikiANN control
@@ -321,9 +354,11 @@ def _resume(run: _Run, first: int, phases_of: list[int], resume_only: bool) -> i
             and digest == run.fps[first - 1]["digest"]:
         load_checkpoint(ckpt, run.accelerator, run.d)  # the end of the previous stage, RNG included
         return 0
-    # stage folders past the reused ones (of this stage list or an earlier one), the checkpoint
-    stale = sorted(p for p in run.out.glob("stage[0-9]*-*") if p.is_dir() and p not in run.dirs[:first]) + \
-        ([ckpt] if state else [])
+    # stage folders past the reused ones (of this stage list or an earlier one), the checkpoint;
+    # only those the folder's record names: a user's copy of a stage is not ours to delete
+    named = recorded(run.out)
+    stale = sorted(p for p in run.out.glob("stage[0-9]*-*") if p.is_dir() and p not in run.dirs[:first]
+                   and p.name in named) + ([ckpt] if state else [])
     if stale and resume_only:
         if run.dirs[first].exists():
             where, old, new = run.dirs[first], fingerprint.read(run.dirs[first]), run.fps[first]
@@ -336,8 +371,8 @@ def _resume(run: _Run, first: int, phases_of: list[int], resume_only: bool) -> i
                  run.stages[first].name, ", ".join(p.name for p in stale))
     run.accelerator.wait_for_everyone()  # every process has read the folders before they go
     if run.accelerator.is_main_process:
-        for p in stale:
-            shutil.rmtree(p, ignore_errors=True)
+        for p in stale:  # a stage where the folder's record names it; the checkpoint by its own record
+            remove_own(p, within=None if p == ckpt else run.out)
     run.accelerator.wait_for_everyone()
     if first > 0:
         _load_stage(run.d, run.dirs[first - 1])
@@ -361,6 +396,9 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
     batcher = run.batcher(match.teacher_layer if uses_hidden else None)
     hidden_layer = match.student_layer if uses_hidden else None
     rows, seed = run.index[spec.data], cfg.distill.seed * 1000 + si * 100 + phase * 10
+    signal = select_signal(cfg, spec)
+    slice_rows = run.select_rows if signal == "teacher" else run.val_rows
+    report = signal == "teacher" and spec.selects_on_f1  # the gold slice's F1 beside, as a report
 
     def loss(model, batch: list[int]):
         b = batcher(batch, need_hidden=uses_hidden).to(device)
@@ -373,9 +411,13 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
     def select() -> tuple[float, dict]:
         # the main process scores the selection slice and tells the others, so every
         # process takes the same early-stopping and best-weights decisions
-        value = [select_metric(d, spec, run.val_rows, run.tokenizer, run.labels, cfg, batcher, run.fallback)
-                 if main else None]
-        return broadcast_object_list(value, from_process=0)[0], {}
+        got: list = [None, {}]
+        if main:
+            got[0] = select_metric(d, spec, slice_rows, run.tokenizer, run.labels, cfg, batcher, run.fallback)
+            if report:
+                got[1] = {"gold_f1": slice_f1(d.student, run.val_rows, run.tokenizer, run.labels, cfg)}
+        value, extra = broadcast_object_list(got, from_process=0)
+        return value, extra
 
     names = [n for n, _ in active]
     job = Job(module=d, optimizer=torch.optim.Adam(trainable, lr=spec.lr),
@@ -383,16 +425,21 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
               loss=loss, select=select, epoch_batches=lambda batches: batcher.plan(batches, uses_hidden),
               epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
               patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
+              # keep_margin is in F1 points: a hidden-only stage's loss keeps the plain rule
+              start_margin=cfg.distill.keep_margin if spec.selects_on_f1 else 0.0,
               average=spec.average, desc=f"{spec.name} [{'+'.join(names)}]")
     mem = PeakMemory().start()
     state = fit(job, run.accelerator, checkpoint=run.out / "checkpoint", tag=f"{si}:{phase}",
-                fingerprint=run.fps[si], precision=student_precision(cfg), progress=progress)
+                fingerprint=run.fps[si], precision=student_precision(cfg),
+                work="bilstm" if cfg.student.arch == "bilstm" else "encoder", progress=progress)
     mem.stop()
+    what = f"{signal} F1" if spec.selects_on_f1 else "-hidden loss"
     for h in state.history:
         if main:
-            log.info("%s epoch %d: loss %.4f, selection %s %.3f", job.desc, h["epoch"], h["mean_loss"],
-                     "F1" if spec.selects_on_f1 else "-hidden loss", h["select"])
-    return {"groups": names, "best_select": state.best_score, "best_epoch": state.best_epoch,
+            log.info("%s epoch %d: loss %.4f, selection %s %.3f%s", job.desc, h["epoch"], h["mean_loss"], what,
+                     h["select"], f" (gold F1 {h['gold_f1']:.3f})" if "gold_f1" in h else "")
+    return {"groups": names, "select": signal, "start_select": state.start_score,
+            "best_select": state.best_score, "best_epoch": state.best_epoch,
             "history": state.history, "steps": state.global_step, "seconds": round(state.seconds, 1),
             "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1), "processes": state.processes,
             "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}
@@ -402,15 +449,18 @@ def _save_stage(run: _Run, si: int) -> None:
     """The student after stage ``si``, its projections, and last its fingerprint (a folder
     without one is unfinished)."""
     cfg, spec, folder = run.cfg, run.stages[si], run.dirs[si]
+    expect(run.out, [folder.name])  # named before it is written: the record says what is xdistil's
     save_student(run.d.student, run.tokenizer, folder,
                  {"labels": run.labels, "max_length": cfg.student.max_length, "stage": spec.name,
                   "stages_so_far": [s.name for s in run.stages[: si + 1]],
                   "params": count_parameters(run.d.student)._asdict(), "config": to_dict(cfg.student),
                   "distill": to_dict(cfg.distill), "fingerprint": run.fps[si]["digest"]})
+    expect(folder, [PROJECTIONS, fingerprint.FILE])  # beside the student, named in its record first
     if len(run.d.projections):
         save_file({k: v.detach().cpu().contiguous() for k, v in run.d.projections.state_dict().items()},
                   str(folder / PROJECTIONS))
     fingerprint.write(folder, run.fps[si])
+    seal(folder)
 
 
 def _load_stage(d: Distiller, folder: Path) -> None:
@@ -461,17 +511,65 @@ def _build_distiller(cfg: RunConfig, stages: list[StageSpec], ds, manifest: dict
 
 
 def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids, ds) -> _Run:
-    """Row lengths and split row numbers (streamed: no rows in memory), the selection slice."""
+    """Row lengths and split row numbers (streamed: no rows in memory), the gold slice, and
+    under select teacher the held-out transfer sentences, taken out of the training rows."""
     labels = manifest["labels"]
     lengths, split_rows = scan_transfer(ds)
-    index = {"transfer": sorted(split_rows.get("labeled", []) + split_rows.get("transfer", [])),
-             "labeled": split_rows.get("labeled", []), "val": split_rows.get("val", [])}
-    val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"]) for r in (ds[i] for i in index["val"])]
+    val_rows = [(list(r["words"]), [labels[t] for t in r["gold"]], r["lang"])
+                for r in (ds[i] for i in split_rows.get("val", []))]
     if not val_rows:
         raise ValueError("the transfer set has no selection slice (data.val_size = 0); early stopping needs one")
-    val_task, fallback = validation_weights(ds, index["val"], ids, len(labels), cfg.distill.teacher_weighting)
+    val_task, fallback = validation_weights(ds, split_rows["val"], ids, len(labels),
+                                            cfg.distill.teacher_weighting)
+    held: list[int] = []
+    if any(select_signal(cfg, s) == "teacher" for s in stages):
+        held = _held_out(ds, split_rows.get("transfer", []), cfg.distill.select_size)
+    trained = set(split_rows.get("labeled", []) + split_rows.get("transfer", [])) - set(held)
+    index = {"transfer": sorted(trained),
+             "labeled": split_rows.get("labeled", []), "val": split_rows["val"], "select": held}
+    select_rows = []
+    if held:
+        words = ds.select_columns(["words", "lang"])[held]
+        tags = teacher_tags(ds, held, ids, labels, fallback)
+        select_rows = list(zip(map(list, words["words"]), tags, words["lang"], strict=True))
     return _Run(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, labels, ids, ds, lengths, index, val_rows,
-                val_task, fallback, {})
+                select_rows, val_task, fallback, {})
+
+
+def _held_out(ds, transfer_rows: list[int], size: int) -> list[int]:
+    """The transfer-only rows held out for selection (`selection_rows`), sorted; one line
+    when there are none to hold out."""
+    langs = _row_languages(ds)
+    by_lang: dict[str, list[int]] = {}
+    for r in transfer_rows:
+        by_lang.setdefault(str(langs[r]), []).append(r)
+    held = sorted(r for rows in selection_rows(by_lang, size).values() for r in rows)
+    if not held:
+        raise ValueError(f"distill.select teacher: the transfer set has too few transfer-only sentences "
+                         f"({len(transfer_rows)}) to hold any out for selection; use distill.select gold")
+    return held
+
+
+def _row_languages(ds, batch_size: int = 10_000) -> np.ndarray:
+    """Every row's language, read from the memory-mapped set in Arrow batches."""
+    parts = [t["lang"].to_numpy(zero_copy_only=False)
+             for t in ds.select_columns(["lang"]).with_format("arrow").iter(batch_size=batch_size)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+
+
+def teacher_tags(ds, rows: list[int], teachers: list[int], labels: list[str], weights: torch.Tensor
+                 ) -> list[list[str]]:
+    """The teachers' tags of ``rows``, the reference the student is selected against: the
+    word probabilities of the teachers, weighted by ``weights`` (those of batches without gold
+    words, which the ``hard`` loss votes with on these rows; one teacher: its own), decoded to
+    valid IOB2 as the student's predictions and the teacher's dev scores are."""
+    cols = ds.select_columns([f"t{k}_logits" for k in teachers]).with_format("numpy")[list(rows)]
+    n_labels, out = len(labels), []
+    for i in range(len(rows)):
+        probs = sum(float(w) * np.exp(log_softmax(cols[f"t{k}_logits"][i].reshape(-1, n_labels)))
+                    for k, w in zip(teachers, weights, strict=True))  # (n_words, C)
+        out.append(np.log(np.maximum(probs, 1e-30)))
+    return [tags for tags, _ in decode_all(out, labels)]
 
 
 def _teacher_record(run: _Run, manifest: dict) -> dict:
@@ -483,6 +581,17 @@ def _teacher_record(run: _Run, manifest: dict) -> dict:
     if len(ids) > 1:
         log.info("teacher task loss on the selection slice %s -> weights %s (%s)", rec["selection_task_loss"],
                  rec["weights_without_gold"], cfg.distill.teacher_weighting)
+    return rec
+
+
+def _selection_record(run: _Run) -> dict:
+    """What the stages selected on: the signal, the margin, the sentences of each slice a language."""
+    rec = {"select": run.cfg.distill.select, "keep_margin": run.cfg.distill.keep_margin,
+           "gold_sentences": dict(Counter(r[2] for r in run.val_rows)),
+           "held_out_sentences": dict(Counter(r[2] for r in run.select_rows))}
+    if run.select_rows:
+        log.info("selection: the teachers' tags on %d held-out transfer sentences (%s); gold F1 as a report",
+                 len(run.select_rows), ", ".join(f"{k} {v}" for k, v in rec["held_out_sentences"].items()))
     return rec
 
 

@@ -18,18 +18,21 @@ transfer set, the data files' bytes) and the xdistil version. On a rerun:
 - half-finished work (tagged with its fingerprint when the step started) is resumed only
   when it was begun from the same inputs; otherwise it is discarded (or refused), never mixed.
 
-What may be deleted, and when (issue 24):
+What may be deleted, and when (issues 24 and 27):
 
 - a finished output is never deleted before its replacement is complete: a step whose inputs
   changed builds the new output in a hidden sibling (``.NAME.xdistil-next``, resumable
   there), and only when it is complete and its checks passed is it swapped in; a failed
   step leaves the previous output exactly as it was;
-- xdistil deletes or replaces only a folder it can prove it made -- one holding a step's
-  fingerprint (or, from older versions, its marker file) and nothing but the entries that
-  step writes (`Kind.own`, plus the names it recorded when it finished). A new or empty
-  ``out`` is built in place; anything else -- a file, a folder of other things, an output
-  beside which foreign files were put -- is refused in one line (`xdistil_export.atomic.NotOurs`)
-  naming what is there, before any work starts.
+- xdistil deletes or replaces only what a record names (`xdistil_export.atomic`, the one place
+  with that rule): a step names ahead what it writes into its folder (`Kind.writes`, and the
+  code writing stage folders, chunks and teacher files names those), and seals the folder's
+  record when it finishes. A new or empty ``out`` is built in place; anything else -- a file,
+  a folder of other things, an output inside which (at any depth) foreign files were put, an
+  output from an xdistil that wrote no records -- is refused in one line
+  (`xdistil_export.atomic.NotOurs`) naming what is there, before any work starts;
+- a swap a crash interrupted is finished or undone before a step looks at its folder
+  (`xdistil_export.atomic.repair_under`).
 
 Under ``accelerate launch`` every process calls the step (they are data-parallel); every
 process takes the same decision, only the main one deletes or writes, between barriers.
@@ -46,11 +49,15 @@ from pathlib import Path
 from xdistil_export.atomic import (
     NotOurs,
     check_own,
-    foreign_entries,
+    expect,
     not_ours,
+    read_record,
     recorded,
     remove_own,
+    repair_under,
     replace_dir,
+    seal,
+    unproven,
     write_json,
 )
 
@@ -76,28 +83,23 @@ class Kind:
     marker: Callable[[Path], bool]
     """A folder without a fingerprint is still this step's output (written by an older
     xdistil) when this holds: its marker files are there."""
-    own: tuple[str, ...]
-    """Every entry (glob) the step may write into its folder, finished or not."""
+    writes: tuple[str, ...]
+    """The names the step writes into its folder, named in its record before it starts (the
+    names only known later -- stage folders, chunks, a teacher's files -- are named by the
+    code that writes them)."""
     clone: bool = False
     """Build the replacement from a copy of the old output (the step reuses parts of it)."""
     builds_aside: bool = False
     """The implementation builds the whole folder aside and swaps it in itself (export)."""
 
 
-# Files `save_pretrained` writes for a model and its tokenizer.
-HF_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-            "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
-            "*.model", "chat_template.jinja")
 TEACHER = Kind(lambda o: (o / "xdistil_teacher.json").is_file() or (o / "xdistil_teachers.json").is_file(),
-               ("xdistil_teacher.json", "xdistil_teachers.json", "checkpoint", "best", "best.tmp", "teacher[0-9]*-*",
-                *HF_FILES))
+               ("xdistil_teacher.json", "xdistil_teachers.json", "checkpoint", "checkpoint.tmp", "best"))
 LABEL = Kind(lambda o: (o / "manifest.json").is_file() and (o / "chunks").is_dir(), ("manifest.json", "chunks"))
 DISTILL = Kind(lambda o: (o / "progress.json").is_file(),
-               ("progress.json", DISTILL_LOG, "checkpoint", "stage[0-9]*-*"), clone=True)
+               ("progress.json", DISTILL_LOG, "checkpoint", "checkpoint.tmp"), clone=True)
 EXPORT_MANIFEST = "export_manifest.json"  # == xdistil_export.runtime.MANIFEST (that module imports onnxruntime)
-EXPORT = Kind(lambda o: (o / EXPORT_MANIFEST).is_file(),
-              (EXPORT_MANIFEST, "*.onnx", "*.onnx.data", "*.onnx_data", "tokenizer.json", "config.json", "README.md"),
-              builds_aside=True)
+EXPORT = Kind(lambda o: (o / EXPORT_MANIFEST).is_file(), (), builds_aside=True)  # sealed whole by the export
 
 
 def _state():
@@ -118,12 +120,6 @@ def _is_file(out: Path) -> None:
         raise NotADirectoryError(f"{out}: is a file, expected a directory (pass another --out)")
 
 
-def own(out: Path, kind: Kind) -> tuple[str, ...]:
-    """The entries of ``out`` xdistil may delete: what the step writes, its fingerprints, and
-    the names it recorded there when it finished."""
-    return (*kind.own, *FINGERPRINTS, *recorded(out / fingerprint.FILE))
-
-
 def _holds_work(out: Path, kind: Kind) -> bool:
     return any((out / f).exists() for f in FINGERPRINTS) or (out.is_dir() and kind.marker(out))
 
@@ -139,7 +135,8 @@ def claim(out: str | Path, parts: tuple[str, ...], marker: str | None = None) ->
     distill's --out): ``out`` must be new, empty, or hold xdistil's work already (``marker``,
     or a step folder among ``parts`` with a fingerprint). A file, or a folder of other
     things, is refused in one line; with ``marker`` the folder is marked as xdistil's. The
-    folder itself is never deleted, so what else it holds is left alone."""
+    folder itself is never deleted, so what else it holds is left alone; its record names the
+    step folders (and the marker), so that only they are ever taken for xdistil's."""
     out = Path(out)
     _is_file(out)
     names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -148,9 +145,9 @@ def claim(out: str | Path, parts: tuple[str, ...], marker: str | None = None) ->
         any((d / f).exists() for d in steps for f in FINGERPRINTS)
     if names and not ours:
         raise not_ours(out, names, empty_needed=True)
-    if marker is not None and _state().is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / marker).is_file():
+    if _state().is_main_process:
+        expect(out, (*parts, *([marker] if marker else [])))
+        if marker is not None and not (out / marker).is_file():
             write_json(out / marker, {"format": "xdistil-run/1", "note": "a run directory written by xdistil"})
     return out
 
@@ -183,15 +180,16 @@ def _prepare(name: str, out: Path, fp: dict, kind: Kind, finished: Callable[[Pat
     are the same). A file, a folder of other things, or foreign entries beside a step's
     output that would have to be written over are refused before anything is touched."""
     _is_file(out)
+    _sync(lambda: (repair_under(out), repair_under(next_dir(out))))  # a swap a crash interrupted
     if not _holds_work(out, kind):
-        if names := foreign_entries(out, ()):  # only temps of ours may be there
+        if names := unproven(out):  # only what a record of ours names may be there
             raise not_ours(out, names, empty_needed=True)
         return Plan(out, out)
     done, started = fingerprint.read(out), fingerprint.read(out, started=True)
     if fingerprint.same(done, fp) and finished(out):
         _say(f"{name}: reusing {out} (built from the same inputs)")
         return Plan(out, out, reuse=True)
-    check_own(out, own(out, kind))  # from here on, ``out`` is written into or replaced
+    check_own(out)  # from here on, ``out`` is written into or replaced
     if fingerprint.same(done, fp) or (done is None and fingerprint.same(started, fp)):
         return Plan(out, out)  # begun (or partly removed) with the same inputs: resume it
     old = done or started
@@ -208,7 +206,7 @@ def _prepare(name: str, out: Path, fp: dict, kind: Kind, finished: Callable[[Pat
             if not resume_only:
                 _say(f"{name}: {out} was begun from other inputs ({differ} differ); recomputing what they change")
             return Plan(out, out)
-        _sync(lambda: remove_own(out, own(out, kind)),
+        _sync(lambda: remove_own(out),
               f"{name}: {out} was begun from other inputs ({differ} differ); recomputing it")
         return Plan(out, out)
     return _aside(name, out, fp, kind, differ, resume_only, delegate)
@@ -242,14 +240,13 @@ def _aside(name: str, out: Path, fp: dict, kind: Kind, differ: str, resume_only:
     if fingerprint.same(begun, fp):
         _say(f"{name}: {out} was built from other inputs ({differ} differ); resuming its replacement in {nxt}")
         return Plan(out, nxt)
-    if nxt.exists():
-        check_own(nxt, own(nxt, kind))
+    check_own(nxt)
 
     def start() -> None:
-        if nxt.exists():
-            shutil.rmtree(nxt)
-        nxt.mkdir(parents=True)
-        fingerprint.write(nxt, fp, started=True)  # first: a killed copy is still known as ours
+        remove_own(nxt)
+        # named first: a killed copy is still known as ours
+        expect(nxt, (*FINGERPRINTS, *kind.writes, *(_cloned(out) if kind.clone else ())))
+        fingerprint.write(nxt, fp, started=True)
         if kind.clone:
             _clone(out, nxt)
 
@@ -259,11 +256,17 @@ def _aside(name: str, out: Path, fp: dict, kind: Kind, differ: str, resume_only:
     return Plan(out, nxt, fresh=True)
 
 
+def _cloned(src: Path) -> list[str]:
+    """What `_clone` copies: every path the record of ``src`` names (checked by `_prepare`)."""
+    return [n for n in (read_record(src) or {}).get("entries", {}) if n.split("/", 1)[0] not in FINGERPRINTS]
+
+
 def _clone(src: Path, dst: Path) -> None:
-    """A copy of ``src``'s entries in ``dst`` (real copies, not hard links: whatever is written
-    into the clone, the old output stays exactly as it was). Students are small."""
-    for p in src.iterdir():
-        if p.name in FINGERPRINTS:
+    """A copy of the entries ``src``'s record names in ``dst`` (real copies, not hard links:
+    whatever is written into the clone, the old output stays exactly as it was). Students are small."""
+    named = recorded(src)
+    for p in sorted(src.iterdir()):
+        if p.name in FINGERPRINTS or p.name not in named:
             continue
         if p.is_dir():
             shutil.copytree(p, dst / p.name)
@@ -271,23 +274,24 @@ def _clone(src: Path, dst: Path) -> None:
             shutil.copy2(p, dst / p.name)
 
 
-def _started(plan: Plan, fp: dict) -> None:
+def _started(plan: Plan, fp: dict, kind: Kind) -> None:
     if _state().is_main_process:
-        plan.work.mkdir(parents=True, exist_ok=True)
+        expect(plan.work, (*FINGERPRINTS, *kind.writes))  # before writing them: provably ours if killed
         fingerprint.write(plan.work, fp, started=True)
 
 
-def _finished(plan: Plan, fp: dict, kind: Kind) -> None:
-    """The fingerprint (with the names of the entries the step wrote, which makes them
-    provably xdistil's), then -- for a rebuild aside -- the swap into ``out``."""
+def _finished(plan: Plan, fp: dict) -> None:
+    """The fingerprint, then the folder's record (`seal`: every entry a record named while the
+    step ran, at every depth, with its size -- what a user put there stays out of it), then
+    -- for a rebuild aside -- the swap into ``out``."""
     state = _state()
     if state.is_main_process:
         work = plan.work
-        names = sorted(p.name for p in work.iterdir() if p.name not in FINGERPRINTS and not p.name.startswith("."))
-        fingerprint.write(work, {**fp, "entries": names})
+        fingerprint.write(work, fp)
         (work / fingerprint.FILE_STARTED).unlink(missing_ok=True)
-        if plan.aside:  # checked again: files put beside the old output since the start are not deleted
-            replace_dir(work, plan.out, own(plan.out, kind))
+        seal(work)
+        if plan.aside:  # checked again: files put into the old output since the start are not deleted
+            replace_dir(work, plan.out)
     state.wait_for_everyone()  # no process fingerprints the next step before this one is written
 
 
@@ -304,9 +308,9 @@ def teacher(cfg: RunConfig, out_dir: str | Path, *, progress: bool = True, resum
     plan = _prepare("teacher", out, fp, TEACHER, _teacher_finished, resume_only)
     if plan.reuse:
         return out
-    _started(plan, fp)
+    _started(plan, fp, TEACHER)
     result = Path(teachers.train_teacher(cfg, plan.work, progress))
-    _finished(plan, fp, TEACHER)
+    _finished(plan, fp)
     return out / result.relative_to(plan.work)
 
 
@@ -328,9 +332,9 @@ def label(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str | Path, *
     plan = _prepare("label", out, fp, LABEL, finished, resume_only)
     if plan.reuse:
         return out
-    _started(plan, fp)
+    _started(plan, fp, LABEL)
     labeling.label_transfer(cfg, dirs, plan.work, progress, fingerprint=fp)
-    _finished(plan, fp, LABEL)
+    _finished(plan, fp)
     return out
 
 
@@ -385,26 +389,26 @@ def distill_stages(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | 
     plan = _prepare("distill", out, fp, DISTILL, finished, resume_only, delegate=True)
     if plan.reuse:
         return recorded_outputs(out)
-    _started(plan, fp)
+    _started(plan, fp, DISTILL)
     try:
         dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, plan.work, progress,
                                                 resume_only=resume_only)]
     except fingerprint.StaleOutput:
         if plan.fresh:  # a refusal leaves nothing behind
-            _sync(lambda: shutil.rmtree(plan.work, ignore_errors=True))
+            _sync(lambda: remove_own(plan.work))
         raise
     missing = [str(p) for p in dirs if not p.is_dir()]
     if missing or not dirs:
         raise RuntimeError(f"distill: the stages finished but {', '.join(missing) or 'no student'} was not "
                            f"written; rerun without --resume-only or use another --out")
     state = _state()
-    if state.is_main_process:  # students of an earlier stage list: the folder holds what the record names
+    if state.is_main_process:  # students of an earlier stage list that the record names (a user's copy stays)
         for p in plan.work.glob("stage[0-9]*-*"):
-            if p.is_dir() and p not in dirs:
-                shutil.rmtree(p)
+            if p.is_dir() and p not in dirs and p.name in recorded(plan.work):
+                remove_own(p, within=plan.work)
         _card(cfg, teacher_dir, dirs)
     # which folders the step produced, beside the fingerprint (not part of its digest)
-    _finished(plan, {**fp, "outputs": [os.path.relpath(p, plan.work) for p in dirs]}, DISTILL)
+    _finished(plan, {**fp, "outputs": [os.path.relpath(p, plan.work) for p in dirs]})
     return [out / p.relative_to(plan.work) for p in dirs]
 
 

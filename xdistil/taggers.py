@@ -16,7 +16,15 @@ from torch import nn
 from xdistil_export.decode import decode_all
 
 from xdistil.data.align import WindowEncoder, collate, length_batches
-from xdistil.models import load_hf_tokenizer, load_hf_weights, resolve_model_path
+from xdistil.models import (
+    HeadScheme,
+    head_scheme,
+    io_words_to_iob2,
+    load_hf_tokenizer,
+    load_hf_weights,
+    resolve_model_path,
+    to_iob2,
+)
 from xdistil.outputs import TaggerOutput
 from xdistil.students import load_student
 
@@ -24,16 +32,18 @@ STUDENT_MARKER = "xdistil_student.json"
 
 
 class HFTagger(nn.Module):
-    """Adaptor: a Hugging Face ``*ForTokenClassification`` model -> `TaggerOutput`."""
+    """Adaptor: a Hugging Face ``*ForTokenClassification`` model -> `TaggerOutput`, its logits
+    over IOB2 labels whatever the head's scheme (``scheme``: `xdistil.models.head_scheme`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, scheme: HeadScheme | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.scheme = model, scheme
 
     def forward(self, input_ids, attention_mask, word_mask, output_hidden_states: bool = False) -> TaggerOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
                          output_hidden_states=output_hidden_states)
-        return TaggerOutput(out.logits, tuple(out.hidden_states or ()), word_mask)
+        logits = out.logits if self.scheme is None else to_iob2(out.logits, self.scheme)
+        return TaggerOutput(logits, tuple(out.hidden_states or ()), word_mask)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Tagger:
     max_length: int
     kind: str  # "hf" | "bilstm" | "transformer"
     path: str = ""
+    scheme: HeadScheme | None = None  # a teacher head's own scheme (BIOES, IO): its logits are converted to IOB2
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
@@ -80,12 +91,13 @@ def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
     path = str(p) if p.is_dir() else resolve_model_path(str(path))
     model = load_hf_weights(path)
     tokenizer = load_hf_tokenizer(path)
-    labels = labels_of(model.config)
+    scheme = head_scheme(labels_of(model.config), f"teacher {path}")  # BIOES / IO heads are read as IOB2
+    labels = list(scheme.labels)
     limit = max_length or model_max_length(model.config, tokenizer)
     info = p / "xdistil_teacher.json"
     if info.exists():
         limit = max_length or json.loads(info.read_text()).get("max_length", limit)
-    return Tagger(HFTagger(model).eval(), tokenizer, labels, limit, "hf", str(path))
+    return Tagger(HFTagger(model, scheme).eval(), tokenizer, labels, limit, "hf", str(path), scheme)
 
 
 @torch.no_grad()
@@ -124,6 +136,9 @@ def word_logits(tagger: Tagger, sentences, batch_size: int = 32, progress: bool 
                     hidden[layer][p.sent] = torch.empty((total, hs[layer].shape[-1]))
                 hidden[layer][p.sent][p.words.start : p.words.stop] = hs[layer][row : row + n]
             row += n
+    scheme = tagger.scheme
+    if scheme is not None and scheme.name == "IO":  # B-X or I-X: decided by the previous word, over the sentence
+        logits = [io_words_to_iob2(lg, scheme) for lg in logits]
     return logits, hidden
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
-from xdistil_export.atomic import replace_dir
+from xdistil_export.atomic import RECORD, atomic_dir, expect, read_record, remove_own
 
 from xdistil.config import RunConfig, save_json, to_dict
 from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_length_batches
@@ -239,7 +238,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path, progress: bool = True) ->
                   "seconds": round(state.seconds, 1),
                   "tokens_per_s": round(state.tokens / state.seconds, 1) if state.seconds else None}
         _write_teachers(out, co, tokenizers, dirs, names, record, state)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        remove_own(ckpt)  # its own record (`replace_dir` sealed it) names all of it
     accelerator.wait_for_everyone()  # the folder is complete before any process uses it
     check_teacher(out, tc)
     return out
@@ -272,18 +271,23 @@ def _write_teachers(out: Path, co: CoTeachers, tokenizers: list, dirs: list[Path
                     state) -> None:
     """The finished teacher(s) as HF folders (swapped in whole) with their records (main process)."""
     K = len(names)
-    best, tmp = out / "best", out / "best.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for k, (m, tok) in enumerate(zip(co.models, tokenizers, strict=True)):
-        member = tmp if K == 1 else tmp / dirs[k].name
-        m.save_pretrained(member)
-        tok.save_pretrained(member)
-    replace_dir(tmp, best)
+    best = out / "best"
+    with atomic_dir(best) as tmp:  # a kill leaves a temp beside the name "best", which the record names
+        for k, (m, tok) in enumerate(zip(co.models, tokenizers, strict=True)):
+            member = tmp if K == 1 else tmp / dirs[k].name
+            m.save_pretrained(member)
+            tok.save_pretrained(member)
+    # the files about to be moved up are named in the folder's record first (its step's, see
+    # `xdistil.steps`): a finish killed half-way leaves only names the record knows
+    expect(out, [*read_record(best)["entries"], *(str((d / DONE_MARKER).relative_to(out)) for d in dirs)])
     for f in best.iterdir():
+        if f.name == RECORD:
+            continue
         target = out / f.name
         if target.is_dir():  # a member folder left by an earlier, interrupted finish
-            shutil.rmtree(target)
+            remove_own(target, within=out)
         f.replace(target)
+    (best / RECORD).unlink()
     best.rmdir()
     final = next((h["select_f1"] for h in state.history if h["epoch"] == state.best_epoch), {})
     for k, d in enumerate(dirs):

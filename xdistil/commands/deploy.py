@@ -37,6 +37,7 @@ def cmd_evaluate(args) -> int:
     from xdistil.data.readers import read_conll
     from xdistil.data.sources import dev_sentences
     from xdistil.evaluate import evaluate_tagger, format_scores
+    from xdistil.labels import types_of
 
     need_dir(args.model, "MODEL")
     for f in args.files:
@@ -50,7 +51,7 @@ def cmd_evaluate(args) -> int:
 
     tagger = load_model_any(args.model)
     labels = getattr(tagger, "labels", None)
-    types = {lab[2:] for lab in labels if lab != "O"} if labels else None
+    types = set(types_of(labels)) if labels else None
     results = {}
     if args.files:
         for f in args.files:

@@ -28,7 +28,9 @@ def cmd_data_check(args) -> int:
     from xdistil.data.readers import FileStats, read_file, sniff_format
 
     # any IOB2 entity type is valid data (a user's own label set); --labels restricts it
-    types = {lab[2:] for lab in args.labels if lab != "O"} if args.labels and not args.any_labels else None
+    from xdistil.labels import types_of
+
+    types = set(types_of(args.labels)) if args.labels and not args.any_labels else None
     for f in args.files:
         need_file(f, "FILE")
     report = []

@@ -139,6 +139,9 @@ def iter_conll(
         elif len(cols) != ncols:
             hint = " (a trailing tab?)" if len(cols) == ncols + 1 and not cols[-1].strip() else ""
             raise DataError(path, n, f"wrong column count: {len(cols)} columns, the file started with {ncols}{hint}")
+        word = cols[0].strip() if "\t" in line else cols[0]
+        if not word:  # " \tB-PER": a word nobody sees, that a model would still tag
+            raise DataError(path, n, f"blank token (only whitespace before the tab): {line!r}")
         tag = _check_tag(path, n, cols[-1].strip(), tag_map, types)
         if tag.startswith("I-"):
             prev = tags[-1] if tags else "O"
@@ -150,7 +153,7 @@ def iter_conll(
                 first_repair = first_repair or f"{path}:{n}"
         if not words:
             start = n
-        words.append(cols[0].strip() if "\t" in line else cols[0])
+        words.append(word)
         tags.append(tag)
     if words:
         yield flush()
@@ -188,9 +191,12 @@ def read_tokens(path: str | Path, limit: int | None = None) -> Iterator[Sentence
                 if limit is not None and count >= limit:
                     return
             continue
+        word = line.split("\t")[0].strip() if "\t" in line else line.split()[0]
+        if not word:
+            raise DataError(path, n, f"blank token (only whitespace before the tab): {line!r}")
         if not words:
             start = n
-        words.append(line.split("\t")[0].strip() if "\t" in line else line.split()[0])
+        words.append(word)
     if words:
         yield Sentence(words, None, f"{path}:{start}")
         count += 1

@@ -3,7 +3,8 @@
 Order (deterministic, so chunked labeling can resume): the gold budget (kept with its
 tags, split "labeled"), the selection slice ("val"), then transfer-only text: train
 beyond the budget with tags stripped, token files, raw sentence files, user files and
-Hugging Face datasets. A sentence seen before (same words) is skipped.
+Hugging Face datasets. A sentence seen before (same words) is skipped. Distillation holds
+some transfer-only sentences out of training to select the student on (`selection_rows`).
 
 Levers for text closer to real documents (issue 17; all off by default, which leaves the
 set exactly as it was):
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +147,26 @@ def _joined(group: list[Sentence]) -> Sentence:
     if len(group) == 1:
         return group[0]
     return Sentence([w for s in group for w in s.words], None, group[0].where)
+
+
+SELECTION_SHARE = 0.25
+"""At most this share of a language's transfer-only sentences is held out for selection."""
+
+
+def selection_rows(rows_by_lang: dict[str, Sequence[int]], size: int) -> dict[str, list[int]]:
+    """The transfer sentences held out of training to select the student on (``distill.select``
+    teacher): ``size`` in all, an equal share per language, each language's share evenly spaced
+    over its rows (so over its sources: the rows are in source order), at most
+    `SELECTION_SHARE` of them. ``rows_by_lang``: each language's transfer-only row numbers.
+
+    Deterministic and the same for every seed: seeds are compared on one slice."""
+    share = math.ceil(size / max(len(rows_by_lang), 1))
+    out = {}
+    for lang, rows in rows_by_lang.items():
+        k = min(share, int(len(rows) * SELECTION_SHARE))
+        # the middle of each of k equal blocks: spread over the whole list, never a row twice
+        out[lang] = [rows[(2 * i + 1) * len(rows) // (2 * k)] for i in range(k)]
+    return out
 
 
 EVAL_SPLITS = ("dev", "test")

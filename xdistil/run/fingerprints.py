@@ -81,6 +81,22 @@ def stage_fields(spec: StageSpec) -> dict:
     return _since(to_dict(spec), _STAGE_SINCE)
 
 
+# Distillation keys added later, likewise: at the values that select as before (the gold
+# slice, the starting weights winning ties) they are left out; select_size only matters under
+# select teacher (as a lever that is off, `transfer_fields`).
+_DISTILL_SINCE = {"select": "gold", "keep_margin": 0.0}
+SELECTION_FIELDS = ("select", "select_size", "keep_margin")
+"""The distillation settings that decide which weights a stage keeps (every stage's fingerprint)."""
+
+
+def distill_fields(dc) -> dict:
+    """The distill config, without its stages, as the fingerprints hold it (see `_DISTILL_SINCE`)."""
+    fields = {k: v for k, v in to_dict(dc).items() if k not in ("stages", *NOT_OUTPUT)}
+    if fields.get("select") != "teacher":
+        fields.pop("select_size", None)
+    return _since(fields, _DISTILL_SINCE)
+
+
 def _since(fields: dict, since: dict) -> dict:
     return {k: v for k, v in fields.items() if k not in since or v != since[k]}
 
@@ -136,9 +152,9 @@ def _init_from(cfg: RunConfig) -> dict:
 
 def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -> dict:
     """The distillation step as a whole (its stages are fingerprinted one by one by `stages`)."""
-    d = {k: v for k, v in to_dict(cfg.distill).items() if k not in ("stages", *NOT_OUTPUT)}
     fields = {"student": student_fields(cfg.student),
-              "distill": {**d, "stages": [stage_fields(s) for s in cfg.distill.resolved_stages()]},
+              "distill": {**distill_fields(cfg.distill),
+                          "stages": [stage_fields(s) for s in cfg.distill.resolved_stages()]},
               "data": _languages(cfg)}
     inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir),
               **_init_from(cfg)}
@@ -155,12 +171,14 @@ def transfer_input(folder: str | Path, manifest: str = "manifest.json") -> str:
 
 def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, teacher_paths: list[Path]) -> list[dict]:
     """One fingerprint per stage: its spec and matching spec, the student config, the
-    distillation settings that change weights, the inputs' digests and the previous stage's
-    digest (so a change in stage i makes every later stage differ too)."""
+    distillation settings that change weights (`SELECTION_FIELDS` among them), the inputs'
+    digests and the previous stage's digest (so a change in stage i makes every later stage
+    differ too)."""
     lang = _languages(cfg)
+    selection = {k: v for k, v in distill_fields(cfg.distill).items() if k in SELECTION_FIELDS}
     common = {"student": student_fields(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
               "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
-              "languages": lang["languages"], "precision": _precision(cfg),
+              "languages": lang["languages"], "precision": _precision(cfg), **selection,
               **({"transfer_languages": lang["transfer_languages"]} if "transfer_languages" in lang else {})}
     inputs = {"transfer": transfer_input(transfer_dir),
               **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
