@@ -88,6 +88,13 @@ def test_a_stage_within_the_margin_keeps_its_own_weights():
     new = fit(_job([74.13, 74.02, 73.97, 75.0], epochs=3, patience=2, start_margin=0.5), acc, progress=False)
     assert new.best_epoch == 3 and new.epoch == 3 and new.best_score == 75.0  # it ran on, and its best is kept
     assert new.start_score == 74.13
+    # seed 15 under teacher selection: a restarted stage dips beyond the margin before it climbs;
+    # patience alone stops it in the dip, min_epochs lets it run its epochs and keeps the best
+    dip = [78.14, 77.23, 77.40, 78.0, 78.3, 78.2]
+    stopped = fit(_job(dip, epochs=5, patience=2, start_margin=0.5), acc, progress=False)
+    assert stopped.epoch == 2 and stopped.best_epoch == 0
+    ran = fit(_job(dip, epochs=5, patience=2, start_margin=0.5, min_epochs=5), acc, progress=False)
+    assert ran.epoch == 5 and ran.best_epoch == 4 and ran.best_score == 78.3
     # a stage clearly worse than its start: the start wins, reported with its own score
     worse = fit(_job([74.13, 72.0, 71.0], epochs=2, start_margin=0.5), acc, progress=False)
     assert worse.best_epoch == 0 and worse.best_score == 74.13

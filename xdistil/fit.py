@@ -97,6 +97,9 @@ class Job:
     max_steps_per_epoch: int | None = None
     patience: int | None = None
     """Stop after this many epochs without a better score (None: never early)."""
+    min_epochs: int = 0
+    """Early stopping may end the fit only after this many epochs (its best weights are still
+    the ones kept): a step whose learning rate restarts dips before it climbs."""
     select_start: bool = False
     """The starting weights are a candidate too (a distillation step may make things worse)."""
     start_margin: float = 0.0
@@ -454,7 +457,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
                 best = _weights(module, accelerator, model, job.state_keys)
         _account(state, accelerator, tokens, t0)
         t0, tokens = time.time(), 0
-        if job.patience is not None and state.bad_epochs >= job.patience:
+        if job.patience is not None and state.bad_epochs >= job.patience and state.epoch >= job.min_epochs:
             break
         save()
     bar.close()

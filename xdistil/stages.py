@@ -424,7 +424,8 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
               batches=lambda epoch: shuffled_length_batches(rows, run.lengths, spec.batch_size, seed + epoch),
               loss=loss, select=select, epoch_batches=lambda batches: batcher.plan(batches, uses_hidden),
               epochs=spec.epochs, max_steps_per_epoch=cfg.distill.max_steps_per_epoch,
-              patience=spec.patience, select_start=True, clip=5.0, checkpoint_every=cfg.distill.checkpoint_every,
+              patience=spec.patience, min_epochs=spec.min_epochs, select_start=True, clip=5.0,
+              checkpoint_every=cfg.distill.checkpoint_every,
               # keep_margin is in F1 points: a hidden-only stage's loss keeps the plain rule
               start_margin=cfg.distill.keep_margin if spec.selects_on_f1 else 0.0,
               average=spec.average, desc=f"{spec.name} [{'+'.join(names)}]")

@@ -73,7 +73,7 @@ def student_fields(sc) -> dict:
 
 
 # Stage keys added later, likewise (`stage_fields`).
-_STAGE_SINCE = {"average": 0.0}
+_STAGE_SINCE = {"average": 0.0, "min_epochs": 0}
 
 
 def stage_fields(spec: StageSpec) -> dict:
