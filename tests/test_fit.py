@@ -194,8 +194,10 @@ def test_stage_average_off_leaves_stage_fingerprints_alone(tmp_path):
     (tmp_path / "t").mkdir()
     a, b = (fingerprints.stages(c, c.distill.resolved_stages(), tmp_path / "t", []) for c in (off, on))
     assert a[0]["fields"]["stage"] == {k: v for k, v in to_dict(off.distill.resolved_stages()[0]).items()
-                                       if k != "average"}
+                                       if k not in ("average", "min_epochs")}  # both at their old values
     assert a[0]["digest"] != b[0]["digest"]
+    longer = from_dict(RunConfig, {"distill": {"stages": [{**specs[0], "min_epochs": 3}]}})
+    assert fingerprints.stage_fields(longer.distill.resolved_stages()[0])["min_epochs"] == 3
 
 
 # ---- distillation: kill -9 and resume ----------------------------------------------------

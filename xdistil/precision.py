@@ -69,7 +69,8 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return ""
 
 
-def _cache_file() -> Path:
+def cache_file() -> Path:
+    """Where `calibrate` keeps its measurements."""
     root = os.environ.get("XDISTIL_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "xdistil") / "precision.json"
 
@@ -136,7 +137,7 @@ def probe(work: str = "encoder", rounds: int = 3, repeats: int = 2) -> dict:
 def calibrate(work: str = "encoder", refresh: bool = False) -> dict:
     """The cached `probe` of ``work`` on this machine (CPU model, torch, threads), measured at
     first use. A cache that cannot be read or written costs a new measurement, not an error."""
-    path, key = _cache_file(), _key(work)
+    path, key = cache_file(), _key(work)
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
