@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import subprocess
 import sys
 
 NOISY = ("httpx", "urllib3", "filelock", "datasets", "transformers")
@@ -27,3 +28,13 @@ def start(module: str, argv: list[str] | None, quiet: bool = False) -> str:
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
     return shlex.join(["python", "-m", f"benchmarks.{module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def xdistil(*args: str) -> str:
+    """Run one ``xdistil`` command in its own process (fresh threads and memory, as a user runs it);
+    its standard output, or one error with the end of its standard error."""
+    cmd = [sys.executable, "-m", "xdistil.cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{shlex.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,21 +27,14 @@ LANGS = ("de", "ar", "hi")
 RESULTS = Path(__file__).resolve().parent / "results" / "precision"
 
 
-def _xdistil(*args: str) -> str:
-    cmd = [sys.executable, "-m", "xdistil.cli", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    return done.stdout
-
 
 def teacher_row(run: Path, precision: str, seed: int) -> dict:
     out = run / f"{precision}-{seed}"
     start = time.perf_counter()
-    _xdistil("-q", "teacher", "train", "--config", "demo", "--set", f"precision={precision}", "--seed", str(seed),
+    preamble.xdistil("-q", "teacher", "train", "--config", "demo", "--set", f"precision={precision}", "--seed", str(seed),
              "--no-eval", "--out", str(out))
     seconds = time.perf_counter() - start
-    score = json.loads(_xdistil("-q", "evaluate", str(out), *[a for lang in LANGS for a in ("--lang", lang)],
+    score = json.loads(preamble.xdistil("-q", "evaluate", str(out), *[a for lang in LANGS for a in ("--lang", lang)],
                                 "--limit", "500", "--json"))
     f1 = {lang: score[lang]["f1"] for lang in LANGS}
     return {"precision": precision, "seed": seed, "f1": f1, "f1_avg": statistics.fmean(f1.values()),

@@ -22,8 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -62,13 +60,6 @@ def method_config(method: str, out: Path) -> Path:
     return out
 
 
-def _xdistil(*args: str) -> str:
-    cmd = [sys.executable, "-m", "xdistil.cli", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
 
 def slices(data: Path, out: Path) -> dict[str, list[Path]]:
     """The dev and test slices of each language's dev file, written once as CoNLL."""
@@ -87,7 +78,7 @@ def scores(model: Path, files: dict[str, list[Path]]) -> dict[str, dict[str, flo
     """Slice -> language -> F1 (and "avg")."""
     out = {}
     for name, paths in files.items():
-        res = json.loads(_xdistil("-q", "evaluate", str(model), *map(str, paths), "--json"))
+        res = json.loads(preamble.xdistil("-q", "evaluate", str(model), *map(str, paths), "--json"))
         f1 = {lang: res[str(p)]["f1"] for lang, p in zip(LANGS, paths, strict=True)}
         out[name] = {**f1, "avg": statistics.fmean(f1.values())}
     return out
@@ -115,8 +106,8 @@ def main(argv=None) -> int:
     common = ["--config", "demo", "--set", f"precision={args.precision}"]
     teacher, transfer = run / "teacher", run / "transfer"
     t0 = time.perf_counter()
-    _xdistil("-q", "teacher", "train", *common, "--no-eval", "--out", str(teacher))
-    _xdistil("-q", "label", *common, "--teacher-dir", str(teacher), "--out", str(transfer))
+    preamble.xdistil("-q", "teacher", "train", *common, "--no-eval", "--out", str(teacher))
+    preamble.xdistil("-q", "label", *common, "--teacher-dir", str(teacher), "--out", str(transfer))
     prep_s = time.perf_counter() - t0
     files = slices(args.data, run / "eval")
     done_file = run / "rows.json"
@@ -131,7 +122,7 @@ def main(argv=None) -> int:
             out = run / f"{method}-{seed}"
             start = time.perf_counter()
             cfg = method_config(method, run / f"{method}.yaml")
-            _xdistil("-q", "distill", "--config", str(cfg), "--set", f"precision={args.precision}",
+            preamble.xdistil("-q", "distill", "--config", str(cfg), "--set", f"precision={args.precision}",
                      "--seed", str(seed), "--no-eval",
                      "--teacher-dir", str(teacher), "--transfer", str(transfer), "--out", str(out))
             seconds = time.perf_counter() - start
@@ -157,7 +148,10 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     summary_path = args.results / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    from xdistil.provenance import machine
+    from xdistil.provenance import machine as _machine, usable_cpus
+
+    def machine() -> dict:  # the distillations ran in child processes on every usable core
+        return _machine(usable_cpus())
     summary.setdefault("rows", [])
     summary.update({"selection": selection,
                     "selection_protocol": {"teacher_f1": teacher_f1, "slices": {k: list(v) for k, v in SLICES.items()},
