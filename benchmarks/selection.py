@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     summary_path = args.results / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    from xdistil.provenance import machine as _machine, usable_cpus
+    from xdistil.provenance import machine as _machine
+    from xdistil.provenance import usable_cpus
 
     def machine() -> dict:  # the distillations ran in child processes on every usable core
         return _machine(usable_cpus())
