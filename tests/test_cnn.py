@@ -139,6 +139,29 @@ def test_onnx_export_parity(teacher, tmp_path):
     assert [len(t) for t in tags] == [len(s) for s in teacher.data[:3]]
 
 
+def test_onnx_int8_export_quantizes_the_convolutions_and_agrees(teacher, tmp_path):
+    """int8 (issue 35: the CNN's int8 export was untested): dynamic quantization reaches its
+    convolutions and classifier, and the int8 tags agree with PyTorch on the parity words."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from xdistil_export.runtime import Predictor
+
+    from xdistil.onnx_export import export_model
+
+    torch.manual_seed(0)
+    model, tokenizer = build_student("cnn", teacher.model, teacher.tokenizer, teacher.seen, LABELS,
+                                     CNNConfig(embedding_dim=16, hidden_dim=16, iterations=2))
+    src = save_student(model.eval(), tokenizer, tmp_path / "cnn", extra={"labels": LABELS, "max_length": 16})
+    manifest = export_model(src, tmp_path / "onnx", parity_sentences=teacher.data[:12], int8=True,
+                            int8_min_agreement=0.9)  # a random model's tags are near-tied
+    assert manifest["kind"] == "cnn" and "model_int8" in manifest["files"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx" / manifest["files"]["model_int8"])).graph.node}
+    assert ops & {"ConvInteger", "QLinearConv", "DynamicQuantizeLinear"}, ops  # the convolutions run in int8
+    assert manifest["int8"]["parity"]["min_agreement"] >= 0.9
+    tags = Predictor(tmp_path / "onnx", "int8", threads=1).predict_words(teacher.data[:3])
+    assert [len(t) for t in tags] == [len(s) for s in teacher.data[:3]]
+
+
 def test_distils_through_the_normal_stages(tmp_path, teacher):
     """``student.arch: cnn`` in a run config: label a transfer set, run three stages (the
     last with the hidden loss), load the final student."""
