@@ -128,9 +128,9 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
             student = final_stage(out)
             f1 = scores(student, files)
-            last = json.loads((student.parent / "metrics.json").read_text())["stages"][-1]["phases"][-1]
-            train_s = sum(ph["seconds"] for st in json.loads((student.parent / "metrics.json").read_text())["stages"]
-                          for ph in st["phases"])
+            stages = json.loads((student.parent / "metrics.json").read_text())["stages"]
+            last = stages[-1]["phases"][-1]
+            train_s = sum(ph["seconds"] for st in stages for ph in st["phases"])
             state["rows"].append({"method": method, "seed": seed, "student": student.name, "f1": f1,
                                   "distill_s": round(train_s, 1), "wall_s": round(seconds, 1),
                                   "last_stage_epochs": len(last["history"]),

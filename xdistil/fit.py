@@ -387,10 +387,11 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
     if resume and old.finished:
         return load_checkpoint(checkpoint, accelerator, module)
     model, opt = accelerator.prepare(_Shell(module), opt)
-    resolved = P.resolve(precision, accelerator.device, work)
+    choice = P.choice_record(precision, accelerator.device, work)
+    resolved = choice["resolved"]
     if main and precision == "auto" and work not in _SAID_AUTO:  # once a process: what auto measured
         _SAID_AUTO.add(work)
-        cal = P.choice_record(precision, accelerator.device, work).get("calibration") or {}
+        cal = choice.get("calibration") or {}
         log.info("precision auto -> %s for %s%s", resolved, work,
                  f" (bf16 ran {cal['bf16_speedup']:.2f}x the speed of fp32 here, {P.cache_file()})" if cal else "")
     scaler = P.grad_scaler(resolved, accelerator.device)  # fp16 only

@@ -51,7 +51,6 @@ from xdistil.labels import for_teachers
 from xdistil.memory import PeakMemory
 from xdistil.models import OnDevice
 from xdistil.precision import autocast, choice_record
-from xdistil.precision import resolve as resolve_precision
 from xdistil.provenance import versions
 from xdistil.run import fingerprints
 from xdistil.taggers import load_tagger, word_logits
@@ -194,7 +193,8 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
     mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
-    precision = resolve_precision(cfg.precision, state.device)
+    choice = choice_record(cfg.precision, state.device)  # resolved once; ``auto`` says what it measured
+    precision = choice["resolved"]
     for lang in transfer_languages(cfg):
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
@@ -234,7 +234,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             if p.name not in names and not unproven(p, within=out):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         manifest = _manifest(cfg, teacher_dirs, teachers, counts, names, chunks_dir, fp, precision, per_process,
-                             state.num_processes, state.device)
+                             state.num_processes, choice)
         write_json(out / MANIFEST, manifest)
         tp = manifest["throughput"]
         sents_all = tp["sentences_labeled_this_run"]
@@ -247,7 +247,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
 
 
 def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[str], chunks_dir: Path, fp: dict,
-              precision: str, per_process: list[dict], processes: int, device="cpu") -> dict:
+              precision: str, per_process: list[dict], processes: int, choice: dict | None = None) -> dict:
     """The transfer set's manifest: teachers, labels, layers, counts, chunks and their checksums,
     and the labeling throughput over every process."""
     tc = cfg.transfer
@@ -269,7 +269,7 @@ def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[
         "fingerprint": fp["digest"],
         "hidden_dtype": tc.hidden_dtype,
         "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
-        "precision_choice": choice_record(cfg.precision, device),  # what ``auto`` measured, where it did
+        "precision_choice": choice,  # what ``auto`` measured, where it did
         "throughput": {
             "processes": processes,
             "sentences_labeled_this_run": sents_all,
