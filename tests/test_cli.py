@@ -119,6 +119,27 @@ def test_config_file_then_flags(tmp_path):
     assert cfg.data == demo.data and cfg.distill.stages == demo.distill.stages
 
 
+def test_student_preset_lies_between_the_config_and_the_flags(tmp_path):
+    """--student-preset fast (issue 35): the bundled shape over any --config, the flags over it;
+    only distill and run (and config show) take it."""
+    from xdistil.config import student_preset, student_preset_names
+
+    assert "fast" in student_preset_names()
+    fast = student_preset("fast")
+    demo = load_config("demo")
+    cfg = _cfg(["run", "--config", "demo", "--out", str(tmp_path), "--student-preset", "fast"])
+    for key, value in fast["student"].items():
+        assert getattr(cfg.student, key) == value, key
+    assert cfg.data == demo.data and cfg.teacher == demo.teacher  # nothing else moved
+    cfg = _cfg(["distill", "--config", "demo", "--out", str(tmp_path), "--student-preset", "fast",
+                "--student.hidden_dim", "32"])
+    assert cfg.student.hidden_dim == 32 and cfg.student.arch == fast["student"].get("arch", "bilstm")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["teacher", "train", "--out", "o", "--student-preset", "fast"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["distill", "--out", "o", "--student-preset", "nope"])
+
+
 def test_every_option_has_help():
     def parsers(p):
         yield p

@@ -64,12 +64,27 @@ def test_config_checks():
     assert CNNConfig(dilations=[1, 2]).dilations == (1, 2)  # JSON gives lists back
 
 
-def test_shapes_hidden_sizes_and_padding_invariance():
-    model = small_cnn().eval()
+@pytest.mark.parametrize("kernel_size,dilation", [(1, 1), (3, 1), (3, 4), (5, 2)])
+def test_convolution_as_a_matrix_product_equals_conv1d(kernel_size, dilation):
+    """`conv_last` (what the graph exports: shifted copies joined, one MatMul) gives Conv1d's
+    numbers with Conv1d's weights, channels last."""
+    from xdistil.students.cnn import _conv, conv_last
+
+    torch.manual_seed(0)
+    conv = _conv(5, 7, kernel_size, dilation)
+    x = torch.randn(2, 11, 5)
+    torch.testing.assert_close(conv_last(x, conv), conv(x.transpose(1, 2)).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [{}, {"shape_dim": 3, "residual": True}])
+def test_shapes_hidden_sizes_and_padding_invariance(extra):
+    model = small_cnn(**extra).eval()
+    if extra:
+        model.piece_shape.copy_(torch.arange(40) % 17)  # build() fills it from the vocabulary
     ids, am = random_batch()
     out = model(ids, am, am)
     assert out.logits.shape == (3, 9, 5)
-    assert tuple(h.shape[-1] for h in out.hidden_states) == model.hidden_sizes == (8, 6, 6)
+    assert tuple(h.shape[-1] for h in out.hidden_states) == model.hidden_sizes == (8 + extra.get("shape_dim", 0), 6, 6)
     assert (out.hidden_states[-1][am == 0] == 0).all()
     for b, n in enumerate((9, 3, 6)):  # a sentence alone scores as it does in a padded batch
         alone = model(ids[b : b + 1, :n], am[b : b + 1, :n], am[b : b + 1, :n]).logits[0]
@@ -140,8 +155,9 @@ def test_onnx_export_parity(teacher, tmp_path):
 
 
 def test_onnx_int8_export_quantizes_the_convolutions_and_agrees(teacher, tmp_path):
-    """int8 (issue 35: the CNN's int8 export was untested): dynamic quantization reaches its
-    convolutions and classifier, and the int8 tags agree with PyTorch on the parity words."""
+    """int8 (issue 35): the convolutions are exported as MatMuls, so dynamic quantization makes
+    them integer products (MatMulInteger, not the slow ConvInteger), with the word shape and
+    residual options on; the int8 tags agree with PyTorch on the parity words."""
     pytest.importorskip("onnxruntime")
     import onnx
     from xdistil_export.runtime import Predictor
@@ -150,13 +166,18 @@ def test_onnx_int8_export_quantizes_the_convolutions_and_agrees(teacher, tmp_pat
 
     torch.manual_seed(0)
     model, tokenizer = build_student("cnn", teacher.model, teacher.tokenizer, teacher.seen, LABELS,
-                                     CNNConfig(embedding_dim=16, hidden_dim=16, iterations=2))
+                                     CNNConfig(embedding_dim=16, hidden_dim=16, iterations=2, shape_dim=4,
+                                               residual=True))
     src = save_student(model.eval(), tokenizer, tmp_path / "cnn", extra={"labels": LABELS, "max_length": 16})
     manifest = export_model(src, tmp_path / "onnx", parity_sentences=teacher.data[:12], int8=True,
                             int8_min_agreement=0.9)  # a random model's tags are near-tied
     assert manifest["kind"] == "cnn" and "model_int8" in manifest["files"]
     ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx" / manifest["files"]["model_int8"])).graph.node}
-    assert ops & {"ConvInteger", "QLinearConv", "DynamicQuantizeLinear"}, ops  # the convolutions run in int8
+    assert "Conv" not in ops and "ConvInteger" not in ops, ops
+    # input conv + 2 dilated convs (shared over the iterations, but each use is its own MatMul)
+    # + the classifier: 1 + 2 * 3 + 1 integer products
+    assert sum(n.op_type == "MatMulInteger" for n in onnx.load(str(tmp_path / "onnx" / manifest["files"]["model_int8"]))
+               .graph.node) == 8, ops
     assert manifest["int8"]["parity"]["min_agreement"] >= 0.9
     tags = Predictor(tmp_path / "onnx", "int8", threads=1).predict_words(teacher.data[:3])
     assert [len(t) for t in tags] == [len(s) for s in teacher.data[:3]]

@@ -499,15 +499,20 @@ def test_a_student_key_added_later_leaves_finished_students_alone(tmp_path):
 
 def test_a_bilstm_default_leaves_other_students_fingerprints_alone():
     """shape_dim became 16 by default: a BiLSTM's fingerprint holds it (the student changed), a
-    CNN's or Transformer's holds the BiLSTM-only keys at their old values whatever is set."""
+    Transformer's holds the keys it does not read at their old values whatever is set."""
     from xdistil.config import RunConfig, from_dict
     from xdistil.run import fingerprints
 
     lstm = fingerprints.student_fields(from_dict(RunConfig, {}).student)
     assert lstm["shape_dim"] == 16
     assert fingerprints.student_fields(from_dict(RunConfig, {"student": {"shape_dim": 0}}).student)["shape_dim"] == 0
-    for arch in ("cnn", "transformer"):
-        fields = [fingerprints.student_fields(from_dict(RunConfig, {"student": {"arch": arch, **extra}}).student)
-                  for extra in ({}, {"shape_dim": 0}, {"shape_dim": 8, "factor_dim": 4})]
-        assert fields[0] == fields[1] == fields[2], arch
-        assert fields[0]["shape_dim"] == 0 == fields[0]["factor_dim"] and "ngram_dim" not in fields[0]
+    fields = [fingerprints.student_fields(from_dict(RunConfig, {"student": {"arch": "transformer", **extra}}).student)
+              for extra in ({}, {"shape_dim": 0}, {"shape_dim": 8, "factor_dim": 4, "residual": True})]
+    assert fields[0] == fields[1] == fields[2]
+    assert fields[0]["shape_dim"] == 0 == fields[0]["factor_dim"] and "ngram_dim" not in fields[0]
+    assert "residual" not in fields[0]
+    # the CNN reads shape_dim and residual (issue 35), not the BiLSTM's factor_dim
+    cnn = [fingerprints.student_fields(from_dict(RunConfig, {"student": {"arch": "cnn", **extra}}).student)
+           for extra in ({}, {"factor_dim": 4}, {"shape_dim": 0}, {"residual": True})]
+    assert cnn[0] == cnn[1] and cnn[0]["shape_dim"] == 16 and "residual" not in cnn[0]
+    assert cnn[2]["shape_dim"] == 0 and cnn[3]["residual"] is True

@@ -398,7 +398,7 @@ class StudentConfig:
     """bilstm: factorized embeddings (ALBERT): a V x factor_dim table then a linear map to
     embedding_dim, so more pieces fit the budget; 0 = a plain V x embedding_dim table."""
     shape_dim: int = 16
-    """bilstm: width of a word-shape embedding (casing, digits, punctuation, word start) joined to
+    """bilstm, cnn: width of a word-shape embedding (casing, digits, punctuation, word start) joined to
     every piece's, looked up from the piece id (no new model input); 0 = off. The default 16
     keeps more of the teacher on text unlike the labeled data (UNER en/pt, trained on WikiANN:
     87.9 % against 78.1 % of the teacher's test F1 over 4 seeds, `benchmarks/sentences.py`) for
@@ -410,6 +410,9 @@ class StudentConfig:
     input); 0 = off."""
     ngram_buckets: int = 4096
     """bilstm: hash buckets of the trigram embedding (ngram_buckets x ngram_dim parameters)."""
+    residual: bool = False
+    """cnn: every dilated convolution adds its input to its output, so a block applied
+    num_layers times still trains (xdistil/students/cnn.py)."""
 
     def __post_init__(self):
         if self.max_vocab is not None and self.max_vocab < 1:
@@ -676,6 +679,23 @@ def load_yaml(path_or_name: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
+
+
+STUDENT_PRESETS = PRESETS / "students"
+"""Student shapes (``--student-preset NAME``): a ``student:`` section, and a ``distill:`` one where the
+shape needs its own recipe, laid over any config (`student_preset`)."""
+
+
+def student_preset_names() -> list[str]:
+    return sorted(q.stem for q in STUDENT_PRESETS.glob("*.yaml"))
+
+
+def student_preset(name: str) -> dict:
+    """The bundled student preset ``name`` (xdistil/presets/students/NAME.yaml) as a raw config."""
+    path = STUDENT_PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--student-preset {name!r}: no such student preset (known: {', '.join(student_preset_names())})")
+    return load_yaml(path)
 
 
 def load_config(path_or_name: str | Path | None = None,

@@ -24,8 +24,8 @@ and 8. Two comparisons, both over real (non-padding) positions only:
 fp32 fails with `ExportParityError` when the max abs difference exceeds ``tolerance``.
 int8 logits differ by design, so for int8 the max difference is only reported and the
 export fails when fewer than ``int8_min_agreement`` of the word tags agree with PyTorch.
-``int8`` uses onnxruntime dynamic quantization (int8 weights of MatMul / Gather / LSTM,
-activations quantized on the fly); the graph inputs keep their symbolic batch and
+``int8`` uses onnxruntime dynamic quantization (int8 weights of MatMul / Gather / LSTM, not
+Conv; activations quantized on the fly); the graph inputs keep their symbolic batch and
 sequence axes (checked, and exercised by the parity batches). Dynamic quantization
 picks one activation scale per tensor, i.e. per batch, so a word's int8 logits can shift
 slightly with the other windows in its batch (the per-batch-size figures show it);
@@ -262,8 +262,34 @@ def export_graph(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor],
             dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
             do_constant_folding=True,
         )
+    model = onnx.load(str(path), load_external_data=False)
+    if _bypass_weight_identities(model):
+        onnx.save(model, str(path))
     onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data) too
-    _check_dynamic_axes(onnx.load(str(path), load_external_data=False), path)
+    _check_dynamic_axes(model, path)
+
+
+def _bypass_weight_identities(model) -> int:
+    """Read weights straight from their initializer where the exporter put an Identity in between.
+
+    A weight used twice (the CNN's block, applied once per iteration) is exported as one
+    initializer plus an Identity per further use; onnxruntime's quantizer quantizes only a
+    MatMul whose weight *is* an initializer, so those uses stayed fp32. Returns how many
+    Identity nodes were removed (0: the model is unchanged)."""
+    weights = {i.name for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs}
+    if not alias:
+        return 0
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for k, name in enumerate(node.input):
+            if name in alias:
+                node.input[k] = alias[name]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(alias)
 
 
 def _check_dynamic_axes(model, path: Path) -> None:
@@ -276,15 +302,21 @@ def _check_dynamic_axes(model, path: Path) -> None:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """The int8 graph of ``src`` (dynamic quantization of the weights, QInt8) into ``dst``, checked."""
+    """The int8 graph of ``src`` (dynamic quantization of the weights, QInt8) into ``dst``, checked.
+
+    Every op onnxruntime quantizes dynamically except Conv: its ConvInteger ran the CNN student
+    3.7-5.6x slower than fp32 (benchmarks/results/latency/cnn); our CNN exports its
+    convolutions as MatMuls anyway (`xdistil.students.cnn.conv_last`)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs every skipped tensor on the root logger
     try:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=sorted(set(IntegerOpsRegistry) - {"Conv"}),
                          use_external_data_format=src.stat().st_size > 1_800_000_000)
     finally:
         root.setLevel(level)

@@ -355,6 +355,10 @@ def _piece_text(piece: str, prefix: str, marker: str) -> tuple[bool, str]:
     return start, piece[len(marker):] if start else piece
 
 
+N_SHAPES = 17
+"""Classes `piece_shape` gives: 0 special, then 2 (word start, continuation) x 8 shapes."""
+
+
 def piece_shapes(tokenizer) -> list[int]:
     """`piece_shape` of every id of a (reduced) fast tokenizer, 0 for its special tokens: the
     fixed lookup a student's shape embedding reads (``len(tokenizer)`` entries)."""

@@ -156,11 +156,13 @@ def add_config_flags(p: argparse.ArgumentParser, sections: typing.Iterable[str],
             g.add_argument("--layers", nargs="+", kind="list", help=argparse.SUPPRESS, **common)
 
 
-def add_common_config_args(p: argparse.ArgumentParser, seeds: list[str]) -> None:
+def add_common_config_args(p: argparse.ArgumentParser, seeds: list[str], student: bool = False) -> None:
     g = p.add_argument_group("config file and data files")
     g.add_argument("--config", metavar="FILE|PRESET",
                    help="YAML config file or bundled preset (e.g. 'demo'; see 'xdistil config show'); the flags "
                         "override it")
+    if student:
+        add_student_preset(g)
     g.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="any config field by its dotted key, e.g. --set distill.stages=hard,soft (repeatable)")
     g.add_argument("--train", action="append", metavar="[LANG=]FILE",
@@ -170,6 +172,15 @@ def add_common_config_args(p: argparse.ArgumentParser, seeds: list[str]) -> None
     if seeds:
         g.add_argument("--seed", action=SetField, keys=seeds, dest="overrides", default=argparse.SUPPRESS, metavar="INT",
                        help=f"random seed of every step here (sets {' and '.join(seeds)}; the dotted flag sets one)")
+
+
+def add_student_preset(g) -> None:
+    from xdistil.config import student_preset_names
+
+    g.add_argument("--student-preset", metavar="NAME", choices=student_preset_names(),
+                   help=f"a bundled student shape laid over --config ({', '.join(student_preset_names())}: "
+                        "xdistil/presets/students/; 'fast' is the deployment frontier's fast student, "
+                        "docs/deployment.md); the flags override it")
 
 
 def files_by_language(values, langs, split) -> dict[str, dict[str, list[str]]]:
@@ -207,12 +218,14 @@ TEACHER_DATA_KEYS = ("languages", "labeled_budget", "val_size", "files")
 
 
 def raw_config(args, base: dict | None = None, source=None) -> dict:
-    """``base`` < the config file or preset (``source``, else --config) < the flags < --set,
-    merged by the one override function, not yet validated."""
-    from xdistil.config import apply_overrides, load_yaml
+    """``base`` < the config file or preset (``source``, else --config) < the student preset
+    (--student-preset) < the flags < --set, merged by the one override function, not yet validated."""
+    from xdistil.config import apply_overrides, load_yaml, student_preset
 
     source = source or getattr(args, "config", None)
     raw = apply_overrides(base or {}, load_yaml(source) if source else {})
+    if getattr(args, "student_preset", None):
+        raw = apply_overrides(raw, student_preset(args.student_preset))
     raw = apply_overrides(raw, getattr(args, "overrides", None) or {})
     return apply_overrides(raw, getattr(args, "set", None) or [])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xdistil import __version__
 from xdistil.commands._util import need_file
-from xdistil.commands.flags import add_config_flags, raw_config
+from xdistil.commands.flags import add_config_flags, add_student_preset, raw_config
 
 
 def cmd_languages(args) -> int:
@@ -99,6 +99,7 @@ def add_config(sub) -> None:
                         epilog="Example: xdistil config show demo --student.hidden_dim 100 > my.yaml")
     c.add_argument("source", nargs="?", metavar="PRESET|FILE", help="a bundled preset (demo) or a YAML file")
     c.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
+    add_student_preset(c)
     c.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="any config field by its dotted key (repeatable)")
     add_config_flags(c, ["data", "teacher", "transfer", "student", "distill"], steps=True, aliases=False)

@@ -169,7 +169,7 @@ def _step_args(p: argparse.ArgumentParser, sections: list[str], seeds: list[str]
                steps: bool = False, no_eval: bool = False) -> None:
     """What every command that runs pipeline steps takes: config file and flags, --resume-only,
     --out (with the rule for what it may hold), -q, and --no-eval where it scores at the end."""
-    add_common_config_args(p, seeds=seeds)
+    add_common_config_args(p, seeds=seeds, student="student" in sections)
     add_config_flags(p, sections, steps=steps)
     add_resume_only(p)
     p.add_argument("--out", required=True, help=f"{out_help} {OUT_RULE}")

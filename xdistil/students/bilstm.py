@@ -60,9 +60,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from xdistil.outputs import TaggerOutput
 from xdistil.students._common import StateDictStudent, check_config
 from xdistil.students.registry import register
-from xdistil.vocab import piece_ngrams, piece_shapes, piece_starts
+from xdistil.vocab import N_SHAPES, piece_ngrams, piece_shapes, piece_starts
 
-N_SHAPES = 17  # `xdistil.vocab.piece_shapes`: 0 special, then 2 (start, continuation) x 8 shapes
 NGRAMS_PER_PIECE = 12  # trigram buckets kept per piece (`xdistil.vocab.piece_ngrams`)
 
 

@@ -1,0 +1,84 @@
+"""The frontier benchmark (benchmarks/frontier.py, issue 35) on a tiny exported student: the speed
+cells run end to end, the summary has the issue's schema, the targets say met / missed from
+the figures, the plot is written and docs/deployment.md's block renders from it. The
+numbers mean nothing here; the quality state is made up."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from tiny import make_tiny_teacher, tiny_sentences
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from xdistil import DEFAULT_LABELS
+from xdistil.students import BiLSTMConfig, build_student, save_student
+from xdistil.vocab import seen_piece_ids
+
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import frontier  # noqa: E402
+
+LABELS = list(DEFAULT_LABELS)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from xdistil.onnx_export import export_model
+
+    root = tmp_path_factory.mktemp("frontier")
+    path = make_tiny_teacher(root / "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = tiny_sentences(40)
+    teacher = AutoModelForTokenClassification.from_pretrained(path).eval()
+    torch.manual_seed(0)
+    model, tok = build_student("bilstm", teacher, tokenizer, seen_piece_ids(tokenizer, data), LABELS,
+                               BiLSTMConfig(embedding_dim=8, hidden_dim=8))
+    src = save_student(model.eval(), tok, root / "student", extra={"labels": LABELS, "max_length": 16})
+    export_model(src, root / "export", parity_sentences=data[:8], int8=True, int8_min_agreement=0.5)
+    return root / "export"
+
+
+def _state(f1s: dict[str, float]) -> dict:
+    state = {"teacher": {"f1": {"dev": {"avg": 80.0}, "test": {"avg": 70.0}}, "params": 100_000_000}}
+    for name, f1 in f1s.items():
+        for seed in (13, 14):
+            state[f"{name}-{seed}"] = {"f1": {"dev": {"avg": f1}, "test": {"avg": f1 * 0.9}}, "params": 2_000_000}
+    return state
+
+
+def test_frontier_cells_summary_targets_and_plot(exported, tmp_path, monkeypatch):
+    monkeypatch.setattr(frontier, "SENTENCES", 30)
+    monkeypatch.setattr(frontier, "B1_SENTENCES", 4)
+    measured = frontier.speed({"bilstm2": exported, "cnn": exported}, rounds=1, spacy=False)
+    kinds = {(c["model"], c["runtime"], c["threads"], c["input"], c["batch"]) for c in measured["cells"]}
+    assert ("cnn", "xdistil-int8", 1, "text", 1) in kinds and ("bilstm2", "latency", 2, "text", 1) in kinds
+    assert all(c["median"] > 0 and len(c["rounds"]) == 1 for c in measured["cells"])
+
+    machine = {"cpu": "Test CPU", "threads": 2}
+    s = frontier.summarise(_state({"bilstm2": 76.0, "bilstm1": 75.5, "cnn": 72.0}), measured, [13, 14], machine, "cmd")
+    assert s["default"] == "bilstm2"
+    rows = {r["student"]: r for r in s["rows"]}
+    assert set(rows) == {"bilstm2", "bilstm1", "cnn"}  # every student with scores, measured or not
+    for r in rows.values():
+        assert {"student", "arch", "params", "compression", "retention"} <= set(r)
+        assert r["compression"] == 50.0 and 0 < r["retention"] <= 1
+    assert rows["bilstm2"]["retention"] == pytest.approx(0.95) and "words_per_s" not in rows["bilstm1"]
+    assert rows["cnn"]["arch"] == "cnn" and rows["cnn"]["latency_b1_ms"] > 0
+
+    # the target reads the figures: nobody at 100,000 words/s here ...
+    assert "**missed**: no student reaches 100,000 words/s" in frontier.targets(s)[0]
+    # ... a fast student within a point meets it, one further behind does not
+    rows["cnn"]["words_per_s"] = 150_000.0
+    assert "**missed**: cnn reaches 150,000 words/s at 90.0 %" in frontier.targets(s)[0]
+    rows["cnn"]["retention"] = 0.945
+    assert "**met** by cnn" in frontier.targets(s)[0]
+
+    frontier.plot(s, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    text = "\n".join(frontier.table(s))
+    assert "| bilstm2 **(default)** |" in text and "95.0 % (95.0, 95.0)" in text
