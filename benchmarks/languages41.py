@@ -204,12 +204,12 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
     from xdistil.records import ModelScores, Provenance
 
     run_dir, results = Path(run_dir), Path(results)
-    metrics = pipeline.run(cfg, run_dir / "run", progress=progress, command=command)
+    record = pipeline.run(cfg, run_dir / "run", progress=progress, command=command)
     stage_dirs = steps.students(RunDir(run_dir / "run").distill)
-    if "teacher" not in metrics or not stage_dirs:
+    if record.teacher is None or not stage_dirs:
         raise RuntimeError(f"{run_dir / 'run'}: the run has no evaluated teacher and student (steps: {cfg.steps})")
     final = stage_dirs[-1]
-    s = pipeline.summary(metrics, cfg)
+    s = pipeline.summary(record, cfg)
     student = s.model(final.name)
     int8 = int8_scores(final, run_dir / "export-int8", cfg, progress, int8_min_agreement)
     s.models.append(ModelScores.from_eval(f"{final.name}-int8", "student", int8, arch=cfg.student.arch,

@@ -58,8 +58,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, p
 
     run_dir, results = Path(run_dir), Path(results)
     base = RunDir(run_dir / "run")
-    metrics = pipeline.run(cfg, base.root, progress=progress, command=command)
-    s = pipeline.summary(metrics, cfg)
+    s = pipeline.summary(pipeline.run(cfg, base.root, progress=progress, command=command), cfg)
     distilled = s.final
     gold_cfg = with_overrides(cfg, GOLD_ONLY)
     gold_dir = steps.distill(gold_cfg, base.transfer, base.teacher, run_dir / "gold-only", progress=progress)

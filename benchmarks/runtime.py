@@ -753,8 +753,9 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(export: Path, before: Path, rounds: int, threads: int, sentences: int, command: str) -> dict:
-    """Before against after, interleaved: each round runs the cells (batch 32) and the latency once in a
+def compare(export: Path, before: Path, rounds: int, threads: int, sentences: int, command: str,
+            batches: tuple[int, ...] = (32,)) -> dict:
+    """Before against after, interleaved: each round runs the cells (``batches``) and the latency once in a
     process importing the code before the change (``PYTHONPATH=before``) and once with the
     current code, in alternating order; per cell and version the best round is kept, and the
     median of the rounds is shown beside it."""
@@ -766,7 +767,8 @@ def compare(export: Path, before: Path, rounds: int, threads: int, sentences: in
         for version in (("before", "after") if r % 2 == 0 else ("after", "before")):
             env = dict(os.environ, PYTHONPATH=str(before) if version == "before" else "")
             proc = subprocess.run([sys.executable, "-m", "benchmarks.runtime", "cells", str(export), "--threads",
-                                   str(threads), "--sentences", str(sentences)], capture_output=True, text=True,
+                                   str(threads), "--sentences", str(sentences), "--batches",
+                                   ",".join(map(str, batches))], capture_output=True, text=True,
                                   env=env, cwd=REPO, timeout=900, check=True)
             runs[version].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1} {version} done", flush=True)
@@ -809,16 +811,18 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--no-sweeps", action="store_true", help="skip the graph sweeps and the profile")
     s.add_argument("--before", type=Path, help="details.json of the same benchmark on the code before a change")
     s.add_argument("--sentences", type=int, default=N_SENTENCES, help="sentences per language (default 5,000)")
-    s = sub.add_parser("cells", help="(for compare) words/s at batch 32 and 256 as one JSON line")
+    s = sub.add_parser("cells", help="(for compare) words/s at the batch sizes as one JSON line")
     s.add_argument("export", type=Path)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--sentences", type=int, default=N_SENTENCES)
+    s.add_argument("--batches", default="32", help="comma list of batch sizes (default 32)")
     s = sub.add_parser("compare", help="the code before a change against the current code, interleaved")
     s.add_argument("export", type=Path)
     s.add_argument("--before", type=Path, required=True, help="folder holding the old xdistil_export package")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--sentences", type=int, default=N_SENTENCES)
+    s.add_argument("--batches", default="32", help="comma list of batch sizes (default 32)")
     s.add_argument("--out", type=Path, help="folder to write compare.json into (results.md shows it)")
     s = sub.add_parser("ops", help="onnxruntime's profiler: share of the graph's time per operator type")
     s.add_argument("export", type=Path)
@@ -843,11 +847,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(any(v["differ"] for v in res.values()))
     elif args.cmd == "cells":
         data = {"de": read_words(DE_DEV, args.sentences), "fr": read_words(FR_DEV, args.sentences)}
-        rows = xdistil_rows(args.export, data, 2, args.threads, batches=(32,))
+        batches = tuple(int(b) for b in args.batches.split(","))
+        rows = xdistil_rows(args.export, data, 2, args.threads, batches=batches)
         print(json.dumps({"rows": rows, "latency": latency(args.export, args.threads, calls=200)}))
     elif args.cmd == "compare":
         command = shlex.join(["python", "-m", "benchmarks.runtime", *(sys.argv[1:] if argv is None else argv)])
-        res = compare(args.export, args.before, args.rounds, args.threads, args.sentences, command)
+        res = compare(args.export, args.before, args.rounds, args.threads, args.sentences, command,
+                      tuple(int(b) for b in args.batches.split(",")))
         if args.out is not None:
             from xdistil_export.atomic import write_json
 

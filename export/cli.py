@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from itertools import chain, islice
 
@@ -188,12 +189,18 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+NAMED_LIBRARIES = ("safetensors", "onnx", "onnxruntime", "google", "zlib")
+"""Libraries whose errors say too little alone: their one line starts with the error's type."""
+
+
 def error_line(e: BaseException) -> str:
     """One line for an expected error; ``PATH: reason`` for OS errors."""
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        text = f"{e.filename}: {e.strerror}"
+        text = f"{e.filename}: {e.strerror}" + (f" ({e.filename2})" if e.filename2 else "")
     else:
         text = str(e).strip() or type(e).__name__
+        if type(e).__module__.split(".")[0] in NAMED_LIBRARIES:
+            text = f"{type(e).__name__}: {text}"  # a library's terse error: say whose
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
@@ -207,9 +214,13 @@ def quiet_stdout() -> None:
         pass
 
 
-def run_command(func, args: argparse.Namespace, prog: str = "xdistil-runtime") -> int:
+def run_command(func, args: argparse.Namespace, prog: str = "xdistil-runtime", *,
+                expected: Callable[[], tuple[type[BaseException], ...]] = expected_errors,
+                line: Callable[[BaseException], str] = error_line, interrupted: str | None = None) -> int:
     """Run a command function the way both CLIs do: expected errors as one line and exit 2,
-    a closed output pipe as a quiet 141, Ctrl+C as 130; ``args.verbose``: re-raise instead."""
+    a closed output pipe as a quiet 141, Ctrl+C as 130 (saying ``interrupted``, when given);
+    ``args.verbose``: re-raise instead. ``expected`` and ``line``: the errors that are the
+    user's, and their one line (``xdistil`` passes its own, which know its config errors)."""
     try:
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -218,11 +229,13 @@ def run_command(func, args: argparse.Namespace, prog: str = "xdistil-runtime") -
         quiet_stdout()
         return 141
     except KeyboardInterrupt:
+        if interrupted:
+            print(interrupted, file=sys.stderr)
         return 130
     except Exception as e:
-        if getattr(args, "verbose", False) or not isinstance(e, expected_errors()):
+        if getattr(args, "verbose", False) or not isinstance(e, expected()):
             raise
-        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {line(e)}", file=sys.stderr)
         return 2
 
 

@@ -7,8 +7,12 @@ end in test_bench.py; these tests need no model and run in about a second.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
+from tiny import import_blocker
 
 from xdistil.cli import main
 from xdistil.records import LangScores, ModelScores, RecordError, Summary, TypeScores
@@ -187,6 +191,22 @@ def test_inputs_that_are_not_results(tmp_path):
     (tmp_path / "v0.json").write_text(json.dumps({"format": "xdistil-summary/0", "models": []}))
     with pytest.raises(RecordError, match="older xdistil"):
         load_source(tmp_path / "v0.json")
+
+
+def test_a_student_folders_stage_is_read_without_torch(tmp_path):
+    """`xdistil.records` (what the report, the bench and the benchmarks read) and its `stage_of`
+    import neither torch nor `xdistil.taggers`: the stage comes from the folder's metadata."""
+    student = tmp_path / "stage2-soft"
+    student.mkdir()
+    (student / "xdistil_student.json").write_text(json.dumps({"extra": {"stage": "soft",
+                                                                        "stages_so_far": ["hard", "soft"]}}))
+    script = import_blocker("torch", "transformers", why="reading a record must not need it") + textwrap.dedent(f"""
+        from xdistil.records import stage_of
+        assert stage_of({str(student)!r}) == (2, "soft")
+        assert "xdistil.taggers" not in sys.modules
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_the_committed_results_are_records():

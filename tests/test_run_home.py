@@ -46,6 +46,28 @@ def test_run_record_reads_old_files_and_refuses_others_in_one_line(tmp_path):
         RunRecord.read(tmp_path / "worse.json")
 
 
+def test_an_old_run_record_is_summarised_from_the_typed_record(tmp_path):
+    """A metrics.json from before the format key, without provenance or co-finetuned teachers,
+    reads into `RunRecord` with their defaults; the summary and the bench read that object."""
+    from xdistil.bench import teacher_dir
+    from xdistil.pipeline import summary
+
+    def scores(params, f1):
+        return {"params": params, "dev": {"xx": {"f1": f1, "support": 3, "sentences": 2}}, "f1_avg": f1}
+
+    old = {"timings": {"teacher_s": 1.5}, "fingerprints": {"teacher": "abc"}, "teacher": scores(1000, 50.0),
+           "students": {"stage1-hard": scores(100, 40.0)}}
+    (tmp_path / "m.json").write_text(json.dumps(old))
+    rec = RunRecord.read(tmp_path / "m.json")
+    assert rec.provenance == {} and rec.teachers == {}
+    cfg = from_dict(RunConfig, {"data": {"languages": ["xx"], "files": {}}, "teacher": {"model": "some/hub-id"}})
+    s = summary(rec, cfg)
+    assert [(m.name, m.role) for m in s.models] == [("teacher", "teacher"), ("stage1-hard", "student")]
+    assert s.reference == "teacher" and s.final.name == "stage1-hard" and s.final.f1 == {"xx": 40.0}
+    assert s.timings == {"teacher_s": 1.5} and s.provenance == {}
+    assert teacher_dir(RunDir(tmp_path / "r"), rec) == tmp_path / "r" / "teacher"  # no co-finetuned member named
+
+
 def test_teacher_fingerprints_step_and_checkpoint_from_one_function():
     cfg = from_dict(RunConfig, {"data": {"languages": ["xx"], "files": {}}, "teacher": {"model": "some/hub-id"}})
     bf16 = from_dict(RunConfig, {"data": {"languages": ["xx"]}, "teacher": {"model": "some/hub-id"},

@@ -158,7 +158,7 @@ def file_mb(path: Path) -> float:
 # ---- the run directory ------------------------------------------------------------------
 
 
-def load_run(run: RunDir) -> tuple[RunConfig, dict]:
+def load_run(run: RunDir) -> tuple[RunConfig, RunRecord]:
     """The resolved config and the record (``metrics.json``, `RunRecord`) of a run, or a clear error."""
     if not run.root.is_dir():
         raise FileNotFoundError(f"{run.root}: no such directory")
@@ -166,7 +166,7 @@ def load_run(run: RunDir) -> tuple[RunConfig, dict]:
         raise FileNotFoundError(f"{run.root} is not an xdistil run directory (no metrics.json); "
                                 f"run 'xdistil run --config FILE --out {run.root}' first")
     cfg = from_dict(RunConfig, json.loads(run.config.read_text(encoding="utf-8")))
-    return cfg, RunRecord.read(run.metrics).to_dict()
+    return cfg, RunRecord.read(run.metrics)
 
 
 def student_dirs(run: RunDir) -> list[tuple[int, str, Path]]:
@@ -178,13 +178,13 @@ def student_dirs(run: RunDir) -> list[tuple[int, str, Path]]:
     return sorted((i, name, p) for i, name, p in found if i is not None)
 
 
-def teacher_dir(run: RunDir, metrics: dict) -> Path:
+def teacher_dir(run: RunDir, record: RunRecord) -> Path:
     """The teacher the run's "% of the teacher" refers to.
 
     ``RUN_DIR/teacher`` is the teacher itself, or, for teachers co-finetuned together, a
     group folder whose reference member ``metrics.json`` names.
     """
-    member = (metrics.get("teacher") or {}).get("member")
+    member = (record.teacher or {}).get("member")
     root = run.teacher
     return root / member if member and (root / member).is_dir() else root
 
@@ -193,9 +193,9 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _run_provenance(metrics: dict, step: str, versions: dict | None = None) -> Provenance:
+def _run_provenance(record: RunRecord, step: str, versions: dict | None = None) -> Provenance:
     """The record ``xdistil run`` kept for ``step``; for older runs, what is known (library versions)."""
-    rec = metrics.get("provenance", {}).get(step)
+    rec = record.provenance.get(step)
     by = f"xdistil run ({step} step)"
     return Provenance(**{**rec, "measured_by": by}) if rec else Provenance(versions=versions, measured_by=by,
                                                                           note=NOT_RECORDED)
@@ -204,18 +204,17 @@ def _run_provenance(metrics: dict, step: str, versions: dict | None = None) -> P
 # ---- sections ---------------------------------------------------------------------------
 
 
-def quality(run: RunDir, cfg: RunConfig, metrics: dict, students: list[tuple[int, str, Path]],
+def quality(run: RunDir, cfg: RunConfig, record: RunRecord, students: list[tuple[int, str, Path]],
             progress: bool) -> Summary:
     """The run's `Summary`: the teacher and every stage's student, with its stage and folder.
 
     Models the run did not evaluate (``steps`` without ``evaluate``, or an interrupted
     run) are evaluated here on the same dev sets.
     """
-    base = summary(metrics, cfg)
+    base = summary(record, cfg)
     score = DevScorer(cfg, progress)
-    stored = metrics.get("students", {})
-    tpath = teacher_dir(run, metrics)
-    if "teacher" in metrics:
+    tpath = teacher_dir(run, record)
+    if record.teacher is not None:
         teacher = base.teacher
     else:
         if not tpath.is_dir():
@@ -225,7 +224,7 @@ def quality(run: RunDir, cfg: RunConfig, metrics: dict, students: list[tuple[int
                                         evaluated_by="xdistil bench")
     rows = [teacher]
     for index, stage, folder in students:
-        if folder.name in stored:
+        if folder.name in record.students:
             rows.append(base.model(folder.name))
         else:
             log.info("evaluating %s (not in metrics.json)", folder)
@@ -233,7 +232,7 @@ def quality(run: RunDir, cfg: RunConfig, metrics: dict, students: list[tuple[int
                                               arch=cfg.student.arch, stage=index, stage_name=stage,
                                               evaluated_by="xdistil bench"))
     return Summary(base.protocol, rows, reference=teacher.name, headline=students[-1][2].name if students else None,
-                   timings=base.timings, provenance={"evaluate": _run_provenance(metrics, "evaluate")})
+                   timings=base.timings, provenance={"evaluate": _run_provenance(record, "evaluate")})
 
 
 def labeling(m: dict | None) -> Throughput | None:
@@ -455,7 +454,7 @@ def run_bench(
     ``text_rows``: dev sentences tagged end to end (default `TEXT_ROWS`, 32 with ``quick``).
     """
     run = RunDir(run_dir)
-    cfg, metrics = load_run(run)
+    cfg, record = load_run(run)
     students = student_dirs(run)
     if not students:
         raise FileNotFoundError(f"{run.distill} has no students; run 'xdistil run' to the distill step first")
@@ -471,10 +470,10 @@ def run_bench(
     prov = Provenance(**provenance(command, threads), measured_by="xdistil bench")
 
     manifest = _read_json(run.transfer_manifest)
-    qual = quality(run, cfg, metrics, students, progress)
+    qual = quality(run, cfg, record, students, progress)
     phases = distillation(run, students)
     lab = labeling(manifest)
-    teacher, final = teacher_dir(run, metrics), students[-1][2]
+    teacher, final = teacher_dir(run, record), students[-1][2]
     rows = text_rows if text_rows is not None else 32 if quick else TEXT_ROWS
     sentences = _sentences(cfg, max(max(batches), rows))
     cells, models, settings, exports = latency(run, sentences, teacher, final, batches, seq, threads, timing, int8,
@@ -485,9 +484,9 @@ def run_bench(
                   provenance=prov, quality=qual, cells=cells,
                   speedups=speedups(cells, ["teacher"]), latency_settings=settings, latency_models=models,
                   exports=exports, phases=phases, labeling=lab, end_to_end=e2e, memory=memory(lab, phases),
-                  sections={"quality": _run_provenance(metrics, "evaluate"),
-                            "labeling": _run_provenance(metrics, "label", (manifest or {}).get("versions")),
-                            "distillation": _run_provenance(metrics, "distill"), "latency": prov})
+                  sections={"quality": _run_provenance(record, "evaluate"),
+                            "labeling": _run_provenance(record, "label", (manifest or {}).get("versions")),
+                            "distillation": _run_provenance(record, "distill"), "latency": prov})
     bench.write(run.bench)
     # what these figures were measured on, beside them (a rerun after any step changed
     # shows a different digest; `xdistil.fingerprint.diff` names what)

@@ -27,7 +27,7 @@ from xdistil_export.atomic import write_json, write_text
 from xdistil_export.runtime import MANIFEST
 
 CARD = "README.md"
-STUDENT_META = "xdistil_student.json"  # == xdistil.taggers.STUDENT_MARKER
+STUDENT_META = "xdistil_student.json"  # == xdistil.students.META_FILE (a layer above cards)
 TEACHER_RECORD = "xdistil_teacher.json"  # == xdistil.models.DONE_MARKER
 EXPORT_CONFIG = "config.json"
 LICENSE = "mit"  # the project's; a card's user may change it for their own data's terms

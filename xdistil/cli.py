@@ -1,7 +1,7 @@
 """The ``xdistil`` command line: the parser assembled from the command groups in
 `xdistil.commands` (one small module each), and `main`, which sets the threads before torch
 is imported, runs a command and turns every expected error into one line,
-``xdistil: error: ...``, exit status 2.
+``xdistil: error: ...``, exit status 2 (the runtime's error path, `xdistil_export.cli.run_command`).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from xdistil_export.cli import run_command
 
 from xdistil import __version__
 from xdistil.commands import deploy, info, reports, train
@@ -18,7 +20,6 @@ from xdistil.commands._util import (
     error_line,
     expected_errors,
     options_anywhere,
-    quiet_stdout,
     quiet_transformers,
 )
 
@@ -73,21 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         configure(warn=args.command in ("teacher", "label", "distill", "run", "bench"))
     if args.command == "export":  # the commands that check their paths first quiet it after the checks
         quiet_transformers()
-    try:
-        code = args.func(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at exit
-        return code
-    except BrokenPipeError:  # the reader stopped early, as `head` does: stop quietly like a Unix filter
-        quiet_stdout()
-        return 141
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if args.verbose or not isinstance(e, expected_errors()):
-            raise
-        print(f"xdistil: error: {error_line(e)}", file=sys.stderr)
-        return 2
+    # the runtime's error path (`xdistil_export.cli.run_command`) with xdistil's errors
+    return run_command(args.func, args, prog="xdistil", expected=expected_errors, line=error_line,
+                       interrupted="interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,9 @@ class FitState:
     tokens: int = 0
     """Tokens trained on, over all processes and every invocation."""
     seconds: float = 0.0
-    """Training time over every invocation."""
+    """Training time over every invocation (the epochs' selection evaluations included)."""
+    select_seconds: float = 0.0
+    """Of which (plus the starting weights' score, before the first epoch) selection evaluations."""
     history: list[dict] = field(default_factory=list)
     fingerprint: dict | None = None
 
@@ -418,7 +420,9 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
         state = FitState(tag=tag, processes=world, fingerprint=fingerprint)
         if job.select_start:
             module.eval()
+            t_sel = time.time()
             score, extra_log = job.select()
+            state.select_seconds += time.time() - t_sel
             # the start competes ``start_margin`` below its score (Job.start_margin)
             state.start_score, state.best_score, state.best_epoch = score, score - job.start_margin, 0
             best = _weights(module, accelerator, model, job.state_keys)
@@ -518,7 +522,9 @@ def _end_epoch(job: Job, state: FitState, accelerator, model) -> bool:
     total = accelerator.reduce(torch.tensor([state.loss_sum, state.batches_done], dtype=torch.float64,
                                             device=accelerator.device), reduction="sum")
     model.eval()
+    t_sel = time.time()
     score, extra_log = job.select()
+    state.select_seconds = round(state.select_seconds + time.time() - t_sel, 3)
     state.epoch, state.step_in_epoch, state.loss_sum, state.batches_done = state.epoch + 1, 0, 0.0, 0
     state.history.append({"epoch": state.epoch, "step": state.global_step, "loss": state.run_loss,
                           "mean_loss": float(total[0] / total[1].clamp(min=1)), "select": score, **extra_log})
@@ -543,8 +549,6 @@ def check_launch(num_processes: int) -> None:
     That happens on a machine without GPUs unless ``ACCELERATE_USE_CPU=1`` is set (accelerate
     then uses gloo); each process would otherwise redo, and overwrite, the whole job.
     """
-    import os
-
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and num_processes != launched:
         raise RuntimeError(f"launched as {launched} processes but accelerate sees {num_processes}: on a machine "

@@ -25,7 +25,7 @@ from xdistil.config import RunConfig, to_dict
 from xdistil.evaluate import DevScorer
 from xdistil.provenance import provenance
 from xdistil.records import ModelScores, Provenance, Summary, stage_of
-from xdistil.run import RunDir, fingerprints
+from xdistil.run import RunDir, RunRecord, fingerprints
 from xdistil.run.layout import RUN_MARKER
 from xdistil.run.record import Recorder
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str | None = None,
-        resume_only: bool = False) -> dict:
+        resume_only: bool = False) -> RunRecord:
     """teacher -> label -> distill -> evaluate, each through `xdistil.steps`: a step whose
     fingerprint matches is reused, a step whose inputs changed is recomputed, and so is
     every later one (each fingerprint holds the digests of the steps before it). With
@@ -43,7 +43,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
     The run's record (``metrics.json``, `RunRecord`) describes only what is on disk: a step's
     timing and provenance stay while the output they were measured on is there, a model's
     scores while that very model is (`score_models`). ``command``: the command line recorded
-    with each step. Returns the record as a dict."""
+    with each step. Returns the record."""
     rd = RunDir(run_dir)
     # a new or empty folder, or a run directory already: never a folder of other things
     steps.claim(rd.root, ("teacher", "transfer", "distill"), marker=RUN_MARKER)
@@ -65,9 +65,9 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
             students = steps.students(rd.distill)  # what an earlier invocation distilled, if anything
         if main:
             score_models(rec, cfg, teachers, students, progress, evaluate="evaluate" in cfg.steps)
-            rec.finish(summary(rec.record.to_dict(), cfg).to_dict())
-            print(summary_table(rec.record.to_dict(), cfg))
-    return rec.record.to_dict()
+            rec.finish(summary(rec.record, cfg).to_dict())
+            print(summary_table(rec.record, cfg))
+    return rec.record
 
 
 @contextmanager
@@ -123,25 +123,24 @@ def score_models(rec: Recorder, cfg: RunConfig, teachers: list[Path], students: 
     rec.write()
 
 
-def summary(metrics: dict, cfg: RunConfig) -> Summary:
+def summary(record: RunRecord, cfg: RunConfig) -> Summary:
     """The run's `Summary` record (``summary.json``): protocol + one scored row per model.
 
     Co-finetuned teachers are one row each (group "co-finetuned"); the reference teacher of
     "% of the teacher" is the best of them. A student row carries its stage (index, name)
     from the metadata its stage saved beside it, and its folder.
     """
-    members = metrics.get("teachers", {})
-    if members:
+    if record.teachers:
         models = [ModelScores.from_eval(name, "teacher", t, arch=name, group="co-finetuned",
-                                        evaluated_by="xdistil run") for name, t in members.items()]
-        reference = metrics.get("teacher", {}).get("member")
-    elif "teacher" in metrics:
-        models = [ModelScores.from_eval("teacher", "teacher", metrics["teacher"], arch=cfg.teacher.model,
+                                        evaluated_by="xdistil run") for name, t in record.teachers.items()]
+        reference = (record.teacher or {}).get("member")
+    elif record.teacher is not None:
+        models = [ModelScores.from_eval("teacher", "teacher", record.teacher, arch=cfg.teacher.model,
                                         evaluated_by="xdistil run")]
         reference = "teacher"
     else:
         models, reference = [], None
-    for name, m in metrics.get("students", {}).items():
+    for name, m in record.students.items():
         index, stage = stage_of(m["path"]) if m.get("path") else (None, None)
         models.append(ModelScores.from_eval(name, "student", m, arch=cfg.student.arch, stage=index, stage_name=stage,
                                             evaluated_by="xdistil run"))
@@ -154,8 +153,8 @@ def summary(metrics: dict, cfg: RunConfig) -> Summary:
                 "metric": "seqeval entity F1, IOB2 strict", "teacher": " + ".join(cfg.teacher.model_names()),
                 "student": to_dict(cfg.student), "stages": stages}
     final = models[-1].name if models and models[-1].role == "student" else None
-    return Summary(protocol, models, reference=reference, headline=final, timings=dict(metrics.get("timings", {})),
-                   provenance={k: Provenance(**v) for k, v in metrics.get("provenance", {}).items()})
+    return Summary(protocol, models, reference=reference, headline=final, timings=dict(record.timings),
+                   provenance={k: Provenance(**v) for k, v in record.provenance.items()})
 
 
 def scored(cfg: RunConfig, teachers: list[Path], students: list[Path], progress: bool = True) -> Summary:
@@ -175,9 +174,9 @@ def scored(cfg: RunConfig, teachers: list[Path], students: list[Path], progress:
     return Summary({"languages": list(cfg.data.languages)}, models, reference=models[0].name)
 
 
-def summary_table(metrics: dict, cfg: RunConfig) -> str:
+def summary_table(record: RunRecord, cfg: RunConfig) -> str:
     """The run's `score_table`."""
-    return score_table(summary(metrics, cfg), f"dev F1 per language ({' + '.join(cfg.teacher.model_names())} "
+    return score_table(summary(record, cfg), f"dev F1 per language ({' + '.join(cfg.teacher.model_names())} "
                                               f"teacher, budget {cfg.data.labeled_budget}/language)")
 
 

@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Literal
 
 from xdistil_export.atomic import write_json
 
+from xdistil.students import META_FILE
+
 PREFIX = "xdistil-"
 
 
@@ -165,9 +167,7 @@ class ModelScores:
 
 def stage_of(folder: str | Path) -> tuple[int | None, str | None]:
     """(stage index from 1, stage name) of a student folder, from the metadata its stage saved."""
-    from xdistil.taggers import STUDENT_MARKER
-
-    meta = Path(folder) / STUDENT_MARKER
+    meta = Path(folder) / META_FILE
     if not meta.is_file():
         return None, None
     extra = json.loads(meta.read_text(encoding="utf-8")).get("extra", {})

@@ -442,6 +442,7 @@ def _run_phase(run: _Run, si: int, phase: int, active: list, progress: bool) -> 
     return {"groups": names, "select": signal, "start_select": state.start_score,
             "best_select": state.best_score, "best_epoch": state.best_epoch,
             "history": state.history, "steps": state.global_step, "seconds": round(state.seconds, 1),
+            "select_s": round(state.select_seconds, 1),
             "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1), "processes": state.processes,
             "peak_rss_mb": mem.peak_mb, "memory_scope": mem.scope}
 

@@ -40,6 +40,7 @@ process takes the same decision, only the main one deletes or writes, between ba
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -349,9 +350,6 @@ def check_labeled_by(transfer_dir: str | Path, teacher_dir: str | Path) -> None:
     """Refuse (`TeacherMismatch`, one line) a teacher other than the one that labeled the
     transfer set: the student would learn from one teacher and be reported beside another.
     Compared by the digests the set's fingerprint records (else by the paths in its manifest)."""
-    import json
-
-
     transfer = Path(transfer_dir)
     inputs = (fingerprint.read(transfer) or {}).get("inputs") or {}
     try:

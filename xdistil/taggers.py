@@ -26,9 +26,7 @@ from xdistil.models import (
     to_iob2,
 )
 from xdistil.outputs import TaggerOutput
-from xdistil.students import load_student
-
-STUDENT_MARKER = "xdistil_student.json"
+from xdistil.students import META_FILE, load_student
 
 
 class HFTagger(nn.Module):
@@ -80,13 +78,13 @@ def load_tagger(path: str | Path, max_length: int | None = None) -> Tagger:
     """Load a student directory, an xdistil teacher directory or any HF token classifier."""
 
     p = Path(path)
-    if (p / STUDENT_MARKER).exists():
+    if (p / META_FILE).exists():
 
         module, tokenizer, labels, meta = load_student(p)
         limit = max_length or int(meta.get("extra", {}).get("max_length", 128))
         return Tagger(module.eval(), tokenizer, list(labels), limit, meta.get("arch", "student"), str(p))
     if p.exists() and not (p / "config.json").exists():
-        raise FileNotFoundError(f"{p}: not a model directory (no config.json or {STUDENT_MARKER})")
+        raise FileNotFoundError(f"{p}: not a model directory (no config.json or {META_FILE})")
     # one-line errors for a missing folder, a hub id with no network, damaged weights or tokenizer
     path = str(p) if p.is_dir() else resolve_model_path(str(path))
     model = load_hf_weights(path)

@@ -4,9 +4,10 @@ path checks, and the one-line report of an expected error."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from xdistil_export import cli as runtime_cli
 
 # the one parser of xdistil and xdistil-runtime (one-line errors, options after positionals)
 from xdistil_export.cli import Parser  # noqa: F401
@@ -104,30 +105,13 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def error_line(e: BaseException) -> str:
-    """One line for an expected error: pydantic's report condensed, ``PATH: reason`` for OS errors."""
+    """One line for an expected error: pydantic's report condensed, else the runtime's line
+    (`xdistil_export.cli.error_line`: ``PATH: reason`` for OS errors)."""
     from pydantic import ValidationError
 
     from xdistil.config import describe
 
-    if isinstance(e, ValidationError):
-        return describe(e)
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        text = f"{e.filename}: {e.strerror}" + (f" ({e.filename2})" if e.filename2 else "")
-    else:
-        text = str(e).strip() or type(e).__name__
-        if type(e).__module__.split(".")[0] in ("safetensors", "onnx", "onnxruntime", "google", "zlib"):
-            text = f"{type(e).__name__}: {text}"  # a library's terse error: say whose
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def quiet_stdout() -> None:
-    """After the reader of our stdout went away (``xdistil predict ... | head``): point stdout
-    at /dev/null so the interpreter's final flush does not complain again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
-        pass
+    return describe(e) if isinstance(e, ValidationError) else runtime_cli.error_line(e)
 
 
 def leaves(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

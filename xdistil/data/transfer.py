@@ -27,10 +27,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xdistil_languages import get_language, load_registry
+
 from xdistil.augment import Augmentation, augment
 from xdistil.config import RunConfig
 from xdistil.data.readers import DataError, Sentence, load_hf_dataset, read_file
+from xdistil.data.roots import resolve_data_root
 from xdistil.data.sources import budget_split, labeled_sentences, unlabeled_format, unlabeled_paths
+from xdistil.fingerprint import file_digest
 
 
 @dataclass
@@ -175,10 +179,6 @@ EVAL_SPLITS = ("dev", "test")
 def extra_source_paths(cfg: RunConfig, lang: str) -> list[Path]:
     """The files behind ``transfer.extra_sources[lang]``, checked: each exists and is no
     dev or test split (of the registry, of any language, or a user's dev/test file)."""
-    from xdistil_languages import get_language, load_registry
-
-    from xdistil.data.roots import resolve_data_root
-
     names = cfg.transfer.extra_sources.get(lang, [])
     if not names:
         return []
@@ -223,10 +223,6 @@ def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
     """Per language, the local files a step reads for ``split`` ("train", "dev" or
     "unlabeled"), resolved exactly as the readers resolve them; "hub:<dataset>" where a
     labeled split comes from the hub."""
-    from xdistil_languages import get_language
-
-    from xdistil.data.roots import resolve_data_root
-
     root = resolve_data_root(cfg.data.root)
     out: dict[str, list[str]] = {}
     for lang in transfer_languages(cfg) if split == "unlabeled" else cfg.data.languages:
@@ -247,10 +243,6 @@ def data_files(cfg: RunConfig, split: str) -> dict[str, list[str]]:
 def data_digests(cfg: RunConfig, splits: tuple[str, ...]) -> dict[str, str]:
     """``{"<split>:<lang>:<file name>": sha256}`` of every local data file behind ``splits``:
     a step's fingerprint follows the files' bytes, not where the data root happens to be."""
-    from pathlib import Path
-
-    from xdistil.fingerprint import file_digest
-
     out = {}
     for split in splits:
         for lang, files in data_files(cfg, split).items():
