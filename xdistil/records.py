@@ -207,6 +207,8 @@ class PhaseLog:
     processes: int = 1
     peak_rss_mb: float | None = None
     memory_scope: str | None = None
+    select_s: float | None = None
+    """Of ``seconds``, the selection evaluations (fits logged before issue 33: None)."""
 
     @property
     def tokens(self) -> float:
@@ -229,7 +231,7 @@ def phase_logs(stage_logs: list[dict], students: list[tuple[int | None, str | No
             out.append(PhaseLog(st["stage"], index or 0, folder, list(s.get("groups") or []), s.get("seconds"),
                                s.get("tokens_per_s"), len(s.get("history", [])), s.get("best_select"),
                                s.get("sentences_per_s"), s.get("processes", 1), s.get("peak_rss_mb"),
-                               s.get("memory_scope")))
+                               s.get("memory_scope"), s.get("select_s")))
     return out
 
 
