@@ -20,14 +20,20 @@ memory-map the chunks (`load_transfer`), so a transfer set never has to fit in m
 
     transfer/
       chunks/<lang>-00000/ ...   one Arrow dataset per chunk
-      chunks/<lang>-00000/xdistil_chunk.json   its fingerprint digest and file checksums
+      chunks/<lang>-00000/xdistil_chunk.json   its fingerprint digest, engines and file checksums
       xdistil_files.json         every chunk named before it is written (`xdistil_export.atomic`)
       manifest.json              written last: teachers, layers, counts, chunks + checksums,
-                                 fingerprint digest, versions, speed
+                                 fingerprint digest, engines, versions, speed
+
+Each teacher runs on the engine ``transfer.engine`` resolves to (`xdistil.engines`: torch, or
+the teacher exported to onnxruntime in fp32 or int8; ``auto`` measures which is fastest here
+and still agrees with torch fp32), resolved once before the first chunk (by the main process,
+for all of them); a chunk labeled by another engine is labeled again, so engines never mix.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -39,6 +45,7 @@ import torch
 from torch import nn
 from xdistil_export.atomic import atomic_dir, expect, unproven, write_json
 
+from xdistil import engines
 from xdistil import fingerprint as fpr
 from xdistil.config import RunConfig, to_dict
 from xdistil.data.transfer import (
@@ -104,10 +111,45 @@ def _chunk_record(folder: Path) -> dict | None:
         return None
 
 
-def _reusable(chunk: Path, digest: str) -> bool:
-    """A chunk on disk is kept only when labeled from the same inputs and intact."""
+def _reusable(chunk: Path, digest: str, used: list[str]) -> bool:
+    """A chunk on disk is kept only when labeled from the same inputs, by the same engines
+    (``used``, one per teacher; a chunk from before engines: torch), and intact."""
     rec = _chunk_record(chunk)
-    return rec is not None and rec.get("fingerprint") == digest and _chunk_problem(chunk, rec.get("files")) is None
+    return (rec is not None and rec.get("fingerprint") == digest
+            and (rec.get("engines") or ["torch"] * len(used)) == used
+            and _chunk_problem(chunk, rec.get("files")) is None)
+
+
+def _probe_sentences(cfg: RunConfig, n: int = engines.PROBE_SENTENCES) -> list[list[str]]:
+    """The first transfer sentences of every language, in turn: what ``auto`` measures on."""
+    langs = transfer_languages(cfg)
+    per = -(-n // len(langs))
+    return [r.words for lang in langs for r in itertools.islice(iter_transfer(cfg, lang), per)][:n]
+
+
+def _resolve_engines(cfg: RunConfig, teachers, state, precision: str) -> list[dict]:
+    """Each teacher's `engines.resolve` record, decided once by the main process (which
+    exports the graphs into the cache) and given to every process."""
+    tc = cfg.transfer
+    if tc.engine == "torch":
+        return [engines.resolve(t, "torch", tc.layers, [], tc.batch_size, precision) for t in teachers]
+    records: list[dict] | str | None = None
+    if state.is_main_process:
+        try:
+            sample = _probe_sentences(cfg)
+            records = [engines.resolve(t, tc.engine, tc.layers, sample, tc.batch_size, precision, state.device)
+                       for t in teachers]
+        except engines.EngineError as e:
+            if state.num_processes == 1:
+                raise
+            records = str(e)  # said to the others too, so that none waits for the main process forever
+    if state.num_processes > 1:  # a collective: the others wait here until the graphs exist
+        from accelerate.utils import broadcast_object_list
+
+        records = broadcast_object_list([records])[0]
+    if isinstance(records, str):
+        raise engines.EngineError(records)
+    return records
 
 
 def _chunk_rows(rows, size):
@@ -185,7 +227,16 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
         n_layers = getattr(n_layers, "num_hidden_layers", None)
         if n_layers is not None and any(not 0 <= layer <= n_layers for layer in tc.layers):
             raise ValueError(f"transfer.layers {tc.layers}: teacher {d} has layers 0..{n_layers}")
-        t.module = TimedModule(OnDevice(t.module.to(state.device), state.device, tuple(tc.layers)))
+    facts = [{"params": t.param_count(), "hidden_size": _hidden_size(t)} for t in teachers]  # before any engine
+    choice = choice_record(cfg.precision, state.device)  # resolved once; ``auto`` says what it measured
+    precision = choice["resolved"]
+    engine_choice = _resolve_engines(cfg, teachers, state, precision)
+    used = [c["resolved"] for c in engine_choice]
+    for t, engine in zip(teachers, used, strict=True):
+        if engine == "torch":
+            t.module = TimedModule(OnDevice(t.module.to(state.device), state.device, tuple(tc.layers)))
+        else:  # the torch module is let go: the graph holds the weights
+            t.module = TimedModule(engines.module(t, engine, tc.layers))
     chunks_dir = out / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
@@ -193,8 +244,6 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
     mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
-    choice = choice_record(cfg.precision, state.device)  # resolved once; ``auto`` says what it measured
-    precision = choice["resolved"]
     for lang in transfer_languages(cfg):
         counts[lang] = {}
         for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
@@ -203,7 +252,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
                 counts[lang][r.split] = counts[lang].get(r.split, 0) + 1
             name = f"{lang}-{i:05d}"
             names.append(name)
-            if g % state.num_processes != state.process_index or _reusable(chunks_dir / name, fp["digest"]):
+            if g % state.num_processes != state.process_index or _reusable(chunks_dir / name, fp["digest"], used):
                 bar.update(len(rows))
                 continue
             t0 = time.perf_counter()
@@ -213,7 +262,7 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
             expect(out, [f"chunks/{name}"])  # named in the set's record before it is written
             with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
                 datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
-                write_json(tmp / CHUNK_RECORD, {"fingerprint": fp["digest"], "rows": len(rows),
+                write_json(tmp / CHUNK_RECORD, {"fingerprint": fp["digest"], "rows": len(rows), "engines": used,
                                                 "files": _checksums(tmp)})
             wall += time.perf_counter() - t0
             sents_labeled += len(rows)
@@ -233,23 +282,25 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
         for p in chunks_dir.iterdir():
             if p.name not in names and not unproven(p, within=out):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-        manifest = _manifest(cfg, teacher_dirs, teachers, counts, names, chunks_dir, fp, precision, per_process,
-                             state.num_processes, choice)
+        manifest = _manifest(cfg, teacher_dirs, teachers, facts, counts, names, chunks_dir, fp, precision,
+                             per_process, state.num_processes, choice, engine_choice)
         write_json(out / MANIFEST, manifest)
         tp = manifest["throughput"]
         sents_all = tp["sentences_labeled_this_run"]
         if sents_all:
-            print(f"labeled {sents_all} sentences: {tp['label_sentences_per_s']} sent/s end-to-end, "
+            print(f"labeled {sents_all} sentences ({', '.join(used)}): {tp['label_sentences_per_s']} sent/s end-to-end, "
                   f"teacher forward alone {tp['forward_sentences_per_s']} sent/s (x{tp['overhead']} overhead)"
                   + (f", {state.num_processes} processes" if state.num_processes > 1 else ""))
     state.wait_for_everyone()  # no process reads the transfer set before its manifest exists
     return out
 
 
-def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[str], chunks_dir: Path, fp: dict,
-              precision: str, per_process: list[dict], processes: int, choice: dict | None = None) -> dict:
+def _manifest(cfg: RunConfig, teacher_dirs, teachers, facts: list[dict], counts: dict, names: list[str],
+              chunks_dir: Path, fp: dict, precision: str, per_process: list[dict], processes: int,
+              choice: dict | None = None, engine_choice: list[dict] | None = None) -> dict:
     """The transfer set's manifest: teachers, labels, layers, counts, chunks and their checksums,
-    and the labeling throughput over every process."""
+    the engines that labeled it and the labeling throughput over every process. ``facts``: each
+    teacher's params and hidden size, read before an engine took its module's place."""
     tc = cfg.transfer
     records = {n: _chunk_record(chunks_dir / n) or {} for n in names}
     sents_all = sum(p["sentences"] for p in per_process)
@@ -259,17 +310,19 @@ def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[
     wall_sum, fwd_sum = sum(p["wall_s"] for p in per_process), sum(p["forward_s"] for p in per_process)
     manifest = {
         "teachers": [{"path": str(d), "labels": t.labels, "max_length": t.max_length,
-                      "params": t.param_count()} for d, t in zip(teacher_dirs, teachers, strict=True)],
+                      "params": f["params"]} for d, t, f in zip(teacher_dirs, teachers, facts, strict=True)],
         "labels": cfg.data.labels,
         "layers": tc.layers,
-        "hidden_sizes": [_hidden_size(t) for t in teachers],
+        "hidden_sizes": [f["hidden_size"] for f in facts],
         "counts": counts,
         "chunks": names,
         "checksums": {n: r.get("files") for n, r in records.items()},
         "fingerprint": fp["digest"],
         "hidden_dtype": tc.hidden_dtype,
-        "precision": precision,  # the teachers' forward pass (`xdistil.precision`)
+        "precision": precision,  # the forward pass of the teachers torch runs (`xdistil.precision`)
         "precision_choice": choice,  # what ``auto`` measured, where it did
+        "engines": [c["resolved"] for c in engine_choice or []],  # one per teacher (`xdistil.engines`)
+        "engine_choice": engine_choice,  # what was asked, and what ``auto`` measured or an explicit one checked
         "throughput": {
             "processes": processes,
             "sentences_labeled_this_run": sents_all,
@@ -288,10 +341,7 @@ def _manifest(cfg: RunConfig, teacher_dirs, teachers, counts: dict, names: list[
 
 
 def _hidden_size(tagger) -> int | None:
-    module = tagger.module
-    while hasattr(module, "inner"):  # TimedModule / OnDevice wrappers
-        module = module.inner
-    cfg = getattr(module, "model", None)
+    cfg = getattr(tagger.module, "model", None)  # a Hugging Face teacher (`xdistil.taggers.HFTagger`)
     return getattr(getattr(cfg, "config", None), "hidden_size", None)
 
 

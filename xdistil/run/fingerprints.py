@@ -38,11 +38,17 @@ _LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max
            "languages": ("languages",)}  # transfer-only languages
 
 
+# Transfer keys added after sets were labeled, with the value that labels as before: left out
+# of the fingerprint at that value. Another engine's numbers differ in the last digits (int8:
+# more), so it is in the digest: the engine asked for (``auto`` as the word, like `precision`).
+_TRANSFER_SINCE = {"engine": "torch"}
+
+
 def transfer_fields(tc) -> dict:
     """The transfer config as a labeling fingerprint should hold it: what changes the stored
     set, without the teacher list and batch size (`label` reads those
     elsewhere), and without a lever that is off, so that a set labeled before the levers
-    existed keeps its digest."""
+    existed keeps its digest (likewise a key of `_TRANSFER_SINCE` at its old value)."""
     out = {k: v for k, v in to_dict(tc).items() if k not in ("teachers", "batch_size")}
     off = {"extra_sources": not tc.extra_sources, "concat": tc.concat == 1,
            "augment": not Augmentation.from_transfer(tc).active, "languages": not tc.languages}
@@ -50,7 +56,7 @@ def transfer_fields(tc) -> dict:
         if off[lever]:
             for k in keys:
                 out.pop(k)
-    return out
+    return _since(out, _TRANSFER_SINCE)
 
 
 # Student keys added after runs were made, with the value that keeps the student as it was:
