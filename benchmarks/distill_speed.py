@@ -57,13 +57,13 @@ def main(argv=None) -> int:
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--demo", type=Path, default=Path("runs/demo"), help="a `make demo` run (teacher, transfer set)")
     p.add_argument("--run", type=Path, default=Path("runs/distill-speed"))
-    p.add_argument("--variants", nargs="+", help="only these (default: all of the grid)")
+    p.add_argument("--variants", nargs="+", help="only these (default: the grid's default_variants, else all)")
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     command = preamble.start("distill_speed", argv, args.quiet)
     grid = yaml.safe_load(args.config.read_text(encoding="utf-8"))
-    names = args.variants or list(grid["variants"])
+    names = args.variants or grid.get("default_variants") or list(grid["variants"])
     files = slices(args.data, args.run / "eval")
     state_file = args.run / "rows.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"rows": []}

@@ -35,6 +35,7 @@ LOWRES = RESULTS / "41-languages-lowresource" / "summary.json"
 SENTENCES = RESULTS / "sentences" / "details.json"
 STAGED = RESULTS / "staged" / "summary.json"
 SELECTION = RESULTS / "transfer-size" / "summary.json"
+FRONTIER = RESULTS / "frontier" / "summary.json"
 REFERENCE = "mbert-base"
 
 
@@ -224,13 +225,23 @@ def summary_line(path: Path, what: str) -> str:
             f"{_where(prov.machine, prov.time)}: `{prov.command}` ([results](../{_rel(path.parent / 'results.md')})).")
 
 
+def frontier_block() -> str:
+    from benchmarks import frontier
+
+    s = json.loads(FRONTIER.read_text(encoding="utf-8"))
+    return "\n".join([*frontier.table(s), "", *(f"- {t}" for t in frontier.targets(s)), "",
+                      f"Measured on {_where(s['machine'], s['measured'].get('date'))}: `{s['command']}` "
+                      f"([results](../{_rel(FRONTIER.parent / 'results.md')}))."])
+
+
 def blocks() -> dict[str, dict[str, str]]:
     """File -> block name -> generated text."""
     return {"README.md": {"headline": headline_table(), "demo": demo_table()},
             "docs/recipes.md": {"demo": demo_table()},
             "docs/benchmarks.md": {"demo": demo_table(), "latency": latency_table(), "staged": staged_table(),
                                    "languages41": summary_line(L41, "All 41 languages"),
-                                   "lowresource": summary_line(LOWRES, "100 labeled sentences a language")}}
+                                   "lowresource": summary_line(LOWRES, "100 labeled sentences a language")},
+            "docs/deployment.md": {"frontier": frontier_block()}}
 
 
 def _pattern(name: str) -> re.Pattern:

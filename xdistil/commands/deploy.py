@@ -142,7 +142,9 @@ def add_export(sub) -> None:
                        description="Export a teacher, student or HF token classifier to a self-contained ONNX "
                                    "directory (model, tokenizer.json, labels, manifest). onnxruntime outputs are "
                                    "compared with PyTorch on sentences of several lengths and batch sizes; the "
-                                   "export fails if they differ by more than --tolerance.")
+                                   "export fails if they differ by more than --tolerance.",
+                       epilog="The fast student (the deployment frontier, docs/deployment.md): distil it with "
+                              "'xdistil distill|run ... --student-preset fast', then export that student with --int8.")
     s.add_argument("model", metavar="MODEL", help="teacher or student directory")
     s.add_argument("--out", required=True, help="export directory: replaced atomically, only once the new export "
                                                 "passed its checks. " + OUT_RULE)
