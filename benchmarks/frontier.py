@@ -73,7 +73,7 @@ def params(model: Path) -> int:
     from xdistil.students import count_parameters
     from xdistil.taggers import load_tagger
 
-    return count_parameters(load_tagger(model).module)
+    return count_parameters(load_tagger(model).module).total
 
 
 def quality(demo: Path, run: Path, seeds: list[int], data: Path) -> dict:
@@ -227,8 +227,28 @@ def markdown(s: dict) -> str:
     lines = [f"# The deployment frontier ({m['cpu']}, {m['threads']} cores)", "", f"Command: `{s['command']}`", "",
              *table(s)]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(s)]
+    if s.get("batch1_before_after"):
+        lines += ["", *batch1(s["batch1_before_after"])]
     lines += ["", "![frontier](frontier.png)", "", "## Protocol", "", s["protocol"]]
     return "\n".join(lines) + "\n"
+
+
+def batch1(c: dict) -> list[str]:
+    """Batch 1 against the runtime before issue 25's change, interleaved (`benchmarks.runtime compare`)."""
+    lines = ["## Batch 1: the runtime before issue 25 against now", "",
+             f"`{c['command']}` ({c['rounds']} rounds, each cell once per version per round, the order alternating; "
+             f"{c['sentences']:,} sentences a language): words/s, median of the rounds (best in brackets).", "",
+             "| data | precision | input | batch | before | now | now / before |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in c["cells"]:
+        lines.append(f"| {r['model'].rsplit('-', 1)[1]} | {r['precision']} | {r['input']} | {r['batch']} | "
+                     f"{r['before_median']:,.0f} ({r['before_best']:,.0f}) | {r['after_median']:,.0f} "
+                     f"({r['after_best']:,.0f}) | {r['after_median'] / r['before_median']:.2f}x |")
+    lines += ["", "One 20-word sentence, `annotate([text])`, p50 ms (median over the rounds); cold: the word cache "
+              "cleared before every call.", "", "| precision | cache | before | now |", "|---|---|---:|---:|"]
+    for key, v in c["latency"].items():
+        prec, cache = key.split("_")
+        lines.append(f"| {prec} | {cache} | {v['before']['p50_ms']:.3f} | {v['after']['p50_ms']:.3f} |")
+    return lines
 
 
 def table(s: dict) -> list[str]:
@@ -323,6 +343,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-spacy", action="store_true", help="leave out the spaCy rows")
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--batch1", type=Path, help="compare.json of `python -m benchmarks.runtime compare ... --batches "
+                                                "1,32` (the runtime before issue 25 against now): shown in results.md")
     args = p.parse_args(argv)
     command = preamble.start("frontier", argv, args.quiet)
     state = quality(args.demo, args.run, args.seeds, args.data)
@@ -334,6 +356,8 @@ def main(argv=None) -> int:
     s = summarise(state, measured, args.seeds, machine(2), command)
     for row in s["rows"]:
         row["int8_agreement"] = round(int8_agreement(exports[row["student"]]), 4)
+    if args.batch1:
+        s["batch1_before_after"] = json.loads(args.batch1.read_text(encoding="utf-8"))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "summary.json", s)
     plot(s, args.out / "frontier.png")

@@ -82,3 +82,13 @@ def test_frontier_cells_summary_targets_and_plot(exported, tmp_path, monkeypatch
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     text = "\n".join(frontier.table(s))
     assert "| bilstm2 **(default)** |" in text and "95.0 % (95.0, 95.0)" in text
+
+
+def test_batch1_section_reads_the_compare_result():
+    c = {"command": "python -m benchmarks.runtime compare x --batches 1", "rounds": 3, "sentences": 1000,
+         "cells": [{"model": "xdistil-bilstm2-de", "precision": "int8", "input": "words", "batch": 1,
+                    "before_median": 100.0, "after_median": 90.0, "before_best": 110.0, "after_best": 95.0}],
+         "latency": {"int8_cold": {"before": {"p50_ms": 1.0}, "after": {"p50_ms": 1.2}}}}
+    text = "\n".join(frontier.batch1(c))
+    assert "| de | int8 | words | 1 | 100 (110) | 90 (95) | 0.90x |" in text
+    assert "| int8 | cold | 1.000 | 1.200 |" in text
