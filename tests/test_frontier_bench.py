@@ -71,17 +71,23 @@ def test_frontier_cells_summary_targets_and_plot(exported, tmp_path, monkeypatch
     assert rows["cnn"]["arch"] == "cnn" and rows["cnn"]["latency_b1_ms"] > 0
 
     # the target reads the figures: nobody at 100,000 words/s here ...
-    assert "**missed**: no student reaches 100,000 words/s" in frontier.targets(s)[0]
+    assert "**missed**: no student reaches 100,000 words/s" in frontier.targets(s)[1]
     # ... a fast student within a point meets it, one further behind does not
     rows["cnn"]["words_per_s"] = 150_000.0
-    assert "**missed**: cnn reaches 150,000 words/s at 90.0 %" in frontier.targets(s)[0]
+    assert "**missed**: cnn reaches 150,000 words/s at 90.0 %" in frontier.targets(s)[1]
+    assert frontier.targets(s)[0].startswith("Fastest student: cnn (150,000 words/s")
     rows["cnn"]["retention"] = 0.945
-    assert "**met** by cnn" in frontier.targets(s)[0]
+    assert "**met** by cnn" in frontier.targets(s)[1]
+    s["spacy"] = [{"model": "fr_core_news_md", "threads": 1, "words_per_s": 1000.0, "best": 1100.0, "how": "1 process"},
+                  {"model": "fr_core_news_md", "threads": 2, "words_per_s": 500.0, "best": 550.0, "how": "2 processes"}]
+    ratio = rows["bilstm2"]["words_per_s"] / 1000.0
+    assert f"{ratio:.1f}x spaCy's faster way to use them (1,000 words/s, one process" in frontier.targets(s)[2]
 
     frontier.plot(s, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     text = "\n".join(frontier.table(s))
     assert "| bilstm2 **(default)** |" in text and "95.0 % (95.0, 95.0)" in text
+    assert "| fr_core_news_md | 2 | 2 processes | 500 (550) | - |" in text
 
 
 def test_batch1_section_reads_the_compare_result():
