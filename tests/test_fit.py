@@ -258,7 +258,7 @@ def _child(tmp, cfg_path, transfer, teacher, out, die_at=None):
 
 def _untimed(metrics: dict) -> dict:
     """metrics.json without what depends on the clock or the process (time, memory)."""
-    drop = {"seconds", "tokens_per_s", "peak_rss_mb", "memory_scope"}
+    drop = {"seconds", "select_s", "tokens_per_s", "peak_rss_mb", "memory_scope"}
     return {**metrics, "stages": [{**s, "phases": [{k: v for k, v in st.items() if k not in drop}
                                                    for st in s["phases"]]} for s in metrics["stages"]]}
 
