@@ -32,12 +32,10 @@ transfer set. Delete the folder at any time: it is rebuilt on the next use.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,7 +43,7 @@ import torch
 from torch import nn
 from xdistil_export.atomic import atomic_dir, write_json
 
-from xdistil import fingerprint
+from xdistil import fingerprint, onnx_graph
 from xdistil.data.align import WindowEncoder, collate
 from xdistil.outputs import TaggerOutput
 from xdistil.precision import autocast, cache_file, cpu_model
@@ -134,13 +132,10 @@ def n_states(tagger: Tagger, layers: Sequence[int]) -> int:
 
 
 def _teacher_identity(tagger: Tagger) -> str:
-    """The teacher's bytes (every file but xdistil's own records), or its name where it is no folder."""
+    """The teacher's content (`fingerprint.content_digest`: label map, weights, tokenizer), or its
+    name where it is no folder."""
     p = Path(tagger.path)
-    if not p.is_dir():
-        return tagger.path
-    files = {f.relative_to(p).as_posix(): fingerprint.cached_file_digest(f)
-             for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith("xdistil_")}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint.content_digest(p) if p.is_dir() else tagger.path
 
 
 def _versions() -> dict:
@@ -156,10 +151,6 @@ def graph_key(tagger: Tagger, layers: Sequence[int]) -> dict:
 def cache_root() -> Path:
     """``$XDISTIL_CACHE/engines`` (else ``~/.cache/xdistil/engines``): graphs and ``auto``'s choices."""
     return cache_file().parent / "engines"
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _ready(folder: Path) -> bool:
@@ -184,22 +175,14 @@ def _example(tagger: Tagger, sentences: Sequence[Sequence[str]]) -> tuple[torch.
 def export(tagger: Tagger, layers: Sequence[int], path: Path, sentences: Sequence[Sequence[str]]) -> None:
     """Trace the teacher into the ONNX file ``path``: inputs ``input_ids``, ``attention_mask``
     (batch, sequence) int64; outputs ``logits`` and ``hidden_{L}`` for every L of ``layers``,
-    all with dynamic batch and sequence axes (TorchScript exporter, as `xdistil.onnx_export`)."""
+    all with dynamic batch and sequence axes (`xdistil.onnx_graph.trace`, as deployable exports)."""
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError:
         raise EngineError("exporting the teacher for labeling needs onnx: pip install onnx") from None
     names = ["logits", *(f"hidden_{i}" for i in layers)]
-    axes = {0: "batch", 1: "sequence"}
-    wrapper = _Outputs(tagger.module, layers).eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
-            torch.onnx.export(wrapper, _example(tagger, sentences), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input_ids", "attention_mask"], output_names=names,
-                              dynamic_axes=dict.fromkeys(["input_ids", "attention_mask", *names], axes),
-                              do_constant_folding=True)
-        onnx.checker.check_model(str(path))  # by path: models over 2 GB (external data) too
+        onnx_graph.trace(_Outputs(tagger.module, layers).eval(), _example(tagger, sentences), path, OPSET, names)
     except Exception as e:  # whatever the exporter trips on: one line, and the way out
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise EngineError(f"teacher {tagger.path} cannot be exported to ONNX for labeling "
@@ -216,28 +199,20 @@ def quantize(src: Path, dst: Path) -> None:
     sentences of de ar hi), for about 15 % more speed. Embeddings (Gather) and the attention's
     activation-by-activation products stay fp32."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src), load_external_data=False)
     weights = {w.name: list(w.dims) for w in model.graph.initializer}
     down = [n.name for n in model.graph.node if n.op_type == "MatMul" and len(weights.get(n.input[1], ())) == 2
             and weights[n.input[1]][0] > weights[n.input[1]][1]]
-    quiet = logging.getLogger()  # the quantizer logs every tensor it skips on the root logger
-    level = quiet.level
-    quiet.setLevel(max(level, logging.ERROR))
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True, nodes_to_exclude=down, extra_options={"MatMulConstBOnly": True},
-                         use_external_data_format=src.stat().st_size > 1_800_000_000)
-    finally:
-        quiet.setLevel(level)
+    onnx_graph.quantize(src, dst, op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=down,
+                        extra_options={"MatMulConstBOnly": True})
 
 
 def graph(tagger: Tagger, layers: Sequence[int], int8: bool, sentences: Sequence[Sequence[str]]) -> Path:
     """The cached ONNX graph of the teacher with ``layers`` as outputs (fp32, or int8), exported
     (and quantized) on first use; ``sentences`` give the trace its example batch."""
     key = graph_key(tagger, layers)
-    root = cache_root() / _digest(key)
+    root = cache_root() / fingerprint.digest(key)
     fp32 = root / "fp32"
     if not _ready(fp32):
         _onnxruntime()
@@ -249,7 +224,7 @@ def graph(tagger: Tagger, layers: Sequence[int], int8: bool, sentences: Sequence
         log.info("exported teacher %s for labeling to %s in %.0f s", tagger.path, fp32, time.perf_counter() - t)
     if not int8:
         return fp32 / GRAPH
-    q8 = root / f"int8-{_digest(INT8)[:8]}"
+    q8 = root / f"int8-{fingerprint.digest(INT8)[:8]}"
     if not _ready(q8):
         with atomic_dir(q8) as tmp:
             quantize(fp32 / GRAPH, tmp / GRAPH)
@@ -344,12 +319,12 @@ def _choice_key(tagger: Tagger, layers, precision: str, batch_size: int) -> str:
     v = _versions()
     return (f"{cpu_model()} | torch {v['torch']} | onnxruntime {v['onnxruntime']} | {torch.get_num_threads()} threads"
             f" | teacher {_teacher_identity(tagger)} | layers {list(layers)} | {precision} | batch {batch_size}"
-            f" | int8 {_digest(INT8)[:8]}")
+            f" | int8 {fingerprint.digest(INT8)[:8]}")
 
 
 def _cached_choice(key: str) -> dict | None:
     try:
-        rec = json.loads((cache_root() / "choices" / f"{_digest(key)}.json").read_text())
+        rec = json.loads((cache_root() / "choices" / f"{fingerprint.digest(key)}.json").read_text())
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) and rec.get("key") == key and rec.get("resolved") in ENGINES[:3] else None
@@ -400,7 +375,7 @@ def resolve(tagger: Tagger, asked: str, layers: Sequence[int], sentences: Sequen
               "min_agreement": MIN_AGREEMENT, "min_speedup": MIN_SPEEDUP, "key": key,
               "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
-        write_json(cache_root() / "choices" / f"{_digest(key)}.json", record)
+        write_json(cache_root() / "choices" / f"{fingerprint.digest(key)}.json", record)
     except OSError:  # a cache that cannot be written costs a new measurement next time, not an error
         pass
     return {**record, "cached": False}

@@ -43,7 +43,12 @@ def make(step: str, fields: dict, inputs: dict[str, str | None] | None = None) -
 
     body = {"format": FORMAT, "step": step, "xdistil": __version__, "fields": fields, "inputs": dict(inputs or {})}
     body = json.loads(_canonical(body))  # normalise tuples, paths, ... exactly as stored
-    return {**body, "digest": hashlib.sha256(_canonical(body).encode()).hexdigest()[:16]}
+    return {**body, "digest": digest(body)}
+
+
+def digest(obj) -> str:
+    """16 hex digits of the SHA-256 of ``obj`` as canonical JSON."""
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:16]
 
 
 def read(folder: str | os.PathLike, started: bool = False) -> dict | None:
@@ -156,8 +161,13 @@ def folder_digest(folder: str | os.PathLike) -> str:
         return d
     if (d := digest_of(p.parent)) is not None:
         return f"{d}/{p.name}"
+    return "content:" + content_digest(p)
+
+
+def content_digest(folder: str | os.PathLike) -> str:
+    """What a folder holds, whatever records it carries: a model folder (config.json) its label
+    map, weights and tokenizer (`_model_identity`), another folder every file."""
+    p = Path(folder)
     if (p / "config.json").is_file():
-        body = _model_identity(p)
-    else:
-        body = {f.relative_to(p).as_posix(): cached_file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
-    return "content:" + hashlib.sha256(_canonical(body).encode()).hexdigest()[:16]
+        return digest(_model_identity(p))
+    return digest({f.relative_to(p).as_posix(): cached_file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()})

@@ -39,7 +39,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +49,7 @@ from torch import nn
 from xdistil_export.atomic import check_own, repair, replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor, file_digests
 
-from xdistil import fingerprint
+from xdistil import fingerprint, onnx_graph
 from xdistil.cards import write_card, write_export_config
 from xdistil.data.align import Specials, WindowEncoder
 from xdistil.data.readers import read_conll
@@ -243,62 +242,8 @@ def _save_tokenizer(tokenizer, path: Path) -> None:
 
 def export_graph(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int) -> None:
     """Trace ``wrapper`` (a `LogitsOnly`) on the padded ``example`` (input_ids, attention_mask)
-    into the ONNX file ``path`` with dynamic batch and sequence axes, checked."""
-    import onnx
-
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter is deprecated in favour of dynamo (still supported in 2.13)
-        # and the tracer warns about Python bools in HF masking code that do not depend on data.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            example,
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
-            do_constant_folding=True,
-        )
-    model = onnx.load(str(path), load_external_data=False)
-    if _bypass_weight_identities(model):
-        onnx.save(model, str(path))
-    onnx.checker.check_model(str(path))  # by path: works for models over 2 GB (external data) too
-    _check_dynamic_axes(model, path)
-
-
-def _bypass_weight_identities(model) -> int:
-    """Read weights straight from their initializer where the exporter put an Identity in between.
-
-    A weight used twice (the CNN's block, applied once per iteration) is exported as one
-    initializer plus an Identity per further use; onnxruntime's quantizer quantizes only a
-    MatMul whose weight *is* an initializer, so those uses stayed fp32. Returns how many
-    Identity nodes were removed (0: the model is unchanged)."""
-    weights = {i.name for i in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    alias = {n.output[0]: n.input[0] for n in model.graph.node
-             if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs}
-    if not alias:
-        return 0
-    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
-    for node in kept:
-        for k, name in enumerate(node.input):
-            if name in alias:
-                node.input[k] = alias[name]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    return len(alias)
-
-
-def _check_dynamic_axes(model, path: Path) -> None:
-    """Inputs must keep symbolic batch / sequence axes (int8 tools have been known to fix them)."""
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) < 2 or not all(d.dim_param for d in dims[:2]):
-            shape = [d.dim_param or d.dim_value for d in dims]
-            raise RuntimeError(f"{path.name}: {value.name} lost its dynamic axes (shape {shape})")
+    into the ONNX file ``path`` with dynamic batch and sequence axes, checked (`onnx_graph.trace`)."""
+    onnx_graph.trace(wrapper, example, path, opset, ["logits"])
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -307,20 +252,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
     Every op onnxruntime quantizes dynamically except Conv: its ConvInteger ran the CNN student
     3.7-5.6x slower than fp32 (benchmarks/results/latency/cnn); our CNN exports its
     convolutions as MatMuls anyway (`xdistil.students.cnn.conv_last`)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs every skipped tensor on the root logger
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=sorted(set(IntegerOpsRegistry) - {"Conv"}),
-                         use_external_data_format=src.stat().st_size > 1_800_000_000)
-    finally:
-        root.setLevel(level)
-    _check_dynamic_axes(onnx.load(str(dst), load_external_data=False), dst)
+    onnx_graph.quantize(src, dst, op_types_to_quantize=sorted(set(IntegerOpsRegistry) - {"Conv"}))
 
 
 def _parity_set(tagger, specials, given, dev) -> list[list[str]]:
