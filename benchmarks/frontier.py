@@ -36,7 +36,7 @@ from pathlib import Path
 from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import preamble
-from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, read_words
+from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, _row, read_words
 from benchmarks.selection import final_stage, scores, slices
 
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
@@ -120,18 +120,18 @@ def speed(exports: dict[str, Path], rounds: int, spacy: bool) -> dict:
 
     words = read_words(DE_DEV, SENTENCES)
     texts = [" ".join(w) for w in words]
-    inputs = {"words": (words, words[:B1_SENTENCES]), "text": (texts, texts[:B1_SENTENCES])}
+    inputs = {"words": words, "text": texts}  # the same words either way
+    sizes = {32: len(words), 1: B1_SENTENCES}  # sentences per pass at each batch size
     cells = {}
     for name, folder in exports.items():
         for threads in (2, 1):
             p = Predictor(folder, "int8", threads=threads)
-            for kind, (full, short) in inputs.items():
-                for batch, items in ((32, full), (1, short)):
-                    def run(p=p, items=items, batch=batch):
+            for kind, items in inputs.items():
+                for batch, n in sizes.items():
+                    def run(p=p, items=items[:n], batch=batch):
                         _cold(p)
                         p.annotate(items, batch_size=batch)
-                    cells[(name, "xdistil-int8", threads, kind, batch)] = (run, sum(len(i.split()) if isinstance(i, str)
-                                                                                      else len(i) for i in items))
+                    cells[(name, "xdistil-int8", threads, kind, batch)] = (run, sum(map(len, words[:n])))
         lat = Predictor(folder, "int8", threads=2)
         cells[(name, "latency", 2, "text", 1)] = (lambda lat=lat: _latency(lat), None)
     missing, versions = {}, {}
@@ -188,10 +188,6 @@ def _latency(p, calls: int = 200) -> float:
     return float(np.percentile(lat, 50)) * 1e3
 
 
-def cell(measured: dict, **key) -> dict:
-    return next(c for c in measured["cells"] if all(c[k] == v for k, v in key.items()))
-
-
 def summarise(state: dict, measured: dict, seeds: list[int], machine: dict, command: str) -> dict:
     teacher = state["teacher"]
     rows = []
@@ -207,9 +203,9 @@ def summarise(state: dict, measured: dict, seeds: list[int], machine: dict, comm
                "test_retention": round(statistics.fmean(ret["test"]), 4),
                "f1_by_seed": [r["f1"] for r in per_seed]}
         if any(c["model"] == name for c in measured.get("cells", [])):
-            row.update(words_per_s=cell(measured, model=name, runtime="xdistil-int8", threads=2, input="words",
+            row.update(words_per_s=_row(measured["cells"], model=name, runtime="xdistil-int8", threads=2, input="words",
                                         batch=32)["median"],
-                       latency_b1_ms=cell(measured, model=name, runtime="latency")["median"],
+                       latency_b1_ms=_row(measured["cells"], model=name, runtime="latency")["median"],
                        speed={f"{c['input']}_b{c['batch']}_t{c['threads']}": {"median": c["median"], "best": c["best"]}
                               for c in measured["cells"] if c["model"] == name and c["runtime"] == "xdistil-int8"})
         rows.append(row)

@@ -524,7 +524,7 @@ def _end_epoch(job: Job, state: FitState, accelerator, model) -> bool:
     model.eval()
     t_sel = time.time()
     score, extra_log = job.select()
-    state.select_seconds = round(state.select_seconds + time.time() - t_sel, 3)
+    state.select_seconds += time.time() - t_sel
     state.epoch, state.step_in_epoch, state.loss_sum, state.batches_done = state.epoch + 1, 0, 0.0, 0
     state.history.append({"epoch": state.epoch, "step": state.global_step, "loss": state.run_loss,
                           "mean_loss": float(total[0] / total[1].clamp(min=1)), "select": score, **extra_log})
