@@ -106,7 +106,7 @@ def test_two_process_distill_trains_and_writes_once(setup):
     out = tmp / "distill"
     launch("distill", "--config", str(tmp / "cfg.yaml"), "--teacher-dir", str(teacher), "--transfer", str(one),
            "--out", str(out), "--no-eval", "-q")
-    run = out / "students"
+    run = out / "distill"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.json", "progress.json",
                                                      "stage1-logits", "stage2-hidden", "xdistil_files.json",
                                                      "xdistil_fingerprint.json"]

@@ -143,12 +143,12 @@ def test_label_and_distill_with_two_teachers(co_run, capsys):
                  str(tmp / "transfer"), "--out", str(tmp / "distill"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "teacher1" in out and "teacher2" in out and "stage1-mix" in out
-    metrics = json.loads((tmp / "distill/students/metrics.json").read_text())
+    metrics = json.loads((tmp / "distill/distill/metrics.json").read_text())
     t = metrics["teachers"]
     assert t["weighting"] == "mtbert" and len(t["selection_task_loss"]) == 2
     inv = [1 / (1 + x) for x in t["selection_task_loss"]]
     assert t["weights_without_gold"] == pytest.approx([w / sum(inv) for w in inv], abs=1e-3)
-    ckpt = load_file_keys(tmp / "distill/students/checkpoint/weights.safetensors")
+    ckpt = load_file_keys(tmp / "distill/distill/checkpoint/weights.safetensors")
     # one learned projection per teacher, to that teacher's width
     assert ckpt["projections.0.linear.weight"][0] == 32 and ckpt["projections.1.linear.weight"][0] == 48
 

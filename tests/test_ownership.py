@@ -69,7 +69,7 @@ def world(tmp_path_factory):
     assert main(["distill", "--config", w["cfg"], "-q", "--teacher-dir", str(a), "--transfer", str(w["set"]),
                  "--out", str(w["students"])]) == 0
     assert main(["teacher", "train", "--config", w["cfg"], "-q", "--no-eval", "--out", str(w["teacher"])]) == 0
-    w["student"] = w["students"] / "students" / "stage1-hard"
+    w["student"] = w["students"] / "distill" / "stage1-hard"
     assert main(["export", str(w["student"]), "--out", str(w["export"]), *INT8]) == 0
     return w
 
@@ -163,7 +163,7 @@ def test_failed_rebuild_keeps_the_old_output(tmp_path, world, capsys, monkeypatc
         args = ["teacher", "train", "--config", world["cfg"], "-q", "--no-eval", "--teacher.epochs", "2", "--out", out]
     else:
         monkeypatch.setattr(xdistil.stages, "distill", lambda cfg, t, te, where, *a, **k: broken(cfg, where))
-        out = copy(world["students"], tmp_path / "d") / "students"
+        out = copy(world["students"], tmp_path / "d") / "distill"
         args = ["distill", "--config", world["cfg"], "-q", "--teacher-dir", world["a"], "--transfer", world["set"],
                 "--student.hidden_dim", "12", "--no-eval", "--out", out.parent]
     before = snapshot(out)
@@ -209,7 +209,7 @@ def test_a_foreign_file_beside_an_output_survives_a_rerun(tmp_path, world, capsy
     built = {"teacher": world["teacher"], "label": world["set"], "distill": world["students"],
              "export": world["export"]}[command]
     out = copy(built, tmp_path / "out")
-    inner = out / "students" if command == "distill" else out  # distill's --out holds its step folders
+    inner = out / "distill" if command == "distill" else out  # distill's --out holds its step folders
     (inner / "notes.txt").write_text("x\n")
     args = commands(world, out)[command]
     rc, _, _ = xd(capsys, *args)  # the same inputs: the output is reused, nothing is deleted
@@ -242,7 +242,7 @@ def test_a_run_directory_keeps_foreign_files(tmp_path, world, capsys):
                                   "an earlier release"])
 def test_a_users_files_inside_a_distill_output_survive(tmp_path, world, capsys, case):
     out = copy(world["students"], tmp_path / "d")
-    students = out / "students"
+    students = out / "distill"
     stage = students / "stage1-hard"
     if case == "a file in a stage":
         (stage / "my_eval.txt").write_text("x\n")
@@ -362,7 +362,7 @@ def test_distill_refuses_a_teacher_that_did_not_label_the_set(tmp_path, world, c
                     world["set"], "--no-eval", "--out", out)
     err = one_line_error(rc, err)
     assert "did not label the transfer set" in err and str(world["a"]) in err and str(world["b"]) in err
-    assert not (out / "students").exists()
+    assert not (out / "distill").exists()
 
 
 def test_verbose_and_quiet_before_or_after_the_command(tmp_path):

@@ -271,16 +271,16 @@ def test_distill_with_another_stage_list_of_the_same_length(tmp_path, world, cap
     assert xd(capsys, "label", "--config", cfg, "-q", "--teacher-dir", a, "--out", s)[0] == 0
     common = ["--config", cfg, "-q", "--teacher-dir", a, "--transfer", s, "--out", d, "--no-eval"]
     assert xd(capsys, "distill", *common)[0] == 0
-    first = weights(d / "students/stage1-hard")
+    first = weights(d / "distill/stage1-hard")
     rc, out, err = xd(capsys, "distill", *common, "--distill.stages", json.dumps(
         [STAGES[0], {"name": "logits", "losses": {"soft": 1.0}, "epochs": 1, "unfreeze": False}]))
     assert rc == 0, err
     assert "fields.distill.stages" in out
-    again = weights(d / "students/stage1-hard")  # the same first stage is kept
+    again = weights(d / "distill/stage1-hard")  # the same first stage is kept
     assert all(torch.equal(first[n], again[n]) for n in first)
     final = Path(out.strip().splitlines()[-1].split("final: ")[1].rstrip(")"))
     assert final.name == "stage2-logits" and final.is_dir()
-    assert sorted(p.name for p in (d / "students").iterdir() if p.name.startswith("stage")) == \
+    assert sorted(p.name for p in (d / "distill").iterdir() if p.name.startswith("stage")) == \
         ["stage1-hard", "stage2-logits"]
 
 
@@ -295,14 +295,14 @@ def test_distill_killed_resumes_bitwise(tmp_path, world, capsys):
     assert xd(capsys, *common, "--out", tmp_path / "straight")[0] == 0
     k = tmp_path / "killed"
     # killed inside the first stage, after its first checkpoint
-    killed(*common, "--out", k, delay=0.2, when=lambda: (k / "students" / "checkpoint").exists())
-    assert not (k / "students" / "stage2-soft").exists()
+    killed(*common, "--out", k, delay=0.2, when=lambda: (k / "distill" / "checkpoint").exists())
+    assert not (k / "distill" / "stage2-soft").exists()
     rc, out, err = xd(capsys, *common, "--out", k)
     assert rc == 0 and "resuming" in out + err, err  # from the checkpoint, not from scratch
     for stage in ("stage1-hard", "stage2-soft"):
-        want, got = weights(tmp_path / "straight/students" / stage), weights(k / "students" / stage)
+        want, got = weights(tmp_path / "straight/distill" / stage), weights(k / "distill" / stage)
         assert want.keys() == got.keys()
         assert [n for n in want if not torch.equal(want[n], got[n])] == [], f"{stage} differs after the resume"
-    m_straight = json.loads((tmp_path / "straight/students/metrics.json").read_text())
-    m_killed = json.loads((k / "students/metrics.json").read_text())
+    m_straight = json.loads((tmp_path / "straight/distill/metrics.json").read_text())
+    m_killed = json.loads((k / "distill/metrics.json").read_text())
     assert [len(st["phases"]) for st in m_killed["stages"]] == [len(st["phases"]) for st in m_straight["stages"]]

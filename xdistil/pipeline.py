@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,17 +28,20 @@ from xdistil.records import ModelScores, Provenance, Summary, stage_of
 from xdistil.run import RunDir, RunRecord, fingerprints
 from xdistil.run.layout import RUN_MARKER
 from xdistil.run.record import Recorder
+from xdistil.runner import Runner
 
 log = logging.getLogger(__name__)
 
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str | None = None,
-        resume_only: bool = False) -> RunRecord:
-    """teacher -> label -> distill -> evaluate, each through `xdistil.steps`: a step whose
-    fingerprint matches is reused, a step whose inputs changed is recomputed, and so is
-    every later one (each fingerprint holds the digests of the steps before it). With
-    ``resume_only`` a changed step is refused instead (`fingerprint.StaleOutput`).
+        resume_only: bool = False, reuse: Sequence[str | Path] = ()) -> RunRecord:
+    """teacher -> label -> distill -> evaluate (the steps of ``cfg.steps``), through the step
+    runner (`xdistil.runner`): a step whose fingerprint matches is reused, a step whose inputs
+    changed is recomputed, and so is every later one (each fingerprint holds the digests of
+    the steps before it). With ``resume_only`` a changed step is refused instead
+    (`fingerprint.StaleOutput`). ``reuse``: other run folders (or folders of runs) whose
+    finished step outputs with the same fingerprints are linked in rather than recomputed.
 
     The run's record (``metrics.json``, `RunRecord`) describes only what is on disk: a step's
     timing and provenance stay while the output they were measured on is there, a model's
@@ -51,20 +54,9 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
     main = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process
     rec = Recorder(rd, json.loads(json.dumps(to_dict(cfg))), command, main, resume_only)
     with _logging_to(rd.log if main else None):
-        if "teacher" in cfg.steps:
-            rec.step("teacher", rd.teacher, lambda: steps.teacher(cfg, rd.teacher, progress=progress,
-                                                                  resume_only=resume_only))
-        teachers = rd.teachers() if rd.teacher.exists() else [rd.teacher]  # one, or a co-finetuned group
-        if "label" in cfg.steps:
-            rec.step("label", rd.transfer, lambda: steps.label(cfg, teachers, rd.transfer, progress=progress,
-                                                               resume_only=resume_only))
-        if "distill" in cfg.steps:
-            students = rec.step("distill", rd.distill, lambda: steps.distill_stages(
-                cfg, rd.transfer, teachers[0], rd.distill, progress=progress, resume_only=resume_only))
-        else:
-            students = steps.students(rd.distill)  # what an earlier invocation distilled, if anything
+        got = Runner(cfg, rd, reuse=reuse, recorder=rec, progress=progress, resume_only=resume_only).run(cfg.steps)
         if main:
-            score_models(rec, cfg, teachers, students, progress, evaluate="evaluate" in cfg.steps)
+            score_models(rec, cfg, got.teachers, got.students, progress, evaluate="evaluate" in cfg.steps)
             rec.finish(summary(rec.record, cfg).to_dict())
             print(summary_table(rec.record, cfg))
     return rec.record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from xdistil.commands._util import OUT_RULE, add_resume_only, need_dir, out_folder
@@ -30,12 +29,11 @@ def cmd_teacher_train(args) -> int:
     cfg = build_config(args, need_languages=True)  # every mistake found before torch is imported
     out_dir = out_folder(args.out)
 
-    from xdistil import steps
     from xdistil.evaluate import dev_sets, evaluate_dev
-    from xdistil.models import teacher_dirs
+    from xdistil.runner import Runner
 
-    out = steps.teacher(cfg, out_dir, progress=not args.quiet, resume_only=args.resume_only)
-    members = teacher_dirs(out)
+    members = Runner(cfg, out_dir, folders={"teacher": out_dir}, progress=not args.quiet,
+                     resume_only=args.resume_only).run(only=("teacher",)).teachers
     if not args.no_eval:
         dev = dev_sets(cfg)
         for d in members:
@@ -44,7 +42,7 @@ def cmd_teacher_train(args) -> int:
             for lang, r in m["dev"].items():
                 print(f"{who}{lang}: dev F1 {r['f1']:.2f} (P {r['precision']:.2f} R {r['recall']:.2f})")
             print(f"{who}avg: dev F1 {m['f1_avg']:.2f}")
-    print("teacher saved to " + (str(out) if len(members) == 1 else ", ".join(str(d) for d in members)))
+    print("teacher saved to " + (str(out_dir) if len(members) == 1 else ", ".join(str(d) for d in members)))
     return 0
 
 
@@ -52,10 +50,12 @@ def cmd_label(args) -> int:
     cfg, teachers = with_teachers(args)
     out_dir = out_folder(args.out)
 
-    from xdistil import steps
+    from xdistil.run.layout import read_transfer_manifest
+    from xdistil.runner import Runner
 
-    out = steps.label(cfg, teachers, out_dir, progress=not args.quiet, resume_only=args.resume_only)
-    manifest = json.loads((out / "manifest.json").read_text())
+    out = Runner(cfg, out_dir, given={"teacher": teachers}, folders={"label": out_dir}, progress=not args.quiet,
+                 resume_only=args.resume_only).run(only=("label",)).transfer
+    manifest = read_transfer_manifest(out)
     for lang, c in manifest["counts"].items():
         print(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     print(f"transfer set written to {out}")
@@ -68,19 +68,21 @@ def cmd_distill(args) -> int:
     transfer = need_dir(args.transfer, "--transfer") if args.transfer else None
 
     from xdistil import steps
+    from xdistil.run import RunDir
+    from xdistil.runner import STEPS, Runner
 
-    steps.claim(out, ("transfer", "students"))  # a new or empty folder, or an earlier distill's
-    if transfer is None:
-        transfer = steps.label(cfg, teachers, out / "transfer", progress=not args.quiet,
-                               resume_only=args.resume_only)
+    # a new or empty folder, or an earlier distill's (students/: before it wrote a run's layout)
+    steps.claim(out, ("transfer", "distill", *STEPS["distill"].legacy))
+    given = {"teacher": teachers, **({"label": transfer} if transfer else {})}
+    runner = Runner(cfg, RunDir(out), given=given, reuse=args.reuse, progress=not args.quiet,
+                    resume_only=args.resume_only)
     # the student's vocabulary and initialisation come from the first teacher
-    dirs = steps.distill_stages(cfg, transfer, teachers[0], out / "students", progress=not args.quiet,
-                                resume_only=args.resume_only)
+    dirs = runner.run(only=("label", "distill")).students
     if not args.no_eval:
         from xdistil.pipeline import score_table, scored
 
         print(score_table(scored(cfg, teachers, dirs, progress=False), "dev F1 per language"))
-    print(f"students saved under {out / 'students'} (final: {dirs[-1]})")
+    print(f"students saved under {runner.folder('distill')} (final: {dirs[-1]})")
     return 0
 
 
@@ -91,7 +93,8 @@ def cmd_run(args) -> int:
     from xdistil.pipeline import run
     from xdistil.provenance import command_line
 
-    run(cfg, out, progress=not args.quiet, command=command_line(args.argv), resume_only=args.resume_only)
+    run(cfg, out, progress=not args.quiet, command=command_line(args.argv), resume_only=args.resume_only,
+        reuse=args.reuse)
     return 0
 
 
@@ -147,7 +150,8 @@ def add_distill(sub) -> None:
     s.add_argument("--transfer", metavar="DIR", help="labeled transfer set directory (from 'xdistil label'; "
                                                       "default: label one into OUT/transfer)")
     _step_args(s, ["data", "transfer", "student", "distill"], ["distill.seed"],
-               "output directory (students/stageN-NAME/ per stage).", no_eval=True)
+               "output directory: transfer/ (unless --transfer) and distill/stageN-NAME/ per stage, as "
+               "'xdistil run' writes them.", no_eval=True, reuse=True)
     s.set_defaults(func=cmd_distill)
 
 
@@ -161,12 +165,12 @@ def add_run(sub) -> None:
                                    "the same command after an interruption; a step whose inputs changed is "
                                    "recomputed (or refused with --resume-only).")
     _step_args(s, ["data", "teacher", "transfer", "student", "distill"], ["teacher.seed", "distill.seed"],
-               "run directory.", steps=True)
+               "run directory.", steps=True, reuse=True)
     s.set_defaults(func=cmd_run)
 
 
 def _step_args(p: argparse.ArgumentParser, sections: list[str], seeds: list[str], out_help: str, *,
-               steps: bool = False, no_eval: bool = False) -> None:
+               steps: bool = False, no_eval: bool = False, reuse: bool = False) -> None:
     """What every command that runs pipeline steps takes: config file and flags, --resume-only,
     --out (with the rule for what it may hold), -q, and --no-eval where it scores at the end."""
     add_common_config_args(p, seeds=seeds, student="student" in sections)
@@ -175,4 +179,9 @@ def _step_args(p: argparse.ArgumentParser, sections: list[str], seeds: list[str]
     p.add_argument("--out", required=True, help=f"{out_help} {OUT_RULE}")
     if no_eval:
         p.add_argument("--no-eval", action="store_true", help="skip the dev evaluation at the end")
+    if reuse:
+        p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                       help="another run folder (or a folder of runs) whose finished steps built from the same "
+                            "inputs are linked in (hard links) instead of computed again: a teacher trained "
+                            "once, a transfer set labeled once. Repeatable.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from xdistil.models import teacher_dirs
 RUN_MARKER = "xdistil_run.json"
 BENCH_NAME = "bench.json"
 SUMMARY_NAME = "summary.json"
+TRANSFER_MANIFEST = "manifest.json"
+"""A transfer set's manifest: its languages, counts, teachers and labeling throughput (`xdistil.labeling`)."""
 DISTILL_LOG = "metrics.json"
 """The distillation step's own log, in its folder: every stage and its phases (`xdistil.stages`)."""
 
@@ -70,7 +73,7 @@ class RunDir:
 
     @property
     def transfer_manifest(self) -> Path:
-        return self.transfer / "manifest.json"
+        return self.transfer / TRANSFER_MANIFEST
 
     @property
     def distill(self) -> Path:
@@ -107,3 +110,16 @@ class RunDir:
     # the entries a run writes at its top level: anything else in the folder is the user's
     ENTRIES = ("teacher", "transfer", "distill", "config.json", "metrics.json", SUMMARY_NAME, "run.log",
                RUN_MARKER, BENCH_NAME, "bench.fingerprint.json", "bench-exports")
+
+
+def read_transfer_manifest(transfer_dir: str | Path) -> dict:
+    """The manifest of the transfer set in ``transfer_dir``."""
+    return json.loads((Path(transfer_dir) / TRANSFER_MANIFEST).read_text(encoding="utf-8"))
+
+
+def read_distill_log(distill_dir: str | Path) -> dict:
+    """The distillation log in ``distill_dir`` (a distill step's folder, or a student's stage
+    folder inside it): every stage and its phases."""
+    d = Path(distill_dir)
+    log = d / DISTILL_LOG if (d / DISTILL_LOG).is_file() else d.parent / DISTILL_LOG
+    return json.loads(log.read_text(encoding="utf-8"))
