@@ -16,13 +16,32 @@ transfer text, so no tag has to be carried through):
 ``random.Random``: the same seed, key and input give the same output, on any machine
 (``random.Random`` seeded with a string hashes it with SHA-512, not Python's salted hash).
 Every rate defaults to 0, which leaves the text untouched.
+
+Entity-aware augmentation (``transfer.augment_entities`` = k; Dai & Adel, "An Analysis of
+Simple Data Augmentation for Named Entity Recognition", COLING 2020, arXiv 2010.11683) needs
+the teacher's tags, so it runs after the original sentences are labeled (`xdistil.labeling`)
+and the teacher labels its variants again, like any transfer text. Over one language's
+teacher tags (teacher 0), `EntityBank` gathers every distinct mention of each entity type
+and every distinct word of each tag; each of k - 1 variants of a sentence
+(`entity_variant`, rates `EntityRates`) then
+
+- replaces each mention (B-X I-X*) with another mention of type X (p = 0.5);
+- replaces each other word with another word of the same tag (p = 0.1);
+- shuffles the words of each segment between mentions (O words, p = 0.3; mentions stay);
+
+and a variant that came out unchanged gets one change where the sentence and the bank allow
+any. `augment_entities` streams the variants, none equal to its original or to any sentence
+seen before (`words_key`), each seeded by the seed, the language, the sentence's position and
+the variant's number: a pure function of the labeled rows, so a resumed labeling makes the
+same ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 CASES = ("lower", "upper", "title")
@@ -149,3 +168,188 @@ def augment(items: Iterable[tuple[Any, list[str]]], aug: Augmentation, key: str 
                     ops[i].append(mode)
                 w = cased
             yield item, w, ops[i]
+
+
+# ---- entity-aware augmentation, relabeled by the teacher ----------------------------------
+
+def words_key(words: Sequence[str]) -> bytes:
+    """A sentence's identity for de-duplication: 8 bytes of blake2b over its words."""
+    return hashlib.blake2b("\x1f".join(words).encode("utf-8"), digest_size=8).digest()
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """[start, end) and type of every mention in IOB2 ``tags``: B-X I-X*. A stray I-X (after O
+    or after another type, as an argmax may give) opens a mention too."""
+    spans: list[tuple[int, int, str]] = []
+    start, typ = None, ""
+    for i, t in enumerate([*tags, "O"]):
+        if start is not None and t == f"I-{typ}":
+            continue
+        if start is not None:
+            spans.append((start, i, typ))
+            start = None
+        if t != "O":
+            start, typ = i, t.split("-", 1)[-1]
+    return spans
+
+
+def _segments(tags: Sequence[str]) -> list[tuple[int, int, str | None]]:
+    """The sentence cut into its mentions (start, end, type) and the runs of O words between
+    them (start, end, None), in order."""
+    out: list[tuple[int, int, str | None]] = []
+    at = 0
+    for s, e, typ in entity_spans(tags):
+        if s > at:
+            out.append((at, s, None))
+        out.append((s, e, typ))
+        at = e
+    if at < len(tags):
+        out.append((at, len(tags), None))
+    return out
+
+
+class _Pool:
+    """Distinct values in first-seen order; draws one other than a given value, uniformly."""
+
+    def __init__(self):
+        self.items: list = []
+        self.index: dict = {}
+
+    def add(self, x) -> None:
+        if x not in self.index:
+            self.index[x] = len(self.items)
+            self.items.append(x)
+
+    def has_other(self, x) -> bool:
+        return len(self.items) > (x in self.index)
+
+    def other(self, x, rng: random.Random):
+        """A value other than ``x`` (None: there is none)."""
+        at = self.index.get(x)
+        n = len(self.items) - (at is not None)
+        if n <= 0:
+            return None
+        i = rng.randrange(n)
+        return self.items[i + 1 if at is not None and i >= at else i]
+
+
+@dataclass
+class EntityBank:
+    """What one language's tagged sentences offer for replacement: the distinct mentions
+    (tuples of words) of each entity type and the distinct words of each tag."""
+
+    mentions: dict[str, _Pool] = field(default_factory=dict)
+    words: dict[str, _Pool] = field(default_factory=dict)
+
+    def add(self, words: Sequence[str], tags: Sequence[str]) -> None:
+        for s, e, typ in entity_spans(tags):
+            self.mentions.setdefault(typ, _Pool()).add(tuple(words[s:e]))
+        for w, t in zip(words, tags, strict=True):
+            self.words.setdefault(t, _Pool()).add(w)
+
+    def other_mention(self, typ: str, mention: Sequence[str], rng: random.Random) -> list[str] | None:
+        pool = self.mentions.get(typ)
+        got = pool.other(tuple(mention), rng) if pool else None
+        return None if got is None else list(got)
+
+    def other_word(self, tag: str, word: str, rng: random.Random) -> str | None:
+        pool = self.words.get(tag)
+        return pool.other(word, rng) if pool else None
+
+
+def entity_bank(tagged: Iterable[tuple[Sequence[str], Sequence[str]]]) -> EntityBank:
+    """The bank of ``(words, tags)`` sentences."""
+    bank = EntityBank()
+    for words, tags in tagged:
+        bank.add(words, tags)
+    return bank
+
+
+@dataclass(frozen=True)
+class EntityRates:
+    """The probabilities of `entity_variant`'s operations (fixed: not config fields)."""
+
+    mention: float = 0.5
+    """Each mention replaced with another mention of its type."""
+    word: float = 0.1
+    """Each word outside a replaced mention replaced with another word of its tag."""
+    shuffle: float = 0.3
+    """Each segment of O words between mentions (two words or more) shuffled."""
+
+
+ENTITY_RATES = EntityRates()
+
+
+def entity_variant(words: Sequence[str], tags: Sequence[str], bank: EntityBank, rng: random.Random,
+                   rates: EntityRates = ENTITY_RATES) -> list[str]:
+    """One variant of a sentence tagged ``tags``: mentions replaced, words replaced and O
+    segments shuffled at ``rates`` (mentions never move). When that changes nothing, one
+    change is made where any can be: a mention replaced, else a word, else an O segment
+    reordered; a sentence that allows none comes back as it is."""
+    segments = _segments(tags)
+    parts: list[list[str]] = []
+    for s, e, typ in segments:
+        if typ is not None and rng.random() < rates.mention:
+            mention = bank.other_mention(typ, words[s:e], rng)
+            if mention is not None:
+                parts.append(mention)
+                continue
+        part = [(bank.other_word(t, w, rng) or w) if rng.random() < rates.word else w
+                for w, t in zip(words[s:e], tags[s:e], strict=True)]
+        if typ is None and len(part) > 1 and rng.random() < rates.shuffle:
+            rng.shuffle(part)
+        parts.append(part)
+    out = [w for p in parts for w in p]
+    return out if out != list(words) else _one_change(words, tags, segments, bank, rng)
+
+
+def _one_change(words: Sequence[str], tags: Sequence[str], segments, bank: EntityBank,
+                rng: random.Random) -> list[str]:
+    out = list(words)
+    mentions = [(s, e, typ) for s, e, typ in segments
+                if typ is not None and bank.mentions.get(typ) and bank.mentions[typ].has_other(tuple(words[s:e]))]
+    if mentions:
+        s, e, typ = rng.choice(mentions)
+        return out[:s] + bank.other_mention(typ, words[s:e], rng) + out[e:]
+    replaceable = [i for i, (w, t) in enumerate(zip(words, tags, strict=True))
+                   if bank.words.get(t) and bank.words[t].has_other(w)]
+    if replaceable:
+        i = rng.choice(replaceable)
+        out[i] = bank.other_word(tags[i], words[i], rng)
+        return out
+    mixed = [(s, e) for s, e, typ in segments if typ is None and len(set(words[s:e])) > 1]
+    if mixed:
+        s, e = rng.choice(mixed)
+        part = out[s:e]
+        rng.shuffle(part)
+        if part == out[s:e]:  # not all equal: a rotation by one differs
+            part = part[1:] + part[:1]
+        out[s:e] = part
+    return out
+
+
+def entity_variants(words: Sequence[str], tags: Sequence[str], bank: EntityBank, k: int, seed: int, key: str,
+                    rates: EntityRates = ENTITY_RATES) -> list[list[str]]:
+    """Up to ``k - 1`` distinct variants of a sentence, none equal to it: variant v is drawn
+    with ``random.Random(f"{seed}:entity:{key}:{v}")`` (``key``: the language and the
+    sentence's position), so the same sentence, tags and bank give the same variants."""
+    seen, out = {tuple(words)}, []
+    for v in range(1, k):
+        w = entity_variant(words, tags, bank, random.Random(f"{seed}:entity:{key}:{v}"), rates)
+        if tuple(w) not in seen:
+            seen.add(tuple(w))
+            out.append(w)
+    return out
+
+
+def augment_entities(rows: Iterable[tuple[Any, Sequence[str], Sequence[str]]], bank: EntityBank, k: int, seed: int,
+                     key: str, seen: set[bytes], rates: EntityRates = ENTITY_RATES) -> Iterator[tuple[Any, list[str]]]:
+    """``(item, words, tags)`` in; ``(item, variant)`` out: the `entity_variants` of every
+    sentence (the i-th seeded with ``f"{key}:{i}"``), in order, except those whose
+    `words_key` is in ``seen`` (the sentences of the set; it grows by the variants given)."""
+    for i, (item, words, tags) in enumerate(rows):
+        for w in entity_variants(words, tags, bank, k, seed, f"{key}:{i}", rates):
+            h = words_key(w)
+            if h not in seen:
+                seen.add(h)
+                yield item, w

@@ -210,6 +210,11 @@ class TransferConfig:
     """Share of transfer sentences joined with a transfer sentence of the next run language."""
     augment_seed: int = 13
     """Seed of the augmentations: the same seed and text give the same transfer set."""
+    augment_entities: int = 1
+    """Entity-aware augmentation, k: after labeling, k - 1 variants of every transfer sentence
+    (mentions swapped for others of their type, words for others of their tag, the words
+    between mentions shuffled; xdistil.augment), labeled by the teachers too (1: off; 3: three
+    times the transfer sentences, less duplicates)."""
     languages: StrList = field(default_factory=list)
     """Transfer-only languages (no labeled data, e.g. bs ca cs mk sl sq here): their unlabeled text joins
     the transfer set, labeled zero-shot by the teacher; no labeled file is read for them, no dev F1."""
@@ -229,6 +234,9 @@ class TransferConfig:
         _positive(self, "limit", "chunk_size", "batch_size")
         _layers("layers", self.layers)
         _fraction(self, "augment_case", "augment_dropout", "augment_swap", "augment_code_mix")
+        if self.augment_entities < 1:
+            raise ConfigError(f"augment_entities must be >= 1 (1: off, k: k - 1 variants a sentence), "
+                              f"got {self.augment_entities!r}")
 
 
 

@@ -21,9 +21,19 @@ memory-map the chunks (`load_transfer`), so a transfer set never has to fit in m
     transfer/
       chunks/<lang>-00000/ ...   one Arrow dataset per chunk
       chunks/<lang>-00000/xdistil_chunk.json   its fingerprint digest, engines and file checksums
+      chunks/<lang>-aug-00000/ ...  entity-augmented variants (transfer.augment_entities > 1)
       xdistil_files.json         every chunk named before it is written (`xdistil_export.atomic`)
       manifest.json              written last: teachers, layers, counts, chunks + checksums,
                                  fingerprint digest, engines, versions, speed
+
+With ``transfer.augment_entities`` k > 1, once every language's rows are labeled (after a
+barrier: every process reads the tags of every chunk) each language gets up to k - 1 variants
+of each of its transfer rows (`xdistil.augment.augment_entities`: teacher 0's mentions and
+words swapped, the words between mentions shuffled), labeled like any row into chunks
+``<lang>-aug-00000`` ... after all the originals. Every chunk of such a set has an ``aug_of``
+column (the original's `xdistil.augment.words_key` in hex; "" on an original row), which
+distillation reads to keep variants of its held-out sentences out of training. The variants
+are a pure function of the labeled rows and ``transfer.augment_seed``: a rerun reuses them.
 
 Each teacher runs on the engine ``transfer.engine`` resolves to (`xdistil.engines`: torch, or
 the teacher exported to onnxruntime in fp32 or int8; ``auto`` measures which is fastest here
@@ -38,7 +48,10 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +60,7 @@ from xdistil_export.atomic import atomic_dir, expect, unproven, write_json
 
 from xdistil import engines
 from xdistil import fingerprint as fpr
+from xdistil.augment import ENTITY_RATES, EntityBank, augment_entities, words_key
 from xdistil.config import RunConfig, to_dict
 from xdistil.data.transfer import (
     TransferRow,
@@ -65,6 +79,10 @@ from xdistil.taggers import load_tagger, word_logits
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHUNK_RECORD = "xdistil_chunk.json"
+AUGMENTED = "-aug"
+"""Chunks of entity-augmented rows are named ``<lang>-aug-00000``."""
+ENTITY_AUG = "entity-aug"
+"""What an entity-augmented row's ``source`` ends with (``<original source>+entity-aug``)."""
 
 
 class TransferSetError(ValueError):
@@ -187,6 +205,101 @@ def label_chunk(teachers, rows: list[TransferRow], labels: list[str], layers: li
     return cols
 
 
+def _counted(rows: Iterable[TransferRow], counts: dict[str, int],
+             kind: Callable[[TransferRow], str] = lambda r: r.split) -> Iterator[TransferRow]:
+    """The rows, each counted in ``counts`` under its ``kind`` (default: its split) as it passes."""
+    for r in rows:
+        counts[kind(r)] = counts.get(kind(r), 0) + 1
+        yield r
+
+
+@dataclass
+class _ChunkWriter:
+    """Labels streams of rows into chunks ``<prefix>-00000`` ... under ``out/chunks``: this
+    process's share (chunk g, counted over every stream, goes to process g % N), except the
+    chunks on disk labeled from the same inputs (`_reusable`); tallies what it labeled."""
+
+    out: Path
+    cfg: RunConfig
+    teachers: list
+    used: list[str]  # the engine of each teacher
+    digest: str  # the set's fingerprint digest
+    precision: str
+    state: Any  # accelerate's PartialState
+    bar: Any
+    mark_augmented: bool = False  # every chunk gets the ``aug_of`` column (transfer.augment_entities > 1)
+    names: list[str] = field(default_factory=list)  # every chunk of the set, in order (whoever labels it)
+    g: int = -1
+    sentences: int = 0
+    words: int = 0
+    wall: float = 0.0
+
+    def write(self, prefix: str, rows: Iterable[TransferRow]) -> list[str]:
+        """Label ``rows`` into chunks named ``prefix``-i; their names."""
+        import datasets
+
+        tc, chunks_dir, mine = self.cfg.transfer, self.out / "chunks", []
+        for i, chunk in enumerate(_chunk_rows(rows, tc.chunk_size)):
+            self.g += 1
+            name = f"{prefix}-{i:05d}"
+            mine.append(name)
+            if (self.g % self.state.num_processes != self.state.process_index
+                    or _reusable(chunks_dir / name, self.digest, self.used)):
+                self.bar.update(len(chunk))
+                continue
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                cols = label_chunk(self.teachers, chunk, self.cfg.data.labels, tc.layers, tc.batch_size,
+                                   tc.hidden_dtype, self.precision, self.state.device)
+            if self.mark_augmented:
+                cols["aug_of"] = [r.aug_of or "" for r in chunk]
+            expect(self.out, [f"chunks/{name}"])  # named in the set's record before it is written
+            with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
+                datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
+                write_json(tmp / CHUNK_RECORD, {"fingerprint": self.digest, "rows": len(chunk), "engines": self.used,
+                                                "files": _checksums(tmp)})
+            self.wall += time.perf_counter() - t0
+            self.sentences += len(chunk)
+            self.words += sum(len(r.words) for r in chunk)
+            self.bar.update(len(chunk))
+            self.bar.set_postfix(sent_s=f"{self.sentences / max(self.wall, 1e-9):.0f}")
+        self.names += mine
+        return mine
+
+
+def entity_rows(cfg: RunConfig, lang: str, chunks: list[Path]) -> Iterator[TransferRow]:
+    """The entity-augmented rows of ``lang`` (``transfer.augment_entities`` = k), read from its
+    labeled ``chunks``: the bank of teacher 0's mentions and words over the rows a student
+    trains on (labeled and transfer; never the gold selection slice, "val"), then up to k - 1
+    variants of each transfer row, none equal to any sentence of the language, marked
+    ``<source>+entity-aug`` with ``aug_of`` the original's key."""
+    import datasets
+
+    labels = cfg.data.labels
+
+    def tagged() -> Iterator[tuple[list[str], str, str, list[str]]]:
+        for c in chunks:  # in Arrow batches: memory holds the bank, never the rows
+            ds = datasets.load_from_disk(str(c)).select_columns(["words", "split", "source", "t0_tags"])
+            for b in ds.iter(batch_size=1000):
+                for words, split, source, tags in zip(b["words"], b["split"], b["source"], b["t0_tags"], strict=True):
+                    yield words, split, source, [labels[t] for t in tags]
+
+    bank, seen = EntityBank(), set()
+    for words, split, _, tags in tagged():
+        seen.add(words_key(words))
+        if split != "val":
+            bank.add(words, tags)
+    originals = (((words, source), words, tags) for words, split, source, tags in tagged() if split == "transfer")
+    tc = cfg.transfer
+    for (words, source), variant in augment_entities(originals, bank, tc.augment_entities, tc.augment_seed, lang, seen):
+        yield TransferRow(variant, lang, "transfer", None, f"{source}+{ENTITY_AUG}", aug_of=words_key(words).hex())
+
+
+def chunk_language(name: str) -> str:
+    """The language of a chunk: ``de-00003`` and ``de-aug-00000`` are both ``de``'s."""
+    return name.rsplit("-", 1)[0].removesuffix(AUGMENTED)
+
+
 def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str | Path,
                    progress: bool = True, fingerprint: dict | None = None) -> Path:
     """Label every language's transfer set with the teachers; resumable and chunked.
@@ -240,35 +353,21 @@ def label_transfer(cfg: RunConfig, teacher_dirs: list[str | Path], out_dir: str 
     chunks_dir = out / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
-    names: list[str] = []  # every chunk of this set, in order (whichever process labels it)
-    words_total, sents_labeled, wall, g = 0, 0, 0.0, -1
     bar = tqdm(desc="label", unit="sent", disable=not (progress and state.is_main_process))
+    writer = _ChunkWriter(out, cfg, teachers, used, fp["digest"], precision, state, bar,
+                          mark_augmented=tc.augment_entities > 1)
     mem = PeakMemory().start()  # peak memory of the labeling itself, not of loading the teachers
+    originals: dict[str, list[str]] = {}
     for lang in transfer_languages(cfg):
         counts[lang] = {}
-        for i, rows in enumerate(_chunk_rows(iter_transfer(cfg, lang), tc.chunk_size)):
-            g += 1  # chunk number over all languages: decides which process labels it
-            for r in rows:
-                counts[lang][r.split] = counts[lang].get(r.split, 0) + 1
-            name = f"{lang}-{i:05d}"
-            names.append(name)
-            if g % state.num_processes != state.process_index or _reusable(chunks_dir / name, fp["digest"], used):
-                bar.update(len(rows))
-                continue
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                cols = label_chunk(teachers, rows, cfg.data.labels, tc.layers, tc.batch_size, tc.hidden_dtype,
-                                   precision, state.device)
-            expect(out, [f"chunks/{name}"])  # named in the set's record before it is written
-            with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
-                datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
-                write_json(tmp / CHUNK_RECORD, {"fingerprint": fp["digest"], "rows": len(rows), "engines": used,
-                                                "files": _checksums(tmp)})
-            wall += time.perf_counter() - t0
-            sents_labeled += len(rows)
-            words_total += sum(len(r.words) for r in rows)
-            bar.update(len(rows))
-            bar.set_postfix(sent_s=f"{sents_labeled / max(wall, 1e-9):.0f}")
+        originals[lang] = writer.write(lang, _counted(iter_transfer(cfg, lang), counts[lang]))
+    if tc.augment_entities > 1:
+        state.wait_for_everyone()  # every original chunk is on disk: the variants read their tags
+        for lang in transfer_languages(cfg):
+            counts[lang]["augmented"] = 0
+            rows = entity_rows(cfg, lang, [chunks_dir / n for n in originals[lang]])
+            writer.write(lang + AUGMENTED, _counted(rows, counts[lang], lambda r: "augmented"))
+    names, sents_labeled, words_total, wall = writer.names, writer.sentences, writer.words, writer.wall
     bar.close()
     mem.stop()
     forward_s = sum(t.module.seconds for t in teachers)
@@ -337,6 +436,9 @@ def _manifest(cfg: RunConfig, teacher_dirs, teachers, facts: list[dict], counts:
         "config": to_dict(cfg.transfer),
         "versions": versions(),
     }
+    if tc.augment_entities > 1:  # the rates are code, not config: said where the rows are
+        manifest["entity_augmentation"] = {"k": tc.augment_entities, "seed": tc.augment_seed,
+                                           "rates": asdict(ENTITY_RATES), "bank_teacher": 0}
     return manifest
 
 
@@ -357,7 +459,7 @@ def verify_transfer(path: str | Path, langs: list[str] | None = None) -> str | N
         log.warning("%s has no chunk checksums; its chunks are not verified", path)
         return None
     for c in manifest["chunks"]:
-        if langs is None or c.rsplit("-", 1)[0] in langs:
+        if langs is None or chunk_language(c) in langs:
             if problem := _chunk_problem(path / "chunks" / c, sums.get(c)):
                 return f"transfer chunk {path / 'chunks' / c} {problem}"
     return None
@@ -379,7 +481,7 @@ def load_transfer(path: str | Path, splits: tuple[str, ...] | None = None, langs
     manifest = json.loads((path / MANIFEST).read_text())
     parts = []
     for c in manifest["chunks"]:
-        if langs is None or c.rsplit("-", 1)[0] in langs:
+        if langs is None or chunk_language(c) in langs:
             try:
                 parts.append(datasets.load_from_disk(str(path / "chunks" / c)))
             except (OSError, ValueError) as e:  # a set without checksums: still name the chunk

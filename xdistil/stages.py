@@ -11,7 +11,8 @@ or a stage's own overrides.
 
 Selection (``distill.select``, `select_signal`). With ``teacher`` (the default), a stage that
 learns from the teachers selects on the student's agreement with them on ``select_size``
-transfer sentences held out of training (`xdistil.data.transfer.selection_rows`): entity F1
+transfer sentences held out of training (`xdistil.data.transfer.selection_rows`; original
+sentences only, and their entity-augmented variants are not trained on either): entity F1
 against the teachers' tags, or the hidden loss for a hidden-only stage. Thousands of such
 sentences cost nothing but labeling, where the gold slice has ``data.val_size`` a language:
 on 100 a language a 0.1-point difference once decided between 92 and 98 % retention. The
@@ -57,6 +58,7 @@ from xdistil_export.decode import decode_all, log_softmax
 
 from xdistil import fingerprint
 from xdistil import losses as L
+from xdistil.augment import words_key
 from xdistil.batching import Batch, TransferBatcher
 from xdistil.config import MatchSpec, RunConfig, StageSpec, to_dict
 from xdistil.data.align import IGNORE_INDEX, shuffled_length_batches
@@ -524,9 +526,12 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
     val_task, fallback = validation_weights(ds, split_rows["val"], ids, len(labels),
                                             cfg.distill.teacher_weighting)
     held: list[int] = []
+    variants: list[int] = []  # entity-augmented variants of held-out sentences: as good as them, not trained on
     if any(select_signal(cfg, s) == "teacher" for s in stages):
-        held = _held_out(ds, split_rows.get("transfer", []), cfg.distill.select_size)
-    trained = set(split_rows.get("labeled", []) + split_rows.get("transfer", [])) - set(held)
+        augmented = _augmented(ds)  # the held-out slice is drawn from original sentences only
+        held = _held_out(ds, [r for r in split_rows.get("transfer", []) if not augmented[r]], cfg.distill.select_size)
+        variants = _variants_of(ds, held)
+    trained = set(split_rows.get("labeled", []) + split_rows.get("transfer", [])) - set(held) - set(variants)
     index = {"transfer": sorted(trained),
              "labeled": split_rows.get("labeled", []), "val": split_rows["val"], "select": held}
     select_rows = []
@@ -550,6 +555,36 @@ def _held_out(ds, transfer_rows: list[int], size: int) -> list[int]:
         raise ValueError(f"distill.select teacher: the transfer set has too few transfer-only sentences "
                          f"({len(transfer_rows)}) to hold any out for selection; use distill.select gold")
     return held
+
+
+def _augmented(ds, batch_size: int = 10_000) -> np.ndarray:
+    """Whether each row is an entity-augmented variant (``aug_of`` set; `xdistil.labeling.entity_rows`):
+    all False for a set without them."""
+    import pyarrow.compute as pc
+
+    if "aug_of" not in ds.column_names:
+        return np.zeros(len(ds), dtype=bool)
+    parts = [pc.not_equal(t["aug_of"], "").to_numpy(zero_copy_only=False)
+             for t in ds.select_columns(["aug_of"]).with_format("arrow").iter(batch_size=batch_size)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
+def _variants_of(ds, rows: list[int], batch_size: int = 10_000) -> list[int]:
+    """The entity-augmented rows made from ``rows``: of their language, ``aug_of`` their key."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not rows or "aug_of" not in ds.column_names:
+        return []
+    picked = ds.select_columns(["words", "lang"])[rows]
+    keys = pa.array(sorted({f"{lang}:{words_key(w).hex()}"
+                            for w, lang in zip(picked["words"], picked["lang"], strict=True)}))
+    out, start = [], 0
+    for t in ds.select_columns(["lang", "aug_of"]).with_format("arrow").iter(batch_size=batch_size):
+        hit = pc.is_in(pc.binary_join_element_wise(t["lang"], t["aug_of"], ":"), value_set=keys)
+        out += (np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + start).tolist()
+        start += t.num_rows
+    return out
 
 
 def _row_languages(ds, batch_size: int = 10_000) -> np.ndarray:

@@ -16,11 +16,15 @@ set exactly as it was):
   into longer sequences, up to ``concat_max_words`` words;
 - ``transfer.augment_*``: re-casing, word dropout, entity/context swaps and code-mixing
   with the next language of the run (`xdistil.augment`), applied last, in place.
+
+``transfer.augment_entities`` (k > 1) adds variants of these rows after they are labeled
+(`xdistil.labeling`: mentions and words replaced by the teacher's tags, k - 1 a sentence),
+marked ``<source>+entity-aug`` with ``aug_of`` naming their original; `selection_rows` is
+given original rows only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from xdistil_languages import get_language, load_registry
 
-from xdistil.augment import Augmentation, augment
+from xdistil.augment import Augmentation, augment, words_key
 from xdistil.config import RunConfig
 from xdistil.data.readers import DataError, Sentence, load_hf_dataset, read_file
 from xdistil.data.roots import resolve_data_root
@@ -44,10 +48,10 @@ class TransferRow:
     split: str  # labeled | val | transfer
     gold: list[str] | None
     source: str
+    aug_of: str | None = None  # an entity-augmented row: the hex `words_key` of the sentence it varies
 
 
-def _key(words: list[str]) -> bytes:
-    return hashlib.blake2b("\x1f".join(words).encode("utf-8"), digest_size=8).digest()
+_key = words_key
 
 
 def transfer_languages(cfg: RunConfig) -> list[str]:

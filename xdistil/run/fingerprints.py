@@ -41,7 +41,8 @@ _LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max
 # Transfer keys added after sets were labeled, with the value that labels as before: left out
 # of the fingerprint at that value. Another engine's numbers differ in the last digits (int8:
 # more), so it is in the digest: the engine asked for (``auto`` as the word, like `precision`).
-_TRANSFER_SINCE = {"engine": "torch"}
+# augment_entities > 1 adds rows (and reads augment_seed: the augment lever counts as on).
+_TRANSFER_SINCE = {"engine": "torch", "augment_entities": 1}
 
 
 def transfer_fields(tc) -> dict:
@@ -51,7 +52,8 @@ def transfer_fields(tc) -> dict:
     existed keeps its digest (likewise a key of `_TRANSFER_SINCE` at its old value)."""
     out = {k: v for k, v in to_dict(tc).items() if k not in ("teachers", "batch_size")}
     off = {"extra_sources": not tc.extra_sources, "concat": tc.concat == 1,
-           "augment": not Augmentation.from_transfer(tc).active, "languages": not tc.languages}
+           "augment": not Augmentation.from_transfer(tc).active and tc.augment_entities == 1,
+           "languages": not tc.languages}
     for lever, keys in _LEVERS.items():
         if off[lever]:
             for k in keys:
