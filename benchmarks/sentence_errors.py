@@ -33,7 +33,7 @@ from xdistil_export.runtime import spans_from_tags
 from xdistil_export.windows import word_pieces
 
 from benchmarks import preamble
-from benchmarks.sentences import group_cfg, group_tests, load
+from benchmarks.sentences import load
 from xdistil.report import Heading, Para, Table, write_page
 
 FAILURES = ("missed", "type", "boundary", "boundary+type")
@@ -129,25 +129,23 @@ def merge(parts: list[dict]) -> dict:
 
 def run(config: str | Path | dict, run_dir: Path, out: Path, groups: list[str] | None, variants: list[str],
         command: str = "") -> dict:
-    from xdistil import steps
+    from xdistil.runner import outputs
     from xdistil.taggers import load_tagger, predict_tags
 
-    raw, bench = load(config)
+    grid = load(config)
     result: dict = {"command": command, "groups": {}}
-    for g in groups or list(bench["groups"]):
-        gdir = run_dir / g
-        if not (gdir / "teacher").is_dir():
+    for g in groups or list(grid.groups):
+        built = {name: outputs(run_dir / g / name) for name in variants}
+        built = {name: o for name, o in built.items() if o.student is not None}  # distilled (yet)
+        if not built:
             continue
-        base = group_cfg(raw, g, bench, {})
-        teacher = load_tagger(gdir / "teacher")
-        tests = group_tests(base, bench["groups"][g], bench, {lab[2:] for lab in teacher.labels if lab != "O"})
-        flat = {f"{lang}:{n}": s for lang, ts in tests.items() for n, s in ts.items()}
+        base = grid.config(g)
+        teacher = load_tagger(next(iter(built.values())).teacher)
+        tests = grid.tests(base, g, {lab[2:] for lab in teacher.labels if lab != "O"})
+        flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
         t_tags = {k: predict_tags(teacher, s, base.teacher.eval_batch_size) for k, s in flat.items()}
-        for name in variants:
-            built = steps.students(gdir / f"distill-{name}")
-            if not built:  # not distilled (yet)
-                continue
-            student = load_tagger(built[-1])
+        for name, o in built.items():
+            student = load_tagger(o.student)
             per_test = {}
             for key, sents in flat.items():
                 words = [s.words for s in sents]
@@ -156,7 +154,7 @@ def run(config: str | Path | dict, run_dir: Path, out: Path, groups: list[str] |
                                         piece_counts(teacher.tokenizer, words), piece_counts(student.tokenizer, words))
             result["groups"].setdefault(g, {})[name] = {
                 "tests": per_test, "all": merge(list(per_test.values())),
-                "domain": bench["groups"][g]["domain"]}
+                "domain": grid.groups[g]["domain"]}
     write_json(out / "errors.json", result)
     write_page(blocks(result), out, name="errors")
     return result

@@ -26,12 +26,12 @@ config keys: ``student.factor_dim``, ``shape_dim`` and ``ngram_dim`` (`xdistil.s
 weights, soft epochs), ``transfer.sources`` / ``extra_sources`` / ``limit`` (transfer text)
 and ``student.max_length`` (windows).
 
-Every step goes through `xdistil.steps`: a rerun reuses what is built from the same inputs
-(one teacher per group for all variants, one transfer set per distinct transfer section),
-scores are cached beside the models, and ``done.json`` records each finished (group,
-variant), so the benchmark runs in pieces (one group or one variant per invocation) and
-every invocation rewrites the results from everything finished so far. ``--quick`` runs the
-same on tiny random models (seconds; numbers mean nothing): the test of this script.
+The grid (groups, variants, seeds) runs through `benchmarks.grid`: one teacher per group for
+all variants, one transfer set per distinct transfer section, scores cached beside the models,
+and ``done.json`` records each finished (group, variant), so the benchmark runs in pieces (one
+group or one variant per invocation) and every invocation rewrites the results from everything
+finished so far. ``--quick`` runs the same on tiny random models (seconds; numbers mean
+nothing): the test of this script.
 
 Writes ``summary.json``, exactly::
 
@@ -52,108 +52,31 @@ reported but left out of the verdicts and the choice.
 from __future__ import annotations
 
 import json
-import shlex
 import sys
-import time
 from pathlib import Path
 
 from xdistil_export.atomic import write_json
 
-from benchmarks import preamble
-from benchmarks.cross_domain import Scores, short_name
-from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from benchmarks import grid, preamble
+from xdistil.provenance import provenance
 from xdistil.report import Heading, Para, Table, num, pct, write_page
 
 FORMAT = "xdistil-sentences/1"
-BENCH_KEYS = ("groups", "variants", "default_variants", "default_groups", "tag_map", "test_limit", "notes",
-              "min_entities")
+OWN_KEYS = ("min_entities",)
 # Issue 23's targets.
 TARGET_IN_AVG, TARGET_IN_MIN, TARGET_OUT, TARGET_ORG, TARGET_COMPRESSION = 0.95, 0.93, 0.90, 0.80, 35.0
-SPLITS = ("dev", "test")  # a test named so is the language's own labeled split
-
-# --quick: tiny models, a few sentences (the tiny teacher has 2 layers: layer 2 is stored);
-# applied last, so no variant makes the quick run long.
-QUICK = {
-    "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
-    "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False, "min_steps": 80,
-                "lr": 3e-3, "head_lr": 1e-2, "min_selection_f1": 0.0},
-    "transfer": {"limit": 30, "batch_size": 16, "chunk_size": 100, "layers": [2]},
-    "student": {"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1, "max_length": 32, "max_vocab": None},
-    "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}},
-}
-QUICK_TEST_LIMIT = 30
 
 
-# ---- configs ---------------------------------------------------------------------------------
+def load(config: str | Path | dict) -> grid.Grid:
+    g = grid.Grid.load(config, OWN_KEYS)
+    if set(g.groups) == {"all"}:
+        raise ValueError("sentences config: needs groups (name -> {domain, config, tests})")
+    return g
 
 
-def load(config: str | Path | dict) -> tuple[dict, dict]:
-    """(the base run config as a raw mapping, the benchmark's own keys)."""
-    raw = dict(config) if isinstance(config, dict) else load_yaml(config)
-    bench = {k: raw.pop(k) for k in BENCH_KEYS if k in raw}
-    if not bench.get("variants") or not bench.get("groups"):
-        raise ValueError("sentences config: needs groups (name -> {domain, config, tests}) and variants")
-    for name, g in bench["groups"].items():
-        if g.get("domain") not in ("in", "out"):
-            raise ValueError(f"group {name!r}: domain must be 'in' or 'out'")
-    return raw, bench
-
-
-def group_cfg(raw: dict, group: str, bench: dict, overrides: dict | None, quick: dict | None = None) -> RunConfig:
-    """The base config, then the group's config, the variant's overrides (its ``groups`` entry
-    for this group last), then the --quick ones; validated."""
-    overrides = dict(overrides or {})
-    overrides.pop("seed_of", None)  # the benchmark's own key (see `pooled`)
-    per_group = (overrides.pop("groups", None) or {}).get(group) or {}
-    merged = apply_overrides(raw, bench["groups"][group].get("config") or {})
-    merged = apply_overrides(apply_overrides(merged, overrides), per_group)
-    return from_dict(RunConfig, apply_overrides(merged, quick) if quick else merged)
-
-
-def group_tests(cfg: RunConfig, group: dict, bench: dict, label_types: set[str]) -> dict[str, dict[str, list]]:
-    """Per language: test name -> gold sentences. ``dev`` / ``test`` is the language's own labeled
-    split (named by its file, e.g. ``newsner/lv/test``); anything else a CoNLL file under the data
-    root (or absolute), its tags mapped by the language's and the benchmark's ``tag_map``."""
-    from xdistil_languages import get_language
-
-    from xdistil.data.readers import read_conll
-    from xdistil.data.roots import resolve_data_root
-    from xdistil.data.sources import labeled_sentences
-
-    root, limit = resolve_data_root(cfg.data.root), bench.get("test_limit")
-    out: dict[str, dict[str, list]] = {}
-    for lang in cfg.data.languages:
-        tests = out.setdefault(lang, {})
-        for entry in (group.get("tests") or {}).get(lang, ["dev"]):
-            if entry in SPLITS:
-                files = cfg.data.files.get(lang, {}).get(entry)
-                path = Path(files[0]) if files else get_language(lang).find(entry, data_root=root)
-                name = short_name(path, root) if path is not None else f"{lang}/{entry}"
-                tests[name] = labeled_sentences(lang, entry, cfg.data, limit=limit)
-            else:
-                tag_map = {**get_language(lang).tag_map, **(bench.get("tag_map") or {})}
-                path = Path(entry) if Path(entry).is_absolute() or root is None else root / entry
-                tests[short_name(path, root)] = read_conll(path, label_types=label_types, tag_map=tag_map,
-                                                           limit=limit)
-    return out
-
-
-def transfer_owner(names: list[str], raw: dict, group: str, bench: dict, quick: dict | None) -> dict[str, str]:
-    """Variant -> the variant whose transfer set it uses in ``group``: the first (in the config's
-    order) with the same transfer section and precision (the labeling's fingerprint holds both)."""
-    owner, seen = {}, {}
-    for name in bench["variants"]:
-        cfg = group_cfg(raw, group, bench, bench["variants"][name], quick)
-        key = json.dumps([to_dict(cfg.transfer), cfg.precision], sort_keys=True)
-        owner[name] = seen.setdefault(key, name)
-    return {n: owner[n] for n in names}
-
-
-def _seconds(run_dir: Path) -> float | None:
-    metrics = run_dir / "metrics.json"
-    if not metrics.exists():
-        return None
-    return round(sum(step["seconds"] for st in json.loads(metrics.read_text())["stages"] for step in st.get("phases", st.get("steps", []))), 1)
+def bench_of(g: grid.Grid) -> dict:
+    """The grid as the results are built from it: groups, variants and the other keys."""
+    return {"groups": g.groups, "variants": g.variants, **g.keys}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -162,93 +85,16 @@ def _seconds(run_dir: Path) -> float | None:
 def run(config: str | Path | dict, run_dir: Path, results: Path, variants: list[str] | None = None,
         groups: list[str] | None = None, quick: bool = False, progress: bool = True,
         command: str | None = None) -> dict:
-    """Build and score what ``groups`` x ``variants`` still lack, then write the results of
-    everything finished so far (``run_dir/done.json``)."""
-    from xdistil import steps
-    from xdistil.provenance import provenance
-    from xdistil.taggers import load_tagger
-
-    raw, bench = load(config)
-    names = variants or bench.get("default_variants") or list(bench["variants"])
-    gnames = groups or bench.get("default_groups") or list(bench["groups"])
-    for kind, asked, known in (("variant", names, bench["variants"]), ("group", gnames, bench["groups"])):
-        unknown = [n for n in asked if n not in known]
-        if unknown:
-            raise ValueError(f"unknown {kind}(s) {unknown}: the config has {', '.join(known)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if quick:
-        bench = {**bench, "test_limit": QUICK_TEST_LIMIT}
-    done_path = run_dir / "done.json"
-    done = json.loads(done_path.read_text()) if done_path.exists() else {}
-    prov = provenance(command or shlex.join(["python", "-m", "benchmarks.sentences", *sys.argv[1:]]))
-    if prov["command"] not in done.setdefault("commands", []):  # every piece that built these results
-        done["commands"].append(prov["command"])
-
-    for g in gnames:
-        gdir = run_dir / g
-        gdir.mkdir(exist_ok=True)
-        quick_over = None
-        if quick:
-            from benchmarks.throughput import tiny_teacher
-
-            tiny = tiny_teacher(group_cfg(raw, g, bench, {}, QUICK), gdir / "tiny-teacher")
-            quick_over = apply_overrides(QUICK, {"teacher": {"model": str(tiny)}})
-        base = group_cfg(raw, g, bench, {}, quick_over)
-        entry = done.setdefault(g, {"variants": {}})
-        t0 = time.time()
-        teacher = steps.teacher(base, gdir / "teacher", progress=progress)
-        info = teacher / "xdistil_teacher.json"
-        entry["teacher_s"] = entry.get("teacher_s") or (
-            json.loads(info.read_text()).get("seconds") if info.exists() else round(time.time() - t0, 1))
-        labels = load_tagger(teacher).labels
-        tests = group_tests(base, bench["groups"][g], bench, {lab[2:] for lab in labels if lab != "O"})
-        flat = {f"{lang}:{n}": s for lang, ts in tests.items() for n, s in ts.items()}
-        score = Scores(gdir / "scores.json", base.teacher.eval_batch_size, progress)
-        entry["teacher"] = score("teacher", teacher, flat)
-        entry["languages"] = base.data.languages
-        owner = transfer_owner(names, raw, g, bench, quick_over)
-        for name in names:
-            cfg = group_cfg(raw, g, bench, bench["variants"][name], quick_over)
-            if (cfg.data, cfg.teacher) != (base.data, base.teacher):
-                raise ValueError(f"variant {name!r}: a variant may not change the data or teacher sections")
-            t1 = time.time()
-            transfer = steps.label(cfg, [teacher], gdir / f"transfer-{owner[name]}", progress=progress)
-            label_s = None
-            if owner[name] == name:  # as the (possibly earlier) labeling recorded it
-                tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
-                rate = tp.get("label_sentences_per_s")
-                label_s = round(tp["sentences_labeled_this_run"] / rate, 1) if rate else None
-            out = gdir / f"distill-{name}"
-            student = steps.distill_stages(cfg, transfer, teacher, out, progress=progress)[-1]
-            scored = score(name, student, flat)
-            prev = entry["variants"].get(name, {})
-            entry["variants"][name] = {
-                "scores": scored, "distill_s": _seconds(out), "label_s": prev.get("label_s") or label_s,
-                "wall_s": prev.get("wall_s") or round(time.time() - t1, 1),
-                "vocab": _vocab(student), "student": to_dict(cfg.student),
-            }
-            write_json(done_path, done)
-        write_json(done_path, done)
-
-    summary, details = build(bench, done, prov)
+    """Build and score what ``groups`` x ``variants`` still lack (`benchmarks.grid`), then write
+    the results of everything finished so far (``run_dir/done.json``)."""
+    g = load(config)
+    command = command or preamble.start("sentences", sys.argv[1:])
+    done = grid.run(g, run_dir, variants, groups, quick, progress, command)
+    summary, details = build(bench_of(g), done, provenance(command))
     write_json(results / "summary.json", summary)
     write_json(results / "details.json", details)
     write_page(blocks(summary, details), results)
     return summary
-
-
-def _vocab(student: Path) -> dict | None:
-    meta = json.loads((student / "xdistil_student.json").read_text())
-    v = meta.get("vocab")
-    if not v:
-        return None
-    return {"size": v["size"], "max_vocab": v["max_vocab"],
-            "pieces_per_word": {lang: [x["teacher_pieces_per_word"], x["student_pieces_per_word"]]
-                                for lang, x in v["languages"].items()}}
-
-
-def _ratio(s: float | None, t: float | None) -> float | None:
-    return round(float(s / t), 4) if s is not None and t else None  # float: seqeval's are numpy's
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -276,12 +122,12 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
                 params.setdefault("teacher", {})[g] = t["params"]
                 rows.append({"variant": name, "language": lang, "test": test, "domain": domain,
                              "teacher_f1": round(float(t["f1"]), 2), "student_f1": round(float(s["f1"]), 2),
-                             "retention": _ratio(s["f1"], t["f1"])})
+                             "retention": grid.ratio(s["f1"], t["f1"])})
                 to, so = t["per_type"].get("ORG", {}), s["per_type"].get("ORG", {})
                 if to:
                     org.append({"variant": name, "group": g, "language": lang, "test": test, "domain": domain,
                                 "teacher_f1": round(float(to["f1"]), 2), "student_f1": round(float(so.get("f1", 0)), 2),
-                                "retention": _ratio(so.get("f1", 0.0), to["f1"]), "entities": to.get("support", 0)})
+                                "retention": grid.ratio(so.get("f1", 0.0), to["f1"]), "entities": to.get("support", 0)})
     group_of = {(lang, g) for g in groups for lang in done[g].get("languages", [])}
     control = {g for g in groups if bench["groups"][g].get("control")}
 
@@ -351,7 +197,7 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
     re-applying `choose` and the page layout, with no run directory: for a change of the rule
     or the page after the runs' working files are gone (``config`` says which group is the
     control). An older details.json without seeds per group gets them from its seconds."""
-    _, bench = load(config)
+    bench = bench_of(load(config))
     summary = json.loads((results / "summary.json").read_text(encoding="utf-8"))
     details = json.loads((results / "details.json").read_text(encoding="utf-8"))
     if details.get("format") != FORMAT:

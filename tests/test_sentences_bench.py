@@ -68,16 +68,22 @@ def test_quick_run_schema_pieces_and_resume(tmp_path, one_thread, monkeypatch):
     assert "## Variant wide-shape" in md and "## Targets" in md
 
     # the levers reached the students; every variant here differs only in the student or the
-    # distillation, so all share the baseline's transfer set (both hidden layers stored once)
-    from xdistil import steps
+    # distillation, so all share the baseline's teacher and transfer set (both hidden layers
+    # stored once): linked from the first cell, trained and labeled once
+    import os
+
+    from xdistil.run import RunDir
+    from xdistil.runner import outputs
 
     def config_of(variant):
-        last = steps.students(run_dir / "in" / f"distill-{variant}")[-1]
+        last = outputs(run_dir / "in" / variant).student
         return json.loads((last / "xdistil_student.json").read_text())["config"]
 
     assert config_of("factorized")["factor_dim"] == 32 and config_of("wide-shape")["shape_dim"] == 16
     assert config_of("baseline")["factor_dim"] == 0 == config_of("baseline")["shape_dim"]
-    assert [p.name for p in (run_dir / "in").glob("transfer-*")] == ["transfer-baseline"]
+    manifests = {os.stat(RunDir(run_dir / "in" / v).transfer_manifest).st_ino for v in variants}
+    teachers = {os.stat(RunDir(run_dir / "in" / v).teacher / "model.safetensors").st_ino for v in variants}
+    assert len(manifests) == 1 and len(teachers) == 1
 
     # a rerun builds and scores nothing again
     def boom(*a, **k):
@@ -138,14 +144,14 @@ def test_error_kinds_and_casing():
 
 @pytest.mark.parametrize("name", ["sentences.yaml", "sentences-full.yaml"])
 def test_every_variant_of_the_committed_configs_validates(name):
-    raw, bench = sentences.load(REPO / "benchmarks/configs" / name)
-    for g in bench["groups"]:
-        base = sentences.group_cfg(raw, g, bench, {})
+    grid = sentences.load(REPO / "benchmarks/configs" / name)
+    for g in grid.groups:
+        base = grid.config(g)
         assert base.student.shape_dim == 0  # the baseline is explicit, whatever the default
-        for v, over in bench["variants"].items():
-            cfg = sentences.group_cfg(raw, g, bench, over)
+        for v in grid.variants:
+            cfg = grid.config(g, v)
             assert (cfg.data, cfg.teacher) == (base.data, base.teacher), v  # a variant changes neither
-    assert set(bench["default_variants"]) <= set(bench["variants"])
+    assert set(grid.keys["default_variants"]) <= set(grid.variants)
 
 
 def _entry(lang, teacher_f1, students):

@@ -248,3 +248,9 @@ def link_tree(src: Path, dst: Path) -> None:
     if dst.is_dir():
         dst.rmdir()  # empty (checked by the caller)
     os.replace(tmp, dst)
+
+
+def outputs(run_dir: RunDir | str | Path) -> Outputs:
+    """What the run folder ``run_dir`` holds, step by step (nothing is run): its teachers,
+    transfer set and students, in its own layout or an older one."""
+    return Runner(None, run_dir).run(only=())

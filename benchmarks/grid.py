@@ -1,0 +1,343 @@
+"""One grid runner for every benchmark that distils variants: groups x variants x seeds, as data.
+
+A grid is a YAML file (``benchmarks/configs/``): the base run config, then the grid's own keys::
+
+    groups:            # name -> one teacher each, and its tests (default: one group, "all")
+      in:
+        domain: in     # in | out: the domain of its tests (a test can say its own)
+        control: true  # optional: reported, never steers a choice
+        config: {...}  # overrides of the base for this group (languages, data, ...)
+        tests:         # per language (default: dev); dev | test (the language's own split),
+          lv: [dev, test, newsner/lv/extra.conll,   # a CoNLL file under the data root,
+               {split: dev, start: 500, stop: 1000, name: test, domain: in}]   # or a slice of a split
+    variants:          # name -> overrides of the group's config, plus the grid's own keys:
+      shape: {student: {shape_dim: 16}}
+      b256: {every_stage: {batch_size: 256}}   # changes to every distillation stage
+      3x-steps: {transfer: {limit: 9000}, steps_of: 1x}   # every stage's epochs scaled so that the
+                       # student takes as many optimizer steps as variant 1x (transfer rows / rows)
+      big: {groups: {in: {student: {max_vocab: 9000}}}}    # overrides for one group only
+    seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
+    default_variants: [...]; default_groups: [...]
+    reuse: [runs/selection]   # other runs whose finished steps with the same fingerprints are linked in
+    tag_map: {OTH: O}; test_limit: 300; ...   # how tests are read; other keys are the benchmark's own
+
+Every cell (group, variant, seed) is one run folder ``RUN/GROUP/CELL`` built by the step
+runner (`xdistil.runner`): the cells of a group share one teacher, and the cells with the same
+transfer section one transfer set, linked from the first cell that built them (nothing is
+trained or labeled twice). Scores are cached beside the models (``scores.json`` per group), and
+``done.json`` records every finished cell, so a grid runs in pieces and resumes after an
+interruption. The benchmark modules (`benchmarks.sentences`, `benchmarks.cross_domain`, ...)
+keep only their tables, plots and targets.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from xdistil_export.atomic import write_json
+
+from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
+from xdistil.provenance import provenance
+from xdistil.run import RunDir
+from xdistil.run.layout import read_distill_log, read_transfer_manifest
+
+GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse")
+VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of")
+"""A variant's keys that are the grid's, not config overrides."""
+SPLITS = ("dev", "test")
+
+# --quick: tiny models, a few sentences (the tiny teacher has 2 layers: layer 2 is stored);
+# applied last, so that no variant makes the quick run long.
+QUICK = {
+    "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
+    "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False, "min_steps": 80,
+                "lr": 3e-3, "head_lr": 1e-2, "min_selection_f1": 0.0},
+    "transfer": {"limit": 30, "batch_size": 16, "chunk_size": 100, "layers": [2]},
+    "student": {"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1, "max_length": 32, "max_vocab": None},
+    "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}, "select_size": 20},
+}
+QUICK_TEST_LIMIT = 30
+
+
+@dataclass
+class Grid:
+    """A grid file, read: the base run config (raw), groups, variants, seeds and the other keys."""
+
+    raw: dict
+    groups: dict[str, dict]
+    variants: dict[str, dict]
+    seeds: list[int | None]
+    keys: dict
+    source: str = ""
+
+    @classmethod
+    def load(cls, config: str | Path | dict, own: tuple[str, ...] = ()) -> Grid:
+        """``own``: the benchmark's keys besides the grid's (kept in ``keys``, out of the run config)."""
+        raw = copy.deepcopy(dict(config)) if isinstance(config, dict) else load_yaml(config)
+        keys = {k: raw.pop(k) for k in (*GRID_KEYS, *own, "tag_map", "test_limit", "notes", "min_entities")
+                if k in raw}
+        base = raw.pop("base", None)
+        if base is not None:  # a preset or config file under the grid's own keys
+            raw = apply_overrides(load_yaml(base), raw)
+        groups = keys.pop("groups", None) or {"all": {"domain": "in"}}
+        variants = keys.pop("variants", None)
+        if not variants:
+            raise ValueError(f"{config}: a grid needs variants (name -> config overrides)")
+        for name, g in groups.items():
+            if g.get("domain", "in") not in ("in", "out"):
+                raise ValueError(f"{config}: group {name!r}: domain must be 'in' or 'out'")
+        for name, v in variants.items():
+            if (v or {}).get("steps_of") and v["steps_of"] not in variants:
+                raise ValueError(f"{config}: variant {name!r}: steps_of {v['steps_of']!r} is not a variant")
+        return cls(raw, groups, {n: v or {} for n, v in variants.items()}, list(keys.pop("seeds", None) or [None]),
+                   keys, str(config) if not isinstance(config, dict) else "")
+
+    def names(self, variants: list[str] | None, groups: list[str] | None) -> tuple[list[str], list[str]]:
+        names = variants or self.keys.get("default_variants") or list(self.variants)
+        gnames = groups or self.keys.get("default_groups") or list(self.groups)
+        for kind, asked, known in (("variant", names, self.variants), ("group", gnames, self.groups)):
+            if unknown := [n for n in asked if n not in known]:
+                raise ValueError(f"unknown {kind}(s) {unknown}: the grid has {', '.join(known)}")
+        return names, gnames
+
+    def config(self, group: str, variant: str | None = None, seed: int | None = None,
+               quick: dict | None = None, scale: float | None = None) -> RunConfig:
+        """The base config, the group's config, the variant's overrides (its ``groups`` entry
+        for this group last, its ``every_stage`` changes on every stage), the seed, the
+        ``steps_of`` epochs ``scale``, then the --quick overrides; validated."""
+        v = self.variants[variant] if variant else {}
+        merged = apply_overrides(self.raw, self.groups[group].get("config") or {})
+        merged = apply_overrides(merged, {k: x for k, x in v.items() if k not in VARIANT_KEYS})
+        merged = apply_overrides(merged, (v.get("groups") or {}).get(group) or {})
+        stages = merged.get("distill", {}).get("stages")
+        if v.get("every_stage") or scale is not None:
+            if not isinstance(stages, list):
+                raise ValueError(f"variant {variant!r}: every_stage and steps_of need the stages as a list")
+            merged["distill"]["stages"] = [_stage(s, v.get("every_stage") or {}, scale) for s in stages]
+        if seed is not None:
+            merged = apply_overrides(merged, {"distill": {"seed": seed}})
+        return from_dict(RunConfig, apply_overrides(merged, quick) if quick else merged)
+
+    def cells(self, names: list[str]) -> list[tuple[str, str, int | None]]:
+        """(cell name, variant, seed) in run order: a variant that others take their step budget
+        from (``steps_of``) first."""
+        order = sorted(names, key=lambda n: 0 if any(self.variants[m].get("steps_of") == n for m in names) else 1)
+        return [(n if s is None else f"{n}-s{s}", n, s) for s in self.seeds for n in order]
+
+    def tests(self, cfg: RunConfig, group: str, label_types: set[str]) -> dict[str, dict[str, dict]]:
+        """Per language: test name -> {"domain", "sentences"} (see the module doc)."""
+        from xdistil_languages import get_language
+
+        from xdistil.data.readers import read_conll
+        from xdistil.data.roots import resolve_data_root
+        from xdistil.data.sources import labeled_sentences
+
+        g, root, limit = self.groups[group], resolve_data_root(cfg.data.root), self.keys.get("test_limit")
+        out: dict[str, dict[str, dict]] = {}
+        for lang in cfg.data.languages:
+            for entry in (g.get("tests") or {}).get(lang, ["dev"]):
+                spec = entry if isinstance(entry, dict) else {"split": entry} if entry in SPLITS else {"file": entry}
+                domain = spec.get("domain", g.get("domain", "in"))
+                if "split" in spec:
+                    stop = spec.get("stop", limit)
+                    sents = labeled_sentences(lang, spec["split"], cfg.data, limit=stop)[spec.get("start", 0):]
+                    files = cfg.data.files.get(lang, {}).get(spec["split"])
+                    path = Path(files[0]) if files else get_language(lang).find(spec["split"], data_root=root)
+                    name = spec.get("name") or (short_name(path, root) if path is not None else f"{lang}/{spec['split']}")
+                else:
+                    tag_map = {**get_language(lang).tag_map, **(self.keys.get("tag_map") or {})}
+                    f = spec["file"]
+                    path = Path(f) if Path(f).is_absolute() or root is None else root / f
+                    sents = read_conll(path, label_types=label_types, tag_map=tag_map, limit=limit)
+                    name = spec.get("name") or short_name(path, root)
+                out.setdefault(lang, {})[name] = {"domain": domain, "sentences": sents}
+        return out
+
+
+def _stage(stage: dict, change: dict, scale: float | None) -> dict:
+    s = {**stage, **change}
+    if scale is not None:
+        s["epochs"] = round(s.get("epochs", 2.0) * scale, 4)
+        if s.get("min_epochs"):
+            s["min_epochs"] = max(1, math.floor(s["min_epochs"] * scale))
+    return s
+
+
+def short_name(path: str | Path, root: Path | None) -> str:
+    """A test's name: its path under the data root without the extension (``uner/en/test``)."""
+    if str(path).startswith("hub:"):
+        return str(path)
+    p = Path(path).resolve()
+    rel = p.relative_to(root.resolve()).as_posix() if root is not None and p.is_relative_to(root.resolve()) \
+        else p.name
+    parent, _, leaf = rel.rpartition("/")
+    return (parent + "/" if parent else "") + leaf.split(".")[0]
+
+
+# ---- scores, cached beside the models they were measured on -----------------------------------
+
+
+class Scores:
+    """seqeval scores of saved models on named tests; ``cache`` (JSON) keeps them by model and
+    test, each with the digest of the model folder and of the test's sentences, so a rerun
+    scores only what changed."""
+
+    def __init__(self, cache: Path, batch_size: int = 64, progress: bool = False):
+        self.path, self.batch_size, self.progress = cache, batch_size, progress
+        self.data: dict = json.loads(cache.read_text()) if cache.exists() else {}
+
+    @staticmethod
+    def _digest(model_dir: Path, sents: list) -> str:
+        from xdistil import fingerprint
+
+        body = json.dumps([fingerprint.folder_digest(model_dir), [[s.words, s.tags] for s in sents]])
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def __call__(self, name: str, model_dir: Path, tests: dict[str, list]) -> dict[str, dict]:
+        from xdistil.evaluate import evaluate_tagger
+        from xdistil.taggers import load_tagger
+
+        out, tagger = {}, None
+        for test, sents in tests.items():
+            key, digest = f"{name}|{test}", self._digest(model_dir, sents)
+            hit = self.data.get(key)
+            if hit is None or hit["digest"] != digest:
+                tagger = tagger or load_tagger(model_dir)
+                score = evaluate_tagger(tagger, sents, self.batch_size, self.progress)
+                self.data[key] = hit = {"digest": digest, "params": tagger.param_count(), "score": score}
+                write_json(self.path, self.data)
+            out[test] = {**hit["score"], "params": hit["params"]}
+        return out
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: list[str] | None = None,
+        quick: bool = False, progress: bool = True, command: str = "", reuse: list[Path] = ()) -> dict:
+    """Build and score every cell of ``groups`` x ``variants`` x seeds not yet in
+    ``run_dir/done.json``; returns it (per group: the teacher's scores, the tests' domains,
+    and per cell its scores, seconds, transfer rows, stages and student)."""
+    from xdistil.runner import Runner
+    from xdistil.taggers import load_tagger
+
+    names, gnames = grid.names(variants, groups)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if quick:
+        grid = copy.copy(grid)
+        grid.keys = {**grid.keys, "test_limit": QUICK_TEST_LIMIT}
+    done_path = run_dir / "done.json"
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+    if command and command not in done.setdefault("commands", []):  # every piece that built these results
+        done["commands"].append(command)
+    done["provenance"] = provenance(command)
+    shared = [*(Path(p) for p in grid.keys.get("reuse") or []), *reuse]
+    for g in gnames:
+        gdir = run_dir / g
+        gdir.mkdir(exist_ok=True)
+        quick_over = None
+        if quick:
+            from benchmarks.throughput import tiny_teacher
+
+            tiny = tiny_teacher(grid.config(g, quick=QUICK), gdir / "tiny-teacher")
+            quick_over = apply_overrides(QUICK, {"teacher": {"model": str(tiny)}})
+        base = grid.config(g, quick=quick_over)
+        entry = done.setdefault(g, {"variants": {}})
+        entry["languages"] = base.data.languages
+        tests = flat = score = None
+        for cell, name, seed in grid.cells(names):
+            if cell in entry["variants"]:
+                continue
+            t0 = time.time()
+            cfg = grid.config(g, name, seed, quick_over)
+            if (cfg.data, cfg.teacher) != (base.data, base.teacher):  # one teacher, one set of tests per group
+                raise ValueError(f"variant {name!r}: a variant may not change the data or teacher sections")
+            runner = Runner(cfg, RunDir(gdir / cell), reuse=[gdir, *shared], progress=progress)
+            if steps_of := grid.variants[name].get("steps_of"):  # the epochs that give the other's steps
+                got = runner.run(only=("teacher", "label"))
+                other = entry["variants"][steps_of if seed is None else f"{steps_of}-s{seed}"]
+                scale = other["transfer_rows"] / _rows(got.transfer)
+                runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
+            got = runner.run()
+            if tests is None:  # the teacher's tests and scores, once per group
+                labels = load_tagger(got.teacher).labels
+                tests = grid.tests(base, g, {lab[2:] for lab in labels if lab != "O"})
+                flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
+                entry["domains"] = {f"{lang}:{n}": t["domain"] for lang, ts in tests.items() for n, t in ts.items()}
+                score = Scores(gdir / "scores.json", base.teacher.eval_batch_size, progress)
+                entry["teacher"] = score("teacher", got.teacher, flat)
+                entry["teacher_s"] = _teacher_seconds(got.teacher)
+            manifest = read_transfer_manifest(got.transfer)
+            tp = manifest.get("throughput") or {}
+            rate = tp.get("label_sentences_per_s")
+            log = read_distill_log(got.student)
+            entry["variants"][cell] = {
+                "variant": name, "seed": seed if seed is not None else cfg.distill.seed,
+                "scores": score(cell, got.student, flat),
+                "label_s": round(_rows(got.transfer) / rate, 1) if rate else None,
+                "distill_s": round(sum(ph["seconds"] for st in log["stages"] for ph in st["phases"]), 1),
+                "wall_s": round(time.time() - t0, 1),
+                "transfer_rows": _rows(got.transfer),
+                "transfer_per_language": {lang: c.get("transfer", 0) + c.get("augmented", 0)
+                                          for lang, c in manifest["counts"].items()},
+                "stages": [{"stage": st["stage"], "steps": sum(ph["steps"] for ph in st["phases"]),
+                            "batch_size": s.batch_size, "seconds": round(sum(ph["seconds"] for ph in st["phases"]), 1),
+                            "select_s": round(sum(ph.get("select_s") or 0 for ph in st["phases"]), 1)}
+                           for st, s in zip(log["stages"], cfg.distill.resolved_stages(), strict=False)],
+                "vocab": _vocab(got.student), "student": to_dict(cfg.student), "student_path": str(got.student),
+            }
+            write_json(done_path, done)
+        write_json(done_path, done)
+    return done
+
+
+def _rows(transfer: Path) -> int:
+    """Rows a student trains on per epoch: the transfer set's transfer rows (augmented ones included)."""
+    counts = read_transfer_manifest(transfer)["counts"]
+    return sum(c.get("transfer", 0) + c.get("augmented", 0) for c in counts.values())
+
+
+def _teacher_seconds(teacher: Path) -> float | None:
+    info = teacher / "xdistil_teacher.json"
+    return json.loads(info.read_text()).get("seconds") if info.exists() else None
+
+
+def _vocab(student: Path) -> dict | None:
+    v = json.loads((student / "xdistil_student.json").read_text()).get("vocab")
+    if not v:
+        return None
+    return {"size": v["size"], "max_vocab": v["max_vocab"],
+            "pieces_per_word": {lang: [x["teacher_pieces_per_word"], x["student_pieces_per_word"]]
+                                for lang, x in v["languages"].items()}}
+
+
+def rows(grid: Grid, done: dict) -> list[dict]:
+    """One row per (group, cell, language, test): teacher and student F1, retention, domain."""
+    out = []
+    for g in (g for g in grid.groups if g in done):
+        entry = done[g]
+        for cell, v in entry["variants"].items():
+            for key, s in v["scores"].items():
+                lang, test = key.split(":", 1)
+                t = entry["teacher"][key]
+                out.append({"group": g, "cell": cell, "variant": v.get("variant", cell), "seed": v.get("seed"),
+                            "language": lang, "test": test, "domain": entry.get("domains", {}).get(key, "in"),
+                            "teacher_f1": round(float(t["f1"]), 2), "student_f1": round(float(s["f1"]), 2),
+                            "retention": ratio(s["f1"], t["f1"])})
+    return out
+
+
+def ratio(s: float | None, t: float | None) -> float | None:
+    return round(float(s / t), 4) if s is not None and t else None  # float: seqeval's are numpy's
+
+
+def dump(grid: Grid) -> str:
+    """The grid as YAML (for a results page)."""
+    return yaml.safe_dump({"groups": grid.groups, "variants": grid.variants}, sort_keys=False)
