@@ -146,7 +146,7 @@ class Grid:
                 spec = entry if isinstance(entry, dict) else {"split": entry} if entry in SPLITS else {"file": entry}
                 domain = spec.get("domain", g.get("domain", "in"))
                 if "split" in spec:
-                    stop = spec.get("stop", limit)
+                    stop = min((x for x in (spec.get("stop"), limit) if x is not None), default=None)
                     sents = labeled_sentences(lang, spec["split"], cfg.data, limit=stop)[spec.get("start", 0):]
                     files = cfg.data.files.get(lang, {}).get(spec["split"])
                     path = Path(files[0]) if files else get_language(lang).find(spec["split"], data_root=root)

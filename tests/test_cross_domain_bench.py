@@ -28,10 +28,10 @@ def _config(tmp_path) -> dict:
     news = []
     for words, tags in synth_sentences(40, seed=11):
         news.append((words + ["otherthing"], tags + ["B-OTH"]))
-    ood = {lang: [str(write_conll(tmp_path / f"{lang}-news-test.tsv", news))] for lang in ("xx", "yy")}
+    ood = {lang: str(write_conll(tmp_path / f"{lang}-news-test.tsv", news)) for lang in ("xx", "yy")}
     more = write_conll(tmp_path / "yy-more-train.tsv", synth_sentences(30, seed=12))
     raw["data"] = {**raw["data"], "languages": ["xx", "yy"], "files": files}
-    raw["out_of_domain"] = ood
+    raw["groups"]["wikiann"]["tests"] = {lang: ["dev", {"file": f, "domain": "out"}] for lang, f in ood.items()}
     raw["variants"]["uner-text"] = {"transfer": {"extra_sources": {"yy": [str(more)]}}}
     return raw
 
@@ -59,16 +59,19 @@ def test_quick_run_schema_and_resume(tmp_path, one_thread, monkeypatch):
     md = (results / "results.md").read_text()
     assert "Retention in domain and out of domain" in md and "| augment | yy |" in md
 
-    # soft-long changes only distillation: it shares the baseline's transfer set
-    run_dir = tmp_path / "run"
-    assert sorted(p.name for p in run_dir.glob("transfer-*")) == ["transfer-augment", "transfer-baseline",
-                                                                 "transfer-uner-text"]
-    # the levers reached the transfer sets: augmented rows are marked, the extra text is in yy's set only
-    from xdistil.labeling import load_transfer
+    # soft-long changes only distillation: it shares the baseline's transfer set (linked, labeled once)
+    import os
 
-    aug, _ = load_transfer(run_dir / "transfer-augment")
+    from xdistil.labeling import load_transfer
+    from xdistil.run import RunDir
+
+    cell = {v: RunDir(tmp_path / "run" / "wikiann" / v) for v in variants}
+    inode = {v: os.stat(d.transfer_manifest).st_ino for v, d in cell.items()}
+    assert inode["soft-long"] == inode["baseline"] and len(set(inode.values())) == 3
+    # the levers reached the transfer sets: augmented rows are marked, the extra text is in yy's set only
+    aug, _ = load_transfer(cell["augment"].transfer)
     assert any("+" in src for src in aug["source"])
-    extra, _ = load_transfer(run_dir / "transfer-uner-text")
+    extra, _ = load_transfer(cell["uner-text"].transfer)
     from_more = {lang for lang, src in zip(extra["lang"], extra["source"], strict=True) if "yy-more-train" in src}
     assert from_more == {"yy"}
 
