@@ -7,7 +7,7 @@ student shape changed, distilled from the `make demo` run's teacher and transfer
 (``--demo``: de ar hi, fp32 teacher) once per seed; the default student at the demo's own
 seed is the demo's own distillation. Retention = the final student's average F1 over the
 three languages / the teacher's, on WikiANN dev sentences 0-499 of each language (the same
-dev sets for every row; `benchmarks.selection`), and on sentences 500-999 as a test column.
+dev sets for every row: `benchmarks.demo_grid`'s tests), and on sentences 500-999 as a test column.
 
 **Speed.** The first seed's final student of every row is exported with ``xdistil export
 --int8``, then `xdistil_export.runtime.Predictor.annotate` runs end to end (words or raw text
@@ -35,9 +35,9 @@ from pathlib import Path
 
 from xdistil_export.atomic import write_json, write_text
 
-from benchmarks import preamble
+from benchmarks import demo_grid, grid, preamble
 from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, _row, read_words
-from benchmarks.selection import final_stage, scores, slices
+from xdistil.runner import outputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
 DEFAULT = "bilstm2"
@@ -59,14 +59,14 @@ def distill(demo: Path, run: Path, name: str, seed: int) -> Path:
     """The final stage folder of ``name`` at ``seed`` (distilled here unless the demo's own)."""
     recorded = json.loads((demo / "config.json").read_text())["distill"]["seed"]
     if name == DEFAULT and seed == recorded:
-        return final_stage(demo)
+        return outputs(demo).student
     out = run / f"{name}-{seed}"
     if not (out / "done").is_file():
         args = [a for s in STUDENTS[name][1] for a in ("--set", s)]
         preamble.xdistil("-q", "distill", "--config", "demo", "--teacher-dir", str(demo / "teacher"), "--transfer",
                          str(demo / "transfer"), "--out", str(out), "--seed", str(seed), "--no-eval", *args)
         (out / "done").touch()
-    return final_stage(out)
+    return outputs(out).student
 
 
 def params(model: Path) -> int:
@@ -76,13 +76,21 @@ def params(model: Path) -> int:
     return count_parameters(load_tagger(model).module).total
 
 
-def quality(demo: Path, run: Path, seeds: list[int], data: Path) -> dict:
+def quality(demo: Path, run: Path, seeds: list[int]) -> dict:
     """Scores of the teacher and every (student, seed), kept in ``run/scores.json``."""
-    files = slices(data, run / "eval")
+    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
+    group = next(iter(g.groups))
+    tests = g.tests(g.config(group), group, {"PER", "LOC", "ORG"})
+    flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
+    cache = grid.Scores(run / "score-cache.json")
+
+    def scores(model: Path) -> dict:
+        return demo_grid.f1s({}, cache(str(model), model, flat))
+
     path = run / "scores.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     if "teacher" not in state:
-        state["teacher"] = {"f1": scores(demo / "teacher", files), "params": params(demo / "teacher")}
+        state["teacher"] = {"f1": scores(demo / "teacher"), "params": params(demo / "teacher")}
         write_json(path, state)
     for name in STUDENTS:
         for seed in seeds:
@@ -91,7 +99,7 @@ def quality(demo: Path, run: Path, seeds: list[int], data: Path) -> dict:
                 continue
             t = time.perf_counter()
             model = distill(demo, run, name, seed)
-            state[key] = {"model": str(model), "f1": scores(model, files), "params": params(model),
+            state[key] = {"model": str(model), "f1": scores(model), "params": params(model),
                           "wall_s": round(time.perf_counter() - t, 1)}
             write_json(path, state)
             print(f"{key}: dev {state[key]['f1']['dev']['avg']:.2f}", flush=True)
@@ -345,13 +353,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-spacy", action="store_true", help="leave out the spaCy rows")
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--batch1", type=Path, help="compare.json of `python -m benchmarks.runtime compare ... --batches "
                                                 "1,32` (the runtime before issue 25 against now): shown in results.md")
     args = p.parse_args(argv)
     command = preamble.start("frontier", argv, args.quiet)
-    state = quality(args.demo, args.run, args.seeds, args.data)
+    state = quality(args.demo, args.run, args.seeds)
     exports = {name: export(Path(state[f"{name}-{args.seeds[0]}"]["model"]), args.run / "exports" / name)
                for name in STUDENTS}
     measured = speed(exports, args.rounds, not args.no_spacy)

@@ -40,7 +40,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from xdistil_export.atomic import write_json
 
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
@@ -125,11 +124,11 @@ class Grid:
             merged = apply_overrides(merged, {"distill": {"seed": seed}})
         return from_dict(RunConfig, apply_overrides(merged, quick) if quick else merged)
 
-    def cells(self, names: list[str]) -> list[tuple[str, str, int | None]]:
-        """(cell name, variant, seed) in run order: a variant that others take their step budget
-        from (``steps_of``) first."""
+    def cells(self, names: list[str], seeds: list[int] | None = None) -> list[tuple[str, str, int | None]]:
+        """(cell name, variant, seed) in run order (``seeds``: these of the grid's): a variant
+        that others take their step budget from (``steps_of``) first."""
         order = sorted(names, key=lambda n: 0 if any(self.variants[m].get("steps_of") == n for m in names) else 1)
-        return [(n if s is None else f"{n}-s{s}", n, s) for s in self.seeds for n in order]
+        return [(cell_name(n, s), n, s) for s in (seeds or self.seeds) for n in order]
 
     def tests(self, cfg: RunConfig, group: str, label_types: set[str]) -> dict[str, dict[str, dict]]:
         """Per language: test name -> {"domain", "sentences"} (see the module doc)."""
@@ -146,8 +145,10 @@ class Grid:
                 spec = entry if isinstance(entry, dict) else {"split": entry} if entry in SPLITS else {"file": entry}
                 domain = spec.get("domain", g.get("domain", "in"))
                 if "split" in spec:
-                    stop = min((x for x in (spec.get("stop"), limit) if x is not None), default=None)
-                    sents = labeled_sentences(lang, spec["split"], cfg.data, limit=stop)[spec.get("start", 0):]
+                    start = spec.get("start", 0)  # test_limit: at most that many sentences from the start
+                    stop = min((x for x in (spec.get("stop"), None if limit is None else start + limit)
+                                if x is not None), default=None)
+                    sents = labeled_sentences(lang, spec["split"], cfg.data, limit=stop)[start:]
                     files = cfg.data.files.get(lang, {}).get(spec["split"])
                     path = Path(files[0]) if files else get_language(lang).find(spec["split"], data_root=root)
                     name = spec.get("name") or (short_name(path, root) if path is not None else f"{lang}/{spec['split']}")
@@ -159,6 +160,10 @@ class Grid:
                     name = spec.get("name") or short_name(path, root)
                 out.setdefault(lang, {})[name] = {"domain": domain, "sentences": sents}
         return out
+
+
+def cell_name(variant: str, seed: int | None) -> str:
+    return variant if seed is None else f"{variant}-s{seed}"
 
 
 def _stage(stage: dict, change: dict, scale: float | None) -> dict:
@@ -221,7 +226,8 @@ class Scores:
 
 
 def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: list[str] | None = None,
-        quick: bool = False, progress: bool = True, command: str = "", reuse: list[Path] = ()) -> dict:
+        quick: bool = False, progress: bool = True, command: str = "", reuse: list[Path] = (),
+        seeds: list[int] | None = None) -> dict:
     """Build and score every cell of ``groups`` x ``variants`` x seeds not yet in
     ``run_dir/done.json``; returns it (per group: the teacher's scores, the tests' domains,
     and per cell its scores, seconds, transfer rows, stages and student)."""
@@ -252,7 +258,7 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
         entry = done.setdefault(g, {"variants": {}})
         entry["languages"] = base.data.languages
         tests = flat = score = None
-        for cell, name, seed in grid.cells(names):
+        for cell, name, seed in grid.cells(names, seeds):
             if cell in entry["variants"]:
                 continue
             t0 = time.time()
@@ -262,7 +268,9 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
             runner = Runner(cfg, RunDir(gdir / cell), reuse=[gdir, *shared], progress=progress)
             if steps_of := grid.variants[name].get("steps_of"):  # the epochs that give the other's steps
                 got = runner.run(only=("teacher", "label"))
-                other = entry["variants"][steps_of if seed is None else f"{steps_of}-s{seed}"]
+                other = entry["variants"].get(cell_name(steps_of, seed))
+                if other is None:
+                    raise ValueError(f"variant {name!r} takes its optimizer steps from {steps_of!r}: run that too")
                 scale = other["transfer_rows"] / _rows(got.transfer)
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
             got = runner.run()
@@ -338,6 +346,3 @@ def ratio(s: float | None, t: float | None) -> float | None:
     return round(float(s / t), 4) if s is not None and t else None  # float: seqeval's are numpy's
 
 
-def dump(grid: Grid) -> str:
-    """The grid as YAML (for a results page)."""
-    return yaml.safe_dump({"groups": grid.groups, "variants": grid.variants}, sort_keys=False)

@@ -1,0 +1,260 @@
+"""The demo recipe's grid (issue 33), in views: model selection, distillation throughput, the
+transfer-set curves and fp32 against bf16.
+
+    python -m benchmarks.demo_grid selection       # gold / teacher-margin / the recipe, 3 seeds
+    python -m benchmarks.demo_grid distill-speed   # the recipe / batch 256, 2 seeds
+    python -m benchmarks.demo_grid transfer-size   # 1x / 3x / 3x at equal steps / 10x augmented
+    python -m benchmarks.demo_grid precision       # fp32 / bf16, one seed
+        [--variants ...] [--seeds ...] [--run runs/demo-grid] [--quick] [-q]
+
+The variants, seeds and views are data: ``benchmarks/configs/demo_grid.yaml``, run by the grid
+runner (`benchmarks.grid`), so a cell shared by two views (the recipe itself) is distilled once.
+Each view writes its results (its ``results`` folder in the YAML; ``--quick``: under the run
+folder): ``selection`` the ``selection`` list of ``transfer-size/summary.json`` and
+``selection.md``; ``distill-speed`` its ``summary.json`` and ``results.md``; ``transfer-size``
+the ``rows`` of ``transfer-size/summary.json`` (the issue's schema), ``results.md`` and two plots;
+``precision`` ``precision.md``. Other keys of a summary.json (written by other benchmarks) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from xdistil_export.atomic import write_json, write_text
+
+from benchmarks import grid, preamble
+
+CONFIG = Path(__file__).resolve().parent / "configs" / "demo_grid.yaml"
+
+
+def f1s(entry: dict, scores: dict) -> dict[str, dict[str, float]]:
+    """Test name -> language -> F1, plus "avg" over the languages."""
+    out: dict[str, dict[str, float]] = {}
+    for key, s in scores.items():
+        lang, test = key.split(":", 1)
+        out.setdefault(test, {})[lang] = float(s["f1"])
+    return {t: {**v, "avg": statistics.fmean(v.values())} for t, v in out.items()}
+
+
+def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list) -> list[dict]:
+    """Every finished cell of ``variants`` x ``seeds``: its record, F1 and retention per test."""
+    group = next(iter(g.groups))
+    entry = done[group]
+    teacher = f1s(entry, entry["teacher"])
+    out = []
+    for name in variants:
+        for seed in seeds:
+            c = entry["variants"].get(grid.cell_name(name, seed))
+            if c is not None:
+                f1 = f1s(entry, c["scores"])
+                out.append({**c, "variant": name, "f1": f1, "teacher_f1": teacher,
+                            "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
+    return out
+
+
+def spread(xs: list[float]) -> str:
+    return f"{100 * statistics.fmean(xs):.1f} % ({100 * (max(xs) - min(xs)):.1f})"
+
+
+# ---- views --------------------------------------------------------------------------------------
+
+
+def selection(rows: list[dict], out: Path, command: str, machine: dict) -> str:
+    items = []
+    for r in rows:
+        last = _last_stage(r)
+        items.append({"method": r["variant"], "seed": r["seed"], "retention_dev": r["retention"]["dev"],
+                      "retention_test": r["retention"]["test"], "retention": r["retention"]["test"],
+                      "student_f1": r["f1"], "distill_s": r["distill_s"], **last})
+    teacher = rows[0]["teacher_f1"] if rows else {}
+    _update(out / "summary.json", {"selection": items, "selection_protocol": {
+        "teacher_f1": teacher, "slices": {"dev": [0, 500], "test": [500, 1000]}, "machine": machine,
+        "command": command}})
+    lines = [f"# Model selection over seeds (the demo recipe, {machine['cpu']}, {machine['threads']} threads)", "",
+             f"Command: `{command}`", "", _teacher_line(teacher), "",
+             "| method | seed | last stage: epochs run, weights kept | dev retention | test retention | training s |",
+             "|---|---:|---|---:|---:|---:|"]
+    for i in items:
+        kept = "the stage before's" if i["last_stage_kept_start"] else "its own best"
+        lines.append(f"| {i['method']} | {i['seed']} | {i['last_stage_epochs']}, {kept} | "
+                     f"{100 * i['retention_dev']:.1f} % | {100 * i['retention_test']:.1f} % | {i['distill_s']:.0f} |")
+    lines += ["", "| method | seeds | dev mean (spread) | test mean (spread) |", "|---|---:|---:|---:|"]
+    for m in dict.fromkeys(i["method"] for i in items):
+        mine = [i for i in items if i["method"] == m]
+        lines.append(f"| {m} | {len(mine)} | {spread([i['retention_dev'] for i in mine])} | "
+                     f"{spread([i['retention_test'] for i in mine])} |")
+    lines += ["", "Spread = max - min of the final retention over the seeds, in points (target: <= 1). Training s: "
+              "the stages' fits summed (selection evaluations included), one job on the cores.", ""]
+    return _page(out / "selection.md", lines)
+
+
+def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> str:
+    variants = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        sents = [sum(s["steps"] * s["batch_size"] for s in r["stages"]) for r in mine]
+        secs = [sum(s["seconds"] for s in r["stages"]) for r in mine]
+        sel = [sum(s["select_s"] for s in r["stages"]) for r in mine]
+        variants.append({
+            "variant": name, "seeds": [r["seed"] for r in mine],
+            "sentences_per_s": round(statistics.fmean(n / s for n, s in zip(sents, secs, strict=True)), 1),
+            "train_sentences_per_s": round(statistics.fmean(n / (s - x) for n, s, x in zip(sents, secs, sel, strict=True)), 1),
+            "select_share": round(statistics.fmean(x / s for x, s in zip(sel, secs, strict=True)), 3),
+            "fit_s": round(statistics.fmean(secs), 1),
+            "retention_dev_by_seed": [round(r["retention"]["dev"], 4) for r in mine],
+            "retention_test_by_seed": [round(r["retention"]["test"], 4) for r in mine],
+            "stages": {r["seed"]: r["stages"] for r in mine}})
+    write_json(out / "summary.json", {"variants": variants, "teacher_f1": rows[0]["teacher_f1"] if rows else {},
+                                      "machine": machine, "command": command})
+    lines = [f"# Distillation throughput ({machine['cpu']}, {machine['threads']} threads)", "", f"Command: `{command}`",
+             "", "| variant | seeds | sentences/s (fit) | without selection | selection share | fit s | "
+             "dev retention (by seed) | test retention (by seed) |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for v in variants:
+        ratio = f" ({v['sentences_per_s'] / variants[0]['sentences_per_s']:.2f}x)" if v is not variants[0] else ""
+        lines.append(f"| {v['variant']} | {', '.join(map(str, v['seeds']))} | {v['sentences_per_s']:.0f}{ratio} | "
+                     f"{v['train_sentences_per_s']:.0f} | {100 * v['select_share']:.1f} % | {v['fit_s']:.0f} | "
+                     + " | ".join(", ".join(f"{100 * x:.1f}" for x in v[f"retention_{t}_by_seed"]) for t in ("dev", "test"))
+                     + " |")
+    return _page(out / "results.md", lines)
+
+
+def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: grid.Grid) -> str:
+    """The issue's rows (one per cell, language and test) and the curves, averaged over seeds."""
+    group = next(iter(g.groups))
+    table = []
+    for r in rows:
+        budget = "steps" if g.variants[r["variant"]].get("steps_of") else "epochs"
+        cpu = (r["label_s"] or 0) + r["distill_s"]
+        for test, f1 in r["f1"].items():
+            for lang, s in f1.items():
+                if lang != "avg":
+                    t = r["teacher_f1"][test][lang]
+                    table.append({"group": group, "variant": r["variant"], "language": lang, "test": test,
+                                  "domain": g.groups[group].get("domain", "in"),
+                                  "transfer_sentences": r["transfer_per_language"][lang], "budget": budget,
+                                  "seed": r["seed"], "teacher_f1": round(t, 2), "student_f1": round(s, 2),
+                                  "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
+    _update(out / "summary.json", {"rows": table, "rows_protocol": {"command": command, "machine": machine}})
+    points = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        points.append({"variant": name, "budget": "steps" if g.variants[name].get("steps_of") else "epochs",
+                       "sentences": statistics.fmean(statistics.fmean(r["transfer_per_language"].values()) for r in mine),
+                       "seeds": [r["seed"] for r in mine], "dev": [r["retention"]["dev"] for r in mine],
+                       "test": [r["retention"]["test"] for r in mine],
+                       "label_min": statistics.fmean((r["label_s"] or 0) / 60 for r in mine),
+                       "distill_min": statistics.fmean(r["distill_s"] / 60 for r in mine)})
+    _plot(points, out)
+    lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({machine['cpu']}, "
+             f"{machine['threads']} threads)", "", f"Command: `{command}`", "", _teacher_line(rows[0]["teacher_f1"]), "",
+             "| variant | budget | transfer sentences a language | seeds | dev retention (spread) | "
+             "test retention (spread) | labeling min | distillation min |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for p in points:
+        lines.append(f"| {p['variant']} | {p['budget']} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
+                     f"{spread(p['dev'])} | {spread(p['test'])} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
+    lines += ["", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps*: every "
+              "stage's epochs scaled so that the student takes the recipe's optimizer steps (`steps_of`). "
+              "Minutes are each cell's own (labeling: the transfer set's, shared by the cells that use it).",
+              "", "![retention against transfer sentences](curve.png)", "",
+              "![retention against CPU minutes](minutes.png)", ""]
+    return _page(out / "results.md", lines)
+
+
+def precision(rows: list[dict], out: Path, command: str, machine: dict) -> str:
+    lines = [f"# fp32 against bf16, the demo recipe ({machine['cpu']}, {machine['threads']} threads)", "",
+             f"Command: `{command}`", "", "| variant | seed | dev retention | test retention | distillation s |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['seed']} | {100 * r['retention']['dev']:.1f} % | "
+              f"{100 * r['retention']['test']:.1f} % | {r['distill_s']:.0f} |" for r in rows]
+    return _page(out / "precision.md", lines)
+
+
+def _plot(points: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for x, name, label in ((lambda p: p["sentences"], "curve.png", "distinct transfer sentences a language"),
+                           (lambda p: p["label_min"] + p["distill_min"], "minutes.png", "CPU minutes (labeling + distillation)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for budget, marker in (("epochs", "o-"), ("steps", "s--")):
+            ps = sorted((p for p in points if p["budget"] == budget), key=x)
+            if ps:
+                ax.errorbar([x(p) for p in ps], [100 * statistics.fmean(p["test"]) for p in ps],
+                            yerr=[[100 * (statistics.fmean(p["test"]) - min(p["test"])) for p in ps],
+                                  [100 * (max(p["test"]) - statistics.fmean(p["test"])) for p in ps]],
+                            fmt=marker, capsize=3, label=f"budget: {budget}")
+                for p in ps:
+                    ax.annotate(p["variant"], (x(p), 100 * statistics.fmean(p["test"])), fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test retention, % of the teacher (seed range)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+
+def _last_stage(r: dict) -> dict:
+    from xdistil.run.layout import read_distill_log
+
+    last = read_distill_log(r["student_path"])["stages"][-1]["phases"][-1]
+    return {"last_stage_epochs": len(last["history"]), "last_stage_kept_start": last["best_epoch"] == 0}
+
+
+def _teacher_line(t: dict) -> str:
+    return (f"Teacher average F1: dev {t['dev']['avg']:.2f}, test {t['test']['avg']:.2f} (dev = WikiANN dev sentences "
+            "0-499 a language, test = 500-999; de ar hi).") if t else ""
+
+
+def _update(path: Path, changes: dict) -> None:
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(changes)
+    for key in ("rows", "selection", "labeling", "peer"):
+        summary.setdefault(key, [])
+    write_json(path, summary)
+
+
+def _page(path: Path, lines: list[str]) -> str:
+    text = "\n".join(lines) + "\n"
+    write_text(path, text)
+    return text
+
+
+VIEWS = {"selection": selection, "distill-speed": distill_speed, "transfer-size": transfer_size,
+         "precision": precision}
+
+
+def main(argv=None) -> int:
+    p = preamble.parser(__doc__)
+    p.add_argument("view", choices=list(VIEWS))
+    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--run", type=Path, default=Path("runs/demo-grid"))
+    p.add_argument("--variants", nargs="+", help="only these of the view's")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these of the view's")
+    p.add_argument("--reuse", nargs="*", type=Path, default=[], help="more runs to link finished steps from")
+    p.add_argument("--quick", action="store_true", help="tiny random models, a few sentences: a smoke test")
+    p.add_argument("--results", type=Path, help="instead of the view's results folder")
+    args = p.parse_args(argv)
+    command = preamble.start("demo_grid", argv, args.quiet)
+    g = grid.Grid.load(args.config, ("views",))
+    view = g.keys["views"][args.view]
+    variants = args.variants or view["variants"]
+    seeds = args.seeds or view.get("seeds") or g.seeds
+    done = grid.run(g, args.run, variants, None, args.quick, not args.quiet, command, args.reuse, seeds)
+    out = args.results or (args.run / "results" if args.quick else Path(view["results"]))
+    out.mkdir(parents=True, exist_ok=True)
+    from xdistil.provenance import machine, usable_cpus
+
+    rows = cells(g, done, variants, seeds)
+    extra = (g,) if args.view == "transfer-size" else ()
+    print(VIEWS[args.view](rows, out, command, machine(usable_cpus()), *extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

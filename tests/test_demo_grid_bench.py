@@ -1,0 +1,67 @@
+"""The demo recipe's grid (benchmarks/demo_grid.py + configs/demo_grid.yaml, issue 33) in its
+--quick settings on a tiny teacher and the real WikiANN de/ar/hi files (the numbers mean
+nothing here): every view writes its results from the cells, a cell shared by two views is
+distilled once, and the grid's variant keys (every_stage, steps_of) change what they say."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import REPO
+
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import demo_grid, grid  # noqa: E402
+
+
+def test_every_variant_changes_what_it_says_and_nothing_else():
+    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
+    base = g.config("control")
+    assert base.precision == "fp32" and base.data.languages == ["de", "ar", "hi"]
+    for name in g.variants:
+        cfg = g.config("control", name, 13)
+        assert (cfg.data, cfg.teacher) == (base.data, base.teacher), name
+        assert cfg.distill.seed == 13
+    b256 = g.config("control", "b256")
+    assert [s.batch_size for s in b256.distill.stages] == [256] * len(base.distill.stages)
+    assert [s.epochs for s in b256.distill.stages] == [s.epochs for s in base.distill.stages]
+    gold = g.config("control", "gold")
+    assert gold.distill.select == "gold" and {s.min_epochs for s in gold.distill.stages} == {0}
+    half = g.config("control", "3x-steps", scale=0.4)
+    assert [s.epochs for s in half.distill.stages] == [0.4 * s.epochs for s in base.distill.stages]
+    assert half.distill.stages[-1].min_epochs == 2 and half.transfer.limit == 9000  # floor(5 * 0.4)
+    for view in g.keys["views"].values():
+        assert set(view["variants"]) <= set(g.variants)
+    with pytest.raises(ValueError, match="steps_of 'nope' is not a variant"):
+        grid.Grid.load({"variants": {"a": {"steps_of": "nope"}}})
+
+
+def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, capsys):
+    run, out = tmp_path / "run", tmp_path / "out"
+    common = ["--run", str(run), "--quick", "-q", "--seeds", "13", "--results"]
+    assert demo_grid.main(["selection", "--variants", "demo", "gold", *common, str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(s["method"], s["seed"]) for s in summary["selection"]] == [("demo", 13), ("gold", 13)]
+    assert all(0 <= s["retention_dev"] for s in summary["selection"]) and "| gold | 13 |" in \
+        (out / "selection.md").read_text()
+    done = json.loads((run / "done.json").read_text())
+    assert set(done["control"]["variants"]) == {"demo-s13", "gold-s13"}
+
+    capsys.readouterr()
+    assert demo_grid.main(["transfer-size", "--variants", "demo", "3x-steps", *common, str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selection"]  # the other view's results stay
+    rows = summary["rows"]
+    assert {(r["variant"], r["budget"]) for r in rows} == {("demo", "epochs"), ("3x-steps", "steps")}
+    assert {r["language"] for r in rows} == {"de", "ar", "hi"} and {r["test"] for r in rows} == {"dev", "test"}
+    for r in rows:
+        assert set(r) >= {"group", "language", "test", "domain", "transfer_sentences", "budget", "seed",
+                          "teacher_f1", "student_f1", "retention", "cpu_s"}
+        assert r["transfer_sentences"] > 0 and r["cpu_s"] > 0
+    # the recipe's cell was not distilled again for the second view
+    assert sorted(json.loads((run / "done.json").read_text())["control"]["variants"]) == \
+        ["3x-steps-s13", "demo-s13", "gold-s13"]
+    assert (out / "curve.png").stat().st_size > 0 and (out / "minutes.png").stat().st_size > 0
