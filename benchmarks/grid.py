@@ -200,9 +200,9 @@ class Scores:
 
     @staticmethod
     def _digest(model_dir: Path, sents: list) -> str:
-        from xdistil import fingerprint
+        from xdistil import digests
 
-        body = json.dumps([fingerprint.folder_digest(model_dir), [[s.words, s.tags] for s in sents]])
+        body = json.dumps([digests.folder_digest(model_dir), [[s.words, s.tags] for s in sents]])
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def __call__(self, name: str, model_dir: Path, tests: dict[str, list]) -> dict[str, dict]:

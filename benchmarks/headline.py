@@ -24,7 +24,7 @@ from xdistil_export.atomic import write_text
 from benchmarks import preamble
 from xdistil.config import StudentConfig
 from xdistil.pipeline import score_table
-from xdistil.records import Bench, Latency, Summary
+from xdistil.results import Bench, Latency, Summary
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

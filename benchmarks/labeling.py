@@ -159,9 +159,9 @@ def markdown(rows: list[dict], protocol: dict) -> str:
 
 def run(teacher: Path, transfer_config: str, sentences: int | None, rounds: int, results: Path, command: str) -> dict:
     from xdistil.config import load_config
-    from xdistil.labels import for_teachers
     from xdistil.provenance import machine
     from xdistil.taggers import load_tagger
+    from xdistil.tagsets import for_teachers
 
     cfg = for_teachers(load_config(transfer_config), [teacher])
     tagger = load_tagger(teacher)

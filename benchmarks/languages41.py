@@ -10,7 +10,7 @@ final student is exported to int8 ONNX (`xdistil.steps.export`) and scored throu
 torch-free runtime (`xdistil_export.runtime.Predictor`). Writes into ``--results``
 (default benchmarks/results/41-languages):
 
-- ``summary.json``: a `xdistil.records.Summary` (one f1 per language per model row; the int8
+- ``summary.json``: a `xdistil.results.Summary` (one f1 per language per model row; the int8
   student its own row, ``"runtime": "onnx-int8"``), with per-language extras (dataset, dev
   entities, transfer-set size, vocabulary coverage) and the compression figures;
 - ``results.md``: one row per language sorted by retention; the languages without labeled
@@ -148,14 +148,14 @@ def int8_scores(student: Path, export_dir: Path, cfg: RunConfig, progress: bool,
     from xdistil_export.atomic import write_json
     from xdistil_export.runtime import Predictor
 
-    from xdistil import fingerprint, steps
+    from xdistil import digests, steps
     from xdistil.evaluate import dev_sets, evaluate_tagger
     from xdistil.taggers import load_tagger
 
     kw = {"int8": True} if min_agreement is None else {"int8": True, "int8_min_agreement": min_agreement}
     steps.export(student, export_dir, **kw)
     cache = export_dir.parent / f"{export_dir.name}-scores.json"
-    digest = fingerprint.folder_digest(export_dir)
+    digest = digests.folder_digest(export_dir)
     if cache.exists() and (old := json.loads(cache.read_text()))["export"] == digest:
         return old["scores"]
     predictor = Predictor(export_dir, precision="int8")
@@ -201,7 +201,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
     """The run, the int8 export, optionally per-language fine-tuning; writes ``results``. The Summary."""
     from xdistil import pipeline, steps
     from xdistil.provenance import provenance
-    from xdistil.records import ModelScores, Provenance
+    from xdistil.results import ModelScores, Provenance
 
     run_dir, results = Path(run_dir), Path(results)
     record = pipeline.run(cfg, run_dir / "run", progress=progress, command=command)

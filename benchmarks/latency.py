@@ -21,7 +21,7 @@ warm-up call, so the expensive cells (mBERT-shaped, batch 256) cost ``1 + min_re
 calls. The timing, the ORT sessions and the exports are `xdistil.bench`'s: the same code
 ``xdistil bench`` times a run's teacher and student with.
 
-Writes into ``--out``: ``latency.json`` (a `xdistil.records.Latency`: provenance, settings,
+Writes into ``--out``: ``latency.json`` (a `xdistil.results.Latency`: provenance, settings,
 models, every `LatencyCell` with its spread, the `Speedup` rows, targets), ``latency.md``
 (rendered by the report's block renderer) and the ``latency`` list (plus a
 ``latency_report``) merged into ``summary.json``, keeping its other keys. Whether a model
@@ -52,8 +52,8 @@ from xdistil_export.atomic import write_json
 from benchmarks import preamble
 from xdistil.bench import ensure_export, file_mb, onnx_files, ort_session, time_cell, torch_call
 from xdistil.provenance import load_average, provenance, usable_cpus
-from xdistil.records import Latency, LatencyCell, Provenance, Speedup, speedups
 from xdistil.report import Heading, Para, Table, ms, times, write_page
+from xdistil.results import Latency, LatencyCell, Provenance, Speedup, speedups
 
 log = logging.getLogger("benchmarks.latency")
 
@@ -185,7 +185,7 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
     import torch
     from xdistil_export.runtime import MODEL_FILES
 
-    from xdistil.onnx_export import LogitsOnly, export_graph, quantize_int8
+    from xdistil.deployable import LogitsOnly, export_graph, quantize_int8
 
     key = _shape_key(config)
     manifest_file = dest / SHAPED_MANIFEST

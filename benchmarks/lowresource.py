@@ -14,7 +14,7 @@ gap between the gold-only student and the teacher the transfer set recovers
 (``(distilled - gold-only) / (teacher - gold-only)``; XtremeDistil Table 6: 97.1 % of mBERT).
 A teacher whose selection F1 is near zero stops the run with one line
 (`xdistil.teachers.WeakTeacher`, ``teacher.min_selection_f1``) instead of being distilled.
-Every step is resumable. Writes ``summary.json`` (`xdistil.records.Summary`) and ``results.md``.
+Every step is resumable. Writes ``summary.json`` (`xdistil.results.Summary`) and ``results.md``.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, p
     Raises `xdistil.teachers.WeakTeacher` (before any labeling) when the teacher is too weak."""
     import dataclasses
 
-    from xdistil import fingerprint, pipeline, steps
+    from xdistil import digests, pipeline, steps
     from xdistil.evaluate import DevScorer
     from xdistil.provenance import provenance
-    from xdistil.records import ModelScores, Provenance
     from xdistil.report import write_page
+    from xdistil.results import ModelScores, Provenance
 
     run_dir, results = Path(run_dir), Path(results)
     base = RunDir(run_dir / "run")
@@ -63,7 +63,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, p
     gold_cfg = with_overrides(cfg, GOLD_ONLY)
     gold_dir = steps.distill(gold_cfg, base.transfer, base.teacher, run_dir / "gold-only", progress=progress)
     score = DevScorer(cfg, progress, cache=run_dir / "gold-only-scores.json")
-    key = f"gold-only@{fingerprint.folder_digest(gold_dir)}"  # a recomputed student is scored again
+    key = f"gold-only@{digests.folder_digest(gold_dir)}"  # a recomputed student is scored again
     gold = ModelScores.from_eval("gold-only", "student", score(key, gold_dir), arch=cfg.student.arch, group="gold-only",
                                  evaluated_by="benchmarks.lowresource")
     t = s.teacher

@@ -13,7 +13,7 @@ Steps, each resumable (rerun the same command after an interruption):
 4. per group: one student per teacher (``distill.teachers: [k]``), two students of all
    teachers (``teacher_weighting`` uniform / mtbert) and one of the e5 teachers only
    (mtbert), same student and stages throughout;
-5. dev F1 of every teacher and student; ``summary.json`` (a `xdistil.records.Summary`, one
+5. dev F1 of every teacher and student; ``summary.json`` (a `xdistil.results.Summary`, one
    row per model named ``GROUP/NAME``, its group in ``group``) and ``results.md`` (rendered
    by the report's block renderer).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
-from xdistil.records import ModelScores, Provenance, Summary
 from xdistil.report import Heading, Para, Table, num, write_page
+from xdistil.results import ModelScores, Provenance, Summary
 from xdistil.run.layout import DISTILL_LOG
 
 GROUPS = ("apart", "co")

@@ -102,7 +102,7 @@ def build(out: Path, train_sentences: int = 8000, seed: int = 13, num_layers: in
     from xdistil import DEFAULT_LABELS
     from xdistil.data.align import WindowEncoder, collate, shuffled_length_batches
     from xdistil.data.readers import read_conll
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
     from xdistil.students import BiLSTMConfig, build_student, save_student
     from xdistil.teachers import load_teacher
     from xdistil.vocab import count_pieces

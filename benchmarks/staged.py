@@ -5,7 +5,7 @@ preset and a small Transformer, all on one teacher and one labeled transfer set.
         --run runs/bench --results benchmarks/results/staged
 
 Every step is resumable (rerun the same command after an interruption). Writes
-``summary.json`` (a `xdistil.records.Summary`: protocol + one scored row per model, each
+``summary.json`` (a `xdistil.results.Summary`: protocol + one scored row per model, each
 student with its variant, stage and folder) and ``results.md`` (rendered from it by the
 report's block renderer; ``xdistil report`` reads the same file).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
-from xdistil.records import ModelScores, Provenance, Summary, stage_of
 from xdistil.report import Heading, Para, Table, num, params, pct, times, write_page
+from xdistil.results import ModelScores, Provenance, Summary, stage_of
 from xdistil.run.layout import DISTILL_LOG
 
 # Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),

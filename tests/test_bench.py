@@ -15,7 +15,7 @@ from synth import synth_files
 from tiny import make_tiny_teacher
 
 from xdistil.cli import main
-from xdistil.records import Bench
+from xdistil.results import Bench
 
 BATCHES = [1, 4]
 QUICK = ["--batch-sizes", *map(str, BATCHES), "--seq", "16", "--repeats", "2", "--quick", "--threads", "1", "-q"]
@@ -59,10 +59,10 @@ def test_bench_json_has_every_figure(run, bench):
     assert students == ["stage1-hard", "stage2-soft"]
     assert json.loads((run_dir / "bench.json").read_text())["format"] == "xdistil-bench/3"
     # beside it, what it was measured on: the very teacher and students of the run
-    from xdistil import fingerprint
+    from xdistil import digests
     fp = json.loads((run_dir / "bench.fingerprint.json").read_text())
-    assert fp["step"] == "bench" and fp["inputs"]["teacher"] == fingerprint.folder_digest(run_dir / "teacher")
-    assert fp["inputs"]["student:stage2-soft"] == fingerprint.folder_digest(run_dir / "distill" / "stage2-soft")
+    assert fp["step"] == "bench" and fp["inputs"]["teacher"] == digests.folder_digest(run_dir / "teacher")
+    assert fp["inputs"]["student:stage2-soft"] == digests.folder_digest(run_dir / "distill" / "stage2-soft")
 
     # quality per language: teacher, every stage (index, name, folder), % of the teacher kept
     q = bench.quality
@@ -187,7 +187,7 @@ def test_clear_errors(tmp_path, capsys):
 
 def test_phase_logs_pair_stages_with_their_students():
     """A stage resumed from an earlier run has no log; the logs that are there still find their students."""
-    from xdistil.records import phase_logs
+    from xdistil.results import phase_logs
 
     logs = [{"stage": "soft", "phases": [{"groups": ["output"], "seconds": 2.0, "tokens_per_s": 10.0,
                                          "history": [{}, {}]}]},

@@ -18,7 +18,7 @@ from xdistil_export.runtime import Predictor
 
 from xdistil import DEFAULT_LABELS
 from xdistil.cards import EXAMPLE, code_blocks, read_card, write_card
-from xdistil.onnx_export import export_model
+from xdistil.deployable import export_model
 from xdistil.students import BiLSTMConfig, build_student, save_student
 from xdistil.vocab import seen_piece_ids
 

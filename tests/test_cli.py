@@ -281,7 +281,7 @@ def test_predict_into_a_closed_pipe_is_quiet(tmp_path):
     BrokenPipeError when the reader stops early (more output than a pipe buffer holds)."""
     from tiny import make_tiny_teacher
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     export_model(make_tiny_teacher(tmp_path), tmp_path / "onnx")
     text = tmp_path / "in.txt"

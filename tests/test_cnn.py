@@ -141,7 +141,7 @@ def test_onnx_export_parity(teacher, tmp_path):
     pytest.importorskip("onnxruntime")
     from xdistil_export.runtime import Predictor
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     torch.manual_seed(0)
     model, tokenizer = build_student("cnn", teacher.model, teacher.tokenizer, teacher.seen, LABELS,
@@ -162,7 +162,7 @@ def test_onnx_int8_export_quantizes_the_convolutions_and_agrees(teacher, tmp_pat
     import onnx
     from xdistil_export.runtime import Predictor
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     torch.manual_seed(0)
     model, tokenizer = build_student("cnn", teacher.model, teacher.tokenizer, teacher.seen, LABELS,

@@ -21,9 +21,9 @@ from tiny import make_tiny_teacher
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 from xdistil_export.runtime import Predictor
 
-from xdistil import DEFAULT_LABELS, onnx_export
+from xdistil import DEFAULT_LABELS, deployable
 from xdistil.cli import main
-from xdistil.onnx_export import WORD_MASK_CONTRACT, ExportParityError, export_model
+from xdistil.deployable import WORD_MASK_CONTRACT, ExportParityError, export_model
 from xdistil.students import BiLSTMConfig, TransformerStudentConfig, build_student, save_student
 from xdistil.taggers import load_tagger, predict_tags
 from xdistil.vocab import seen_piece_ids
@@ -156,13 +156,13 @@ def _same_tags_as_torch(model_dir, export_dir):
 
 
 def test_parity_failure_raises_and_writes_nothing(env, monkeypatch):
-    real = onnx_export._torch_word_logits
+    real = deployable._torch_word_logits
 
     def off_by_one(tagger, sentences):
         logits, hidden = real(tagger, sentences)
         return [lg + 1 for lg in logits], hidden
 
-    monkeypatch.setattr(onnx_export, "_torch_word_logits", off_by_one)
+    monkeypatch.setattr(deployable, "_torch_word_logits", off_by_one)
     out = env.root / "broken-onnx"
     with pytest.raises(ExportParityError, match="differ from PyTorch") as e:
         export_model(env.student, out)

@@ -299,14 +299,14 @@ def test_distill_killed_mid_stage_resumes_bitwise(labeled):
 
 
 def test_stage_fingerprints_reuse_recompute_refuse(labeled):
-    from xdistil import fingerprint
+    from xdistil import digests
     from xdistil.stages import distill
 
     tmp, teacher, transfer = labeled
     quick = [dict(s, epochs=1, unfreeze=False) for s in STAGES]
     out = tmp / "fp"
     first = distill(_cfg(tmp, teacher, quick), transfer, teacher, out, progress=False)
-    fp1 = fingerprint.read(first[0])
+    fp1 = digests.read(first[0])
     assert fp1["fields"]["stage"]["name"] == "hard" and fp1["inputs"]["previous"] is None
     assert fp1["fields"]["match"] == {"teacher_layer": 2, "student_layer": -1, "loss": "mse"}
     mtime = (first[0] / "model.safetensors").stat().st_mtime_ns
@@ -314,7 +314,7 @@ def test_stage_fingerprints_reuse_recompute_refuse(labeled):
     # the same length, another second stage: stage 1 is reused, stage 2 recomputed under its name
     other = [quick[0], {"name": "soft", "losses": {"soft": 1.0}, "epochs": 1, "unfreeze": False,
                         "batch_size": 16}]
-    with pytest.raises(fingerprint.StaleOutput, match="fields.stage"):
+    with pytest.raises(digests.StaleOutput, match="fields.stage"):
         distill(_cfg(tmp, teacher, other), transfer, teacher, out, progress=False, resume_only=True)
     dirs = distill(_cfg(tmp, teacher, other), transfer, teacher, out, progress=False)
     assert [d.name for d in dirs] == ["stage1-hard", "stage2-soft"] and all(d.is_dir() for d in dirs)
@@ -328,7 +328,7 @@ def test_stage_fingerprints_reuse_recompute_refuse(labeled):
                        "batch_size": 16, "match": {"loss": "cosine"}}]
     dirs = distill(_cfg(tmp, teacher, longer), transfer, teacher, out, progress=False)
     assert [d.name for d in dirs] == ["stage1-hard", "stage2-soft", "stage3-hid"]
-    assert fingerprint.read(dirs[2])["fields"]["match"]["loss"] == "cosine"
+    assert digests.read(dirs[2])["fields"]["match"]["loss"] == "cosine"
     assert (dirs[0] / "model.safetensors").stat().st_mtime_ns == mtime
     # everything done: a rerun returns at once, every folder exists
     assert distill(_cfg(tmp, teacher, longer), transfer, teacher, out, progress=False,

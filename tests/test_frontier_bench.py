@@ -28,7 +28,7 @@ LABELS = list(DEFAULT_LABELS)
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     root = tmp_path_factory.mktemp("frontier")
     path = make_tiny_teacher(root / "teacher")

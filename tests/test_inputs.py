@@ -12,7 +12,7 @@ import yaml
 from synth import synth_sentences, write_conll
 from tiny import make_tiny_teacher
 
-from xdistil import fingerprint
+from xdistil import digests
 from xdistil.cli import main
 from xdistil.models import head_scheme, io_words_to_iob2, to_iob2
 
@@ -134,12 +134,12 @@ def test_a_copied_or_touched_teacher_is_the_same_teacher(tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(teacher, copy)  # new modification times, another path: the same bytes
     (copy / "README.md").write_text("my notes\n")
-    assert fingerprint.folder_digest(copy) == fingerprint.folder_digest(teacher)
+    assert digests.folder_digest(copy) == digests.folder_digest(teacher)
     weights = next(copy.glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one byte of the weights: another model
     weights.write_bytes(bytes(data))
-    assert fingerprint.folder_digest(copy) != fingerprint.folder_digest(teacher)
+    assert digests.folder_digest(copy) != digests.folder_digest(teacher)
 
     shutil.rmtree(copy)
     shutil.copytree(teacher, copy)

@@ -15,7 +15,7 @@ import torch
 from benchmarks import languages41, lowresource
 from xdistil.cli import main as xdistil
 from xdistil.config import RunConfig, from_dict, load_yaml
-from xdistil.records import Summary
+from xdistil.results import Summary
 
 SIX = ["bs", "ca", "cs", "mk", "sl", "sq"]
 E5_SMALL = 117_500_000

@@ -17,7 +17,7 @@ from tiny import make_tiny_teacher
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, XLMRobertaConfig
 
 from xdistil import DEFAULT_LABELS
-from xdistil.records import Latency
+from xdistil.results import Latency
 from xdistil.students import BiLSTMConfig, TransformerStudentConfig, build_student, save_student
 from xdistil.vocab import seen_piece_ids
 

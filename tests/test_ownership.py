@@ -284,7 +284,7 @@ def test_a_users_file_in_an_export_survives(tmp_path, world, capsys, name):
 def test_a_readme_and_a_config_are_not_an_export(tmp_path, world, capsys):
     from xdistil_export.atomic import NotOurs
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     mine = tmp_path / "mine"
     mine.mkdir()

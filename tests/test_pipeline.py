@@ -184,15 +184,15 @@ def test_run_pipeline_cli(tmp_path, teacher_src, capsys):
 
 
 def test_export_step_reuses_and_recomputes(tmp_path, teacher_src, capsys):
-    from xdistil import fingerprint, steps
+    from xdistil import digests, steps
 
     out = tmp_path / "onnx"
     assert steps.export(teacher_src, out, tolerance=1e-3) == out
-    first = fingerprint.read(out)
+    first = digests.read(out)
     assert first is not None and (out / "export_manifest.json").exists()
     capsys.readouterr()
     steps.export(teacher_src, out, tolerance=1e-3)
     assert "export: reusing" in capsys.readouterr().out
     steps.export(teacher_src, out, tolerance=1e-2)  # another setting: exported again
     assert "fields.tolerance" in capsys.readouterr().out
-    assert fingerprint.read(out)["digest"] != first["digest"]
+    assert digests.read(out)["digest"] != first["digest"]

@@ -218,7 +218,7 @@ def test_damaged_chunks_named_and_relabeled(tmp_path, world, capsys):
 # ---- 2 + 3: run and distill with a changed config --------------------------------------
 
 def test_run_with_changed_config_records_only_what_is_on_disk(tmp_path, world, capsys):
-    from xdistil import fingerprint
+    from xdistil import digests
     from xdistil.students import load_student
     from xdistil.taggers import load_tagger
 
@@ -259,7 +259,7 @@ def test_run_with_changed_config_records_only_what_is_on_disk(tmp_path, world, c
     assert "reusing" not in out and "teacher:" in out
     m3 = json.loads((run / "metrics.json").read_text())
     assert all(m3["fingerprints"][k] != m2["fingerprints"][k] for k in ("teacher", "label", "distill"))
-    assert m3["fingerprints"]["teacher"] == fingerprint.digest_of(run / "teacher")
+    assert m3["fingerprints"]["teacher"] == digests.digest_of(run / "teacher")
     assert json.loads((run / "config.json").read_text())["teacher"]["epochs"] == 2
     assert m3["teacher"]["fingerprint"] != m2["teacher"]["fingerprint"]  # scored again
 

@@ -15,7 +15,6 @@ import pytest
 from tiny import import_blocker
 
 from xdistil.cli import main
-from xdistil.records import LangScores, ModelScores, RecordError, Summary, TypeScores
 from xdistil.report import (
     Heading,
     Image,
@@ -28,6 +27,7 @@ from xdistil.report import (
     verdict,
     write_page,
 )
+from xdistil.results import LangScores, ModelScores, RecordError, Summary, TypeScores
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -194,14 +194,14 @@ def test_inputs_that_are_not_results(tmp_path):
 
 
 def test_a_student_folders_stage_is_read_without_torch(tmp_path):
-    """`xdistil.records` (what the report, the bench and the benchmarks read) and its `stage_of`
+    """`xdistil.results` (what the report, the bench and the benchmarks read) and its `stage_of`
     import neither torch nor `xdistil.taggers`: the stage comes from the folder's metadata."""
     student = tmp_path / "stage2-soft"
     student.mkdir()
     (student / "xdistil_student.json").write_text(json.dumps({"extra": {"stage": "soft",
                                                                         "stages_so_far": ["hard", "soft"]}}))
     script = import_blocker("torch", "transformers", why="reading a record must not need it") + textwrap.dedent(f"""
-        from xdistil.records import stage_of
+        from xdistil.results import stage_of
         assert stage_of({str(student)!r}) == (2, "soft")
         assert "xdistil.taggers" not in sys.modules
     """)
@@ -213,7 +213,7 @@ def test_the_committed_results_are_records():
     """Every committed result a report or a benchmark reads parses in its current format."""
     from conftest import REPO
 
-    from xdistil.records import Bench, Latency, read
+    from xdistil.results import Bench, Latency, read
 
     results = REPO / "benchmarks" / "results"
     assert isinstance(read(results / "report" / "demo.bench.json"), Bench)

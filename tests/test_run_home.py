@@ -8,7 +8,7 @@ import torch
 
 from xdistil.config import ConfigError, RunConfig, StageSpec, from_dict
 from xdistil.objective import TERMS, TermInputs
-from xdistil.records import RecordError
+from xdistil.results import RecordError
 from xdistil.run import RunDir, RunRecord, fingerprints
 
 

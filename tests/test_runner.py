@@ -19,7 +19,7 @@ import yaml
 from synth import synth_files
 from tiny import make_tiny_teacher
 
-from xdistil import fingerprint
+from xdistil import digests
 from xdistil.cli import main
 from xdistil.config import load_config
 from xdistil.run import RunDir
@@ -71,10 +71,10 @@ def test_a_second_run_links_the_shared_steps_and_computes_the_one_that_differs(s
     assert "distill: linked" not in out  # another seed: distilled again
     ra, rb = RunDir(a), RunDir(b)
     for step in ("teacher", "transfer"):
-        assert fingerprint.digest_of(getattr(ra, step)) == fingerprint.digest_of(getattr(rb, step))
+        assert digests.digest_of(getattr(ra, step)) == digests.digest_of(getattr(rb, step))
     assert same_file(ra.teacher / "model.safetensors", rb.teacher / "model.safetensors")
     assert same_file(ra.transfer_manifest, rb.transfer_manifest)
-    assert fingerprint.digest_of(ra.distill) != fingerprint.digest_of(rb.distill)
+    assert digests.digest_of(ra.distill) != digests.digest_of(rb.distill)
     # the record of b times only the step it computed; the linked ones were not built here
     timings = json.loads(rb.metrics.read_text())["timings"]
     assert "distill_s" in timings and "teacher_s" not in timings and "label_s" not in timings
@@ -114,9 +114,9 @@ def test_distill_writes_the_run_layout_and_still_reads_the_old_one(setup, capsys
     record = json.loads((old / "xdistil_files.json").read_text())
     record["entries"] = {("students" if k == "distill" else k): v for k, v in record["entries"].items()}
     (old / "xdistil_files.json").write_text(json.dumps(record))
-    digest = fingerprint.digest_of(old / "students")
+    digest = digests.digest_of(old / "students")
     capsys.readouterr()
     assert main([*args[:-1], str(old)]) == 0
     said = capsys.readouterr().out
     assert f"distill: reusing {old / 'students'}" in said and f"final: {old / 'students' / 'stage1-hard'}" in said
-    assert not (old / "distill").exists() and fingerprint.digest_of(old / "students") == digest
+    assert not (old / "distill").exists() and digests.digest_of(old / "students") == digest

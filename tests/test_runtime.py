@@ -20,7 +20,7 @@ from xdistil_export.text import split_words, split_words_with_offsets
 
 from xdistil.cli import main
 from xdistil.data import readers
-from xdistil.onnx_export import export_model
+from xdistil.deployable import export_model
 from xdistil.taggers import load_tagger, predict_tags
 
 # Run first in a subprocess: any import of torch or transformers fails loudly.

@@ -23,7 +23,7 @@ from tiny import import_blocker, make_tiny_teacher, tiny_words
 from xdistil_export.runtime import Predictor
 from xdistil_export.serve import create_app, server_config
 
-from xdistil.onnx_export import export_model
+from xdistil.deployable import export_model
 
 LIMITS = {"max_body_bytes": 20_000, "max_texts": 16, "max_chars": 600}
 

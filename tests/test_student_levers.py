@@ -145,7 +145,7 @@ def test_levers_export_to_onnx_with_the_same_inputs_and_match_torch(teacher, tmp
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     _, tokenizer, model, seen = teacher
     torch.manual_seed(0)

@@ -59,7 +59,7 @@ def tiny_export(tmp_path_factory) -> Path:
     import torch
     from tiny import make_tiny_teacher
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     tmp = tmp_path_factory.mktemp("export")
     before = torch.get_num_threads()

@@ -1,6 +1,6 @@
 """``xdistil bench``: the benchmark suite of one run directory, written to ``RUN_DIR/bench.json``.
 
-``bench.json`` is a `xdistil.records.Bench` record composed of the records a run wrote
+``bench.json`` is a `xdistil.results.Bench` record composed of the records a run wrote
 and of what is measured here. Read from the run's files, not measured again:
 
 - quality: the `Summary` of the teacher and every stage's student (``metrics.json``; a
@@ -45,7 +45,7 @@ from xdistil.config import RunConfig, from_dict
 from xdistil.evaluate import DevScorer
 from xdistil.pipeline import summary
 from xdistil.provenance import load_average, provenance, usable_cpus
-from xdistil.records import (
+from xdistil.results import (
     Bench,
     LatencyCell,
     ModelScores,
@@ -127,7 +127,7 @@ def ensure_export(model_dir: Path, dest: Path, int8: bool, export_kwargs: dict) 
     """
     from xdistil_export.runtime import MANIFEST
 
-    from xdistil.onnx_export import export_model
+    from xdistil.deployable import export_model
 
     manifest_file = dest / MANIFEST
     if manifest_file.is_file():
@@ -378,7 +378,7 @@ def latency(run: RunDir, sentences: list[list[str]], teacher: Path, final: Path,
 
 def export(model_dir: Path, dest: Path, int8: bool, int8_min_agreement: float) -> tuple[dict, bool]:
     """`ensure_export` with a one-line error when the int8 model fails its agreement check."""
-    from xdistil.onnx_export import ExportParityError
+    from xdistil.deployable import ExportParityError
 
     try:
         return ensure_export(model_dir, dest, int8, {"int8_min_agreement": int8_min_agreement})
@@ -489,7 +489,7 @@ def run_bench(
                             "distillation": _run_provenance(record, "distill"), "latency": prov})
     bench.write(run.bench)
     # what these figures were measured on, beside them (a rerun after any step changed
-    # shows a different digest; `xdistil.fingerprint.diff` names what)
+    # shows a different digest; `xdistil.digests.diff` names what)
     options = {"batch_sizes": batches, "seq": seq, "timing": timing, "threads": threads, "int8": int8,
                "teacher_ort": teacher_ort, "text_rows": rows}
     write_json(run.bench_fingerprint, fingerprints.bench(teacher, [d for *_, d in students], run.transfer, options))

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from xdistil_export.atomic import atomic_dir, write_json
 
-from xdistil import fingerprint, onnx_graph
+from xdistil import digests, onnx_graph
 from xdistil.data.align import WindowEncoder, collate
 from xdistil.outputs import TaggerOutput
 from xdistil.precision import autocast, cache_file, cpu_model
@@ -132,10 +132,10 @@ def n_states(tagger: Tagger, layers: Sequence[int]) -> int:
 
 
 def _teacher_identity(tagger: Tagger) -> str:
-    """The teacher's content (`fingerprint.content_digest`: label map, weights, tokenizer), or its
+    """The teacher's content (`digests.content_digest`: label map, weights, tokenizer), or its
     name where it is no folder."""
     p = Path(tagger.path)
-    return fingerprint.content_digest(p) if p.is_dir() else tagger.path
+    return digests.content_digest(p) if p.is_dir() else tagger.path
 
 
 def _versions() -> dict:
@@ -157,7 +157,7 @@ def _ready(folder: Path) -> bool:
     """A graph folder that was finished (its info written last) and whose graph still has its bytes."""
     try:
         info = json.loads((folder / INFO).read_text())
-        return fingerprint.cached_file_digest(folder / GRAPH) == info["sha256"]  # read once a process
+        return digests.cached_file_digest(folder / GRAPH) == info["sha256"]  # read once a process
     except (OSError, ValueError, KeyError):
         return False
 
@@ -212,23 +212,23 @@ def graph(tagger: Tagger, layers: Sequence[int], int8: bool, sentences: Sequence
     """The cached ONNX graph of the teacher with ``layers`` as outputs (fp32, or int8), exported
     (and quantized) on first use; ``sentences`` give the trace its example batch."""
     key = graph_key(tagger, layers)
-    root = cache_root() / fingerprint.digest(key)
+    root = cache_root() / digests.digest(key)
     fp32 = root / "fp32"
     if not _ready(fp32):
         _onnxruntime()
         t = time.perf_counter()
         with atomic_dir(fp32) as tmp:
             export(tagger, layers, tmp / GRAPH, sentences)
-            write_json(tmp / INFO, {"key": key, "sha256": fingerprint.file_digest(tmp / GRAPH),
+            write_json(tmp / INFO, {"key": key, "sha256": digests.file_digest(tmp / GRAPH),
                                     "seconds": round(time.perf_counter() - t, 1)})
         log.info("exported teacher %s for labeling to %s in %.0f s", tagger.path, fp32, time.perf_counter() - t)
     if not int8:
         return fp32 / GRAPH
-    q8 = root / f"int8-{fingerprint.digest(INT8)[:8]}"
+    q8 = root / f"int8-{digests.digest(INT8)[:8]}"
     if not _ready(q8):
         with atomic_dir(q8) as tmp:
             quantize(fp32 / GRAPH, tmp / GRAPH)
-            write_json(tmp / INFO, {"key": {**key, "int8": INT8}, "sha256": fingerprint.file_digest(tmp / GRAPH)})
+            write_json(tmp / INFO, {"key": {**key, "int8": INT8}, "sha256": digests.file_digest(tmp / GRAPH)})
     return q8 / GRAPH
 
 
@@ -319,12 +319,12 @@ def _choice_key(tagger: Tagger, layers, precision: str, batch_size: int) -> str:
     v = _versions()
     return (f"{cpu_model()} | torch {v['torch']} | onnxruntime {v['onnxruntime']} | {torch.get_num_threads()} threads"
             f" | teacher {_teacher_identity(tagger)} | layers {list(layers)} | {precision} | batch {batch_size}"
-            f" | int8 {fingerprint.digest(INT8)[:8]}")
+            f" | int8 {digests.digest(INT8)[:8]}")
 
 
 def _cached_choice(key: str) -> dict | None:
     try:
-        rec = json.loads((cache_root() / "choices" / f"{fingerprint.digest(key)}.json").read_text())
+        rec = json.loads((cache_root() / "choices" / f"{digests.digest(key)}.json").read_text())
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) and rec.get("key") == key and rec.get("resolved") in ENGINES[:3] else None
@@ -375,7 +375,7 @@ def resolve(tagger: Tagger, asked: str, layers: Sequence[int], sentences: Sequen
               "min_agreement": MIN_AGREEMENT, "min_speedup": MIN_SPEEDUP, "key": key,
               "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
-        write_json(cache_root() / "choices" / f"{fingerprint.digest(key)}.json", record)
+        write_json(cache_root() / "choices" / f"{digests.digest(key)}.json", record)
     except OSError:  # a cache that cannot be written costs a new measurement next time, not an error
         pass
     return {**record, "cached": False}

@@ -58,8 +58,8 @@ import torch
 from torch import nn
 from xdistil_export.atomic import atomic_dir, expect, unproven, write_json
 
+from xdistil import digests as fpr
 from xdistil import engines
-from xdistil import fingerprint as fpr
 from xdistil.augment import ENTITY_RATES, EntityBank, augment_entities, words_key
 from xdistil.config import RunConfig, to_dict
 from xdistil.data.transfer import (
@@ -68,13 +68,13 @@ from xdistil.data.transfer import (
     transfer_languages,
 )
 from xdistil.fit import check_launch
-from xdistil.labels import for_teachers
 from xdistil.memory import PeakMemory
 from xdistil.models import OnDevice
 from xdistil.precision import autocast, choice_record
 from xdistil.provenance import versions
 from xdistil.run import fingerprints
 from xdistil.taggers import load_tagger, word_logits
+from xdistil.tagsets import for_teachers
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

@@ -1,6 +1,6 @@
 """Tracing a module to ONNX and quantizing the graph: the one way xdistil does both.
 
-Used by `xdistil.onnx_export` (deployable exports: logits only) and `xdistil.engines` (the
+Used by `xdistil.deployable` (deployable exports: logits only) and `xdistil.engines` (the
 teacher as a labeling engine: logits and chosen hidden states), so the exporter's settings,
 the checks and the quantizer's quirks are handled in one place. torch and onnx are imported
 here, onnxruntime only when quantizing.

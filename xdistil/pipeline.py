@@ -24,7 +24,7 @@ from xdistil.cards import write_card
 from xdistil.config import RunConfig, to_dict
 from xdistil.evaluate import DevScorer
 from xdistil.provenance import provenance
-from xdistil.records import ModelScores, Provenance, Summary, stage_of
+from xdistil.results import ModelScores, Provenance, Summary, stage_of
 from xdistil.run import RunDir, RunRecord, fingerprints
 from xdistil.run.layout import RUN_MARKER
 from xdistil.run.record import Recorder
@@ -40,7 +40,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True, command: str
     runner (`xdistil.runner`): a step whose fingerprint matches is reused, a step whose inputs
     changed is recomputed, and so is every later one (each fingerprint holds the digests of
     the steps before it). With ``resume_only`` a changed step is refused instead
-    (`fingerprint.StaleOutput`). ``reuse``: other run folders (or folders of runs) whose
+    (`digests.StaleOutput`). ``reuse``: other run folders (or folders of runs) whose
     finished step outputs with the same fingerprints are linked in rather than recomputed.
 
     The run's record (``metrics.json``, `RunRecord`) describes only what is on disk: a step's

@@ -79,7 +79,7 @@ def command_line(argv: list[str] | None = None, prog: str = "xdistil") -> str:
 def provenance(command: str | None = None, threads: int | None = None) -> dict:
     """Machine, versions, command line (default: this process's) and the time.
 
-    The JSON form of a `xdistil.records.Provenance` (``Provenance(**provenance())``), so
+    The JSON form of a `xdistil.results.Provenance` (``Provenance(**provenance())``), so
     that steps can keep it in their plain-JSON manifests."""
     return {"machine": machine(threads), "versions": versions(),
             "command": command if command is not None else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),

@@ -1,6 +1,6 @@
 """``xdistil report``: a Markdown report, the same as HTML, and PNG plots from result records.
 
-Inputs are `xdistil.records` files: a run directory's ``bench.json`` (`Bench`, from
+Inputs are `xdistil.results` files: a run directory's ``bench.json`` (`Bench`, from
 ``xdistil bench``) or, with quality figures only, a ``summary.json`` (`Summary`, from
 ``xdistil run`` or a benchmark). Nothing else is read: a file of another format is a
 one-line error.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from xdistil_export.atomic import NotOurs, copy_file, listing, write_bytes, write_json, write_text
 
-from xdistil.records import Bench, LatencyCell, ModelScores, RecordError, Summary, read
+from xdistil.results import Bench, LatencyCell, ModelScores, RecordError, Summary, read
 from xdistil.run.layout import BENCH_NAME, SUMMARY_NAME
 
 TARGET_RETAINED = 95.0  # % of the teacher's F1 the student must keep (XtremeDistil's kept 94-95 %)

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from xdistil import fingerprint, steps
+from xdistil import digests, steps
 from xdistil.config import RunConfig
-from xdistil.labels import for_teachers
 from xdistil.models import teacher_dirs
 from xdistil.run import RunDir, fingerprints
 from xdistil.run.record import Recorder
+from xdistil.tagsets import for_teachers
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Step:
 
     def finished(self, folder: Path) -> bool:
         """``folder`` holds a finished output of this step (a fingerprint, and the step's files)."""
-        return fingerprint.read(folder) is not None and _FINISHED[self.name](folder)
+        return digests.read(folder) is not None and _FINISHED[self.name](folder)
 
 
 def _teacher_fp(cfg: RunConfig, got: Outputs) -> dict:
@@ -210,7 +210,7 @@ class Runner:
     def _link_from_other_runs(self, step: Step, got: Outputs, out: Path) -> None:
         fp = step.fingerprint(self.cfg, got)
         for candidate in _candidates(self.reuse, step):
-            if candidate.resolve() != out.resolve() and fingerprint.same(fingerprint.read(candidate), fp) \
+            if candidate.resolve() != out.resolve() and digests.same(digests.read(candidate), fp) \
                     and step.finished(candidate):
                 link_tree(candidate, out)
                 print(f"{step.name}: linked {candidate} into {out} (built from the same inputs)", flush=True)
@@ -227,7 +227,7 @@ def _candidates(roots: list[Path], step: Step) -> Iterable[Path]:
     for root in roots:
         for run in (root, *(sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ())):
             for n in names:
-                if (run / n / fingerprint.FILE).is_file():
+                if (run / n / digests.FILE).is_file():
                     yield run / n
 
 

@@ -29,7 +29,7 @@ unless the weights it started from score more than ``distill.keep_margin`` F1 po
       stage1-hard/ stage2-soft/   a complete student after each stage, with its fingerprint
       xdistil_files.json          what xdistil wrote here, named before it is written (`xdistil_export.atomic`)
 
-Every stage's folder and the checkpoint carry a fingerprint (`xdistil.fingerprint`): the
+Every stage's folder and the checkpoint carry a fingerprint (`xdistil.digests`): the
 stage spec, its matching spec, the student config, the transfer set's and the teachers'
 digests and the previous stage's digest. A rerun with another stage list reuses the
 leading stages that are the same and recomputes from the first one that differs (or,
@@ -56,7 +56,7 @@ from torch import nn
 from xdistil_export.atomic import expect, recorded, remove_own, seal, write_json
 from xdistil_export.decode import decode_all, log_softmax
 
-from xdistil import fingerprint
+from xdistil import digests
 from xdistil import losses as L
 from xdistil.augment import words_key
 from xdistil.batching import Batch, TransferBatcher
@@ -249,7 +249,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
 
     Leading stages whose folders carry this run's fingerprints are reused; a killed run
     resumes exactly from its checkpoint; work built from other inputs is recomputed from the
-    first stage that differs, or refused (`fingerprint.StaleOutput`) with ``resume_only``."""
+    first stage that differs, or refused (`digests.StaleOutput`) with ``resume_only``."""
     out = Path(out_dir)
     stages = cfg.distill.resolved_stages()
     dirs = [out / f"stage{i + 1}-{s.name}" for i, s in enumerate(stages)]
@@ -304,7 +304,7 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     for b in run.batchers.values():
         b.close()  # the prefetching thread
     accelerator.wait_for_everyone()  # every student is on disk before any process reads one
-    missing = [str(p) for p in dirs if not (p / fingerprint.FILE).exists()]
+    missing = [str(p) for p in dirs if not (p / digests.FILE).exists()]
     if missing:
         raise RuntimeError(f"distill: the stages ran but {', '.join(missing)} was not written")
     return dirs
@@ -324,7 +324,7 @@ def student_precision(cfg) -> str:
 def _reusable(dirs: list[Path], fps: list[dict]) -> int:
     """How many leading stages are on disk with this run's fingerprints."""
     n = 0
-    while n < len(dirs) and fingerprint.same(fingerprint.read(dirs[n]), fps[n]):
+    while n < len(dirs) and digests.same(digests.read(dirs[n]), fps[n]):
         n += 1
     return n
 
@@ -363,11 +363,11 @@ def _resume(run: _Run, first: int, phases_of: list[int], resume_only: bool) -> i
                    and p.name in named) + ([ckpt] if state else [])
     if stale and resume_only:
         if run.dirs[first].exists():
-            where, old, new = run.dirs[first], fingerprint.read(run.dirs[first]), run.fps[first]
+            where, old, new = run.dirs[first], digests.read(run.dirs[first]), run.fps[first]
         else:
             where, old = ckpt, state.fingerprint
             new = run.fps[min(tag[0], len(run.fps) - 1)] if tag else run.fps[first]
-        raise fingerprint.StaleOutput(fingerprint.stale_message(where, old, new))
+        raise digests.StaleOutput(digests.stale_message(where, old, new))
     if stale:
         log.info("distill: recomputing from stage %d (%s): %s built from other inputs", first + 1,
                  run.stages[first].name, ", ".join(p.name for p in stale))
@@ -459,11 +459,11 @@ def _save_stage(run: _Run, si: int) -> None:
                   "stages_so_far": [s.name for s in run.stages[: si + 1]],
                   "params": count_parameters(run.d.student)._asdict(), "config": to_dict(cfg.student),
                   "distill": to_dict(cfg.distill), "fingerprint": run.fps[si]["digest"]})
-    expect(folder, [PROJECTIONS, fingerprint.FILE])  # beside the student, named in its record first
+    expect(folder, [PROJECTIONS, digests.FILE])  # beside the student, named in its record first
     if len(run.d.projections):
         save_file({k: v.detach().cpu().contiguous() for k, v in run.d.projections.state_dict().items()},
                   str(folder / PROJECTIONS))
-    fingerprint.write(folder, run.fps[si])
+    digests.write(folder, run.fps[si])
     seal(folder)
 
 

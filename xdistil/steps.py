@@ -4,9 +4,9 @@
     teacher   teachers.train_teacher       a fine-tuned teacher folder (or a co-finetuned group)
     label     labeling.label_transfer      a transfer set (Arrow chunks + manifest.json)
     distill   stages.distill               one student folder per stage; returns the last one
-    export    onnx_export.export_model     an ONNX export folder
+    export    deployable.export_model     an ONNX export folder
 
-Every step writes a fingerprint beside its output (`xdistil.fingerprint`): the resolved
+Every step writes a fingerprint beside its output (`xdistil.digests`): the resolved
 config fields the step depends on, the fingerprints of its inputs (teacher folders, the
 transfer set, the data files' bytes) and the xdistil version. On a rerun:
 
@@ -14,7 +14,7 @@ transfer set, the data files' bytes) and the xdistil version. On a rerun:
 - another fingerprint (or finished work without one): the output is discarded and
   recomputed -- and since every later step's fingerprint holds this one's digest, every
   later step is recomputed too; with ``resume_only`` the step refuses instead
-  (`fingerprint.StaleOutput`, one line naming the fields that differ);
+  (`digests.StaleOutput`, one line naming the fields that differ);
 - half-finished work (tagged with its fingerprint when the step started) is resumed only
   when it was begun from the same inputs; otherwise it is discarded (or refused), never mixed.
 
@@ -62,19 +62,19 @@ from xdistil_export.atomic import (
     write_json,
 )
 
-from xdistil import fingerprint, labeling, stages, teachers
+from xdistil import digests, labeling, stages, teachers
 from xdistil.cards import write_card
 from xdistil.config import RunConfig
-from xdistil.labels import for_teachers
+from xdistil.deployable import export_model
 from xdistil.models import teacher_dirs
 from xdistil.models import teacher_dirs as expand
-from xdistil.onnx_export import export_model
 from xdistil.run import fingerprints
 from xdistil.run.layout import DISTILL_LOG
+from xdistil.tagsets import for_teachers
 
 NEXT = ".{}.xdistil-next"
 """The hidden sibling in which a step builds the output that replaces a finished one."""
-FINGERPRINTS = (fingerprint.FILE, fingerprint.FILE_STARTED)
+FINGERPRINTS = (digests.FILE, digests.FILE_STARTED)
 
 
 @dataclass(frozen=True)
@@ -186,17 +186,17 @@ def _prepare(name: str, out: Path, fp: dict, kind: Kind, finished: Callable[[Pat
         if names := unproven(out):  # only what a record of ours names may be there
             raise not_ours(out, names, empty_needed=True)
         return Plan(out, out)
-    done, started = fingerprint.read(out), fingerprint.read(out, started=True)
-    if fingerprint.same(done, fp) and finished(out):
+    done, started = digests.read(out), digests.read(out, started=True)
+    if digests.same(done, fp) and finished(out):
         _say(f"{name}: reusing {out} (built from the same inputs)")
         return Plan(out, out, reuse=True)
     check_own(out)  # from here on, ``out`` is written into or replaced
-    if fingerprint.same(done, fp) or (done is None and fingerprint.same(started, fp)):
+    if digests.same(done, fp) or (done is None and digests.same(started, fp)):
         return Plan(out, out)  # begun (or partly removed) with the same inputs: resume it
     old = done or started
-    differ = ", ".join(fingerprint.diff(old, fp))
+    differ = ", ".join(digests.diff(old, fp))
     if resume_only and not delegate:
-        raise fingerprint.StaleOutput(fingerprint.stale_message(out, old, fp))
+        raise digests.StaleOutput(digests.stale_message(out, old, fp))
     _not_cwd(out)
     if kind.builds_aside:
         _say(f"{name}: {out} was built from other inputs ({differ} differ); recomputing it (the old one stays until "
@@ -237,8 +237,8 @@ def _aside(name: str, out: Path, fp: dict, kind: Kind, differ: str, resume_only:
     from the same inputs, else started afresh (from a copy of ``out`` for ``kind.clone``)."""
     nxt = next_dir(out)
     _is_file(nxt)
-    begun = fingerprint.read(nxt, started=True) or fingerprint.read(nxt)
-    if fingerprint.same(begun, fp):
+    begun = digests.read(nxt, started=True) or digests.read(nxt)
+    if digests.same(begun, fp):
         _say(f"{name}: {out} was built from other inputs ({differ} differ); resuming its replacement in {nxt}")
         return Plan(out, nxt)
     check_own(nxt)
@@ -247,7 +247,7 @@ def _aside(name: str, out: Path, fp: dict, kind: Kind, differ: str, resume_only:
         remove_own(nxt)
         # named first: a killed copy is still known as ours
         expect(nxt, (*FINGERPRINTS, *kind.writes, *(_cloned(out) if kind.clone else ())))
-        fingerprint.write(nxt, fp, started=True)
+        digests.write(nxt, fp, started=True)
         if kind.clone:
             _clone(out, nxt)
 
@@ -278,7 +278,7 @@ def _clone(src: Path, dst: Path) -> None:
 def _started(plan: Plan, fp: dict, kind: Kind) -> None:
     if _state().is_main_process:
         expect(plan.work, (*FINGERPRINTS, *kind.writes))  # before writing them: provably ours if killed
-        fingerprint.write(plan.work, fp, started=True)
+        digests.write(plan.work, fp, started=True)
 
 
 def _finished(plan: Plan, fp: dict) -> None:
@@ -288,8 +288,8 @@ def _finished(plan: Plan, fp: dict) -> None:
     state = _state()
     if state.is_main_process:
         work = plan.work
-        fingerprint.write(work, fp)
-        (work / fingerprint.FILE_STARTED).unlink(missing_ok=True)
+        digests.write(work, fp)
+        (work / digests.FILE_STARTED).unlink(missing_ok=True)
         seal(work)
         if plan.aside:  # checked again: files put into the old output since the start are not deleted
             replace_dir(work, plan.out)
@@ -351,14 +351,14 @@ def check_labeled_by(transfer_dir: str | Path, teacher_dir: str | Path) -> None:
     transfer set: the student would learn from one teacher and be reported beside another.
     Compared by the digests the set's fingerprint records (else by the paths in its manifest)."""
     transfer = Path(transfer_dir)
-    inputs = (fingerprint.read(transfer) or {}).get("inputs") or {}
+    inputs = (digests.read(transfer) or {}).get("inputs") or {}
     try:
         labeled = json.loads((transfer / "manifest.json").read_text(encoding="utf-8")).get("teachers") or []
     except (OSError, ValueError):
         labeled = []
     for k, d in enumerate(teacher_dirs(teacher_dir)):
         if f"teacher{k}" in inputs:
-            same = inputs[f"teacher{k}"] == fingerprint.folder_digest(d)
+            same = inputs[f"teacher{k}"] == digests.folder_digest(d)
         elif k < len(labeled) and labeled[k].get("path"):
             same = Path(labeled[k]["path"]).resolve() == d.resolve()
         else:
@@ -377,7 +377,7 @@ def distill_stages(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | 
     out, fp = Path(out_dir), fingerprints.distill(cfg, transfer_dir, teacher_dir)
 
     def recorded_outputs(o: Path) -> list[Path]:
-        return [o / name for name in (fingerprint.read(o) or {}).get("outputs", [])]
+        return [o / name for name in (digests.read(o) or {}).get("outputs", [])]
 
     def finished(o: Path) -> bool:
         return bool(recorded_outputs(o)) and all(p.is_dir() for p in recorded_outputs(o))
@@ -391,7 +391,7 @@ def distill_stages(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | 
     try:
         dirs = [Path(p) for p in stages.distill(cfg, transfer_dir, teacher_dir, plan.work, progress,
                                                 resume_only=resume_only)]
-    except fingerprint.StaleOutput:
+    except digests.StaleOutput:
         if plan.fresh:  # a refusal leaves nothing behind
             _sync(lambda: remove_own(plan.work))
         raise
@@ -425,13 +425,13 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
 def students(out_dir: str | Path) -> list[Path]:
     """The student folders a finished distill step recorded, in stage order ([] when none)."""
     out = Path(out_dir)
-    return [out / name for name in (fingerprint.read(out) or {}).get("outputs", [])]
+    return [out / name for name in (digests.read(out) or {}).get("outputs", [])]
 
 
 # ---- export ----------------------------------------------------------------------------
 
 def export(model_dir: str | Path, out_dir: str | Path, *, resume_only: bool = False, **kwargs) -> Path:
-    """Export ``model_dir`` to ONNX in ``out_dir``; ``kwargs`` go to `onnx_export.export_model`,
+    """Export ``model_dir`` to ONNX in ``out_dir``; ``kwargs`` go to `deployable.export_model`,
     which builds the folder aside, with this step's fingerprint, and swaps it in only when
     its checks passed: a failed export leaves the previous one as it was."""
     out, fp = Path(out_dir), fingerprints.export(model_dir, kwargs)

@@ -18,7 +18,6 @@ from xdistil.data.align import IGNORE_INDEX, WindowEncoder, collate, shuffled_le
 from xdistil.data.sources import budget_split
 from xdistil.evaluate import score, selection_average
 from xdistil.fit import Job, check_launch, fit, make_accelerator
-from xdistil.labels import check_labels, head_labels, remap_head, resolve_run
 from xdistil.models import (
     DONE_MARKER,
     GROUP_MARKER,
@@ -33,6 +32,7 @@ from xdistil.models import (
 )
 from xdistil.run import fingerprints
 from xdistil.taggers import HFTagger, Tagger, predict_tags
+from xdistil.tagsets import check_labels, head_labels, remap_head, resolve_run
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def load_teacher(name: str, labels: list[str] | None = None):
     """(model, tokenizer) for a bundled name, hub id or local path, predicting ``labels``.
 
     A token classifier with named labels keeps its head, its rows mapped onto ``labels`` *by
-    name* (`xdistil.labels.remap_head`): labels it lacks get new rows, labels not in ``labels``
+    name* (`xdistil.tagsets.remap_head`): labels it lacks get new rows, labels not in ``labels``
     are dropped, all logged. ``labels=None`` keeps the head as it is. A bare encoder (or a head
     with placeholder labels LABEL_0...) gets a new head for ``labels``.
     """

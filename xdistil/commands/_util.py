@@ -84,7 +84,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     from xdistil.config import ConfigError
     from xdistil.data.readers import DataError
-    from xdistil.fingerprint import StaleOutput
+    from xdistil.digests import StaleOutput
 
     errors: list[type[BaseException]] = [UsageError, ConfigError, DataError, StaleOutput, ValidationError, OSError,
                                          ValueError, RuntimeError, EOFError, zlib.error, yaml.YAMLError]

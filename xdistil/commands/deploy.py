@@ -37,7 +37,7 @@ def cmd_evaluate(args) -> int:
     from xdistil.data.readers import read_conll
     from xdistil.data.sources import dev_sentences
     from xdistil.evaluate import evaluate_tagger, format_scores
-    from xdistil.labels import types_of
+    from xdistil.tagsets import types_of
 
     need_dir(args.model, "MODEL")
     for f in args.files:

@@ -28,7 +28,7 @@ def cmd_data_check(args) -> int:
     from xdistil.data.readers import FileStats, read_file, sniff_format
 
     # any IOB2 entity type is valid data (a user's own label set); --labels restricts it
-    from xdistil.labels import types_of
+    from xdistil.tagsets import types_of
 
     types = set(types_of(args.labels)) if args.labels and not args.any_labels else None
     for f in args.files:

@@ -38,7 +38,7 @@ from xdistil.config import RunConfig
 from xdistil.data.readers import DataError, Sentence, load_hf_dataset, read_file
 from xdistil.data.roots import resolve_data_root
 from xdistil.data.sources import budget_split, labeled_sentences, unlabeled_format, unlabeled_paths
-from xdistil.fingerprint import file_digest
+from xdistil.digests import file_digest
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Every step's fingerprint, composed in one place: what a step's output was built from.
 
-`xdistil.fingerprint` is the mechanism (digest, read, write, diff); this module says, for
+`xdistil.digests` is the mechanism (digest, read, write, diff); this module says, for
 each step, which config fields and which inputs go in. The steps (`xdistil.steps`), the
 fit checkpoints, the distillation stages, the run's scores and `xdistil bench` all call
 these functions, so a field that changes what a step writes is named once.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xdistil import fingerprint
+from xdistil import digests
 from xdistil.augment import Augmentation
 from xdistil.config import RunConfig, StageSpec, to_dict
 from xdistil.data.transfer import data_digests
@@ -119,7 +119,7 @@ def _data(cfg: RunConfig) -> dict:
 
 def _model_input(name: str) -> str:
     """A pretrained model named by the config: a local folder by its files, else its name."""
-    return fingerprint.folder_digest(name) if Path(name).is_dir() else name
+    return digests.folder_digest(name) if Path(name).is_dir() else name
 
 
 def _precision(cfg: RunConfig, default: str | None = "fp32") -> str | None:
@@ -134,12 +134,12 @@ def teacher(cfg: RunConfig, checkpoint: bool = False) -> dict:
     if checkpoint:
         fields = {"teacher": {k: v for k, v in tc.items() if k not in NOT_OUTPUT},
                   "models": cfg.teacher.model_names(), "precision": _precision(cfg), "data": _data(cfg)}
-        return fingerprint.make("teacher-checkpoint", fields, data_digests(cfg, ("train",)))
+        return digests.make("teacher-checkpoint", fields, data_digests(cfg, ("train",)))
     names = cfg.teacher.model_names()
     t = {k: v for k, v in tc.items() if k not in ("model", "models", *NOT_OUTPUT)}
     fields = {"teacher": {**t, "models": names}, "data": _data(cfg)}
     inputs = {**{f"model{k}": _model_input(n) for k, n in enumerate(names)}, **data_digests(cfg, ("train",))}
-    return fingerprint.make("teacher", fields, inputs)
+    return digests.make("teacher", fields, inputs)
 
 
 def label(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
@@ -147,9 +147,9 @@ def label(cfg: RunConfig, teacher_dirs: list[str | Path]) -> dict:
     config (but not the batch size, which changes only speed), the data config, the
     precision of the teachers' forward pass and the bytes of every data file read."""
     fields = {"transfer": transfer_fields(cfg.transfer), "data": _data(cfg), "precision": _precision(cfg, None)}
-    inputs = {**{f"teacher{k}": fingerprint.folder_digest(d) for k, d in enumerate(teacher_dirs)},
+    inputs = {**{f"teacher{k}": digests.folder_digest(d) for k, d in enumerate(teacher_dirs)},
               **data_digests(cfg, ("train", "unlabeled"))}
-    return fingerprint.make("label", fields, inputs)
+    return digests.make("label", fields, inputs)
 
 
 def _languages(cfg: RunConfig) -> dict:
@@ -159,7 +159,7 @@ def _languages(cfg: RunConfig) -> dict:
 
 
 def _init_from(cfg: RunConfig) -> dict:
-    return {"init_from": fingerprint.folder_digest(cfg.distill.init_from)} if cfg.distill.init_from else {}
+    return {"init_from": digests.folder_digest(cfg.distill.init_from)} if cfg.distill.init_from else {}
 
 
 def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -> dict:
@@ -168,17 +168,17 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path) -
               "distill": {**distill_fields(cfg.distill),
                           "stages": [stage_fields(s) for s in cfg.distill.resolved_stages()]},
               "data": _languages(cfg)}
-    inputs = {"transfer": fingerprint.folder_digest(transfer_dir), "teacher": fingerprint.folder_digest(teacher_dir),
+    inputs = {"transfer": digests.folder_digest(transfer_dir), "teacher": digests.folder_digest(teacher_dir),
               **_init_from(cfg)}
-    return fingerprint.make("distill", fields, inputs)
+    return digests.make("distill", fields, inputs)
 
 
 def transfer_input(folder: str | Path, manifest: str = "manifest.json") -> str:
     """A transfer set's digest; a folder from before fingerprints: the digest of its manifest's bytes."""
-    got = fingerprint.digest_of(folder)
+    got = digests.digest_of(folder)
     if got is None and (Path(folder) / manifest).exists():
-        got = "manifest:" + fingerprint.file_digest(Path(folder) / manifest)
-    return got or fingerprint.folder_digest(folder)
+        got = "manifest:" + digests.file_digest(Path(folder) / manifest)
+    return got or digests.folder_digest(folder)
 
 
 def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, teacher_paths: list[Path]) -> list[dict]:
@@ -193,10 +193,10 @@ def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, tea
               "languages": lang["languages"], "precision": _precision(cfg), **selection,
               **({"transfer_languages": lang["transfer_languages"]} if "transfer_languages" in lang else {})}
     inputs = {"transfer": transfer_input(transfer_dir),
-              **{f"teacher{k}": fingerprint.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
+              **{f"teacher{k}": digests.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
     out, previous = [], None
     for spec in specs:
-        fp = fingerprint.make("distill-stage", {"stage": stage_fields(spec), "match": to_dict(cfg.distill.match_for(spec)),
+        fp = digests.make("distill-stage", {"stage": stage_fields(spec), "match": to_dict(cfg.distill.match_for(spec)),
                                                 **common}, {**inputs, "previous": previous})
         out.append(fp)
         previous = fp["digest"]
@@ -210,26 +210,26 @@ def evaluate(cfg: RunConfig, model_dir: str | Path) -> str | None:
     if not path.is_dir():
         return None
     fields = {"languages": cfg.data.languages, "dev_limit": cfg.data.dev_limit, "labels": cfg.data.labels}
-    inputs = {"model": fingerprint.folder_digest(path), **data_digests(cfg, ("dev",))}
-    return fingerprint.make("evaluate", fields, inputs)["digest"]
+    inputs = {"model": digests.folder_digest(path), **data_digests(cfg, ("dev",))}
+    return digests.make("evaluate", fields, inputs)["digest"]
 
 
 def export(model_dir: str | Path, options: dict) -> dict:
-    """An ONNX export: the model's files, the export options (`onnx_export.export_model`'s
+    """An ONNX export: the model's files, the export options (`deployable.export_model`'s
     keyword arguments), the dev file's bytes and the parity sentences."""
     fields = {k: v for k, v in options.items() if k not in ("dev_file", "parity_sentences")}
-    inputs = {"model": fingerprint.folder_digest(model_dir)}
+    inputs = {"model": digests.folder_digest(model_dir)}
     if options.get("dev_file"):
-        inputs["dev_file"] = fingerprint.file_digest(options["dev_file"])
+        inputs["dev_file"] = digests.file_digest(options["dev_file"])
     if options.get("parity_sentences") is not None:
-        inputs["parity_sentences"] = fingerprint.make("parity", {"s": options["parity_sentences"]})["digest"]
-    return fingerprint.make("export", fields, inputs)
+        inputs["parity_sentences"] = digests.make("parity", {"s": options["parity_sentences"]})["digest"]
+    return digests.make("export", fields, inputs)
 
 
 def bench(teacher_dir: Path, student_dirs: list[Path], transfer_dir: Path | None, options: dict) -> dict:
     """What `xdistil bench`'s figures were measured on: the models' and transfer set's files, the options."""
-    inputs = {"teacher": fingerprint.folder_digest(teacher_dir),
-              **{f"student:{d.name}": fingerprint.folder_digest(d) for d in student_dirs}}
+    inputs = {"teacher": digests.folder_digest(teacher_dir),
+              **{f"student:{d.name}": digests.folder_digest(d) for d in student_dirs}}
     if transfer_dir is not None and transfer_dir.is_dir():
-        inputs["transfer"] = fingerprint.folder_digest(transfer_dir)
-    return fingerprint.make("bench", options, inputs)
+        inputs["transfer"] = digests.folder_digest(transfer_dir)
+    return digests.make("bench", options, inputs)

@@ -9,7 +9,7 @@
       distill/           one student folder per stage (stage1-hard/, ...) + distill/metrics.json
                          (the distillation log: every stage's phases)
       metrics.json       the run's record (`xdistil.run.RunRecord`)
-      summary.json       the machine-readable summary (`xdistil.records.Summary`)
+      summary.json       the machine-readable summary (`xdistil.results.Summary`)
       run.log            the log of every invocation
       bench.json         `xdistil bench`'s record, beside bench.fingerprint.json and bench-exports/
 """

@@ -28,9 +28,9 @@ from typing import Any, ClassVar, TypeVar
 
 from xdistil_export.atomic import write_json
 
-from xdistil import fingerprint
+from xdistil import digests
 from xdistil.provenance import provenance
-from xdistil.records import RecordError
+from xdistil.results import RecordError
 from xdistil.run.layout import RunDir
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,9 @@ class Recorder:
         """Run the step ``fn`` (which writes ``out``); record its time and provenance when this
         invocation built (or finished) the output, forget them when it reused an output the
         record does not describe."""
-        before, t0 = fingerprint.digest_of(out), time.time()
+        before, t0 = digests.digest_of(out), time.time()
         result = fn()
-        after = fingerprint.digest_of(out)
+        after = digests.digest_of(out)
         if before != after:
             self.record.timings[f"{name}_s"] = round(time.time() - t0, 1)
             self.record.provenance[name] = provenance(self.command)

@@ -49,7 +49,7 @@ from torch import nn
 from xdistil_export.atomic import check_own, repair, replace_dir, write_json
 from xdistil_export.runtime import MANIFEST, MODEL_FILES, TOKENIZER, Predictor, file_digests
 
-from xdistil import fingerprint, onnx_graph
+from xdistil import digests, onnx_graph
 from xdistil.cards import write_card, write_export_config
 from xdistil.data.align import Specials, WindowEncoder
 from xdistil.data.readers import read_conll
@@ -214,7 +214,7 @@ def export_model(
         write_export_config(tmp, manifest)  # id2label / label2id, for code that reads HF-style configs
         write_card(tmp, command=command)
         if record is not None:
-            write_json(tmp / fingerprint.FILE, record)
+            write_json(tmp / digests.FILE, record)
         del fp32, q8  # release the model files before the rename
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         replace_dir(tmp, out)  # sealed there; checked again: files put into out meanwhile are not deleted

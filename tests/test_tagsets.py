@@ -11,7 +11,7 @@ from tiny import make_tiny_teacher
 
 from xdistil import DEFAULT_LABELS
 from xdistil.config import RunConfig, from_dict
-from xdistil.labels import (
+from xdistil.tagsets import (
     LabelError,
     check_labels,
     for_teachers,
@@ -129,7 +129,7 @@ def test_misc_teacher_and_misc_data_train_without_a_label_list(tmp_path, caplog)
 def test_bare_encoder_takes_labels_from_the_data(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from xdistil.labels import resolve_run
+    from xdistil.tagsets import resolve_run
 
     src = make_tiny_teacher(tmp_path)
     tok = AutoTokenizer.from_pretrained(src)
