@@ -528,9 +528,7 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
     held: list[int] = []
     variants: list[int] = []  # entity-augmented variants of held-out sentences: as good as them, not trained on
     if any(select_signal(cfg, s) == "teacher" for s in stages):
-        augmented = _augmented(ds)  # the held-out slice is drawn from original sentences only
-        held = _held_out(ds, [r for r in split_rows.get("transfer", []) if not augmented[r]], cfg.distill.select_size)
-        variants = _variants_of(ds, held)
+        held, variants = held_out(ds, split_rows, cfg.distill.select_size)
     trained = set(split_rows.get("labeled", []) + split_rows.get("transfer", [])) - set(held) - set(variants)
     index = {"transfer": sorted(trained),
              "labeled": split_rows.get("labeled", []), "val": split_rows["val"], "select": held}
@@ -541,6 +539,15 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
         select_rows = list(zip(map(list, words["words"]), tags, words["lang"], strict=True))
     return _Run(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, labels, ids, ds, lengths, index, val_rows,
                 select_rows, val_task, fallback, {})
+
+
+def held_out(ds, split_rows: dict[str, list[int]], size: int) -> tuple[list[int], list[int]]:
+    """The transfer rows that selection on the teacher's tags holds out of training (drawn from
+    original sentences only), and the entity-augmented variants of them (not trained on
+    either): what a distillation never trains on. ``split_rows`` as `labeling.scan_transfer` gives it."""
+    augmented = _augmented(ds)
+    held = _held_out(ds, [r for r in split_rows.get("transfer", []) if not augmented[r]], size)
+    return held, _variants_of(ds, held)
 
 
 def _held_out(ds, transfer_rows: list[int], size: int) -> list[int]:

@@ -1,0 +1,176 @@
+"""The peer a user would pick instead (issue 33, step 7): spaCy's CPU NER trained on the same
+teacher-labeled transfer set as a distilled student, scored on the same tests.
+
+    python -m benchmarks.peer [--run runs/demo-grid] [--cell demo-s13] [--out runs/peer] \
+        [--results benchmarks/results/transfer-size] [--quick] [-q]
+
+The cell is one of `benchmarks.demo_grid`'s (run it first): its transfer set gives spaCy its
+training data -- every transfer sentence's words with the teacher's hard tags, and the labeled
+budget's gold sentences -- and its final student is the one compared. spaCy trains a blank
+``xx`` pipeline with only ``ner`` (``spacy init config --optimize efficiency``: hash
+embeddings + a CNN tok2vec) to its own stopping point (``training.patience``), with the gold
+selection slice as its dev set, exactly as the student selects on the same labeled data.
+Both are scored with seqeval (IOB2 strict) on the grid's tests, word for word (spaCy gets the
+words as they are, no tokenizer of its own). The held-out transfer sentences the student
+selects on are left out of spaCy's training too.
+
+Writes the ``peer`` list of ``summary.json`` in ``--results`` (``{"test", "spacy_silver_f1",
+"student_f1"}`` per language and test, plus the teacher's F1) and ``peer.md``; the other
+keys of that file are kept. spaCy is not a dependency of xdistil: ``pip install spacy``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from xdistil_export.atomic import write_text
+
+from benchmarks import demo_grid, grid, preamble
+
+
+def iob2(tags: list[str]) -> list[str]:
+    """Tags as valid IOB2: an I-X that does not continue an X (a teacher's argmax can say so)
+    begins one, as seqeval reads it."""
+    out = []
+    for t in tags:
+        if t.startswith("I-") and (not out or out[-1] == "O" or out[-1][2:] != t[2:]):
+            t = "B-" + t[2:]
+        out.append(t)
+    return out
+
+
+def docbin(nlp, rows: list[tuple[list[str], list[str]]], path: Path) -> int:
+    """Gold-standard Docs (words and IOB2 tags) as a spaCy DocBin at ``path``; the count."""
+    from spacy.tokens import Doc, DocBin
+
+    db = DocBin()
+    for words, tags in rows:
+        db.add(Doc(nlp.vocab, words=words, ents=iob2(tags)))
+    db.to_disk(path)
+    return len(rows)
+
+
+def training_rows(transfer: Path, select_size: int) -> tuple[list, list]:
+    """(train, dev) as (words, tags): transfer rows with the teacher's tags, labeled rows with
+    gold, less the rows the student's selection holds out (`xdistil.stages.held_out`); the gold
+    selection slice (split "val") is the dev set."""
+    from xdistil.labeling import load_transfer, scan_transfer
+    from xdistil.stages import held_out
+
+    ds, manifest = load_transfer(transfer)
+    labels = manifest["labels"]
+    _, split_rows = scan_transfer(ds)
+    held, variants = held_out(ds, split_rows, select_size)
+    skip = set(held) | set(variants)
+    train, dev = [], []
+    for i, r in enumerate(ds.select_columns(["words", "split", "gold", "t0_tags"])):
+        if r["split"] == "val":
+            dev.append((r["words"], [labels[t] for t in r["gold"]]))
+        elif r["split"] == "labeled":
+            train.append((r["words"], [labels[t] for t in r["gold"]]))
+        elif i not in skip:
+            train.append((r["words"], [labels[t] for t in r["t0_tags"]]))
+    return train, dev
+
+
+def train_spacy(train: list, dev: list, out: Path, seed: int, max_steps: int | None) -> tuple[Path, float]:
+    import spacy
+
+    nlp = spacy.blank("xx")
+    out.mkdir(parents=True, exist_ok=True)
+    docbin(nlp, train, out / "train.spacy")
+    docbin(nlp, dev, out / "dev.spacy")
+    cfg = out / "config.cfg"
+    if not cfg.is_file():
+        subprocess.run([sys.executable, "-m", "spacy", "init", "config", str(cfg), "--lang", "xx", "--pipeline",
+                        "ner", "--optimize", "efficiency", "--force"], check=True, capture_output=True)
+    best = out / "model" / "model-best"
+    t0 = time.perf_counter()
+    if not (best / "meta.json").is_file():
+        args = ["--paths.train", str(out / "train.spacy"), "--paths.dev", str(out / "dev.spacy"),
+                "--system.seed", str(seed)]
+        if max_steps:
+            args += ["--training.max_steps", str(max_steps), "--training.eval_frequency", str(max(1, max_steps // 2))]
+        subprocess.run([sys.executable, "-m", "spacy", "train", str(cfg), "--output", str(out / "model"), *args],
+                       check=True)
+    return best, round(time.perf_counter() - t0, 1)
+
+
+def spacy_scores(model: Path, tests: dict[str, list]) -> dict[str, dict]:
+    import spacy
+    from spacy.tokens import Doc
+
+    from xdistil.evaluate import score
+
+    nlp = spacy.load(model)
+    out = {}
+    for key, sents in tests.items():
+        docs = nlp.pipe(Doc(nlp.vocab, words=s.words) for s in sents)
+        pred = [[(t.ent_iob_ + "-" + t.ent_type_) if t.ent_iob_ in ("B", "I") else "O" for t in d] for d in docs]
+        out[key] = score([s.tags for s in sents], pred)
+    return out
+
+
+def main(argv=None) -> int:
+    p = preamble.parser(__doc__)
+    p.add_argument("--run", type=Path, default=Path("runs/demo-grid"), help="the demo grid's run folder")
+    p.add_argument("--cell", default="demo-s13", help="the grid cell whose transfer set and student are used")
+    p.add_argument("--out", type=Path, default=Path("runs/peer"))
+    p.add_argument("--results", type=Path, default=Path("benchmarks/results/transfer-size"))
+    p.add_argument("--quick", action="store_true", help="a few spaCy steps (the test of this script)")
+    args = p.parse_args(argv)
+    try:
+        import spacy  # noqa: F401
+    except ImportError:
+        raise SystemExit("benchmarks.peer needs spaCy: pip install spacy") from None
+    command = preamble.start("peer", argv, args.quiet)
+    from xdistil.provenance import machine, usable_cpus
+    from xdistil.runner import outputs
+
+    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
+    group = next(iter(g.groups))
+    cell = outputs(args.run / group / args.cell)
+    if cell.student is None:
+        raise SystemExit(f"{args.run / group / args.cell}: no student; run `python -m benchmarks.demo_grid` first")
+    done = json.loads((args.run / "done.json").read_text())[group]
+    seed = done["variants"][args.cell]["seed"]
+    train, dev = training_rows(cell.transfer, g.config(group).distill.select_size)
+    model, train_s = train_spacy(train, dev, args.out / args.cell, seed, 20 if args.quick else None)
+    tests = g.tests(g.config(group), group, {"PER", "LOC", "ORG"})
+    flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
+    if args.quick:
+        flat = {k: v[:30] for k, v in flat.items()}
+    spacy_f1 = spacy_scores(model, flat)
+    student = done["variants"][args.cell]["scores"]
+    rows = [{"test": key, "spacy_silver_f1": round(float(spacy_f1[key]["f1"]), 2),
+             "student_f1": round(float(student[key]["f1"]), 2),
+             "teacher_f1": round(float(done["teacher"][key]["f1"]), 2)} for key in flat]
+    m = machine(usable_cpus())
+    demo_grid._update(args.results / "summary.json", {"peer": rows, "peer_protocol": {
+        "cell": args.cell, "train_sentences": len(train), "dev_sentences": len(dev), "spacy_train_s": train_s,
+        "spacy": spacy.__version__, "machine": m, "command": command}})
+    ahead = [r for r in rows if r["student_f1"] > r["spacy_silver_f1"]]
+    lines = [f"# The peer: spaCy trained on the same teacher-labeled transfer set ({m['cpu']}, {m['threads']} threads)",
+             "", f"Command: `{command}`", "",
+             f"spaCy {spacy.__version__}, blank `xx`, `ner` only, `--optimize efficiency`, trained on {len(train):,} "
+             f"sentences (the transfer set with the teacher's tags, plus the gold budget) to its own stopping point "
+             f"in {train_s:.0f} s, dev = the {len(dev)} gold selection sentences. The student is the grid cell "
+             f"`{args.cell}`'s final one.", "",
+             "| test | teacher F1 | spaCy (silver) F1 | student F1 | student - spaCy |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['test']} | {r['teacher_f1']:.2f} | {r['spacy_silver_f1']:.2f} | {r['student_f1']:.2f} | "
+              f"{r['student_f1'] - r['spacy_silver_f1']:+.2f} |" for r in rows]
+    lines += ["", f"The student is ahead on {len(ahead)} of {len(rows)} tests"
+              + ("." if len(ahead) == len(rows) else "; **not** on: "
+                 + ", ".join(r["test"] for r in rows if r not in ahead) + "."), ""]
+    text = "\n".join(lines) + "\n"
+    write_text(args.results / "peer.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The peer benchmark (benchmarks/peer.py, issue 33 step 7): spaCy is trained on exactly what the
+student learns from -- the teacher's tags on the transfer sentences it trains on, the gold budget
+-- and never on the sentences the student's selection holds out."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import REPO
+
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import demo_grid, grid, peer  # noqa: E402
+
+
+def test_iob2_repairs_what_a_teacher_may_say():
+    assert peer.iob2(["I-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-LOC"]) == \
+        ["B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-LOC"]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    run = tmp_path_factory.mktemp("peer") / "run"
+    assert demo_grid.main(["selection", "--variants", "demo", "--seeds", "13", "--run", str(run), "--quick", "-q",
+                           "--results", str(run / "results")]) == 0
+    return run
+
+
+def test_spacy_trains_on_what_the_student_trains_on(cell):
+    from xdistil.labeling import load_transfer, scan_transfer
+    from xdistil.runner import outputs
+    from xdistil.stages import held_out
+
+    o = outputs(cell / "control" / "demo-s13")
+    select_size = grid.Grid.load(demo_grid.CONFIG, ("views",)).config("control", quick=grid.QUICK).distill.select_size
+    train, dev = peer.training_rows(o.transfer, select_size)
+    ds, manifest = load_transfer(o.transfer)
+    _, split = scan_transfer(ds)
+    held, _ = held_out(ds, split, select_size)
+    assert held and len(dev) == len(split["val"])
+    assert len(train) == len(split["labeled"]) + len(split["transfer"]) - len(held)
+    words = {tuple(w) for w, _ in train}
+    assert not any(tuple(ds[i]["words"]) in words for i in held)
+    labels = manifest["labels"]
+    row = ds[split["transfer"][0]] if split["transfer"][0] not in held else ds[split["transfer"][1]]
+    assert (row["words"], [labels[t] for t in row["t0_tags"]]) in [(list(w), t) for w, t in train]
+
+
+def test_quick_peer_writes_the_peer_rows(cell, tmp_path):
+    pytest.importorskip("spacy", reason="spaCy is the benchmark's peer, not an xdistil dependency")
+    results = tmp_path / "results"
+    assert peer.main(["--run", str(cell), "--cell", "demo-s13", "--out", str(tmp_path / "peer"), "--results",
+                      str(results), "--quick", "-q"]) == 0
+    rows = json.loads((results / "summary.json").read_text())["peer"]
+    assert {r["test"] for r in rows} == {f"{lang}:{t}" for lang in ("de", "ar", "hi") for t in ("dev", "test")}
+    assert all(0 <= r["spacy_silver_f1"] <= 100 and 0 <= r["student_f1"] <= 100 for r in rows)
+    assert "| test | teacher F1 | spaCy (silver) F1 |" in (results / "peer.md").read_text()
