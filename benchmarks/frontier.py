@@ -37,6 +37,7 @@ from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import demo_grid, grid, preamble
 from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, _row, read_words
+from xdistil.run import RunDir
 from xdistil.runner import outputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
@@ -57,14 +58,14 @@ SENTENCES, B1_SENTENCES = 5000, 500
 
 def distill(demo: Path, run: Path, name: str, seed: int) -> Path:
     """The final stage folder of ``name`` at ``seed`` (distilled here unless the demo's own)."""
-    recorded = json.loads((demo / "config.json").read_text())["distill"]["seed"]
+    recorded = json.loads(RunDir(demo).config.read_text())["distill"]["seed"]
     if name == DEFAULT and seed == recorded:
         return outputs(demo).student
     out = run / f"{name}-{seed}"
     if not (out / "done").is_file():
         args = [a for s in STUDENTS[name][1] for a in ("--set", s)]
-        preamble.xdistil("-q", "distill", "--config", "demo", "--teacher-dir", str(demo / "teacher"), "--transfer",
-                         str(demo / "transfer"), "--out", str(out), "--seed", str(seed), "--no-eval", *args)
+        preamble.xdistil("-q", "distill", "--config", "demo", "--teacher-dir", str(RunDir(demo).teacher), "--transfer",
+                         str(RunDir(demo).transfer), "--out", str(out), "--seed", str(seed), "--no-eval", *args)
         (out / "done").touch()
     return outputs(out).student
 
@@ -90,7 +91,8 @@ def quality(demo: Path, run: Path, seeds: list[int]) -> dict:
     path = run / "scores.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     if "teacher" not in state:
-        state["teacher"] = {"f1": scores(demo / "teacher"), "params": params(demo / "teacher")}
+        teacher = outputs(demo).teacher
+        state["teacher"] = {"f1": scores(teacher), "params": params(teacher)}
         write_json(path, state)
     for name in STUDENTS:
         for seed in seeds:

@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks import preamble
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.run import RunDir
-from xdistil.run.layout import DISTILL_LOG
+from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 PRESET = Path(__file__).resolve().parents[1] / "xdistil" / "presets" / "languages41.yaml"
 RESULTS = Path("benchmarks/results/41-languages")
@@ -169,22 +169,23 @@ def int8_scores(student: Path, export_dir: Path, cfg: RunConfig, progress: bool,
 
 
 def finetune(cfg: RunConfig, lang: str, student: Path, run_dir: Path, progress: bool) -> dict:
-    """Continue the multilingual ``student`` on one language's transfer rows (`distill.init_from`):
-    its dev scores (`evaluate_dev`) and the seconds it took."""
-    from xdistil import steps
+    """Continue the multilingual ``student`` on one language's transfer rows (`distill.init_from`),
+    on the run's teacher and transfer set, into the run folder ``finetune-LANG``: its dev scores
+    (`evaluate_dev`) and the seconds it took."""
     from xdistil.evaluate import evaluate_dev
+    from xdistil.runner import Runner
 
     one = with_overrides(cfg, {"data": {"languages": [lang]},
                                "distill": {"init_from": str(student), "stages": [dict(FINETUNE_STAGE)]},
                                **({"transfer": {"languages": []}} if takes_transfer_only() else {})})
     if cfg.distill.max_steps_per_epoch:  # --quick
         one = with_overrides(one, {"distill": {"stages": [{**FINETUNE_STAGE, "epochs": 1}]}})
-    out = run_dir / f"finetune-{lang}"
     run = RunDir(run_dir / "run")
-    dirs = steps.distill_stages(one, run.transfer, run.teacher, out, progress=progress)
-    log = json.loads((out / DISTILL_LOG).read_text())
+    tuned = Runner(one, RunDir(run_dir / f"finetune-{lang}"), given={"teacher": run.teacher, "label": run.transfer},
+                   progress=progress).run(only=("distill",)).student
+    log = read_distill_log(tuned)
     seconds = sum(step["seconds"] or 0 for st in log["stages"] for step in st["phases"])
-    return {**evaluate_dev(dirs[-1], one, progress), "seconds": round(seconds, 1)}
+    return {**evaluate_dev(tuned, one, progress), "seconds": round(seconds, 1)}
 
 
 def finetune_candidates(order: list[str], entities: dict[str, int], n: int,
@@ -199,16 +200,17 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
         progress: bool = True, command: str | None = None, int8_min_agreement: float | None = None,
         finetune_min_entities: int = FINETUNE_MIN_ENTITIES):
     """The run, the int8 export, optionally per-language fine-tuning; writes ``results``. The Summary."""
-    from xdistil import pipeline, steps
+    from xdistil import pipeline
     from xdistil.provenance import provenance
     from xdistil.results import ModelScores, Provenance
+    from xdistil.runner import outputs
 
     run_dir, results = Path(run_dir), Path(results)
     record = pipeline.run(cfg, run_dir / "run", progress=progress, command=command)
-    stage_dirs = steps.students(RunDir(run_dir / "run").distill)
-    if record.teacher is None or not stage_dirs:
+    got = outputs(run_dir / "run")
+    if record.teacher is None or not got.students:
         raise RuntimeError(f"{run_dir / 'run'}: the run has no evaluated teacher and student (steps: {cfg.steps})")
-    final = stage_dirs[-1]
+    final = got.student
     s = pipeline.summary(record, cfg)
     student = s.model(final.name)
     int8 = int8_scores(final, run_dir / "export-int8", cfg, progress, int8_min_agreement)
@@ -229,7 +231,7 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, f
                        "retained_after": 100 * f1 / teacher.f1[lang] if teacher.f1[lang] else None,
                        "seconds": t["seconds"], "extra_params": t["params"], "folder": t["path"]}
 
-    manifest = json.loads(RunDir(run_dir / "run").transfer_manifest.read_text())
+    manifest = read_transfer_manifest(got.transfer)
     meta = json.loads((final / "xdistil_student.json").read_text())
     vocab = meta.get("vocab") or {}
     missing = without_labeled_data(cfg)

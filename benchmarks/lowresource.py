@@ -50,18 +50,21 @@ def run(cfg: RunConfig, run_dir: str | Path, results: str | Path = RESULTS, *, p
     Raises `xdistil.teachers.WeakTeacher` (before any labeling) when the teacher is too weak."""
     import dataclasses
 
-    from xdistil import digests, pipeline, steps
+    from xdistil import digests, pipeline
     from xdistil.evaluate import DevScorer
     from xdistil.provenance import provenance
     from xdistil.report import write_page
     from xdistil.results import ModelScores, Provenance
+    from xdistil.runner import Runner
 
     run_dir, results = Path(run_dir), Path(results)
     base = RunDir(run_dir / "run")
     s = pipeline.summary(pipeline.run(cfg, base.root, progress=progress, command=command), cfg)
     distilled = s.final
-    gold_cfg = with_overrides(cfg, GOLD_ONLY)
-    gold_dir = steps.distill(gold_cfg, base.transfer, base.teacher, run_dir / "gold-only", progress=progress)
+    # the same teacher and transfer set, given: only the student's stages differ
+    gold_dir = Runner(with_overrides(cfg, GOLD_ONLY), RunDir(run_dir / "gold-only"),
+                      given={"teacher": base.teacher, "label": base.transfer}, progress=progress
+                      ).run(only=("distill",)).student
     score = DevScorer(cfg, progress, cache=run_dir / "gold-only-scores.json")
     key = f"gold-only@{digests.folder_digest(gold_dir)}"  # a recomputed student is scored again
     gold = ModelScores.from_eval("gold-only", "student", score(key, gold_dir), arch=cfg.student.arch, group="gold-only",

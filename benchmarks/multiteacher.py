@@ -4,15 +4,16 @@ students (uniform and MT-BERT weights), with teachers fine-tuned apart or co-fin
     python -m benchmarks.multiteacher --config benchmarks/configs/multiteacher.yaml \
         --run runs/mt --results benchmarks/results/multiteacher
 
-Steps, each resumable (rerun the same command after an interruption):
+Steps, each resumable (rerun the same command after an interruption), each through the step
+runner (`xdistil.runner`) into a run folder:
 
-1. ``teachers/<name>``: every teacher of the config fine-tuned alone (its own seed);
-2. ``co/``: the same teachers co-finetuned with one shared head (`xdistil.teachers.CoTeachers`);
-3. ``transfer-apart/``, ``transfer-co/``: the transfer set labeled once by each group
+1. ``apart/<name>/teacher``: every teacher of the config fine-tuned alone (its own seed);
+2. ``co/teacher``: the same teachers co-finetuned with one shared head (`xdistil.teachers.CoTeachers`);
+3. ``apart/transfer``, ``co/transfer``: the transfer set labeled once by each group
    (every teacher's tags, logits and hidden layer per word);
-4. per group: one student per teacher (``distill.teachers: [k]``), two students of all
-   teachers (``teacher_weighting`` uniform / mtbert) and one of the e5 teachers only
-   (mtbert), same student and stages throughout;
+4. per group, ``GROUP/<student>/distill``: one student per teacher (``distill.teachers: [k]``),
+   two students of all teachers (``teacher_weighting`` uniform / mtbert) and one of the e5
+   teachers only (mtbert), same student and stages throughout;
 5. dev F1 of every teacher and student; ``summary.json`` (a `xdistil.results.Summary`, one
    row per model named ``GROUP/NAME``, its group in ``group``) and ``results.md`` (rendered
    by the report's block renderer).
@@ -29,7 +30,8 @@ from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_
 from xdistil.provenance import provenance
 from xdistil.report import Heading, Para, Table, num, write_page
 from xdistil.results import ModelScores, Provenance, Summary
-from xdistil.run.layout import DISTILL_LOG
+from xdistil.run import RunDir
+from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 GROUPS = ("apart", "co")
 
@@ -40,9 +42,9 @@ def _cfg(base: dict, **sections) -> RunConfig:
 
 
 def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
-    from xdistil import steps
     from xdistil.evaluate import DevScorer
-    from xdistil.models import DONE_MARKER, GROUP_MARKER, teacher_dirs
+    from xdistil.models import DONE_MARKER, GROUP_MARKER
+    from xdistil.runner import Runner
 
     raw = load_yaml(config)
     teachers = raw.pop("teachers")
@@ -54,14 +56,14 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     dirs: dict[str, list[Path]] = {"apart": [], "co": []}
     seconds: dict[str, float] = {}
     for t in teachers:
-        d = steps.teacher(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}),
-                          run_dir / "teachers" / t["name"], progress=progress)
+        d = Runner(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}), RunDir(run_dir / "apart" / t["name"]),
+                   progress=progress).run(only=("teacher",)).teacher
         dirs["apart"].append(d)
         seconds[f"teacher {t['name']}"] = json.loads((d / DONE_MARKER).read_text())["seconds"]
-    co = steps.teacher(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
-                       run_dir / "co", progress=progress)
-    dirs["co"] = teacher_dirs(co)
-    seconds["teachers co-finetuned"] = json.loads((co / GROUP_MARKER).read_text())["seconds"]
+    co = RunDir(run_dir / "co")
+    dirs["co"] = Runner(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
+                        co, progress=progress).run(only=("teacher",)).teachers
+    seconds["teachers co-finetuned"] = json.loads((co.teacher / GROUP_MARKER).read_text())["seconds"]
 
     models, logs = [], {}
     for group in GROUPS:
@@ -71,8 +73,9 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
                                                 group=group, evaluated_by="benchmarks.multiteacher"))
     # 3. one transfer set per group, labeled by all its teachers
     for group in GROUPS:
-        transfer = steps.label(base, dirs[group], run_dir / f"transfer-{group}", progress=progress)
-        tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
+        transfer = Runner(base, RunDir(run_dir / group), given={"teacher": dirs[group]},
+                          progress=progress).run(only=("label",)).transfer
+        tp = read_transfer_manifest(transfer)["throughput"]
         if tp.get("label_sentences_per_s"):
             seconds[f"label {group}"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1)
         # 4. students
@@ -83,13 +86,14 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
         if 1 < len(e5) < len(teachers):
             variants.append(("multi mtbert e5 only", {"teachers": e5, "teacher_weighting": "mtbert"}))
         for name, over in variants:
-            out = run_dir / f"students-{group}" / name.replace(" ", "-")
-            stage_dirs = steps.distill_stages(_cfg(raw, distill=over), transfer, dirs[group][0], out, progress=progress)
-            metrics = json.loads((out / DISTILL_LOG).read_text())
+            student = Runner(_cfg(raw, distill=over), RunDir(run_dir / group / name.replace(" ", "-")),
+                             given={"teacher": dirs[group], "label": transfer}, progress=progress
+                             ).run(only=("distill",)).student
+            metrics = read_distill_log(student)
             train_s = round(sum(step["seconds"] for st in metrics["stages"] for step in st["phases"]), 1)
             logs[f"{group}/{name}"] = {"teachers": metrics.get("teachers"), "stages": metrics["stages"]}
             models.append(ModelScores.from_eval(
-                f"{group}/{name}", "student", evaluate(f"{group}/{name}", stage_dirs[-1]), arch=base.student.arch,
+                f"{group}/{name}", "student", evaluate(f"{group}/{name}", student), arch=base.student.arch,
                 group=group, evaluated_by="benchmarks.multiteacher",
                 extra={"train_s": train_s, "teacher_weights_without_gold":
                        (metrics.get("teachers") or {}).get("weights_without_gold")}))

@@ -1,9 +1,9 @@
 """Deployment throughput of the torch-free runtime (issue 25), with spaCy as the peer row.
 
     python -m benchmarks.runtime build --out runs/runtime-bench/model       # the student and its export (~3 min)
-    python -m benchmarks.runtime reference runs/runtime-bench/model/export --out runs/runtime-bench/reference.json.gz
-    python -m benchmarks.runtime check runs/runtime-bench/model/export --reference runs/runtime-bench/reference.json.gz
-    python -m benchmarks.runtime bench runs/runtime-bench/model/export --out benchmarks/results/runtime
+    python -m benchmarks.runtime reference runs/runtime-bench/model/onnx --out runs/runtime-bench/reference.json.gz
+    python -m benchmarks.runtime check runs/runtime-bench/model/onnx --reference runs/runtime-bench/reference.json.gz
+    python -m benchmarks.runtime bench runs/runtime-bench/model/onnx --out benchmarks/results/runtime
 
 **The model** (``build``): the languages41 preset's student shape -- a 2-layer BiLSTM,
 E=50, H=200, over a 36,000-piece vocabulary cut from e5-small's (``student.max_vocab``,
@@ -31,9 +31,9 @@ The code before the change (issue 25's baseline) is export/ at commit 6167d2a, i
 
     mkdir -p runs/runtime-bench/before && git archive 6167d2a export | tar -x -C runs/runtime-bench/before \
         && mv runs/runtime-bench/before/export runs/runtime-bench/before/xdistil_export
-    python -m benchmarks.runtime compare runs/runtime-bench/model/export --before runs/runtime-bench/before \
+    python -m benchmarks.runtime compare runs/runtime-bench/model/onnx --before runs/runtime-bench/before \
         --out benchmarks/results/runtime                           # interleaved before/after
-    python -m benchmarks.runtime ops runs/runtime-bench/model/export --out benchmarks/results/runtime
+    python -m benchmarks.runtime ops runs/runtime-bench/model/onnx --out benchmarks/results/runtime
 
 **Same output** (``reference`` / ``check``): ``reference`` saves the tags, scores and
 entities of the 5,000 de sentences (word lists and raw text; fp32 at batch 32 and 256, int8
@@ -147,9 +147,14 @@ def build(out: Path, train_sentences: int = 8000, seed: int = 13, num_layers: in
     save_student(student, tok, student_dir, {"labels": labels, "max_length": STUDENT["max_length"],
                                              "note": f"gold-trained 1 epoch on {train_sentences} "
                                                      f"{'+'.join(TRAIN_LANGS)} WikiANN train sentences each"})
-    export_model(student_dir, out / "export", int8=True, dev_file=DE_DEV,
+    export_model(student_dir, onnx_dir(out), int8=True, dev_file=DE_DEV,
                  command=shlex.join(["python", "-m", "benchmarks.runtime", "build", "--out", str(out)]))
-    return out / "export"
+    return onnx_dir(out)
+
+
+def onnx_dir(out: Path) -> Path:
+    """Where `build` exports the student it trained in ``out`` (fp32 + int8 ONNX)."""
+    return out / "onnx"
 
 
 # ---- same output as before -------------------------------------------------------------------

@@ -15,8 +15,10 @@ its own ``xdistil`` process, polled every 50 ms for its resident memory:
   in the first and never in the second; they are reclaimable, so the second is the figure
   that must stay flat as the set grows.
 
-Every step is resumable (labeling by chunk, distillation by step), so rerunning the same
-command after an interruption continues; finished steps keep their recorded figures.
+Each size is a run folder (``--run/xF``: ``transfer/`` and ``distill/``, as ``xdistil run`` lays
+them out; the teacher is given). Every step is resumable (labeling by chunk, distillation by
+step), so rerunning the same command after an interruption continues; finished steps keep
+their recorded figures.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from benchmarks import preamble
 from xdistil.config import save_json
 from xdistil.provenance import cpu_model, provenance
 from xdistil.report import Heading, Para, Table, write_page
-from xdistil.run.layout import DISTILL_LOG
+from xdistil.run import RunDir
+from xdistil.run.layout import read_distill_log, read_transfer_manifest
+from xdistil.runner import outputs
 
 # six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
 LANGS = ["ar", "fr", "it", "pt", "tr", "vi"]
@@ -109,34 +113,35 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         key = f"x{factor:g}"
         d = run_dir / key
         d.mkdir(exist_ok=True)
+        run = RunDir(d)
         cfg_path = d / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(config_for(factor), sort_keys=False), encoding="utf-8")
         entry = state.setdefault(key, {"factor": factor})
         q = ["-q"] if quiet else []
         if "label" not in entry:
-            if (d / "transfer" / "manifest.json").exists():  # labeled, figures lost: label again to measure
-                remove_own(d / "transfer")
+            if run.transfer_manifest.exists():  # labeled, figures lost: label again to measure
+                remove_own(run.transfer)
             entry["label"] = measure(exe + ["label", "--config", str(cfg_path), "--teacher-dir", str(teacher),
-                                            "--out", str(d / "transfer")] + q, d / "label.log")
-            manifest = json.loads((d / "transfer" / "manifest.json").read_text())
+                                            "--out", str(run.transfer)] + q, d / "label.log")
+            manifest = read_transfer_manifest(run.transfer)
             entry["rows"] = sum(sum(c.values()) for c in manifest["counts"].values())
             entry["counts"] = manifest["counts"]
             entry["words"] = manifest["throughput"]["words_labeled_this_run"]
             entry["label"]["sentences_per_s"] = manifest["throughput"]["label_sentences_per_s"]
-            entry["transfer_mb"] = _dir_mb(d / "transfer")
+            entry["transfer_mb"] = _dir_mb(run.transfer)
             save_json(state, state_path)
         if "distill" not in entry:
-            remove_own(d / "distill")
+            remove_own(run.distill)
             entry["distill"] = measure(exe + ["distill", "--config", str(cfg_path), "--teacher-dir", str(teacher),
-                                              "--transfer", str(d / "transfer"), "--out", str(d / "distill"),
-                                              "--no-eval"] + q, d / "distill.log")
-            metrics = json.loads((d / "distill" / "students" / DISTILL_LOG).read_text())
+                                              "--transfer", str(run.transfer), "--out", str(d), "--no-eval"] + q,
+                                       d / "distill.log")
+            metrics = read_distill_log(run.distill)
             step = metrics["stages"][0]["phases"][0]
             entry["distill"]["tokens_per_s"] = step["tokens_per_s"]
             entry["distill"]["mean_loss"] = step["history"][0]["mean_loss"]
             save_json(state, state_path)
         if "student" not in entry:  # the BiLSTM's vocabulary is the word pieces the set contains
-            meta = json.loads(next((d / "distill" / "students").glob("stage1-*/xdistil_student.json")).read_text())
+            meta = json.loads((outputs(run).students[0] / "xdistil_student.json").read_text())
             entry["student"] = {"params": meta["extra"]["params"]["total"], "vocab": meta["config"]["vocab_size"]}
             save_json(state, state_path)
         print(f"{key}: {entry['rows']} rows, label {entry['label']}, distill {entry['distill']}", flush=True)

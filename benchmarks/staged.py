@@ -4,10 +4,13 @@ preset and a small Transformer, all on one teacher and one labeled transfer set.
     python -m benchmarks.staged --config benchmarks/configs/staged.yaml \
         --run runs/bench --results benchmarks/results/staged
 
-Every step is resumable (rerun the same command after an interruption). Writes
-``summary.json`` (a `xdistil.results.Summary`: protocol + one scored row per model, each
-student with its variant, stage and folder) and ``results.md`` (rendered from it by the
-report's block renderer; ``xdistil report`` reads the same file).
+``--run`` is the base config's run folder (its teacher and transfer set, no students); each
+variant is a run folder of its own inside it (``--run/VARIANT``, `xdistil.runner`), the teacher
+and transfer set linked in from the base run, so they are trained and labeled once. Every step
+is resumable (rerun the same command after an interruption). Writes ``summary.json`` (a
+`xdistil.results.Summary`: protocol + one scored row per model, each student with its variant,
+stage and folder) and ``results.md`` (rendered from it by the report's block renderer;
+``xdistil report`` reads the same file).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_
 from xdistil.provenance import provenance
 from xdistil.report import Heading, Para, Table, num, params, pct, times, write_page
 from xdistil.results import ModelScores, Provenance, Summary, stage_of
-from xdistil.run.layout import DISTILL_LOG
+from xdistil.run import RunDir
+from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 # Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),
 # the staged BiLSTM trained further on soft targets, the XtremeDistil order, and a small
@@ -36,21 +40,22 @@ def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
 
 
 def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progress: bool) -> dict:
-    from xdistil import steps
     from xdistil.evaluate import DevScorer
+    from xdistil.models import DONE_MARKER
+    from xdistil.runner import Runner
 
     raw = load_yaml(config)
     variant_overrides = raw.pop("variants", {})
     base = from_dict(RunConfig, raw)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    teacher = steps.teacher(base, run_dir / "teacher", progress=progress)
-    # the training time recorded by the (possibly earlier) run that trained it
-    timings["teacher_s"] = json.loads((teacher / "xdistil_teacher.json").read_text())["seconds"]
-    transfer = steps.label(base, [teacher], run_dir / "transfer", progress=progress)
-    tp = json.loads((transfer / "manifest.json").read_text())["throughput"]
-    timings["label_s"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1) \
-        if tp["label_sentences_per_s"] else None
+    got = Runner(base, RunDir(run_dir), progress=progress).run(only=("teacher", "label"))
+    teacher, transfer = got.teacher, got.transfer
+    manifest = read_transfer_manifest(transfer)
+    tp = manifest["throughput"]
+    trained = json.loads((teacher / DONE_MARKER).read_text())
+    # the times recorded by the (possibly earlier) invocations that trained and labeled
+    timings = {"teacher_s": trained["seconds"],
+               "label_s": round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1)
+               if tp["label_sentences_per_s"] else None}
     evaluate = DevScorer(base, progress, cache=run_dir / "eval_cache.json")
 
     t = evaluate("teacher", teacher)
@@ -60,18 +65,17 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
         if only and name not in only:
             continue
         cfg = variant_cfg(base, variant_overrides.get(name, {}))
-        dirs = steps.distill_stages(cfg, transfer, teacher, run_dir / f"distill-{name}", progress=progress)
-        stage_logs[name] = json.loads((run_dir / f"distill-{name}" / DISTILL_LOG).read_text())
+        students = Runner(cfg, RunDir(run_dir / name), reuse=[run_dir], progress=progress).run().students
+        stage_logs[name] = read_distill_log(students[-1])
         # training time as recorded by the steps themselves (reruns reuse finished steps)
         timings[f"{name}_s"] = round(sum(step["seconds"] for st in stage_logs[name]["stages"]
                                          for step in st["phases"]), 1)
-        for d in dirs:
+        for d in students:
             index, stage = stage_of(d)
             models.append(ModelScores.from_eval(
                 f"{name}/{d.name}", "student", evaluate(f"{name}/{d.name}", d), arch=cfg.student.arch, stage=index,
                 stage_name=stage, group=name, evaluated_by="benchmarks.staged",
                 extra={"student": to_dict(cfg.student), "distill": to_dict(cfg.distill)}))
-    manifest = json.loads((transfer / "manifest.json").read_text())
     protocol = {
         "languages": base.data.languages, "labeled_budget": base.data.labeled_budget,
         "selection_slice": f"last {base.data.val_size} sentences of the budget",
@@ -83,8 +87,8 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
     command = "python -m benchmarks.staged " + " ".join(sys.argv[1:])
     summary = Summary(protocol, models, reference="teacher", title="Staged distillation benchmark", timings=timings,
                       provenance={"run": Provenance(**provenance(command))},
-                      extra={"labeling_throughput": manifest["throughput"], "stage_logs": stage_logs,
-                             "teacher_training": json.loads((teacher / "xdistil_teacher.json").read_text())["history"],
+                      extra={"labeling_throughput": tp, "stage_logs": stage_logs,
+                             "teacher_training": trained["history"],
                              "config": to_dict(base)})
     summary.write(results / "summary.json")
     write_page(blocks(summary), results)

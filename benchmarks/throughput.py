@@ -157,20 +157,22 @@ def _rate(tokens: int, sentences: int, seconds: float) -> dict:
 
 
 def quality_run(cfg, precision: str, out: Path, progress: bool) -> dict:
-    """The pipeline's steps at ``precision``: dev F1 of teacher and final student, labeling speed."""
-    from xdistil import steps
+    """The pipeline's steps at ``precision`` (a run folder ``out``, `xdistil.runner`): dev F1 of
+    teacher and final student, labeling speed."""
     from xdistil.data.align import WindowEncoder
     from xdistil.evaluate import DevScorer
     from xdistil.labeling import load_transfer
+    from xdistil.run import RunDir
+    from xdistil.run.layout import read_transfer_manifest
+    from xdistil.runner import Runner
     from xdistil.taggers import load_tagger
 
     cfg = with_overrides(cfg, {}, precision=precision)
-    teacher = steps.teacher(cfg, out / "teacher", progress=progress)
-    transfer = steps.label(cfg, [teacher], out / "transfer", progress=progress)
-    stage_dirs = steps.distill_stages(cfg, transfer, teacher, out / "distill", progress=progress)
+    got = Runner(cfg, RunDir(out), progress=progress).run()
+    teacher, transfer, student = got.teacher, got.transfer, got.student
     score = DevScorer(cfg, progress, cache=out / "scores.json")
-    f1 = {"teacher": score("teacher", teacher)["f1_avg"], "student": score(stage_dirs[-1].name, stage_dirs[-1])["f1_avg"]}
-    manifest = json.loads((transfer / "manifest.json").read_text())
+    f1 = {"teacher": score("teacher", teacher)["f1_avg"], "student": score(student.name, student)["f1_avg"]}
+    manifest = read_transfer_manifest(transfer)
     tp = manifest.get("throughput", {})
     # tokens per labeled sentence: the teacher's windows of the transfer set, specials included
     ds, _ = load_transfer(transfer)
@@ -183,7 +185,7 @@ def quality_run(cfg, precision: str, out: Path, progress: bool) -> dict:
                                 "tokens_per_s": round(label * per_sentence, 1) if label else None,
                                 "sentences": tp.get("sentences_labeled_this_run")},
             "applied": manifest.get("precision"), "teacher_dir": str(teacher), "transfer_dir": str(transfer),
-            "student_dir": str(stage_dirs[-1]), "final_stage": stage_dirs[-1].name}
+            "student_dir": str(student), "final_stage": student.name}
 
 
 def quality_in_child(cfg, precision: str, out: Path, progress: bool) -> dict:
@@ -195,8 +197,10 @@ def quality_in_child(cfg, precision: str, out: Path, progress: bool) -> dict:
     from xdistil_export.atomic import write_json
 
     from xdistil.config import to_dict
+    from xdistil.run import RunDir
 
-    expect(out, [CHILD_CONFIG, CHILD_RESULT, "scores.json", "teacher", "transfer", "distill"])
+    run = RunDir(out)
+    expect(out, [CHILD_CONFIG, CHILD_RESULT, "scores.json", *(p.name for p in (run.teacher, run.transfer, run.distill))])
     write_json(out / CHILD_CONFIG, to_dict(cfg))
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--quality-step", str(out.resolve()), precision]
     subprocess.run(cmd + ([] if progress else ["--quiet"]), cwd=REPO, check=True)

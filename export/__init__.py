@@ -4,5 +4,5 @@ Nothing here imports torch, transformers or xdistil (tests/test_torchfree.py che
 every module): ``runtime`` (the `Predictor`), ``decode`` (IOB2 Viterbi), ``windows``,
 ``text``, ``serve`` (FastAPI) and ``cli`` (``xdistil-runtime predict|serve``) need only
 onnxruntime, tokenizers, numpy and regex (+ fastapi/uvicorn to serve), so a deployment
-installs a few megabytes. ONNX *export* needs torch and lives in ``xdistil.onnx_export``.
+installs a few megabytes. ONNX *export* needs torch and lives in ``xdistil.deployable``.
 """

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 
 import pytest
 import torch
+from conftest import REPO
 
-from benchmarks import languages41, lowresource
+from xdistil import digests
 from xdistil.cli import main as xdistil
 from xdistil.config import RunConfig, from_dict, load_yaml
 from xdistil.results import Summary
+from xdistil.run import RunDir
+from xdistil.run.layout import read_transfer_manifest
+from xdistil.runner import outputs
+
+if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import languages41, lowresource  # noqa: E402
 
 SIX = ["bs", "ca", "cs", "mk", "sl", "sq"]
 E5_SMALL = 117_500_000
@@ -82,8 +92,9 @@ def test_quick_run_writes_the_per_language_report(quick):
     cached = json.loads((tmp / "run" / "export-int8-scores.json").read_text())["scores"]
     assert {lang: r["f1"] for lang, r in cached["dev"].items()} == int8.f1  # scored through the runtime
     # per language: dataset, dev entities, transfer-set size (the manifest's), vocabulary coverage
-    manifest = json.loads((tmp / "run" / "run" / "transfer" / "manifest.json").read_text())
-    meta = json.loads((tmp / "run" / "run" / "distill" / "stage2-soft" / "xdistil_student.json").read_text())
+    run = RunDir(tmp / "run" / "run")
+    manifest = read_transfer_manifest(run.transfer)
+    meta = json.loads((run.distill / "stage2-soft" / "xdistil_student.json").read_text())
     for lang in langs:
         p = s.extra["per_language"][lang]
         assert p["transfer_sentences"] == sum(manifest["counts"][lang].values()) > 0
@@ -118,12 +129,16 @@ def test_quick_run_writes_the_per_language_report(quick):
     assert "`stage2-soft`" in (tmp / "report" / "report.md").read_text()
     png = (tmp / "results" / "retention.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", png[16:20])[0] > 100
-    # per-language fine-tuning of the weakest language: from the multilingual student, its own folder
+    # per-language fine-tuning of the weakest language: from the multilingual student, its own run
+    # folder, on the run's teacher and transfer set
     (weakest, f), = s.extra["finetune"].items()
     assert weakest == order[0] and f["f1_before"] == s.model("stage2-soft").f1[weakest]
     assert f["lift"] == pytest.approx(f["f1_after"] - f["f1_before"], abs=0.01) and f["seconds"] >= 0
-    assert (tmp / "run" / f"finetune-{weakest}" / "stage1-finetune" / "xdistil_student.json").exists()
-    tuned = json.loads((tmp / "run" / f"finetune-{weakest}" / "xdistil_fingerprint.json").read_text())
+    finetuned = RunDir(tmp / "run" / f"finetune-{weakest}")
+    assert outputs(finetuned).student == finetuned.distill / "stage1-finetune" and f["folder"] == str(
+        finetuned.distill / "stage1-finetune")
+    assert not finetuned.teacher.exists() and not finetuned.transfer.exists()  # given, never copied
+    tuned = digests.read(finetuned.distill)
     assert tuned["fields"]["data"]["languages"] == [weakest] and "init_from" in tuned["inputs"]
     assert s.extra["finetune_passed_over"] == {} and "Passed over" not in md
 
@@ -139,7 +154,7 @@ def test_finetune_passes_over_languages_with_too_few_dev_entities():
 
 def test_quick_run_resumes_without_recomputing(quick, capsys):
     tmp, argv = quick
-    teacher = tmp / "run" / "run" / "teacher" / "xdistil_teacher.json"
+    teacher = RunDir(tmp / "run" / "run").teacher / "xdistil_teacher.json"
     before = teacher.stat().st_mtime_ns, (tmp / "run" / "export-int8-scores.json").stat().st_mtime_ns
     assert languages41.main(argv) == 0
     out = capsys.readouterr().out
@@ -149,20 +164,21 @@ def test_quick_run_resumes_without_recomputing(quick, capsys):
 
 def test_distill_one_language_from_the_multilingual_student(quick, capsys):
     tmp, _ = quick
-    run = tmp / "run" / "run"
-    multi = run / "distill" / "stage2-soft"
-    out = tmp / "de-only"
-    assert xdistil(["distill", "--config", str(run / "config.json"), "--lang", "de", "--teacher-dir",
-                    str(run / "teacher"), "--transfer", str(run / "transfer"), "--distill.init_from", str(multi),
-                    "--distill.stages", "soft", "--out", str(out), "-q"]) == 0
+    run = RunDir(tmp / "run" / "run")
+    multi = run.distill / "stage2-soft"
+    out = RunDir(tmp / "de-only")
+    assert xdistil(["distill", "--config", str(run.config), "--lang", "de", "--teacher-dir",
+                    str(run.teacher), "--transfer", str(run.transfer), "--distill.init_from", str(multi),
+                    "--distill.stages", "soft", "--out", str(out.root), "-q"]) == 0
     printed = capsys.readouterr().out
-    meta = json.loads((out / "students" / "stage1-soft" / "xdistil_student.json").read_text())
+    assert outputs(out).student == out.distill / "stage1-soft"
+    meta = json.loads((out.distill / "stage1-soft" / "xdistil_student.json").read_text())
     multi_meta = json.loads((multi / "xdistil_student.json").read_text())
     # the same student (labels, vocabulary), continued on de alone
     assert meta["labels"] == multi_meta["labels"] and meta["vocab"]["size"] == multi_meta["vocab"]["size"]
     header = next(line for line in printed.splitlines() if line.startswith("model"))
     assert "stage1-soft" in printed and " de " in header + " "  # the one score table
-    fp = json.loads((out / "students" / "xdistil_fingerprint.json").read_text())
+    fp = digests.read(out.distill)
     assert fp["fields"]["data"]["languages"] == ["de"] and "init_from" in fp["inputs"]
 
 
@@ -171,7 +187,7 @@ def test_lowresource_stops_on_a_weak_teacher(tmp_path, shared_data, capsys):
     assert lowresource.main(argv) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "min_selection_f1" in err[0] and "not labeling" in err[0]
-    assert not (tmp_path / "run" / "run" / "transfer").exists() and not (tmp_path / "run" / "gold-only").exists()
+    assert not RunDir(tmp_path / "run" / "run").transfer.exists() and not (tmp_path / "run" / "gold-only").exists()
 
 
 def test_lowresource_quick_compares_gold_only_and_distilled(tmp_path, shared_data):
@@ -180,6 +196,11 @@ def test_lowresource_quick_compares_gold_only_and_distilled(tmp_path, shared_dat
     assert s.protocol["labeled_budget"] == 100 and s.protocol["selection_slice"] == 20
     gold, distilled = s.model("gold-only"), s.model(s.headline)
     assert gold.group == "gold-only" and gold.params == distilled.params
+    # a run folder of its own, distilled from the run's teacher and transfer set (given, not copied)
+    gold_run = RunDir(tmp_path / "run" / "gold-only")
+    assert len(outputs(gold_run).students) == 1 and not gold_run.teacher.exists() and not gold_run.transfer.exists()
+    gold_in, run_in = (digests.read(d)["inputs"] for d in (gold_run.distill, RunDir(tmp_path / "run" / "run").distill))
+    assert (gold_in["teacher"], gold_in["transfer"]) == (run_in["teacher"], run_in["transfer"])
     for lang, p in s.extra["per_language"].items():
         assert (p["teacher"], p["gold_only"], p["distilled"]) == (s.teacher.f1[lang], gold.f1[lang],
                                                                   distilled.f1[lang])

@@ -10,6 +10,8 @@ from conftest import REPO
 from synth import synth_files
 
 from xdistil.config import RunConfig, from_dict, load_yaml
+from xdistil.run import RunDir
+from xdistil.runner import outputs
 
 if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
     sys.path.insert(0, str(REPO))
@@ -45,6 +47,11 @@ def test_quick_run_schema_and_resume(tmp_path, one_thread, monkeypatch):
     assert "| distill-soft-packed |" in md and "the previous release's (packed BiLSTM, fp32)" in md
     measured = json.loads((tmp_path / "run" / "measurements.json").read_text())
     assert measured["quality/bf16"]["applied"] == "bf16"  # labeling ran in bf16
+    for p in ("fp32", "bf16"):  # each precision's pipeline is one run folder, in the run layout
+        got, q = outputs(tmp_path / "run" / p), measured[f"quality/{p}"]
+        assert [q["teacher_dir"], q["transfer_dir"], q["student_dir"]] == [str(got.teacher), str(got.transfer),
+                                                                            str(got.student)]
+        assert got.student.parent == RunDir(tmp_path / "run" / p).distill and q["final_stage"] == got.student.name
 
     # a rerun measures nothing again
     def boom(*a, **k):
