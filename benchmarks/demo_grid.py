@@ -50,7 +50,7 @@ def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list) -> list[di
             c = entry["variants"].get(grid.cell_name(name, seed))
             if c is not None:
                 f1 = f1s(entry, c["scores"])
-                out.append({**c, "variant": name, "f1": f1, "teacher_f1": teacher,
+                out.append({**c, "variant": name, "f1": f1, "teacher_f1": teacher, "teacher_scores": entry["teacher"],
                             "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
     return out
 
@@ -147,20 +147,41 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
                        "test": [r["retention"]["test"] for r in mine],
                        "label_min": statistics.fmean((r["label_s"] or 0) / 60 for r in mine),
                        "distill_min": statistics.fmean(r["distill_s"] / 60 for r in mine)})
+    base = points[0]["variant"] if points else None
+    for p in points[1:]:
+        p["vs_" + base] = {t: difference(rows, p["variant"], base, t) for t in ("dev", "test")}
+    _update(out / "summary.json", {"differences": [{"variant": p["variant"], "against": base, **p["vs_" + base]}
+                                                   for p in points[1:]]})
     _plot(points, out)
     lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({machine['cpu']}, "
              f"{machine['threads']} threads)", "", f"Command: `{command}`", "", _teacher_line(rows[0]["teacher_f1"]), "",
              "| variant | budget | transfer sentences a language | seeds | dev retention (spread) | "
-             "test retention (spread) | labeling min | distillation min |", "|---|---|---:|---|---:|---:|---:|---:|"]
+             f"test retention (spread) | test: points vs {base} [95 % CI] | labeling min | distillation min |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for p in points:
+        d = p.get("vs_" + base, {}).get("test")
+        ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
         lines.append(f"| {p['variant']} | {p['budget']} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
-                     f"{spread(p['dev'])} | {spread(p['test'])} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
-    lines += ["", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps*: every "
+                     f"{spread(p['dev'])} | {spread(p['test'])} | {ci} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
+    lines += ["", f"Points vs {base}: the difference in test retention (averaged over the seeds both ran, then over "
+              "the languages) with a paired bootstrap 95 % interval over test sentences (`benchmarks.grid.bootstrap`, "
+              "1,000 samples); * marks an interval that excludes 0, the only differences counted as a lever's.",
+              "", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps*: every "
               "stage's epochs scaled so that the student takes the recipe's optimizer steps (`steps_of`). "
               "Minutes are each cell's own (labeling: the transfer set's, shared by the cells that use it).",
               "", "![retention against transfer sentences](curve.png)", "",
               "![retention against CPU minutes](minutes.png)", ""]
     return _page(out / "results.md", lines)
+
+
+def difference(rows: list[dict], a: str, b: str, test: str) -> dict:
+    """Variant ``a`` against ``b`` on ``test`` over the seeds both ran: `grid.bootstrap`."""
+    by = {(r["variant"], r["seed"]): r for r in rows}
+    seeds = sorted({s for v, s in by if v == a} & {s for v, s in by if v == b})
+    keys = [k for k in by[(a, seeds[0])]["scores"] if k.endswith(":" + test)]
+    return grid.bootstrap({k: (by[(a, seeds[0])]["teacher_scores"][k]["counts"],
+                               [by[(a, s)]["scores"][k]["counts"] for s in seeds],
+                               [by[(b, s)]["scores"][k]["counts"] for s in seeds]) for k in keys})
 
 
 def precision(rows: list[dict], out: Path, command: str, machine: dict) -> str:

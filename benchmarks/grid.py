@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from xdistil_export.atomic import write_json
 
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
@@ -190,9 +191,9 @@ def short_name(path: str | Path, root: Path | None) -> str:
 
 
 class Scores:
-    """seqeval scores of saved models on named tests; ``cache`` (JSON) keeps them by model and
-    test, each with the digest of the model folder and of the test's sentences, so a rerun
-    scores only what changed."""
+    """seqeval scores of saved models on named tests, with each sentence's entity counts (for
+    `bootstrap`); ``cache`` (JSON) keeps them by model and test, each with the digest of the
+    model folder and of the test's sentences, so a rerun scores only what changed."""
 
     def __init__(self, cache: Path, batch_size: int = 64, progress: bool = False):
         self.path, self.batch_size, self.progress = cache, batch_size, progress
@@ -213,13 +214,48 @@ class Scores:
         for test, sents in tests.items():
             key, digest = f"{name}|{test}", self._digest(model_dir, sents)
             hit = self.data.get(key)
-            if hit is None or hit["digest"] != digest:
+            if hit is None or hit["digest"] != digest or "counts" not in hit["score"]:
                 tagger = tagger or load_tagger(model_dir)
-                score = evaluate_tagger(tagger, sents, self.batch_size, self.progress)
+                score = evaluate_tagger(tagger, sents, self.batch_size, self.progress, counts=True)
                 self.data[key] = hit = {"digest": digest, "params": tagger.param_count(), "score": score}
                 write_json(self.path, self.data)
             out[test] = {**hit["score"], "params": hit["params"]}
         return out
+
+
+def _f1(c: np.ndarray) -> np.ndarray:
+    """Micro F1 (%) from summed [tp, fp, fn] along the last axis (0 where there is nothing)."""
+    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
+    den = 2 * tp + fp + fn
+    return np.where(den > 0, 200 * tp / np.maximum(den, 1), 0.0)
+
+
+def bootstrap(tests: dict[str, tuple[list, list[list], list[list]]], samples: int = 1000, seed: int = 0,
+              level: float = 0.95) -> dict:
+    """A paired bootstrap over test sentences of the difference in average retention between
+    two variants, in points: ``tests`` maps a test to (the teacher's per-sentence counts, the
+    counts of each seed of variant A, of each seed of B). Every sample draws each test's
+    sentences with replacement, once for all models; retention = F1 / the teacher's F1 on that
+    sample, averaged over the seeds of a variant and then over the tests. Returns the
+    difference on the tests as they are and its ``level`` interval; a lever counts when the
+    interval excludes 0."""
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(samples)
+    point = 0.0
+    for teacher, a, b in tests.values():
+        t, a, b = np.asarray(teacher), np.asarray(a), np.asarray(b)  # (S, 3), (seeds, S, 3)
+        idx = rng.integers(0, len(t), size=(samples, len(t)))
+        ft = _f1(t[idx].sum(1))  # (samples,)
+        fa = _f1(a[:, idx].sum(2)).mean(0)  # (samples,)
+        fb = _f1(b[:, idx].sum(2)).mean(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diffs += np.where(ft > 0, 100 * (fa - fb) / ft, 0.0)
+        t0 = _f1(t.sum(0))
+        point += 100 * (_f1(a.sum(1)).mean() - _f1(b.sum(1)).mean()) / t0 if t0 > 0 else 0.0
+    n = len(tests)
+    lo, hi = np.quantile(diffs / n, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": round(float(point / n), 2), "low": round(float(lo), 2), "high": round(float(hi), 2),
+            "excludes_0": bool(lo > 0 or hi < 0), "samples": samples}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -231,8 +267,7 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
     """Build and score every cell of ``groups`` x ``variants`` x seeds not yet in
     ``run_dir/done.json``; returns it (per group: the teacher's scores, the tests' domains,
     and per cell its scores, seconds, transfer rows, stages and student)."""
-    from xdistil.runner import Runner
-    from xdistil.taggers import load_tagger
+    from xdistil.runner import Runner, outputs
 
     names, gnames = grid.names(variants, groups)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,9 +292,14 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
         base = grid.config(g, quick=quick_over)
         entry = done.setdefault(g, {"variants": {}})
         entry["languages"] = base.data.languages
-        tests = flat = score = None
+        scored = _GroupTests(grid, g, base, gdir, entry, progress)
         for cell, name, seed in grid.cells(names, seeds):
-            if cell in entry["variants"]:
+            if (old := entry["variants"].get(cell)) is not None:
+                if any("counts" not in x for x in old["scores"].values()):  # scored before sentence counts
+                    o = outputs(gdir / cell)
+                    score, flat = scored(o.teacher)
+                    old["scores"] = score(cell, o.student, flat)
+                    write_json(done_path, done)
                 continue
             t0 = time.time()
             cfg = grid.config(g, name, seed, quick_over)
@@ -274,14 +314,7 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                 scale = other["transfer_rows"] / _rows(got.transfer)
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
             got = runner.run()
-            if tests is None:  # the teacher's tests and scores, once per group
-                labels = load_tagger(got.teacher).labels
-                tests = grid.tests(base, g, {lab[2:] for lab in labels if lab != "O"})
-                flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
-                entry["domains"] = {f"{lang}:{n}": t["domain"] for lang, ts in tests.items() for n, t in ts.items()}
-                score = Scores(gdir / "scores.json", base.teacher.eval_batch_size, progress)
-                entry["teacher"] = score("teacher", got.teacher, flat)
-                entry["teacher_s"] = _teacher_seconds(got.teacher)
+            score, flat = scored(got.teacher)
             manifest = read_transfer_manifest(got.transfer)
             tp = manifest.get("throughput") or {}
             rate = tp.get("label_sentences_per_s")
@@ -304,6 +337,28 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
             write_json(done_path, done)
         write_json(done_path, done)
     return done
+
+
+class _GroupTests:
+    """A group's tests and the teacher's scores on them, made the first time a cell needs them."""
+
+    def __init__(self, grid: Grid, group: str, base: RunConfig, gdir: Path, entry: dict, progress: bool):
+        self.grid, self.group, self.base, self.gdir, self.entry, self.progress = grid, group, base, gdir, entry, progress
+        self.made: tuple[Scores, dict] | None = None
+
+    def __call__(self, teacher: Path) -> tuple[Scores, dict]:
+        from xdistil.taggers import load_tagger
+
+        if self.made is None:
+            labels = load_tagger(teacher).labels
+            tests = self.grid.tests(self.base, self.group, {lab[2:] for lab in labels if lab != "O"})
+            flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
+            self.entry["domains"] = {f"{lang}:{n}": t["domain"] for lang, ts in tests.items() for n, t in ts.items()}
+            score = Scores(self.gdir / "scores.json", self.base.teacher.eval_batch_size, self.progress)
+            self.entry["teacher"] = score("teacher", teacher, flat)
+            self.entry["teacher_s"] = _teacher_seconds(teacher)
+            self.made = (score, flat)
+        return self.made
 
 
 def _rows(transfer: Path) -> int:

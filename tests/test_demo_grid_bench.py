@@ -65,3 +65,32 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert sorted(json.loads((run / "done.json").read_text())["control"]["variants"]) == \
         ["3x-steps-s13", "demo-s13", "gold-s13"]
     assert (out / "curve.png").stat().st_size > 0 and (out / "minutes.png").stat().st_size > 0
+    diffs = summary["differences"]
+    assert [d["variant"] for d in diffs] == ["3x-steps"] and diffs[0]["against"] == "demo"
+    assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
+
+
+def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 400
+    gold = rng.integers(1, 4, n)  # entities per sentence
+
+    def counts(p_right):  # each entity found with probability p_right; a miss is a false negative
+        tp = rng.binomial(gold, p_right)
+        return np.stack([tp, np.zeros(n, int), gold - tp], 1).tolist()
+
+    teacher = counts(0.8)
+    same = counts(0.7)
+    tests = {"xx:test": (teacher, [same], [same])}
+    r = grid.bootstrap(tests, samples=500)
+    assert r["diff"] == 0 and r["low"] == 0 == r["high"] and not r["excludes_0"]
+    better, worse = [counts(0.75), counts(0.75)], [counts(0.6), counts(0.6)]
+    r = grid.bootstrap({"xx:test": (teacher, better, worse), "yy:test": (teacher, better, worse)}, samples=500)
+    assert r["excludes_0"] and r["low"] > 0 and r["low"] <= r["diff"] <= r["high"]
+    f1 = lambda c: 200 * sum(x[0] for x in c) / (2 * sum(x[0] for x in c) + sum(x[1] + x[2] for x in c))  # noqa: E731
+    want = 100 * (np.mean([f1(c) for c in better]) - np.mean([f1(c) for c in worse])) / f1(teacher)
+    assert r["diff"] == pytest.approx(want, abs=0.01)
+    r = grid.bootstrap({"xx:test": (teacher, [counts(0.7)], [counts(0.7)])}, samples=500)
+    assert not r["excludes_0"]  # two draws of the same student: no lever

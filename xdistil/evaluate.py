@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2
+from seqeval.scheme import IOB2, Entities
 
 from xdistil.config import RunConfig, save_json
 from xdistil.data.sources import dev_sentences
@@ -19,8 +19,9 @@ from xdistil.taggers import load_tagger, predict_tags
 _IOB2 = re.compile(r"^(?:O|[BI]-\S+)$")
 
 
-def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
-    """F1 / precision / recall (in %) overall (micro) and per entity type.
+def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], counts: bool = False) -> dict:
+    """F1 / precision / recall (in %) overall (micro) and per entity type; with ``counts``, also
+    each sentence's entity counts (`sentence_counts`).
 
     Raises if a sentence's prediction has a different length than its gold tags:
     a dropped word would otherwise go unnoticed.
@@ -52,7 +53,22 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
         "support": int(micro["support"]),
         "sentences": len(gold),
         "per_type": per_type,
+        **({"counts": sentence_counts(gold, pred)} if counts else {}),
     }
+
+
+def sentence_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per sentence [true positives, false positives, false negatives] of entities, matched
+    as seqeval's strict IOB2 mode matches them (type and both boundaries): their sums give
+    the micro F1 of `score`, and resampling sentences gives its bootstrap intervals."""
+    g = Entities([list(x) for x in gold], IOB2).entities
+    p = Entities([list(x) for x in pred], IOB2).entities
+    out = []
+    for gs, ps in zip(g, p, strict=True):
+        gset, pset = {e.to_tuple()[1:] for e in gs}, {e.to_tuple()[1:] for e in ps}
+        tp = len(gset & pset)
+        out.append([tp, len(pset) - tp, len(gset) - tp])
+    return out
 
 
 def selection_average(scores: dict[str, dict]) -> float:
@@ -64,14 +80,14 @@ def selection_average(scores: dict[str, dict]) -> float:
     return sum(kept) / len(kept) if kept else 0.0
 
 
-def evaluate_tagger(tagger, sentences, batch_size: int = 32, progress: bool = False) -> dict:
-    """Score a loaded `Tagger` (or export predictor) on labeled sentences."""
+def evaluate_tagger(tagger, sentences, batch_size: int = 32, progress: bool = False, counts: bool = False) -> dict:
+    """Score a loaded `Tagger` (or export predictor) on labeled sentences (`score`)."""
     if hasattr(tagger, "predict_words"):  # the ONNX runtime predictor
         pred = tagger.predict_words([s.words for s in sentences], batch_size=batch_size)
     else:
 
         pred = predict_tags(tagger, sentences, batch_size, progress)
-    return score([s.tags for s in sentences], pred)
+    return score([s.tags for s in sentences], pred, counts)
 
 
 def format_scores(name: str, m: dict) -> str:
