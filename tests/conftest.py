@@ -43,6 +43,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """`one_thread` for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread_module")``):
+    for modules whose module-scoped fixtures train."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory) -> dict[str, Path]:
     """The `xdistil` and `xdistil-runtime` wheels, built once a session from the checkout (tests/wheels.py)."""

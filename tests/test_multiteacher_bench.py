@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 import yaml
 from conftest import REPO
 from synth import synth_files
@@ -24,13 +23,7 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
 
 from benchmarks import multiteacher  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_groups_of_teachers_label_once_and_every_student_is_a_run_folder(tmp_path):

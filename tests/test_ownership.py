@@ -26,7 +26,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from synth import synth_files
 from tiny import make_tiny_teacher
@@ -38,12 +37,7 @@ INT8 = ("--int8", "--int8-min-agreement", "0.9")
 STAGES = [{"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "unfreeze": False}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import json
 import os
 
 import pytest
-import torch
 import yaml
 from synth import synth_files
 from tiny import make_tiny_teacher
@@ -28,12 +27,7 @@ from xdistil.runner import STEPS, Runner
 STAGES = [{"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "unfreeze": False}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

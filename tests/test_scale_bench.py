@@ -9,7 +9,6 @@ import json
 import sys
 
 import pytest
-import torch
 from conftest import REPO
 from synth import synth_files
 from tiny import make_tiny_teacher
@@ -24,13 +23,7 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
 
 from benchmarks import scale  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_each_size_is_a_run_folder_measured_once(tmp_path, monkeypatch):

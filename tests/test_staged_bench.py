@@ -9,7 +9,6 @@ import os
 import sys
 
 import pytest
-import torch
 import yaml
 from conftest import REPO
 from synth import synth_files
@@ -29,12 +28,7 @@ HARD = {"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "unfr
 SOFT = {"name": "soft", "losses": {"soft": 1.0, "gold": 1.0}, "epochs": 1, "unfreeze": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_variants_are_run_folders_sharing_one_teacher_and_transfer_set(tmp_path, capsys):
