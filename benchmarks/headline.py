@@ -101,9 +101,9 @@ def demo() -> Row:
     minutes = sum(v for v in b.quality.timings.values() if v) / 60
     prec = b.quality.extra.get("precision") or {}
     qual = [f"de ar hi, {st.params / 1e6:.2f}M BiLSTM", f"{minutes:.0f} min of teacher + labeling + distillation"]
-    if SELECTION.is_file():  # the same recipe over seeds (benchmarks/selection.py): the range a user may see
+    if SELECTION.is_file():  # the same recipe over seeds (benchmarks/demo_grid.py selection): the range a user may see
         seeds = [r for r in json.loads(SELECTION.read_text(encoding="utf-8")).get("selection", [])
-                 if r["method"] == "teacher"]
+                 if r["method"] == "demo"]
         if len(seeds) > 1:
             dev = sorted(100 * r["retention_dev"] for r in seeds)
             qual.append(f"{len(seeds)} seeds: {dev[0]:.1f}-{dev[-1]:.1f} %")
