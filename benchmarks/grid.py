@@ -16,6 +16,7 @@ A grid is a YAML file (``benchmarks/configs/``): the base run config, then the g
       3x-steps: {transfer: {limit: 9000}, steps_of: 1x}   # every stage's epochs scaled so that the
                        # student takes as many optimizer steps as variant 1x (transfer rows / rows)
       big: {groups: {in: {student: {max_vocab: 9000}}}}    # overrides for one group only
+      long: {steps_of: 3x, seeds: [13, 14]}   # a costly variant on fewer of the grid's seeds
     seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
     default_variants: [...]; default_groups: [...]
     reuse: [runs/selection]   # other runs whose finished steps with the same fingerprints are linked in
@@ -49,7 +50,7 @@ from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse")
-VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of")
+VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of", "seeds")
 """A variant's keys that are the grid's, not config overrides."""
 SPLITS = ("dev", "test")
 
@@ -129,7 +130,8 @@ class Grid:
         """(cell name, variant, seed) in run order (``seeds``: these of the grid's): a variant
         that others take their step budget from (``steps_of``) first."""
         order = sorted(names, key=lambda n: 0 if any(self.variants[m].get("steps_of") == n for m in names) else 1)
-        return [(cell_name(n, s), n, s) for s in (seeds or self.seeds) for n in order]
+        return [(cell_name(n, s), n, s) for s in (seeds or self.seeds) for n in order
+                if s in (self.variants[n].get("seeds") or [s])]
 
     def tests(self, cfg: RunConfig, group: str, label_types: set[str]) -> dict[str, dict[str, dict]]:
         """Per language: test name -> {"domain", "sentences"} (see the module doc)."""
