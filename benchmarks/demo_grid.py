@@ -142,6 +142,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
         points.append({"variant": name, "budget": "steps" if g.variants[name].get("steps_of") else "epochs",
+                       "steps_of": g.variants[name].get("steps_of"),
                        "sentences": statistics.fmean(statistics.fmean(r["transfer_per_language"].values()) for r in mine),
                        "seeds": [r["seed"] for r in mine], "dev": [r["retention"]["dev"] for r in mine],
                        "test": [r["retention"]["test"] for r in mine],
@@ -161,13 +162,14 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     for p in points:
         d = p.get("vs_" + base, {}).get("test")
         ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
-        lines.append(f"| {p['variant']} | {p['budget']} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
+        budget = p["budget"] + (f" of {p['steps_of']}" if p["steps_of"] else "")
+        lines.append(f"| {p['variant']} | {budget} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
                      f"{spread(p['dev'])} | {spread(p['test'])} | {ci} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
     lines += ["", f"Points vs {base}: the difference in test retention (averaged over the seeds both ran, then over "
               "the languages) with a paired bootstrap 95 % interval over test sentences (`benchmarks.grid.bootstrap`, "
               "1,000 samples); * marks an interval that excludes 0, the only differences counted as a lever's.",
-              "", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps*: every "
-              "stage's epochs scaled so that the student takes the recipe's optimizer steps (`steps_of`). "
+              "", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps of X*: every "
+              "stage's epochs scaled so that the student takes variant X's optimizer steps (`steps_of`). "
               "Minutes are each cell's own (labeling: the transfer set's, shared by the cells that use it).",
               "", "![retention against transfer sentences](curve.png)", "",
               "![retention against CPU minutes](minutes.png)", ""]
@@ -199,18 +201,22 @@ def _plot(points: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # one line per budget: the recipe's epochs, and each fixed step budget with the variant it is taken from
+    series = {"epochs (the steps grow with the data)": [p for p in points if p["budget"] == "epochs"]}
+    for base in dict.fromkeys(p["steps_of"] for p in points if p["steps_of"]):
+        series[f"the optimizer steps of {base}"] = [p for p in points if p["variant"] == base or p["steps_of"] == base]
     for x, name, label in ((lambda p: p["sentences"], "curve.png", "distinct transfer sentences a language"),
                            (lambda p: p["label_min"] + p["distill_min"], "minutes.png", "CPU minutes (labeling + distillation)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for budget, marker in (("epochs", "o-"), ("steps", "s--")):
-            ps = sorted((p for p in points if p["budget"] == budget), key=x)
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for (budget, ps), marker in zip(series.items(), ("o-", "s--", "^:", "d-."), strict=False):
+            ps = sorted(ps, key=x)
             if ps:
                 ax.errorbar([x(p) for p in ps], [100 * statistics.fmean(p["test"]) for p in ps],
                             yerr=[[100 * (statistics.fmean(p["test"]) - min(p["test"])) for p in ps],
                                   [100 * (max(p["test"]) - statistics.fmean(p["test"])) for p in ps]],
                             fmt=marker, capsize=3, label=f"budget: {budget}")
-                for p in ps:
-                    ax.annotate(p["variant"], (x(p), 100 * statistics.fmean(p["test"])), fontsize=7)
+        for p in points:
+            ax.annotate(p["variant"], (x(p), 100 * statistics.fmean(p["test"])), fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("test retention, % of the teacher (seed range)")
         ax.grid(alpha=0.3)
