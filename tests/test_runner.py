@@ -16,7 +16,7 @@ import os
 import pytest
 import yaml
 from synth import synth_files
-from tiny import make_tiny_teacher
+from tiny import make_tiny_teacher, tiny_run_config
 
 from xdistil import digests
 from xdistil.cli import main
@@ -35,14 +35,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runner")
     files = synth_files(tmp / "data", n_train=100, n_dev=20, n_unlabeled=40)
     teacher = make_tiny_teacher(tmp / "tiny", seed=0)
-    raw = {
-        "data": {"languages": ["xx"], "labeled_budget": 60, "val_size": 20, "files": files},
-        "teacher": {"model": str(teacher), "epochs": 1, "min_steps": 0, "min_selection_f1": 0, "batch_size": 16,
-                    "lr": 1e-3, "max_length": 24, "freeze_embeddings": False},
-        "transfer": {"layers": [1], "chunk_size": 40, "batch_size": 16},
-        "student": {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24},
-        "distill": {"stages": STAGES, "match": {"teacher_layer": 1}, "max_steps_per_epoch": 2},
-    }
+    raw = tiny_run_config(files, teacher, STAGES)
     cfg = tmp / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return tmp, cfg, teacher

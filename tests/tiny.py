@@ -138,6 +138,19 @@ def make_tiny_teacher(
     return path
 
 
+def tiny_run_config(files: dict, teacher, stages: list[dict]) -> dict:
+    """A run config (raw) that trains, labels and distils in seconds: the synthetic language
+    ``xx`` of ``files`` (`synth.synth_files`), the tiny ``teacher`` (a folder) and ``stages``."""
+    return {
+        "data": {"languages": ["xx"], "labeled_budget": 60, "val_size": 20, "files": files},
+        "teacher": {"model": str(teacher), "epochs": 1, "min_steps": 0, "min_selection_f1": 0, "batch_size": 16,
+                    "lr": 1e-3, "max_length": 24, "freeze_embeddings": False},
+        "transfer": {"layers": [1], "chunk_size": 40, "batch_size": 16},
+        "student": {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24},
+        "distill": {"stages": stages, "match": {"teacher_layer": 1}, "max_steps_per_epoch": 2},
+    }
+
+
 def import_blocker(*packages: str, why: str = "it must not be needed") -> str:
     """Python source that makes importing any of ``packages`` (top-level names) raise
     ImportError; put it first in a ``python -c`` script to prove code runs without them."""
