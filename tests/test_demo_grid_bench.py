@@ -33,7 +33,7 @@ def test_every_variant_changes_what_it_says_and_nothing_else():
     half = g.config("control", "3x-steps", scale=0.4)
     assert [s.epochs for s in half.distill.stages] == [0.4 * s.epochs for s in base.distill.stages]
     assert half.distill.stages[-1].min_epochs == 2 and half.transfer.limit == 9000  # floor(5 * 0.4)
-    assert [c for c, v, _ in g.cells(["demo", "1x-long"]) if v == "1x-long"] == ["1x-long-s13"]
+    assert [c for c, v, _ in g.cells(["demo", "1x-long"]) if v == "1x-long"] == ["1x-long-s13", "1x-long-s14"]
     for view in g.keys["views"].values():
         assert set(view["variants"]) <= set(g.variants)
     with pytest.raises(ValueError, match="steps_of 'nope' is not a variant"):
