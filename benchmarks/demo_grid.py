@@ -30,7 +30,7 @@ from benchmarks import grid, preamble
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_grid.yaml"
 
 
-def f1s(entry: dict, scores: dict) -> dict[str, dict[str, float]]:
+def f1s(scores: dict) -> dict[str, dict[str, float]]:
     """Test name -> language -> F1, plus "avg" over the languages."""
     out: dict[str, dict[str, float]] = {}
     for key, s in scores.items():
@@ -43,13 +43,13 @@ def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list) -> list[di
     """Every finished cell of ``variants`` x ``seeds``: its record, F1 and retention per test."""
     group = next(iter(g.groups))
     entry = done[group]
-    teacher = f1s(entry, entry["teacher"])
+    teacher = f1s(entry["teacher"])
     out = []
     for name in variants:
         for seed in seeds:
             c = entry["variants"].get(grid.cell_name(name, seed))
             if c is not None:
-                f1 = f1s(entry, c["scores"])
+                f1 = f1s(c["scores"])
                 out.append({**c, "variant": name, "f1": f1, "teacher_f1": teacher, "teacher_scores": entry["teacher"],
                             "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
     return out
@@ -70,7 +70,7 @@ def selection(rows: list[dict], out: Path, command: str, machine: dict) -> str:
                       "retention_test": r["retention"]["test"], "retention": r["retention"]["test"],
                       "student_f1": r["f1"], "distill_s": r["distill_s"], **last})
     teacher = rows[0]["teacher_f1"] if rows else {}
-    _update(out / "summary.json", {"selection": items, "selection_protocol": {
+    update_summary(out / "summary.json", {"selection": items, "selection_protocol": {
         "teacher_f1": teacher, "slices": {"dev": [0, 500], "test": [500, 1000]}, "machine": machine,
         "command": command}})
     lines = [f"# Model selection over seeds (the demo recipe, {machine['cpu']}, {machine['threads']} threads)", "",
@@ -137,7 +137,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
                                   "transfer_sentences": r["transfer_per_language"][lang], "budget": budget,
                                   "seed": r["seed"], "teacher_f1": round(t, 2), "student_f1": round(s, 2),
                                   "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
-    _update(out / "summary.json", {"rows": table, "rows_protocol": {"command": command, "machine": machine}})
+    update_summary(out / "summary.json", {"rows": table, "rows_protocol": {"command": command, "machine": machine}})
     points = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
@@ -151,7 +151,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     base = points[0]["variant"] if points else None
     for p in points[1:]:
         p["vs_" + base] = {t: difference(rows, p["variant"], base, t) for t in ("dev", "test")}
-    _update(out / "summary.json", {"differences": [{"variant": p["variant"], "against": base, **p["vs_" + base]}
+    update_summary(out / "summary.json", {"differences": [{"variant": p["variant"], "against": base, **p["vs_" + base]}
                                                    for p in points[1:]]})
     _plot(points, out)
     lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({machine['cpu']}, "
@@ -238,7 +238,8 @@ def _teacher_line(t: dict) -> str:
             "0-499 a language, test = 500-999; de ar hi).") if t else ""
 
 
-def _update(path: Path, changes: dict) -> None:
+def update_summary(path: Path, changes: dict) -> None:
+    """Set ``changes`` in the summary.json at ``path``, keeping what other benchmarks wrote there."""
     summary = json.loads(path.read_text()) if path.is_file() else {}
     summary.update(changes)
     for key in ("rows", "selection", "labeling", "peer"):

@@ -86,7 +86,7 @@ def quality(demo: Path, run: Path, seeds: list[int]) -> dict:
     cache = grid.Scores(run / "score-cache.json")
 
     def scores(model: Path) -> dict:
-        return demo_grid.f1s({}, cache(str(model), model, flat))
+        return demo_grid.f1s(cache(str(model), model, flat))
 
     path = run / "scores.json"
     state = json.loads(path.read_text()) if path.is_file() else {}

@@ -313,23 +313,24 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                 other = entry["variants"].get(cell_name(steps_of, seed))
                 if other is None:
                     raise ValueError(f"variant {name!r} takes its optimizer steps from {steps_of!r}: run that too")
-                scale = other["transfer_rows"] / _rows(got.transfer)
+                scale = other["transfer_rows"] / sum(per_language(got.transfer).values())
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
-            got = runner.run()
+                got = runner.run(only=("distill",))  # the teacher and transfer set as just built
+            else:
+                got = runner.run()
             score, flat = scored(got.teacher)
             manifest = read_transfer_manifest(got.transfer)
-            tp = manifest.get("throughput") or {}
-            rate = tp.get("label_sentences_per_s")
+            rate = (manifest.get("throughput") or {}).get("label_sentences_per_s")
+            rows = per_language(manifest)
             log = read_distill_log(got.student)
             entry["variants"][cell] = {
                 "variant": name, "seed": seed if seed is not None else cfg.distill.seed,
                 "scores": score(cell, got.student, flat),
-                "label_s": round(_rows(got.transfer) / rate, 1) if rate else None,
+                "label_s": round(sum(rows.values()) / rate, 1) if rate else None,
                 "distill_s": round(sum(ph["seconds"] for st in log["stages"] for ph in st["phases"]), 1),
                 "wall_s": round(time.time() - t0, 1),
-                "transfer_rows": _rows(got.transfer),
-                "transfer_per_language": {lang: c.get("transfer", 0) + c.get("augmented", 0)
-                                          for lang, c in manifest["counts"].items()},
+                "transfer_rows": sum(rows.values()),
+                "transfer_per_language": rows,
                 "stages": [{"stage": st["stage"], "steps": sum(ph["steps"] for ph in st["phases"]),
                             "batch_size": s.batch_size, "seconds": round(sum(ph["seconds"] for ph in st["phases"]), 1),
                             "select_s": round(sum(ph.get("select_s") or 0 for ph in st["phases"]), 1)}
@@ -363,10 +364,11 @@ class _GroupTests:
         return self.made
 
 
-def _rows(transfer: Path) -> int:
-    """Rows a student trains on per epoch: the transfer set's transfer rows (augmented ones included)."""
-    counts = read_transfer_manifest(transfer)["counts"]
-    return sum(c.get("transfer", 0) + c.get("augmented", 0) for c in counts.values())
+def per_language(transfer: Path | dict) -> dict[str, int]:
+    """Per language, the rows a student trains on per epoch: the transfer set's transfer rows
+    (augmented ones included), from its manifest (or the manifest itself)."""
+    manifest = transfer if isinstance(transfer, dict) else read_transfer_manifest(transfer)
+    return {lang: c.get("transfer", 0) + c.get("augmented", 0) for lang, c in manifest["counts"].items()}
 
 
 def _teacher_seconds(teacher: Path) -> float | None:

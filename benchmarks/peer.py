@@ -151,7 +151,7 @@ def main(argv=None) -> int:
              "student_f1": round(float(student[key]["f1"]), 2),
              "teacher_f1": round(float(done["teacher"][key]["f1"]), 2)} for key in flat]
     m = machine(usable_cpus())
-    demo_grid._update(args.results / "summary.json", {"peer": rows, "peer_protocol": {
+    demo_grid.update_summary(args.results / "summary.json", {"peer": rows, "peer_protocol": {
         "cell": args.cell, "train_sentences": len(train), "dev_sentences": len(dev), "spacy_train_s": train_s,
         "spacy": spacy.__version__, "machine": m, "command": command}})
     ahead = [r for r in rows if r["student_f1"] > r["spacy_silver_f1"]]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -102,20 +102,16 @@ def _distill_fp(cfg: RunConfig, got: Outputs) -> dict:
 
 
 def _teacher(cfg: RunConfig, got: Outputs, out: Path, o: Options) -> Outputs:
-    return _with(got, teachers=teacher_dirs(steps.teacher(cfg, out, progress=o.progress, resume_only=o.resume_only)))
+    return replace(got, teachers=teacher_dirs(steps.teacher(cfg, out, progress=o.progress, resume_only=o.resume_only)))
 
 
 def _label(cfg: RunConfig, got: Outputs, out: Path, o: Options) -> Outputs:
-    return _with(got, transfer=steps.label(cfg, got.teachers, out, progress=o.progress, resume_only=o.resume_only))
+    return replace(got, transfer=steps.label(cfg, got.teachers, out, progress=o.progress, resume_only=o.resume_only))
 
 
 def _distill(cfg: RunConfig, got: Outputs, out: Path, o: Options) -> Outputs:
-    return _with(got, students=steps.distill_stages(cfg, got.transfer, got.teacher, out, progress=o.progress,
+    return replace(got, students=steps.distill_stages(cfg, got.transfer, got.teacher, out, progress=o.progress,
                                                     resume_only=o.resume_only))
-
-
-def _with(got: Outputs, **changes) -> Outputs:
-    return Outputs(**{**got.__dict__, **changes})
 
 
 STEPS: dict[str, Step] = {s.name: s for s in (
@@ -133,10 +129,10 @@ _FINISHED: dict[str, Callable[[Path], bool]] = {
 def _found(step: Step, got: Outputs, folder: Path) -> Outputs:
     """The outputs with ``step``'s read from its finished ``folder`` (not run now)."""
     if step.name == "teacher":
-        return _with(got, teachers=teacher_dirs(folder))
+        return replace(got, teachers=teacher_dirs(folder))
     if step.name == "label":
-        return _with(got, transfer=folder)
-    return _with(got, students=steps.students(folder))
+        return replace(got, transfer=folder)
+    return replace(got, students=steps.students(folder))
 
 
 class Runner:
@@ -189,15 +185,13 @@ class Runner:
         value = self.given[name]
         if name == "teacher":
             dirs = value if isinstance(value, list) else [value]
-            return _with(got, teachers=[d for t in dirs for d in teacher_dirs(t)])
+            return replace(got, teachers=[d for t in dirs for d in teacher_dirs(t)])
         return _found(STEPS[name], got, Path(value))
 
     def _on_disk(self, step: Step, got: Outputs) -> Outputs:
         folder = self.folder(step.name)
-        if step.name == "teacher":  # the teachers are read even half-built: later steps refuse them
-            return _with(got, teachers=teacher_dirs(folder) if folder.exists() else [folder])
-        if step.name == "label":
-            return _with(got, transfer=folder)
+        if step.name == "teacher" and not folder.exists():  # later steps refuse it, in one line
+            return replace(got, teachers=[folder])
         return _found(step, got, folder)
 
     def _step(self, step: Step, got: Outputs) -> Outputs:
