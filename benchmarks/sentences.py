@@ -62,7 +62,7 @@ from xdistil.provenance import provenance
 from xdistil.report import Heading, Para, Table, num, pct, write_page
 
 FORMAT = "xdistil-sentences/1"
-OWN_KEYS = ("min_entities",)
+OWN_KEYS = ("min_entities", "steer_min_teacher_f1")
 # Issue 23's targets.
 TARGET_IN_AVG, TARGET_IN_MIN, TARGET_OUT, TARGET_ORG, TARGET_COMPRESSION = 0.95, 0.93, 0.90, 0.80, 35.0
 
