@@ -3,8 +3,10 @@ teacher-labeled transfer set as a distilled student, scored on the same tests.
 
     python -m benchmarks.peer [--run runs/demo-grid] [--cell demo-s13] [--out runs/peer] \
         [--results benchmarks/results/transfer-size] [--quick] [-q]
+    python -m benchmarks.peer --config benchmarks/configs/sentences-fair.yaml --group in \
+        --run runs/sentences-fair --cell preset      # the in-domain sentence group's student
 
-The cell is one of `benchmarks.demo_grid`'s (run it first): its transfer set gives spaCy its
+The cell is one of a grid's (`benchmarks.demo_grid`'s by default; run it first): its transfer set gives spaCy its
 training data -- every transfer sentence's words with the teacher's hard tags, and the labeled
 budget's gold sentences -- and its final student is the one compared. spaCy trains a blank
 ``xx`` pipeline with only ``ner`` (``spacy init config --optimize efficiency``: hash
@@ -14,9 +16,10 @@ Both are scored with seqeval (IOB2 strict) on the grid's tests, word for word (s
 words as they are, no tokenizer of its own). The held-out transfer sentences the student
 selects on are left out of spaCy's training too.
 
-Writes the ``peer`` list of ``summary.json`` in ``--results`` (``{"test", "spacy_silver_f1",
-"student_f1"}`` per language and test, plus the teacher's F1) and ``peer.md``; the other
-keys of that file are kept. spaCy is not a dependency of xdistil: ``pip install spacy``.
+Writes the ``peer`` list of ``summary.json`` in ``--results`` (``{"group", "test",
+"spacy_silver_f1", "student_f1"}`` per language and test, plus the teacher's F1; ``group`` is
+``<grid file stem>/<group>``, and the rows of other groups are kept) and ``peer.md``; the
+other keys of that file are kept. spaCy is not a dependency of xdistil: ``pip install spacy``.
 """
 
 from __future__ import annotations
@@ -116,9 +119,51 @@ def spacy_scores(model: Path, tests: dict[str, list]) -> dict[str, dict]:
     return out
 
 
+OWN_KEYS = ("views", "min_entities", "steer_min_teacher_f1")
+"""The keys of the grids a peer cell may come from (demo_grid.yaml, sentences*.yaml) besides the grid's."""
+LEGACY_GROUP = "demo_grid/control"  # the group of rows written before rows named their grid and group
+
+
+def merge(summary: Path, key: str, rows: list[dict], protocol: dict) -> tuple[list[dict], dict]:
+    """The ``peer`` rows and protocols of ``summary`` with those of grid group ``key`` replaced
+    (rows of other groups are kept): several grids' peers share one results file."""
+    old = json.loads(summary.read_text()) if summary.is_file() else {}
+    protocols = old.get("peer_protocol") or {}
+    if "cell" in protocols:  # one protocol, from before groups were named
+        protocols = {LEGACY_GROUP: protocols}
+    kept = [{"group": LEGACY_GROUP, **r} for r in old.get("peer", []) if r.get("group", LEGACY_GROUP) != key]
+    return kept + rows, {**protocols, key: protocol}
+
+
+def page(rows: list[dict], protocols: dict) -> str:
+    """peer.md: one table per grid group, and where the student is not ahead."""
+    m = next(iter(protocols.values()))["machine"]
+    lines = [f"# The peer: spaCy trained on the same teacher-labeled transfer set ({m['cpu']}, {m['threads']} threads)",
+             ""]
+    for key, pr in protocols.items():
+        mine = [r for r in rows if r["group"] == key]
+        ahead = [r for r in mine if r["student_f1"] > r["spacy_silver_f1"]]
+        lines += [f"## {key}", "", f"Command: `{pr['command']}`", "",
+                  f"spaCy {pr['spacy']}, blank `xx`, `ner` only, `--optimize efficiency`, trained on "
+                  f"{pr['train_sentences']:,} sentences (the transfer set with the teacher's tags, plus the gold "
+                  f"budget) to its own stopping point in {pr['spacy_train_s']:.0f} s, dev = the "
+                  f"{pr['dev_sentences']} gold selection sentences. The student is the grid cell `{pr['cell']}`'s "
+                  "final one.", "",
+                  "| test | teacher F1 | spaCy (silver) F1 | student F1 | student - spaCy |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['test']} | {r['teacher_f1']:.2f} | {r['spacy_silver_f1']:.2f} | {r['student_f1']:.2f} | "
+                  f"{r['student_f1'] - r['spacy_silver_f1']:+.2f} |" for r in mine]
+        lines += ["", f"The student is ahead on {len(ahead)} of {len(mine)} tests"
+                  + ("." if len(ahead) == len(mine) else "; **not** on: "
+                     + ", ".join(r["test"] for r in mine if r not in ahead) + "."), ""]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = preamble.parser(__doc__)
-    p.add_argument("--run", type=Path, default=Path("runs/demo-grid"), help="the demo grid's run folder")
+    p.add_argument("--config", type=Path, default=demo_grid.CONFIG,
+                   help="the grid the cell belongs to (default: the demo grid; e.g. benchmarks/configs/sentences-fair.yaml)")
+    p.add_argument("--group", help="the cell's group in that grid (default: its first)")
+    p.add_argument("--run", type=Path, default=Path("runs/demo-grid"), help="the grid's run folder")
     p.add_argument("--cell", default="demo-s13", help="the grid cell whose transfer set and student are used")
     p.add_argument("--out", type=Path, default=Path("runs/peer"))
     p.add_argument("--results", type=Path, default=Path("benchmarks/results/transfer-size"))
@@ -132,42 +177,32 @@ def main(argv=None) -> int:
     from xdistil.provenance import machine, usable_cpus
     from xdistil.runner import outputs
 
-    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
-    group = next(iter(g.groups))
+    g = grid.Grid.load(args.config, OWN_KEYS)
+    group = args.group or next(iter(g.groups))
+    if group not in g.groups:
+        raise SystemExit(f"{args.config}: no group {group!r}; it has {', '.join(g.groups)}")
     cell = outputs(args.run / group / args.cell)
     if cell.student is None:
-        raise SystemExit(f"{args.run / group / args.cell}: no student; run `python -m benchmarks.demo_grid` first")
+        raise SystemExit(f"{args.run / group / args.cell}: no student; run the grid's benchmark first")
     done = json.loads((args.run / "done.json").read_text())[group]
     seed = done["variants"][args.cell]["seed"]
     train, dev = training_rows(cell.transfer, g.config(group).distill.select_size)
-    model, train_s = train_spacy(train, dev, args.out / args.cell, seed, 20 if args.quick else None)
+    model, train_s = train_spacy(train, dev, args.out / group / args.cell, seed, 20 if args.quick else None)
     tests = g.tests(g.config(group), group, {"PER", "LOC", "ORG"})
     flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
     if args.quick:
         flat = {k: v[:30] for k, v in flat.items()}
     spacy_f1 = spacy_scores(model, flat)
     student = done["variants"][args.cell]["scores"]
-    rows = [{"test": key, "spacy_silver_f1": round(float(spacy_f1[key]["f1"]), 2),
-             "student_f1": round(float(student[key]["f1"]), 2),
-             "teacher_f1": round(float(done["teacher"][key]["f1"]), 2)} for key in flat]
-    m = machine(usable_cpus())
-    demo_grid.update_summary(args.results / "summary.json", {"peer": rows, "peer_protocol": {
-        "cell": args.cell, "train_sentences": len(train), "dev_sentences": len(dev), "spacy_train_s": train_s,
-        "spacy": spacy.__version__, "machine": m, "command": command}})
-    ahead = [r for r in rows if r["student_f1"] > r["spacy_silver_f1"]]
-    lines = [f"# The peer: spaCy trained on the same teacher-labeled transfer set ({m['cpu']}, {m['threads']} threads)",
-             "", f"Command: `{command}`", "",
-             f"spaCy {spacy.__version__}, blank `xx`, `ner` only, `--optimize efficiency`, trained on {len(train):,} "
-             f"sentences (the transfer set with the teacher's tags, plus the gold budget) to its own stopping point "
-             f"in {train_s:.0f} s, dev = the {len(dev)} gold selection sentences. The student is the grid cell "
-             f"`{args.cell}`'s final one.", "",
-             "| test | teacher F1 | spaCy (silver) F1 | student F1 | student - spaCy |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['test']} | {r['teacher_f1']:.2f} | {r['spacy_silver_f1']:.2f} | {r['student_f1']:.2f} | "
-              f"{r['student_f1'] - r['spacy_silver_f1']:+.2f} |" for r in rows]
-    lines += ["", f"The student is ahead on {len(ahead)} of {len(rows)} tests"
-              + ("." if len(ahead) == len(rows) else "; **not** on: "
-                 + ", ".join(r["test"] for r in rows if r not in ahead) + "."), ""]
-    text = "\n".join(lines) + "\n"
+    key = f"{args.config.stem}/{group}"
+    rows = [{"group": key, "test": k, "spacy_silver_f1": round(float(spacy_f1[k]["f1"]), 2),
+             "student_f1": round(float(student[k]["f1"]), 2),
+             "teacher_f1": round(float(done["teacher"][k]["f1"]), 2)} for k in flat]
+    protocol = {"cell": args.cell, "train_sentences": len(train), "dev_sentences": len(dev), "spacy_train_s": train_s,
+                "spacy": spacy.__version__, "machine": machine(usable_cpus()), "command": command}
+    rows, protocols = merge(args.results / "summary.json", key, rows, protocol)
+    demo_grid.update_summary(args.results / "summary.json", {"peer": rows, "peer_protocol": protocols})
+    text = page(rows, protocols)
     write_text(args.results / "peer.md", text)
     print(text)
     return 0

@@ -130,6 +130,10 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
                                 "retention": grid.ratio(so.get("f1", 0.0), to["f1"]), "entities": to.get("support", 0)})
     group_of = {(lang, g) for g in groups for lang in done[g].get("languages", [])}
     control = {g for g in groups if bench["groups"][g].get("control")}
+    teacher_dev = {g: _mean([t["f1"] for k, t in done[g]["teacher"].items() if k.endswith("dev")]) for g in groups}
+    # groups whose teacher is too weak to say what a student should keep: reported, never steering
+    weak = {g for g in groups if (bench.get("steer_min_teacher_f1") or 0) > (teacher_dev[g] or 0)}
+    steering = [g for g in groups if g not in control | weak]
 
     def in_group(r, gs):
         return any((r["language"], g) in group_of for g in gs)
@@ -147,7 +151,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
             split[part] = {"in_avg": _mean(ins), "in_min": min(ins) if ins else None,
                            "out_min": min(outs) if outs else None, "out_avg": _mean(outs),
                            "org_out_min": min(org_out) if org_out else None, "control_avg": _mean(ctrl),
-                           "sentences_avg": _mean(ins + outs)}
+                           "sentences_avg": _mean([r["retention"] for r in sel if in_group(r, steering)])}
         return {"compression": comp, **split}
 
     verdicts = {name: verdict([r for r in rows if r["variant"] == name], [o for o in org if o["variant"] == name],
@@ -163,7 +167,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
                         "runs_per_group": _runs_per_group(seeds, seconds, groups)}
-    chosen = choose(pooled, [g for g in groups if g not in control]) or next(iter(verdicts), None)
+    chosen = choose(pooled, steering) or next(iter(verdicts), None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
         "format": FORMAT, "org": org, "params": params, "seconds": seconds,
@@ -177,9 +181,38 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
                        "tests": bench["groups"][g].get("tests")} for g in groups},
         "test_limit": bench.get("test_limit"), "notes": bench.get("notes"),
         "left_out_of_verdicts": sorted(f"{lang}:{test}" for lang, test in few),
+        "teacher_dev_f1": teacher_dev, "not_steering": sorted(weak),
+        "steer_min_teacher_f1": bench.get("steer_min_teacher_f1"),
+        "differences": differences(bench, done, list(pooled), groups),
         "commands": done.get("commands", []), "provenance": prov,
     }
     return summary, details
+
+
+def differences(bench: dict, done: dict, names: list[str], groups: list[str]) -> dict:
+    """Every pooled variant against the first (``names[0]``), per group and split: the paired
+    bootstrap 95 % interval over test sentences of the difference in average retention, in
+    points (`benchmarks.grid.bootstrap`), each variant's seeds averaged; a lever counts where
+    the interval excludes 0."""
+    def seeds(name: str, g: str) -> list[str]:
+        cells = done[g]["variants"]
+        return [n for n in (name, *(m for m, v in bench["variants"].items() if v.get("seed_of") == name)) if n in cells]
+
+    out: dict = {}
+    for name in names[1:]:
+        for g in groups:
+            a, b = seeds(name, g), seeds(names[0], g)
+            if not (a and b):
+                continue
+            cells, teacher = done[g]["variants"], done[g]["teacher"]
+            for part in ("dev", "test"):
+                keys = [k for k in cells[a[0]]["scores"] if k.endswith(part) and "counts" in teacher[k]]
+                if keys:
+                    out.setdefault(name, {}).setdefault(g, {})[part] = {
+                        **grid.bootstrap({k: (teacher[k]["counts"], [cells[n]["scores"][k]["counts"] for n in a],
+                                              [cells[n]["scores"][k]["counts"] for n in b]) for k in keys}),
+                        "seeds": [len(a), len(b)]}
+    return out
 
 
 def choose(pooled: dict, sentence_groups: list[str]) -> str | None:
@@ -207,7 +240,8 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
         details["commands"].append(command)
     for v in details["pooled"].values():
         v.setdefault("runs_per_group", _runs_per_group(v["seeds"], details["seconds"], details["groups"]))
-    sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")]
+    sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")
+                       and g not in details.get("not_steering", [])]
     summary["chosen"] = choose(details["pooled"], sentence_groups) or summary["chosen"]
     summary["compression"] = details["verdicts"][summary["chosen"]]["compression"]
     write_json(results / "summary.json", summary)
@@ -306,6 +340,20 @@ def blocks(s: dict, d: dict) -> list:
             Table(["variant", "split", "in avg", "in min", "out min", "ORG out min", "control avg", "compression"],
                   verdict_rows, {2, 3, 4, 5, 6}),
             Para("Teacher seconds per group: " + json.dumps(d["teacher_s"]))]
+    diff_rows = [[name, g, part, f"{x['seeds'][0]} / {x['seeds'][1]}",
+                  f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]" + (" *" if x["excludes_0"] else "")]
+                 for name, per in d.get("differences", {}).items() for g, parts in per.items()
+                 for part, x in parts.items()]
+    if diff_rows:
+        ref = next(iter(d["pooled"]))
+        out += [Heading(2, f"Each variant against {ref}"),
+                Para("Difference in average retention over the group's tests, in points, with its paired bootstrap "
+                     "95 % interval over test sentences (1,000 samples; each variant's seeds averaged). * : the "
+                     "interval excludes 0, the lever counts. Groups whose teacher averages under "
+                     f"{d.get('steer_min_teacher_f1') or 'the config minimum'} dev F1 never steer the choice: "
+                     + (", ".join(d.get("not_steering", [])) or "none") + "."),
+                Table(["variant", "group", "split", f"seeds (variant / {ref})", "difference [95 % CI]"],
+                      diff_rows, {4})]
     pooled_rows = [[name, ", ".join(v["seeds"]), _runs(v), part, pct(_pc(v[part]["in_avg"])), pct(_pc(v[part]["out_avg"])),
                     pct(_pc(v[part]["control_avg"])), pct(_pc(v[part]["sentences_avg"]))]
                    for name, v in d.get("pooled", {}).items() for part in ("dev", "test")]

@@ -56,5 +56,24 @@ def test_quick_peer_writes_the_peer_rows(cell, tmp_path):
                       str(results), "--quick", "-q"]) == 0
     rows = json.loads((results / "summary.json").read_text())["peer"]
     assert {r["test"] for r in rows} == {f"{lang}:{t}" for lang in ("de", "ar", "hi") for t in ("dev", "test")}
+    assert {r["group"] for r in rows} == {"demo_grid/control"}
     assert all(0 <= r["spacy_silver_f1"] <= 100 and 0 <= r["student_f1"] <= 100 for r in rows)
-    assert "| test | teacher F1 | spaCy (silver) F1 |" in (results / "peer.md").read_text()
+    md = (results / "peer.md").read_text()
+    assert "| test | teacher F1 | spaCy (silver) F1 |" in md and "## demo_grid/control" in md
+
+
+def test_peers_of_several_grids_share_one_summary(tmp_path):
+    """Rows written before rows named their group stay, as the demo grid's; a group's rerun
+    replaces only its own rows and protocol."""
+    path = tmp_path / "summary.json"
+    old = {"test": "de:dev", "spacy_silver_f1": 50.0, "student_f1": 60.0, "teacher_f1": 70.0}
+    path.write_text(json.dumps({"rows": [], "peer": [old], "peer_protocol": {"cell": "demo-s13", "command": "x"}}))
+    new = {"group": "sentences-fair/in", "test": "lv:dev", "spacy_silver_f1": 40.0, "student_f1": 45.0,
+           "teacher_f1": 50.0}
+    rows, protocols = peer.merge(path, "sentences-fair/in", [new], {"cell": "preset", "command": "y"})
+    assert rows == [{"group": peer.LEGACY_GROUP, **old}, new]
+    assert protocols == {peer.LEGACY_GROUP: {"cell": "demo-s13", "command": "x"},
+                         "sentences-fair/in": {"cell": "preset", "command": "y"}}
+    path.write_text(json.dumps({"peer": rows, "peer_protocol": protocols}))
+    again, _ = peer.merge(path, peer.LEGACY_GROUP, [], {"cell": "demo-s14", "command": "z"})
+    assert again == [new]

@@ -94,6 +94,19 @@ def test_quick_run_schema_pieces_and_resume(tmp_path, one_thread, monkeypatch):
                           command="test")
     assert again["rows"] == s["rows"]
 
+    # every variant against the first, per group and split, with a bootstrap interval around it
+    for name in ("factorized", "wide-shape", "layer9"):
+        for x in d["differences"][name]["in"].values():
+            assert x["low"] <= x["diff"] <= x["high"] and x["seeds"] == [1, 1]
+    assert "baseline" not in d["differences"] and "## Each variant against baseline" in md
+    # a group whose teacher is under steer_min_teacher_f1 is reported but never steers the choice
+    done = json.loads((run_dir / "done.json").read_text())
+    raw["steer_min_teacher_f1"] = 101
+    reported, weak = sentences.build(sentences.bench_of(sentences.load(raw)), done, {"command": "test"})
+    assert weak["not_steering"] == ["control", "in", "out"]
+    assert all(v[p]["sentences_avg"] is None for v in weak["verdicts"].values() for p in ("dev", "test"))
+    assert {r["variant"] for r in reported["rows"]} == set(variants)  # still reported
+
 
 def test_unknown_variant_or_group_is_one_line(tmp_path):
     raw = _config(tmp_path)
