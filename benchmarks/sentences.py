@@ -235,6 +235,9 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
     details = json.loads((results / "details.json").read_text(encoding="utf-8"))
     if details.get("format") != FORMAT:
         raise ValueError(f"{results / 'details.json'}: format {details.get('format')!r}, expected {FORMAT!r}")
+    if "pooled" not in details:
+        raise ValueError(f"{results / 'details.json'}: made before seeds were pooled (no 'pooled'); rerun the "
+                         "commands it lists instead of refreshing it")
     details["notes"] = bench.get("notes")
     if command and command not in details.setdefault("commands", []):
         details["commands"].append(command)
@@ -377,6 +380,13 @@ def main(argv=None) -> int:
                    help="run nothing: rewrite --results from its own details.json (the choice rule and the page "
                         "as this version has them), for when the run directory is gone")
     args = p.parse_args(argv)
+    try:
+        return _main(p, args, argv)
+    except ValueError as e:  # a bad grid, variant or results folder: one line, no traceback
+        raise SystemExit(f"benchmarks.sentences: {e}") from None
+
+
+def _main(p, args, argv) -> int:
     if args.refresh:
         refresh(args.config, Path(args.results), preamble.start("sentences", argv))
         print((Path(args.results) / "results.md").read_text(encoding="utf-8"))

@@ -235,3 +235,13 @@ def test_refresh_reapplies_the_choice_to_committed_results_without_a_run_dir(tmp
     page = (results / "results.md").read_text()
     assert "Chosen: **a**" in page and "in 2, out 2, ctl 1" in page
     assert "Chosen: **a**" in capsys.readouterr().out
+
+
+def test_refresh_of_results_older_than_pooling_is_one_line(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    write_json(old / "summary.json", {"chosen": "baseline", "compression": 40.0, "rows": []})
+    write_json(old / "details.json", {"format": sentences.FORMAT, "verdicts": {}, "groups": {}, "seconds": {}})
+    with pytest.raises(SystemExit, match="made before seeds were pooled"):
+        sentences.main(["--refresh", "--config", str(REPO / "benchmarks/configs/sentences.yaml"),
+                        "--results", str(old), "-q"])
