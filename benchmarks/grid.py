@@ -17,6 +17,7 @@ A grid is a YAML file (``benchmarks/configs/``): the base run config, then the g
                        # student takes as many optimizer steps as variant 1x (transfer rows / rows)
       big: {groups: {in: {student: {max_vocab: 9000}}}}    # overrides for one group only
       long: {steps_of: 3x, seeds: [13, 14]}   # a costly variant on fewer of the grid's seeds
+      cnn: {student: {arch: cnn}, about: "ID-CNN"}   # about: what it is, in words (for tables)
     seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
     default_variants: [...]; default_groups: [...]
     reuse: [runs/selection]   # other runs whose finished steps with the same fingerprints are linked in
@@ -50,7 +51,7 @@ from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse")
-VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of", "seeds")
+VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of", "seeds", "about")
 """A variant's keys that are the grid's, not config overrides."""
 SPLITS = ("dev", "test")
 
@@ -163,6 +164,10 @@ class Grid:
                     name = spec.get("name") or short_name(path, root)
                 out.setdefault(lang, {})[name] = {"domain": domain, "sentences": sents}
         return out
+
+    def flat_tests(self, cfg: RunConfig, group: str, label_types: set[str]) -> dict[str, dict]:
+        """`tests` by ``LANG:TEST``, the keys of the scores."""
+        return {f"{lang}:{n}": t for lang, ts in self.tests(cfg, group, label_types).items() for n, t in ts.items()}
 
 
 def cell_name(variant: str, seed: int | None) -> str:
@@ -354,9 +359,9 @@ class _GroupTests:
 
         if self.made is None:
             labels = load_tagger(teacher).labels
-            tests = self.grid.tests(self.base, self.group, {lab[2:] for lab in labels if lab != "O"})
-            flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
-            self.entry["domains"] = {f"{lang}:{n}": t["domain"] for lang, ts in tests.items() for n, t in ts.items()}
+            tests = self.grid.flat_tests(self.base, self.group, {lab[2:] for lab in labels if lab != "O"})
+            flat = {key: t["sentences"] for key, t in tests.items()}
+            self.entry["domains"] = {key: t["domain"] for key, t in tests.items()}
             score = Scores(self.gdir / "scores.json", self.base.teacher.eval_batch_size, self.progress)
             self.entry["teacher"] = score("teacher", teacher, flat)
             self.entry["teacher_s"] = _teacher_seconds(teacher)

@@ -58,15 +58,6 @@ FINETUNE_STAGE = {"name": "finetune", "losses": {"soft": 1.0, "gold": 1.0}, "epo
 
 # ---- configs -------------------------------------------------------------------------------
 
-def takes_transfer_only() -> bool:
-    """Whether this xdistil has ``transfer.languages`` (transfer-only languages, no labeled files read)."""
-    import dataclasses
-
-    from xdistil.config import TransferConfig
-
-    return "languages" in {f.name for f in dataclasses.fields(TransferConfig)}
-
-
 def load_config(path: str | Path = PRESET, languages: list[str] | None = None,
                 overrides: list[str] | None = None) -> RunConfig:
     """The preset (or ``path``) with ``KEY=VALUE`` overrides. ``languages``: only these; the ones
@@ -80,7 +71,7 @@ def load_config(path: str | Path = PRESET, languages: list[str] | None = None,
         only = [lang for lang in languages if lang in bare]
     else:
         only = bare
-    if takes_transfer_only() and ("languages" not in raw.get("transfer", {}) or languages):
+    if "languages" not in raw.get("transfer", {}) or languages:
         raw = apply_overrides(raw, {"transfer.languages": only})
     return from_dict(RunConfig, raw)
 
@@ -177,7 +168,7 @@ def finetune(cfg: RunConfig, lang: str, student: Path, run_dir: Path, progress: 
 
     one = with_overrides(cfg, {"data": {"languages": [lang]},
                                "distill": {"init_from": str(student), "stages": [dict(FINETUNE_STAGE)]},
-                               **({"transfer": {"languages": []}} if takes_transfer_only() else {})})
+                               "transfer": {"languages": []}})
     if cfg.distill.max_steps_per_epoch:  # --quick
         one = with_overrides(one, {"distill": {"stages": [{**FINETUNE_STAGE, "epochs": 1}]}})
     run = RunDir(run_dir / "run")

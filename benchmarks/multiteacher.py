@@ -11,9 +11,9 @@ runner (`xdistil.runner`) into a run folder:
 2. ``co/teacher``: the same teachers co-finetuned with one shared head (`xdistil.teachers.CoTeachers`);
 3. ``apart/transfer``, ``co/transfer``: the transfer set labeled once by each group
    (every teacher's tags, logits and hidden layer per word);
-4. per group, ``GROUP/<student>/distill``: one student per teacher (``distill.teachers: [k]``),
-   two students of all teachers (``teacher_weighting`` uniform / mtbert) and one of the e5
-   teachers only (mtbert), same student and stages throughout;
+4. per group, ``GROUP/<student>/distill``: every student of the config's ``variants`` (one per
+   teacher, ``distill.teachers: [k]``; two of all teachers, ``teacher_weighting`` uniform /
+   mtbert; one of the e5 teachers only), same student and stages throughout;
 5. dev F1 of every teacher and student; ``summary.json`` (a `xdistil.results.Summary`, one
    row per model named ``GROUP/NAME``, its group in ``group``) and ``results.md`` (rendered
    by the report's block renderer).
@@ -36,9 +36,8 @@ from xdistil.run.layout import read_distill_log, read_transfer_manifest
 GROUPS = ("apart", "co")
 
 
-def _cfg(base: dict, **sections) -> RunConfig:
-    """The base config with sections merged in (`xdistil.config.apply_overrides`)."""
-    return from_dict(RunConfig, apply_overrides(base, sections))
+def _cfg(base: dict, overrides: dict) -> RunConfig:
+    return from_dict(RunConfig, apply_overrides(base, overrides))
 
 
 def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
@@ -47,7 +46,7 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     from xdistil.runner import Runner
 
     raw = load_yaml(config)
-    teachers = raw.pop("teachers")
+    teachers, variants = raw.pop("teachers"), raw.pop("variants")
     base = from_dict(RunConfig, raw)
     run_dir.mkdir(parents=True, exist_ok=True)
     evaluate = DevScorer(base, progress, cache=run_dir / "eval_cache.json")
@@ -56,12 +55,13 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
     dirs: dict[str, list[Path]] = {"apart": [], "co": []}
     seconds: dict[str, float] = {}
     for t in teachers:
-        d = Runner(_cfg(raw, teacher={"model": t["model"], "seed": t["seed"]}), RunDir(run_dir / "apart" / t["name"]),
+        d = Runner(_cfg(raw, {"teacher": {"model": t["model"], "seed": t["seed"]}}), RunDir(run_dir / "apart" / t["name"]),
                    progress=progress).run(only=("teacher",)).teacher
         dirs["apart"].append(d)
         seconds[f"teacher {t['name']}"] = json.loads((d / DONE_MARKER).read_text())["seconds"]
     co = RunDir(run_dir / "co")
-    dirs["co"] = Runner(_cfg(raw, teacher={"models": [t["model"] for t in teachers], "seed": teachers[0]["seed"]}),
+    dirs["co"] = Runner(_cfg(raw, {"teacher": {"models": [t["model"] for t in teachers],
+                                                        "seed": teachers[0]["seed"]}}),
                         co, progress=progress).run(only=("teacher",)).teachers
     seconds["teachers co-finetuned"] = json.loads((co.teacher / GROUP_MARKER).read_text())["seconds"]
 
@@ -79,14 +79,8 @@ def run(config: str, run_dir: Path, results: Path, progress: bool) -> dict:
         if tp.get("label_sentences_per_s"):
             seconds[f"label {group}"] = round(tp["sentences_labeled_this_run"] / tp["label_sentences_per_s"], 1)
         # 4. students
-        variants = [(f"single {t['name']}", {"teachers": [k]}) for k, t in enumerate(teachers)]
-        variants += [("multi uniform", {"teacher_weighting": "uniform"}), ("multi mtbert", {"teacher_weighting": "mtbert"})]
-        # the same-family teachers only (both e5-small), without the weak English MiniLM
-        e5 = [k for k, t in enumerate(teachers) if t["model"] == "e5-small"]
-        if 1 < len(e5) < len(teachers):
-            variants.append(("multi mtbert e5 only", {"teachers": e5, "teacher_weighting": "mtbert"}))
-        for name, over in variants:
-            student = Runner(_cfg(raw, distill=over), RunDir(run_dir / group / name.replace(" ", "-")),
+        for name, over in variants.items():
+            student = Runner(_cfg(raw, over), RunDir(run_dir / group / name.replace(" ", "-")),
                              given={"teacher": dirs[group], "label": transfer}, progress=progress
                              ).run(only=("distill",)).student
             metrics = read_distill_log(student)

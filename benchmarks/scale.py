@@ -1,13 +1,14 @@
 """Scale benchmark: label and distil transfer sets of growing size, report peak memory.
 
     python -m benchmarks.scale --teacher runs/bench/teacher --run runs/scale \
-        --results benchmarks/results/scale --factors 1 10
+        --results benchmarks/results/scale --factors 1 10 [--config benchmarks/configs/scale.yaml]
 
 The demo's transfer set is 12,000 rows (3 languages x (1,000 gold + 3,000 transfer)).
 Factor F labels ``12,000 x F`` rows over six languages with plenty of WikiANN text
 (train beyond the budget, unlabeled.tokens, tatoeba), then distils a BiLSTM for one epoch
-on them (soft + hidden + gold losses, so every stored column is read). Each step runs as
-its own ``xdistil`` process, polled every 50 ms for its resident memory:
+on them (soft + hidden + gold losses, so every stored column is read): the run config is
+``--config``, its ``transfer.limit`` set per size. Each step runs as its own ``xdistil``
+process, polled every 50 ms for its resident memory:
 
 - ``peak_rss_mb``: the process's peak resident set (``ru_maxrss``), file pages included;
 - ``peak_anon_mb``: the peak of anonymous memory (``RssAnon``): what the process itself
@@ -36,17 +37,14 @@ import yaml
 from xdistil_export.atomic import remove_own
 
 from benchmarks import preamble
-from xdistil.config import save_json
+from xdistil.config import load_yaml, save_json
 from xdistil.provenance import cpu_model, provenance
 from xdistil.report import Heading, Para, Table, write_page
 from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 from xdistil.runner import outputs
 
-# six languages with >= 20,000 sentences of transfer text each under ../shared/data/wikiann
-LANGS = ["ar", "fr", "it", "pt", "tr", "vi"]
-DEMO_ROWS = 12_000
-BUDGET, VAL = 1_000, 100
+CONFIG = Path(__file__).resolve().parent / "configs" / "scale.yaml"
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -91,20 +89,17 @@ def _dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
 
-def config_for(factor: float) -> dict:
-    per_lang = round(DEMO_ROWS * factor / len(LANGS))
-    return {
-        "data": {"languages": LANGS, "labeled_budget": BUDGET, "val_size": VAL, "dev_limit": 200},
-        "transfer": {"limit": per_lang - BUDGET, "layers": [6]},
-        # shape_dim 0: as the committed results were measured (the default is 16 since issue 23)
-        "student": {"arch": "bilstm", "embedding_dim": 50, "hidden_dim": 200, "num_layers": 1, "shape_dim": 0},
-        "distill": {"match": {"teacher_layer": 6}, "stages": [
-            {"name": "soft-hidden", "losses": {"soft": 1.0, "hidden": 1.0, "gold": 1.0}, "epochs": 1,
-             "unfreeze": False, "batch_size": 64}]},
-    }
+def config_for(factor: float, config: str | Path = CONFIG) -> tuple[dict, int]:
+    """The run config of size ``factor`` (its ``transfer.limit`` set) and the demo's rows."""
+    cfg = load_yaml(config)
+    demo_rows = cfg.pop("demo_rows")
+    per_lang = round(demo_rows * factor / len(cfg["data"]["languages"]))
+    cfg["transfer"]["limit"] = per_lang - cfg["data"]["labeled_budget"]
+    return cfg, demo_rows
 
 
-def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet: bool) -> dict:
+def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet: bool,
+        config: str | Path = CONFIG) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "scale.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -115,7 +110,8 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
         d.mkdir(exist_ok=True)
         run = RunDir(d)
         cfg_path = d / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(config_for(factor), sort_keys=False), encoding="utf-8")
+        cfg, demo_rows = config_for(factor, config)
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         entry = state.setdefault(key, {"factor": factor})
         q = ["-q"] if quiet else []
         if "label" not in entry:
@@ -149,8 +145,8 @@ def run(teacher: Path, run_dir: Path, results: Path, factors: list[float], quiet
     summary = {
         "command": command,
         "teacher": str(teacher),
-        "languages": LANGS,
-        "demo_rows": DEMO_ROWS,
+        "languages": cfg["data"]["languages"],
+        "demo_rows": demo_rows,
         "runs": [state[f"x{f:g}"] for f in factors],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "provenance": provenance(command),  # versions and the rest, as every other benchmark records them
@@ -203,6 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default="runs/bench/teacher", help="a fine-tuned teacher directory")
     p.add_argument("--run", default="runs/scale", help="working directory (transfer sets, students, logs)")
     p.add_argument("--results", default="benchmarks/results/scale", help="where summary.json/results.md go")
+    p.add_argument("--config", default=str(CONFIG), help="the run config of every size (default: %(default)s)")
     p.add_argument("--factors", type=float, nargs="+", default=[1, 10],
                    help="transfer-set sizes as multiples of the demo's 12,000 rows")
     p.add_argument("-v", "--verbose", action="store_true", help="progress bars in the step logs")
@@ -210,7 +207,7 @@ def main(argv=None) -> int:
     if not (Path(args.teacher) / "config.json").exists():
         raise SystemExit(f"error: {args.teacher} is not a teacher directory (train one with 'xdistil teacher "
                          "train' or run 'python -m benchmarks.staged')")
-    run(Path(args.teacher), Path(args.run), Path(args.results), args.factors, not args.verbose)
+    run(Path(args.teacher), Path(args.run), Path(args.results), args.factors, not args.verbose, args.config)
     return 0
 
 

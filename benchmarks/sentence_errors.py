@@ -141,8 +141,8 @@ def run(config: str | Path | dict, run_dir: Path, out: Path, groups: list[str] |
             continue
         base = grid.config(g)
         teacher = load_tagger(next(iter(built.values())).teacher)
-        tests = grid.tests(base, g, {lab[2:] for lab in teacher.labels if lab != "O"})
-        flat = {f"{lang}:{n}": t["sentences"] for lang, ts in tests.items() for n, t in ts.items()}
+        flat = {key: t["sentences"] for key, t in
+                grid.flat_tests(base, g, {lab[2:] for lab in teacher.labels if lab != "O"}).items()}
         t_tags = {k: predict_tags(teacher, s, base.teacher.eval_batch_size) for k, s in flat.items()}
         for name, o in built.items():
             student = load_tagger(o.student)

@@ -27,12 +27,6 @@ from xdistil.results import ModelScores, Provenance, Summary, stage_of
 from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
-# Variants: a gold-only BiLSTM (no teacher), the staged BiLSTM (hard -> +soft -> +intermediate),
-# the staged BiLSTM trained further on soft targets, the XtremeDistil order, and a small
-# Transformer. Their stage lists live in the config.
-VARIANTS = ["bilstm-gold-only", "bilstm-staged", "bilstm-staged-long", "bilstm2-staged-long", "bilstm-xtremedistil",
-            "transformer"]
-
 
 def variant_cfg(base: RunConfig, overrides: dict) -> RunConfig:
     """The base config with a variant's sections merged in (`xdistil.config.apply_overrides`)."""
@@ -46,6 +40,8 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
 
     raw = load_yaml(config)
     variant_overrides = raw.pop("variants", {})
+    if unknown := set(only or ()) - set(variant_overrides):
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}: the config has {', '.join(variant_overrides)}")
     base = from_dict(RunConfig, raw)
     got = Runner(base, RunDir(run_dir), progress=progress).run(only=("teacher", "label"))
     teacher, transfer = got.teacher, got.transfer
@@ -61,10 +57,10 @@ def run(config: str, run_dir: Path, results: Path, only: list[str] | None, progr
     t = evaluate("teacher", teacher)
     models = [ModelScores.from_eval("teacher", "teacher", t, arch=base.teacher.model, evaluated_by="benchmarks.staged")]
     stage_logs = {}
-    for name in VARIANTS:
+    for name, overrides in variant_overrides.items():  # in the config's order (a variant may start from one before)
         if only and name not in only:
             continue
-        cfg = variant_cfg(base, variant_overrides.get(name, {}))
+        cfg = variant_cfg(base, overrides)
         students = Runner(cfg, RunDir(run_dir / name), reuse=[run_dir], progress=progress).run().students
         stage_logs[name] = read_distill_log(students[-1])
         # training time as recorded by the steps themselves (reruns reuse finished steps)
@@ -121,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="benchmarks/configs/staged.yaml")
     p.add_argument("--run", default="runs/bench", help="working directory (models, transfer set)")
     p.add_argument("--results", default="benchmarks/results/staged", help="where summary.json/results.md go")
-    p.add_argument("--only", nargs="*", help="only these variants: " + ", ".join(VARIANTS))
+    p.add_argument("--only", nargs="*", help="only these of the config's variants (default: all, in its order)")
     args = p.parse_args(argv)
     preamble.start("staged", argv)
     run(args.config, Path(args.run), Path(args.results), args.only, not args.quiet)

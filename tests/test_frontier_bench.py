@@ -1,7 +1,9 @@
-"""The frontier benchmark (benchmarks/frontier.py, issue 35) on a tiny exported student: the speed
-cells run end to end, the summary has the issue's schema, the targets say met / missed from
-the figures, the plot is written and docs/deployment.md's block renders from it. The
-numbers mean nothing here; the quality state is made up."""
+"""The frontier benchmark (benchmarks/frontier.py + configs/frontier.yaml, issue 35): its grid
+changes the student shape only, and its cells become the quality state (--quick settings on a
+tiny teacher and the real WikiANN de/ar/hi files); on a tiny exported student the speed cells
+run end to end, the summary has the issue's schema, the targets say met / missed from the
+figures, the plot is written and docs/deployment.md's block renders from it. The numbers mean
+nothing here; the state the summary is built from is made up."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from xdistil.vocab import seen_piece_ids
 if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks import frontier  # noqa: E402
+from benchmarks import frontier, grid  # noqa: E402
 
 LABELS = list(DEFAULT_LABELS)
 
@@ -43,11 +45,43 @@ def exported(tmp_path_factory):
     return root / "export"
 
 
+GRID = grid.Grid.load(frontier.CONFIG)
+
+
+def test_every_variant_is_the_demo_recipe_with_another_student():
+    base = GRID.config("control")
+    assert base.data.languages == ["de", "ar", "hi"] and base.precision == "auto"  # as `make demo` ran it
+    assert next(iter(GRID.variants)) == "bilstm2" and GRID.variants["bilstm2"].get("about")
+    for name, v in GRID.variants.items():
+        cfg = GRID.config("control", name, 14)
+        assert cfg.distill.seed == 14 and (cfg.data, cfg.teacher, cfg.transfer) == (base.data, base.teacher,
+                                                                                      base.transfer), name
+        assert cfg.distill.stages == base.distill.stages
+        for change in frontier.changes(v):  # the summary's settings are the overrides, as --set writes them
+            key, value = change.split("=")
+            assert str(getattr(cfg.student, key.split(".")[1])).lower() == value, (name, change)
+    assert frontier.changes(GRID.variants["cnn"]) == ["student.arch=cnn", "student.num_layers=1",
+                                                      "student.residual=true"]
+
+
+def test_the_grids_cells_are_the_quality_state(tmp_path, one_thread, shared_data):
+    done = grid.run(GRID, tmp_path / "run", ["bilstm2", "cnn"], quick=True, progress=False, seeds=[13])
+    state = frontier.quality(GRID, done)
+    assert set(state) == {"teacher", "bilstm2-s13", "cnn-s13"}
+    assert state["cnn-s13"]["arch"] == "cnn" and state["bilstm2-s13"]["arch"] == "bilstm"
+    assert set(state["teacher"]["f1"]) == {"dev", "test"} and state["teacher"]["params"] > state["cnn-s13"]["params"]
+    for cell in ("bilstm2-s13", "cnn-s13"):
+        assert state[cell]["f1"]["dev"]["avg"] == pytest.approx(
+            sum(state[cell]["f1"]["dev"][x] for x in ("de", "ar", "hi")) / 3)
+        assert (tmp_path / "run" / "control" / cell / "distill").is_dir()
+
+
 def _state(f1s: dict[str, float]) -> dict:
     state = {"teacher": {"f1": {"dev": {"avg": 80.0}, "test": {"avg": 70.0}}, "params": 100_000_000}}
     for name, f1 in f1s.items():
         for seed in (13, 14):
-            state[f"{name}-{seed}"] = {"f1": {"dev": {"avg": f1}, "test": {"avg": f1 * 0.9}}, "params": 2_000_000}
+            state[grid.cell_name(name, seed)] = {"f1": {"dev": {"avg": f1}, "test": {"avg": f1 * 0.9}},
+                                                 "params": 2_000_000, "arch": "cnn" if "cnn" in name else "bilstm"}
     return state
 
 
@@ -60,7 +94,8 @@ def test_frontier_cells_summary_targets_and_plot(exported, tmp_path, monkeypatch
     assert all(c["median"] > 0 and len(c["rounds"]) == 1 for c in measured["cells"])
 
     machine = {"cpu": "Test CPU", "threads": 2}
-    s = frontier.summarise(_state({"bilstm2": 76.0, "bilstm1": 75.5, "cnn": 72.0}), measured, [13, 14], machine, "cmd")
+    s = frontier.summarise(GRID, _state({"bilstm2": 76.0, "bilstm1": 75.5, "cnn": 72.0}), measured, [13, 14], machine,
+                           "cmd")
     assert s["default"] == "bilstm2"
     rows = {r["student"]: r for r in s["rows"]}
     assert set(rows) == {"bilstm2", "bilstm1", "cnn"}  # every student with scores, measured or not
@@ -68,6 +103,7 @@ def test_frontier_cells_summary_targets_and_plot(exported, tmp_path, monkeypatch
         assert {"student", "arch", "params", "compression", "retention"} <= set(r)
         assert r["compression"] == 50.0 and 0 < r["retention"] <= 1
     assert rows["bilstm2"]["retention"] == pytest.approx(0.95) and "words_per_s" not in rows["bilstm1"]
+    assert rows["bilstm1"]["changes"] == ["student.num_layers=1"] and rows["bilstm1"]["what"] == "1-layer BiLSTM, H=200"
     assert rows["cnn"]["arch"] == "cnn" and rows["cnn"]["latency_b1_ms"] > 0
 
     # the target reads the figures: nobody at 100,000 words/s here ...

@@ -39,9 +39,12 @@ def test_groups_of_teachers_label_once_and_every_student_is_a_run_folder(tmp_pat
                                 "unfreeze": False}]},
         "teachers": [{"name": "a", "model": str(make_tiny_teacher(tmp_path / "a", seed=0)), "seed": 13},
                      {"name": "b", "model": str(make_tiny_teacher(tmp_path / "b", seed=1)), "seed": 29}],
+        "variants": {"single a": {"distill": {"teachers": [0]}}, "single b": {"distill": {"teachers": [1]}},
+                     "multi uniform": {"distill": {"teacher_weighting": "uniform"}},
+                     "multi mtbert": {"distill": {"teacher_weighting": "mtbert"}}},
     }
     config = tmp_path / "mt.yaml"
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     run = tmp_path / "mt"
     s = multiteacher.run(str(config), run, tmp_path / "results", progress=False)
 
@@ -63,6 +66,8 @@ def test_groups_of_teachers_label_once_and_every_student_is_a_run_folder(tmp_pat
             assert inputs["transfer"] == digests.folder_digest(transfer)
             assert inputs["teacher"] == digests.folder_digest(teachers[group][0])
             log = read_distill_log(got.student)
+            ids = {"single a": [0], "single b": [1]}.get(name, [0, 1])  # the config's variants, as they say
+            assert log["teachers"]["ids"] == ids and (name != "multi uniform" or log["teachers"]["weighting"] == "uniform")
             assert s.extra["logs"][f"{group}/{name}"] == {"teachers": log.get("teachers"), "stages": log["stages"]}
     assert {"teacher a", "teacher b", "teachers co-finetuned"} <= set(s.timings)
     assert "Verdict" in (tmp_path / "results" / "results.md").read_text()

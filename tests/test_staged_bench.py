@@ -49,7 +49,7 @@ def test_variants_are_run_folders_sharing_one_teacher_and_transfer_set(tmp_path,
                                                "stages": [SOFT]}}},
     }
     config = tmp_path / "staged.yaml"
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     only = ["bilstm-staged", "bilstm-staged-long"]
     s = staged.run(str(config), run, tmp_path / "results", only, progress=False)
 
@@ -70,6 +70,8 @@ def test_variants_are_run_folders_sharing_one_teacher_and_transfer_set(tmp_path,
         assert s.timings[f"{name}_s"] >= 0
     assert set(s.timings) == {"teacher_s", "label_s", "bilstm-staged_s", "bilstm-staged-long_s"}
 
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['nope'\]: the config has bilstm-staged, "):
+        staged.run(str(config), run, tmp_path / "results", ["nope"], progress=False)
     capsys.readouterr()
     again = staged.run(str(config), run, tmp_path / "results", only, progress=False)
     out = capsys.readouterr().out
