@@ -105,15 +105,17 @@ def test_label_transfer_with_ort_gives_the_torch_set(teacher, cache, tmp_path, o
     assert chunk["engines"] == ["ort"]
 
 
-def test_default_engine_keeps_the_old_digests(teacher, tmp_path, monkeypatch):
-    """The fingerprint of a config that does not name an engine is the one it had before the
-    key existed (computed here with the key removed from the config); another engine changes it."""
+def test_engine_torch_keeps_the_old_digests(teacher, tmp_path, monkeypatch):
+    """The fingerprint of a config that names engine torch is the one it had before the key
+    existed (computed here with the key removed from the config); another engine, the default
+    auto included, changes it."""
     from xdistil.run import fingerprints
     from xdistil.run.fingerprints import transfer_fields
 
-    assert "engine" not in transfer_fields(TransferConfig())
+    assert TransferConfig().engine == "auto" and transfer_fields(TransferConfig())["engine"] == "auto"
+    assert "engine" not in transfer_fields(from_dict(TransferConfig, {"engine": "torch"}))
     assert transfer_fields(from_dict(TransferConfig, {"engine": "ort-int8"}))["engine"] == "ort-int8"
-    cfg = _label_cfg(tmp_path)
+    cfg = _label_cfg(tmp_path, engine="torch")
     now = fingerprints.label(cfg, [teacher])["digest"]
     to_dict = fingerprints.to_dict
 
@@ -127,6 +129,22 @@ def test_default_engine_keeps_the_old_digests(teacher, tmp_path, monkeypatch):
         assert fingerprints.label(cfg, [teacher])["digest"] == now
     for other in ("ort", "ort-int8", "auto"):
         assert fingerprints.label(_label_cfg(tmp_path, engine=other), [teacher])["digest"] != now
+    assert fingerprints.label(_label_cfg(tmp_path), [teacher])["digest"] != now  # the default: auto
+
+
+def test_auto_labels_a_small_set_in_torch_without_probing(teacher, cache, tmp_path, monkeypatch, one_thread):
+    from xdistil.labeling import label_transfer
+
+    def no_probe(*a, **k):
+        raise AssertionError("a set under AUTO_MIN_SENTENCES is not probed")
+
+    monkeypatch.setattr(engines, "probe", no_probe)
+    out = label_transfer(_label_cfg(tmp_path), [teacher], tmp_path / "small", progress=False)  # 90 rows
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engines"] == ["torch"]
+    choice = manifest["engine_choice"][0]
+    assert choice["asked"] == "auto" and choice["resolved"] == "torch" and "90 transfer sentences" in choice["reason"]
+    assert not (cache / "engines").exists()  # nothing exported
 
 
 def test_choose_needs_agreement_and_a_margin():
@@ -151,6 +169,7 @@ def test_auto_probes_picks_caches_and_records(teacher, cache, tmp_path, monkeypa
         return {name: [speed[name]] * rounds for name in runs}
 
     monkeypatch.setattr(engines, "time_engines", timed)
+    monkeypatch.setattr(engines, "AUTO_MIN_SENTENCES", 50)  # the 90-row set below is probed
     tagger = load_tagger(teacher)
     rec = engines.resolve(tagger, "auto", LAYERS, _sentences(), 16, "fp32")
     figures = rec["probe"]["engines"]

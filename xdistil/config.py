@@ -218,12 +218,13 @@ class TransferConfig:
     languages: StrList = field(default_factory=list)
     """Transfer-only languages (no labeled data, e.g. bs ca cs mk sl sq here): their unlabeled text joins
     the transfer set, labeled zero-shot by the teacher; no labeled file is read for them, no dev F1."""
-    engine: Literal["torch", "ort", "ort-int8", "auto"] = "torch"
-    """How the teachers run while labeling: torch (the teacher module, in `precision`); ort /
-    ort-int8 (the teacher exported to ONNX once, its outputs the logits and the transfer.layers
-    only, run by onnxruntime on the CPU in fp32 / dynamic int8); auto (the fastest of the three
-    on this machine whose word tags agree with torch fp32 on >= 99 % of a probe's words,
-    measured once and cached per CPU, versions, threads and teacher). xdistil.engines."""
+    engine: Literal["torch", "ort", "ort-int8", "auto"] = "auto"
+    """How the teachers run while labeling: auto (the default: the fastest of the three below on
+    this machine whose word tags agree with torch fp32 on >= 99 % of a probe's words, measured
+    once and cached per CPU, versions, threads and teacher; torch for a set under 2,000
+    sentences); torch (the teacher module, in `precision`); ort / ort-int8 (the teacher exported
+    to ONNX once, its outputs the logits and the transfer.layers only, run by onnxruntime on the
+    CPU in fp32 / dynamic int8). xdistil.engines."""
 
     def __post_init__(self):
         bad = set(self.sources) - set(TRANSFER_SOURCES)

@@ -3,12 +3,14 @@
 ``transfer.engine`` (`xdistil.config.TransferConfig`) is one of:
 
 - ``torch``: the teacher module itself, under the resolved `xdistil.precision` (what every
-  release before this one did; the default);
+  release before the engines did);
 - ``ort`` / ``ort-int8``: the teacher exported to ONNX, its graph outputs the logits and the
   hidden states of exactly ``transfer.layers`` (no other layer is an output), run by
   onnxruntime on the CPU with torch's thread count; ``ort-int8`` quantizes the weight matrices
   to int8 (dynamic quantization: activations are quantized on the fly, per batch);
-- ``auto``: measured on the machine at hand, as ``precision: auto`` is. `probe` labels a few
+- ``auto`` (the default): measured on the machine at hand, as ``precision: auto`` is. A set of
+  fewer than `AUTO_MIN_SENTENCES` transfer sentences is labeled in torch without measuring
+  anything. Otherwise `probe` labels a few
   hundred real transfer sentences with torch (at the resolved precision), ORT fp32 and ORT
   int8, interleaved, and measures each one's word tags against torch fp32; `choose` takes the
   fastest engine whose tags agree on at least `MIN_AGREEMENT` of the words, and leaves torch
@@ -58,6 +60,9 @@ MIN_AGREEMENT = 0.99
 """An onnxruntime engine is eligible for ``auto`` only where its word tags agree with torch fp32 on this share."""
 MIN_SPEEDUP = 1.1
 """``auto`` leaves torch only for an engine at least this much faster on the probe."""
+AUTO_MIN_SENTENCES = 2000
+"""``auto`` (the default) is torch without a probe below this many transfer sentences: labeling
+a small set takes less than exporting the teacher and measuring the engines would."""
 PROBE_SENTENCES = 200
 """Transfer sentences `probe` labels with each engine (the first of every language, in turn)."""
 ROUNDS = 3

@@ -145,12 +145,22 @@ def _probe_sentences(cfg: RunConfig, n: int = engines.PROBE_SENTENCES) -> list[l
     return [r.words for lang in langs for r in itertools.islice(iter_transfer(cfg, lang), per)][:n]
 
 
+def _rows_up_to(cfg: RunConfig, n: int) -> int:
+    """How many rows the transfer set has before augmentation, counted up to ``n`` (reading stops there)."""
+    rows = (r for lang in transfer_languages(cfg) for r in iter_transfer(cfg, lang))
+    return sum(1 for _ in itertools.islice(rows, n))
+
+
 def _resolve_engines(cfg: RunConfig, teachers, state, precision: str) -> list[dict]:
     """Each teacher's `engines.resolve` record, decided once by the main process (which
     exports the graphs into the cache) and given to every process."""
     tc = cfg.transfer
     if tc.engine == "torch":
         return [engines.resolve(t, "torch", tc.layers, [], tc.batch_size, precision) for t in teachers]
+    if tc.engine == "auto" and (n := _rows_up_to(cfg, engines.AUTO_MIN_SENTENCES)) < engines.AUTO_MIN_SENTENCES:
+        why = (f"{n} transfer sentences: labeling them in torch takes less than probing the engines "
+               f"(auto probes from {engines.AUTO_MIN_SENTENCES})")
+        return [{"asked": "auto", "resolved": "torch", "reason": why} for _ in teachers]
     records: list[dict] | str | None = None
     if state.is_main_process:
         try:
