@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from xdistil_export.atomic import write_json, write_text
 from xdistil_export.decode import decode_all, is_valid
 
-from benchmarks import preamble
+from benchmarks import preamble, timing
 
 
 def dev_files(langs: list[str], pairs: list[str], data_root: str | None) -> dict[str, Path]:
@@ -61,7 +59,8 @@ def _logits(model, sentences, batch_size: int) -> list[np.ndarray]:
     return [lg.numpy() for lg in logits]
 
 
-def run(model_dir: str, files: dict[str, Path], batch_size: int = 64, limit: int | None = None) -> dict:
+def run(model_dir: str, files: dict[str, Path], batch_size: int = 64, limit: int | None = None,
+        command: str = "python -m benchmarks.decoding") -> dict:
     from xdistil.data.readers import read_conll
     from xdistil.evaluate import score
     from xdistil.taggers import load_model_any
@@ -73,13 +72,9 @@ def run(model_dir: str, files: dict[str, Path], batch_size: int = 64, limit: int
     for lang, path in files.items():
         sents = read_conll(path, label_types=types, limit=limit)
         gold = [s.tags for s in sents]
-        t0 = time.perf_counter()
-        logits = _logits(model, [s.words for s in sents], batch_size)
-        seconds = time.perf_counter() - t0
+        seconds, logits = timing.timed(_logits, model, [s.words for s in sents], batch_size)
         argmax = [t for t, _ in decode_all(logits, labels, constrained=False)]
-        t0 = time.perf_counter()
-        viterbi = [t for t, _ in decode_all(logits, labels)]
-        decode_s = time.perf_counter() - t0
+        decode_s, viterbi = timing.timed(lambda logits=logits: [t for t, _ in decode_all(logits, labels)])
         a, v = score(gold, argmax), score(gold, viterbi)
         invalid = sum(not is_valid([labels.index(x) for x in tags], labels) for tags in argmax)
         rows[lang] = {
@@ -94,7 +89,7 @@ def run(model_dir: str, files: dict[str, Path], batch_size: int = 64, limit: int
     mean = {k: float(np.mean([r[k]["f1"] for r in rows.values()])) for k in ("argmax", "viterbi")}
     return {"model": str(model_dir), "labels": labels, "languages": rows,
             "mean_f1": mean, "mean_f1_change": mean["viterbi"] - mean["argmax"],
-            "command": " ".join(["python -m benchmarks.decoding", *sys.argv[1:]]),
+            "command": command,
             "python": platform.python_version()}
 
 
@@ -121,12 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", help="folder for decoding.json and decoding.md")
     args = p.parse_args(argv)
-    result = run(args.model, dev_files(args.lang, args.dev, args.data_root), args.batch_size, args.limit)
-    md = markdown(result)
-    print(md)
-    if args.out:
-        write_json(Path(args.out) / "decoding.json", result)
-        write_text(Path(args.out) / "decoding.md", md)
+    command = preamble.start("decoding", argv)
+    result = run(args.model, dev_files(args.lang, args.dev, args.data_root), args.batch_size, args.limit, command)
+    timing.show(args.out, "decoding", result, markdown(result))
     return 0
 
 

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
-from xdistil_export.atomic import write_json, write_text
+from xdistil_export.atomic import write_text
 
-from benchmarks import preamble
+from benchmarks import preamble, timing
+from xdistil.report import Heading, Para, Table, to_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer-size"
 ENGINES = {"torch-fp32": ("torch", "fp32"), "torch-bf16": ("torch", "bf16"),
@@ -76,21 +77,15 @@ def measure(tagger, cfg, rows: list, rounds: int) -> list[dict]:
         run(name, rows[: tc.batch_size])
         taggers[name].module.seconds = 0.0
     names = list(ENGINES)
-    seconds = {name: [] for name in names}
+    seconds = {name: [0.0] * rounds for name in names}
     compared = {name: {"same": 0, "words": 0, "diff": 0.0, "err": {}, "norm": {}} for name in names}
     for rnd in range(rounds):
-        for name in names:
-            seconds[name].append(0.0)
-        for i, chunk in enumerate(_chunks(rows, tc.chunk_size)):
-            order = names[i % len(names):] + names[: i % len(names)]
-            cols = {}
-            for name in order:
-                t = time.perf_counter()
-                cols[name] = run(name, chunk)
-                seconds[name][-1] += time.perf_counter() - t
-            if rnd == 0:
-                for name in names:
-                    _compare(compared[name], cols["torch-fp32"], cols[name], tc.layers)
+        for i, chunk in enumerate(_chunks(rows, tc.chunk_size)):  # the engines in turn, from engine i
+            got = timing.interleave({name: partial(timing.timed, run, name, chunk) for name in names}, 1, first=i)
+            for name, [(sec, cols)] in got.items():
+                seconds[name][rnd] += sec
+                if rnd == 0:
+                    _compare(compared[name], got["torch-fp32"][0][1], cols, tc.layers)
     forward = {name: taggers[name].module.seconds / rounds for name in names}
     out = []
     for name in names:
@@ -139,22 +134,20 @@ def auto_pick(rows: list[dict]) -> tuple[str, str]:
 
 def markdown(rows: list[dict], protocol: dict) -> str:
     m = protocol["machine"]
-    lines = [f"# Labeling engines on {m['cpu']} ({m['threads']} threads)", "",
-             f"{protocol['date']}: {protocol['sentences']} transfer sentences ({rows[0]['words']} words) of "
+    cells = [[r["engine"], f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}", r["forward_sentences_per_s"],
+              f"{100 * r['tag_agreement']:.2f} %", ", ".join(f"{k} {v:.1e}" for k, v in r["hidden_rel_err"].items()),
+              f"{r['max_abs_logit_diff']:.2e}"] for r in rows]
+    return to_markdown([
+        Heading(1, f"Labeling engines on {m['cpu']} ({m['threads']} threads)"),
+        Para(f"{protocol['date']}: {protocol['sentences']} transfer sentences ({rows[0]['words']} words) of "
              f"`{protocol['transfer_config']}` labeled by `{protocol['teacher']}` as `xdistil label` does (chunks of "
              f"{protocol['chunk_size']}, batches of {protocol['batch_size']}, hidden layers {protocol['layers']}), "
-             f"each engine in turn chunk by chunk, {protocol['rounds']} round(s); sentences/s is the median.", "",
-             "| engine | sentences/s | x torch fp32 | forward alone, sent/s | tag agreement with torch fp32 | "
-             "hidden rel. error | max logit diff |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        err = ", ".join(f"{k} {v:.1e}" for k, v in r["hidden_rel_err"].items())
-        lines.append(f"| {r['engine']} | {r['sentences_per_s']:.1f} | {r['speedup']:.2f} | "
-                     f"{r['forward_sentences_per_s']} | {100 * r['tag_agreement']:.2f} % | {err} | "
-                     f"{r['max_abs_logit_diff']:.2e} |")
-    lines += ["", f"`transfer.engine: auto` here: torch runs in {protocol['auto']['precision']} "
-              f"(`precision: auto`), and the rule (>= 99 % of the words' tags, >= 1.1x torch) picks "
-              f"**{protocol['auto']['pick']}**.", "", f"Reproduce: `{protocol['command']}`", ""]
-    return "\n".join(lines)
+             f"each engine in turn chunk by chunk, {protocol['rounds']} round(s); sentences/s is the median."),
+        Table(["engine", "sentences/s", "x torch fp32", "forward alone, sent/s", "tag agreement with torch fp32",
+               "hidden rel. error", "max logit diff"], cells, set(range(1, 7))),
+        Para(f"`transfer.engine: auto` here: torch runs in {protocol['auto']['precision']} (`precision: auto`), and "
+             f"the rule (>= 99 % of the words' tags, >= 1.1x torch) picks **{protocol['auto']['pick']}**."),
+        Para(f"Reproduce: `{protocol['command']}`")])
 
 
 def run(teacher: Path, transfer_config: str, sentences: int | None, rounds: int, results: Path, command: str) -> dict:
@@ -177,11 +170,7 @@ def run(teacher: Path, transfer_config: str, sentences: int | None, rounds: int,
                 "chunk_size": tc.chunk_size, "batch_size": tc.batch_size, "layers": list(tc.layers),
                 "auto": {"precision": precision, "pick": pick}, "machine": machine(), "command": command,
                 "date": time.strftime("%Y-%m-%d")}
-    results.mkdir(parents=True, exist_ok=True)
-    summary_path = results / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary.update({"labeling": out, "labeling_protocol": protocol})
-    write_json(summary_path, summary)
+    timing.merge_json(results / "summary.json", {"labeling": out, "labeling_protocol": protocol})
     write_text(results / "labeling.md", markdown(out, protocol))
     return {"rows": out, "protocol": protocol}
 

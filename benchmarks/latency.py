@@ -8,9 +8,10 @@ Every model is timed in one process with the same inputs and thread count: batch
 in PyTorch and ONNX Runtime fp32 (``--teacher-int8`` adds int8); students in PyTorch,
 ORT fp32 and ORT int8. Beside the real teacher, two teachers shaped like the reference
 models are timed: ``mbert-base`` (bert-base-multilingual-cased) and ``xlmr-base``
-(xlm-roberta-base), built from their public configs with random weights -- the same
-shapes, so the same cost (inputs are random in-vocabulary ids; cost does not depend on
-values). XtremeDistil's speedups (51x batch, 16x online) were measured against mBERT-base.
+(xlm-roberta-base), built from their public configs (``benchmarks/configs/timing-latency.yaml``,
+with the targets) with random weights -- the same shapes, so the same cost (inputs are
+random in-vocabulary ids; cost does not depend on values). XtremeDistil's speedups (51x
+batch, 16x online) were measured against mBERT-base.
 
 What is timed: the module's forward under ``torch.inference_mode()`` (PyTorch) and
 ``InferenceSession.run`` (ORT) on fixed random ids of shape (batch, seq) with a full
@@ -19,17 +20,17 @@ attention mask; no tokenization. Each cell: warm-up calls, then calls until at l
 the median is reported. A call that takes longer than ``cell_seconds`` needs only one
 warm-up call, so the expensive cells (mBERT-shaped, batch 256) cost ``1 + min_repeats``
 calls. The timing, the ORT sessions and the exports are `xdistil.bench`'s: the same code
-``xdistil bench`` times a run's teacher and student with.
+``xdistil bench`` times a run's teacher and student with. ``--rounds``: every model's cells
+that many times, in interleaved rounds (`benchmarks.timing`); the median of the rounds' medians
+is reported.
 
 Writes into ``--out``: ``latency.json`` (a `xdistil.results.Latency`: provenance, settings,
 models, every `LatencyCell` with its spread, the `Speedup` rows, targets), ``latency.md``
-(rendered by the report's block renderer) and the ``latency`` list (plus a
-``latency_report``) merged into ``summary.json``, keeping its other keys. Whether a model
-folder is a student, and of which kind, comes from the student registry
-(`xdistil.students.registry`), not from guesses. Exports go to
-``--exports`` (default ``runs/latency/exports``; several GB for the shaped teachers, so
-not beside the committed results) and are reused when already there.
-"""
+and the ``latency`` list (plus a ``latency_report``) merged into ``summary.json``, keeping
+its other keys. Whether a model folder is a student, and of which kind, comes from the
+student registry (`xdistil.students.registry`). Exports go to ``--exports`` (default
+``runs/latency/exports``; several GB for the shaped teachers, so not beside the committed
+results) and are reused when already there."""
 
 from __future__ import annotations
 
@@ -37,19 +38,19 @@ import gc
 import json
 import logging
 import os
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from xdistil_export.atomic import write_json
 
 from benchmarks import preamble
+from benchmarks.timing import interleave, merge_json, now, settings
 from xdistil.bench import ensure_export, file_mb, onnx_files, ort_session, time_cell, torch_call
 from xdistil.provenance import load_average, provenance, usable_cpus
 from xdistil.report import Heading, Para, Table, ms, times, write_page
@@ -59,32 +60,13 @@ log = logging.getLogger("benchmarks.latency")
 
 BATCHES = ((1, 32), (32, 32), (256, 32))  # (batch, seq): online, batch 32 (the paper's), large batch
 QUICK = {"batches": ((1, 32), (32, 32)), "warmup": 1, "min_repeats": 2, "max_repeats": 3, "cell_seconds": 0.0}
-REFERENCE = "mbert-base"  # the teacher XtremeDistil's speedups were measured against
 LOW_ID = 5  # random ids start here: clear of the usual special / padding ids
 SHAPED_TOLERANCE = 1e-3  # max |ORT fp32 - torch| logits of a shaped teacher's export
 SHAPED_MANIFEST = "shaped_export.json"
-
-# Public configs of the reference teachers (config.json of bert-base-multilingual-cased and
-# xlm-roberta-base); 7 labels (IOB2 over PER / LOC / ORG) as in xdistil.
-SHAPES: dict[str, tuple[str, dict]] = {
-    "mbert-base": ("bert", dict(vocab_size=119547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2,
-                                pad_token_id=0, layer_norm_eps=1e-12)),
-    "xlmr-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
-                                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
-                                      type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                                      layer_norm_eps=1e-5)),
-}
-
-# Targets of this project and what XtremeDistil (Table 16, E=50 H=200 BiLSTM) reported.
-# Both are for the int8 BiLSTM student in ORT over the mBERT-shaped teacher in PyTorch.
-TARGETS = (
-    {"name": "batch", "batch": 32, "seq": 32, "target": 150.0, "xtremedistil": 51.0,
-     "xtremedistil_setting": "GPU, batch 32"},
-    {"name": "online", "batch": 1, "seq": 32, "target": 50.0, "xtremedistil": 16.0,
-     "xtremedistil_setting": "CPU, batch 1"},
-)
-TARGET_CELL = {"kind": "bilstm", "runtime": "ort", "precision": "int8"}
+SETTINGS = settings("latency")  # the reference-shaped teachers, the targets
+SHAPES: dict[str, dict] = SETTINGS["shapes"]
+REFERENCE = SETTINGS["reference"]
+TARGETS, TARGET_CELL = SETTINGS["targets"], SETTINGS["target_cell"]
 
 
 def shaped_config(name: str, labels: Sequence[str] | None = None):
@@ -94,14 +76,13 @@ def shaped_config(name: str, labels: Sequence[str] | None = None):
     from xdistil import DEFAULT_LABELS
 
     labels = list(labels or DEFAULT_LABELS)
-    model_type, fields = SHAPES[name]
-    return AutoConfig.for_model(model_type, **fields, id2label=dict(enumerate(labels)),
+    return AutoConfig.for_model(SHAPES[name]["model_type"], **SHAPES[name]["fields"], id2label=dict(enumerate(labels)),
                                 label2id={lab: i for i, lab in enumerate(labels)})
 
 
 @dataclass
 class Subject:
-    """One model to time: its torch module (built on demand), its ONNX files and its cells."""
+    """One model to time: its ONNX files and its cells."""
 
     name: str
     kind: str  # "hf" | "shaped" | a student arch of `xdistil.students.registry`
@@ -111,6 +92,10 @@ class Subject:
     onnx: dict[str, Path]  # precision -> file
     cells: list[tuple[str, str]]  # (runtime, precision)
     info: dict = field(default_factory=dict)
+
+
+def _cells(int8: bool) -> list[tuple[str, str]]:
+    return [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
 
 
 # ---- timing ----------------------------------------------------------------------------
@@ -123,38 +108,30 @@ def _inputs(vocab_size: int, batch: int, seq: int, seed: int) -> tuple[np.ndarra
     return ids, np.ones((batch, seq), dtype=np.int64)  # (B, T) full attention mask
 
 
-def _time_torch(module, subject: Subject, batches, seed: int, timing: dict) -> list[LatencyCell]:
+def _time_subject(subj: Subject, module, batches, threads: int, seed: int, timing: dict) -> list[LatencyCell]:
+    """All cells of one model, runtime by runtime (one thread pool busy at a time)."""
     import torch
 
     out = []
-    module.eval()
-    for batch, seq in batches:
-        ids, mask = (torch.from_numpy(a) for a in _inputs(subject.vocab_size, batch, seq, seed))
-        word_mask = mask.bool()  # the export's contract: logits need no real word mask
-        call = torch_call(module, ids, mask, word_mask)
-        out.append(_record(subject, "torch", "fp32", batch, seq, time_cell(call, **timing)))
+    for runtime, precision in subj.cells:
+        session = ort_session(subj.onnx[precision], threads) if runtime == "ort" else None
+        for batch, seq in batches:
+            ids, mask = _inputs(subj.vocab_size, batch, seq, seed)
+            if session is None:  # the export's contract: logits need no real word mask
+                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                call = torch_call(module.eval(), ids, mask, mask.bool())
+            else:
+                call = partial(session.run, ["logits"], {"input_ids": ids, "attention_mask": mask})
+            t = time_cell(call, **timing)
+            log.info("%-12s %-5s %-4s batch %4d x %d: median %9.2f ms (%d runs, min %.2f, max %.2f)", subj.name,
+                     runtime, precision, batch, seq, t["median_ms"], t["repeats"], t["min_ms"], t["max_ms"])
+            out.append(LatencyCell(subj.name, subj.role, runtime, precision, batch, seq, kind=subj.kind, **t))
+        del session  # its thread pool goes before the next runtime's starts
+        gc.collect()
     return out
 
 
-def _time_ort(subject: Subject, precision: str, batches, threads: int, seed: int,
-              timing: dict) -> list[LatencyCell]:
-    session = ort_session(subject.onnx[precision], threads)
-    out = []
-    for batch, seq in batches:
-        ids, mask = _inputs(subject.vocab_size, batch, seq, seed)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        out.append(_record(subject, "ort", precision, batch, seq,
-                           time_cell(lambda feeds=feeds: session.run(["logits"], feeds), **timing)))
-    return out  # the session (and its thread pool) goes with this frame
-
-
-def _record(subject: Subject, runtime: str, precision: str, batch: int, seq: int, t: dict) -> LatencyCell:
-    log.info("%-12s %-5s %-4s batch %4d x %d: median %9.2f ms (%d runs, min %.2f, max %.2f)", subject.name,
-             runtime, precision, batch, seq, t["median_ms"], t["repeats"], t["min_ms"], t["max_ms"])
-    return LatencyCell(subject.name, subject.role, runtime, precision, batch, seq, kind=subject.kind, **t)
-
-
-# ---- exports ---------------------------------------------------------------------------
+# ---- models and their exports ------------------------------------------------------------
 
 
 def _shape_key(config) -> dict:
@@ -215,7 +192,7 @@ def ensure_shaped_export(name: str, config, module, dest: Path, int8: bool, opse
         files["model_int8"] = MODEL_FILES["int8"]
     m = {"format": "xdistil-latency-shaped-export", "name": name, "shape": key, "seed": seed, "opset": opset,
          "files": files, "parity_max_abs_diff": diff, "weights": "random (cost depends on shapes, not values)",
-         "created": datetime.now(UTC).isoformat(timespec="seconds")}
+         "created": now()}
     write_json(manifest_file, m)
     return m, False
 
@@ -243,7 +220,7 @@ def run(
     max_repeats: int = 100,
     cell_seconds: float = 1.0,
     threads: int | None = None,
-    shapes: Sequence[str] | Mapping[str, object] = ("mbert-base", "xlmr-base"),
+    shapes: Sequence[str] | Mapping[str, object] = tuple(SHAPES),
     teacher_int8: bool = False,
     exports_dir: str | os.PathLike | None = None,
     reference: str = REFERENCE,
@@ -272,38 +249,34 @@ def run(
     if set(shape_configs) & set(models):
         raise ValueError(f"model names clash with shaped teachers: {sorted(set(shape_configs) & set(models))}")
     timing = {"warmup": warmup, "min_repeats": min_repeats, "max_repeats": max_repeats, "cell_seconds": cell_seconds}
-    prov = Provenance(**provenance(command or shlex.join([Path(sys.executable).name, *sys.argv]), threads),
-                      measured_by="benchmarks.latency")
+    prov = Provenance(**provenance(command, threads), measured_by="benchmarks.latency")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    per_round: list[list[LatencyCell]] = []
-    subjects: list[Subject] = []
-    try:
-        for r in range(max(1, rounds)):
-            if rounds > 1:
-                log.info("round %d of %d", r + 1, rounds)
-            cells, made = _one_round(models, shape_configs, exports, batches, threads, seed, timing,
-                                     teacher_int8, dict(export_kwargs or {}), opset)
-            per_round.append(cells)
-            subjects = subjects or made  # the first round's: whether each export was reused
+    sources = {**models, **shape_configs}  # name -> model folder, or the config of a shaped teacher
+    try:  # every model in turn each round, the order rotating (`benchmarks.timing.interleave`)
+        per_model = interleave({name: partial(_time_model, name, source, exports, batches, threads, seed, timing,
+                                              teacher_int8, dict(export_kwargs or {}), opset)
+                                for name, source in sources.items()}, max(1, rounds))
     finally:
         torch.set_num_threads(before)
+    subjects = [got[0][0] for got in per_model.values()]  # the first round's: whether each export was reused
+    per_round = [[c for got in per_model.values() for c in got[r][1]] for r in range(max(1, rounds))]
     results = merge_rounds(per_round)
     teachers = [s.name for s in subjects if s.role == "teacher"]
     references = ([reference] if reference in teachers else []) + [t for t in teachers if t != reference
                                                                    and t not in shape_configs]
     students = [s for s in subjects if s.role == "student"]
     rows = speedups(results, references, [s.name for s in students])
-    settings = {"batches": [list(b) for b in batches], "threads": threads, **timing, "seed": seed,
-                "inputs": "random in-vocabulary ids (batch, seq), full attention mask; no tokenization",
-                "torch": "module(input_ids, attention_mask, word_mask) under torch.inference_mode()",
-                "ort": "InferenceSession.run, CPUExecutionProvider, intra_op threads = threads, inter_op 1",
-                "reference": reference, "rounds": len(per_round),
-                "round_medians_ms": round_medians(per_round) if len(per_round) > 1 else None,
-                "wall_s": round(time.perf_counter() - started, 1),
-                "loadavg_start": prov.loadavg, "loadavg_end": load_average()}
-    report = Latency(prov, settings,
+    record = {"batches": [list(b) for b in batches], "threads": threads, **timing, "seed": seed,
+              "inputs": "random in-vocabulary ids (batch, seq), full attention mask; no tokenization",
+              "torch": "module(input_ids, attention_mask, word_mask) under torch.inference_mode()",
+              "ort": "InferenceSession.run, CPUExecutionProvider, intra_op threads = threads, inter_op 1",
+              "reference": reference, "rounds": len(per_round),
+              "round_medians_ms": round_medians(per_round) if len(per_round) > 1 else None,
+              "wall_s": round(time.perf_counter() - started, 1),
+              "loadavg_start": prov.loadavg, "loadavg_end": load_average()}
+    report = Latency(prov, record,
                      [{"name": s.name, "kind": s.kind, "role": s.role, "params": s.params, "vocab_size": s.vocab_size,
                        "onnx_mb": {p: file_mb(f) for p, f in s.onnx.items()}, **s.info} for s in subjects],
                      results, rows,
@@ -312,44 +285,31 @@ def run(
     return report
 
 
-def _one_round(models, shape_configs, exports: Path, batches, threads: int, seed: int, timing: dict,
-               teacher_int8: bool, export_kwargs: dict, opset: int) -> tuple[list[LatencyCell], list[Subject]]:
-    """Every cell of every model once, model after model (exports made on the first round, reused after)."""
+def _time_model(name: str, source, exports: Path, batches, threads: int, seed: int, timing: dict,
+                teacher_int8: bool, export_kwargs: dict, opset: int) -> tuple[Subject, list[LatencyCell]]:
+    """Every cell of one model: a model folder, or the transformers config of a shaped teacher
+    (its export made on the first call, reused after)."""
     from xdistil.taggers import load_tagger
 
-    results: list[LatencyCell] = []
-    subjects: list[Subject] = []
-    for name, model_dir in models.items():
-        model_dir = Path(model_dir)
-        tagger = load_tagger(model_dir)
-        role, vocab = _role_and_vocab(tagger)
-        int8 = role == "student" or teacher_int8
-        manifest, reused = ensure_export(model_dir, exports / name, int8, dict(export_kwargs or {}))
-        cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if int8 else [])
-        subj = Subject(name, tagger.kind, role, tagger.param_count(), vocab,
-                       onnx_files(exports / name, manifest["files"]), cells,
-                       {"source": str(model_dir), "export": str(exports / name), "export_reused": reused})
-        results += _time_subject(subj, tagger.module, batches, threads, seed, timing)
-        subjects.append(subj)
-        del tagger
-        gc.collect()
-    for name, config in shape_configs.items():
-        module = _build_shaped(config, seed)
-        manifest, reused = ensure_shaped_export(name, config, module, exports / name, teacher_int8, opset,
-                                                seed, threads)
-        cells = [("torch", "fp32"), ("ort", "fp32")] + ([("ort", "int8")] if teacher_int8 else [])
-        params = sum(p.numel() for p in module.parameters())
-        subj = Subject(name, "shaped", "teacher", params, int(config.vocab_size),
-                       onnx_files(exports / name, manifest["files"]), cells,
-                       {"shape": _shape_key(config), "weights": "random", "export": str(exports / name),
+    gc.collect()  # the previous model's memory goes before this one loads
+    if not isinstance(source, str | os.PathLike):
+        module = _build_shaped(source, seed)
+        manifest, reused = ensure_shaped_export(name, source, module, exports / name, teacher_int8, opset, seed,
+                                                threads)
+        subj = Subject(name, "shaped", "teacher", sum(p.numel() for p in module.parameters()), int(source.vocab_size),
+                       onnx_files(exports / name, manifest["files"]), _cells(teacher_int8),
+                       {"shape": _shape_key(source), "weights": "random", "export": str(exports / name),
                         "export_reused": reused,
                         "attn_implementation": getattr(module.model.config, "_attn_implementation", None),
                         "parity_max_abs_diff": manifest["parity_max_abs_diff"]})
-        results += _time_subject(subj, module, batches, threads, seed, timing)
-        subjects.append(subj)
-        del module
-        gc.collect()
-    return results, subjects
+        return subj, _time_subject(subj, module, batches, threads, seed, timing)
+    tagger = load_tagger(Path(source))
+    role, vocab = _role_and_vocab(tagger)
+    int8 = role == "student" or teacher_int8
+    manifest, reused = ensure_export(Path(source), exports / name, int8, export_kwargs)
+    subj = Subject(name, tagger.kind, role, tagger.param_count(), vocab, onnx_files(exports / name, manifest["files"]),
+                   _cells(int8), {"source": str(source), "export": str(exports / name), "export_reused": reused})
+    return subj, _time_subject(subj, tagger.module, batches, threads, seed, timing)
 
 
 def _cell_key(c: LatencyCell) -> tuple:
@@ -377,18 +337,6 @@ def merge_rounds(per_round: list[list[LatencyCell]]) -> list[LatencyCell]:
                            min_ms=min(c.min_ms for c in same), max_ms=max(c.max_ms for c in same),
                            mean_ms=statistics.fmean(c.mean_ms for c in same),
                            repeats=sum(c.repeats for c in same), warmup=sum(c.warmup for c in same)))
-    return out
-
-
-def _time_subject(subj: Subject, module, batches, threads: int, seed: int, timing: dict) -> list[LatencyCell]:
-    """All cells of one model, runtime by runtime (one thread pool busy at a time)."""
-    out = []
-    for runtime, precision in subj.cells:
-        if runtime == "torch":
-            out += _time_torch(module, subj, batches, seed, timing)
-        else:
-            out += _time_ort(subj, precision, batches, threads, seed, timing)
-            gc.collect()
     return out
 
 
@@ -420,15 +368,12 @@ def write_outputs(report: Latency, out: Path) -> None:
     state) to be compared. Every other key of ``summary.json`` is kept.
     """
     report.write(out / "latency.json")
-    summary_file = out / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
-    summary["latency"] = [{k: getattr(c, k) for k in SUMMARY_KEYS} for c in report.cells]
-    summary["latency_report"] = {"file": "latency.json", "machine": report.provenance.machine,
-                                 "settings": report.settings, "targets": report.targets,
-                                 "speedups": [{k: v for k, v in asdict(s).items()
-                                               if k in ("model", "runtime", "precision", "batch", "seq", "reference",
-                                                        "speedup")} for s in report.speedups]}
-    write_json(summary_file, summary)
+    keys = ("model", "runtime", "precision", "batch", "seq", "reference", "speedup")
+    merge_json(out / "summary.json", {
+        "latency": [{k: getattr(c, k) for k in SUMMARY_KEYS} for c in report.cells],
+        "latency_report": {"file": "latency.json", "machine": report.provenance.machine, "settings": report.settings,
+                           "targets": report.targets,
+                           "speedups": [{k: v for k, v in asdict(s).items() if k in keys} for s in report.speedups]}})
     write_page(blocks(report), out, name="latency")
 
 

@@ -16,7 +16,6 @@ Writes ``serve.json`` and ``serve.md`` into ``--out`` (default: print only).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import platform
@@ -27,9 +26,9 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from xdistil_export.atomic import write_json, write_text
 from xdistil_export.text import iter_conll_words, iter_text_lines, split_words
+
+from benchmarks import preamble, timing
 
 SENTENCES = [
     "Angela Merkel besuchte Paris mit Emmanuel Macron .",
@@ -103,15 +102,14 @@ def measure(url: str, texts: list[str], clients: int, seconds: float, warmup: fl
                                for k in range(clients)))
 
     asyncio.run(main())
-    lat = np.array([s for s, _ in samples]) * 1000
+    lat = [1e3 * s for s, _ in samples]
     return {"clients": clients, "requests": len(samples), "requests_per_s": len(samples) / seconds,
-            "words_per_s": sum(w for _, w in samples) / seconds,
-            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "max_ms": float(lat.max())}
+            "words_per_s": sum(w for _, w in samples) / seconds, **timing.quantiles(lat), "max_ms": max(lat)}
 
 
 def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int, ...] = (1, 16), threads: int = 2,
-        batch_wait_ms: float = 2.0, warmup: float = 1.0, precision: str = "fp32") -> dict:
+        batch_wait_ms: float = 2.0, warmup: float = 1.0, precision: str = "fp32",
+        command: str = "python -m benchmarks.serve") -> dict:
     cells = []
     for batching in (True, False):
         proc, url = start_server(export, batching, threads, batch_wait_ms, precision)
@@ -129,7 +127,7 @@ def run(export: str, texts: list[str], seconds: float = 5.0, clients: tuple[int,
             "threads": threads,
             "batch_wait_ms": batch_wait_ms, "warmup_s": warmup, "cells": cells, "cpus": os.cpu_count(),
             "machine": platform.machine(), "python": platform.python_version(),
-            "command": " ".join(["python -m benchmarks.serve", *sys.argv[1:]])}
+            "command": command}
 
 
 def markdown(result: dict) -> str:
@@ -146,7 +144,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = preamble.parser(__doc__, quiet=False)
     p.add_argument("export", help="export directory")
     p.add_argument("--texts", help="texts, one per line (or CoNLL with --conll); default: built-in sentences")
     p.add_argument("--conll", action="store_true")
@@ -159,12 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="folder for serve.json and serve.md")
     args = p.parse_args(argv)
     result = run(args.export, load_texts(args.texts, args.conll, args.limit), args.seconds, tuple(args.clients),
-                 args.threads, args.batch_wait_ms, precision=args.precision)
-    md = markdown(result)
-    print(md)
-    if args.out:
-        write_json(Path(args.out) / "serve.json", result)
-        write_text(Path(args.out) / "serve.md", md)
+                 args.threads, args.batch_wait_ms, precision=args.precision, command=preamble.start("serve", argv))
+    timing.show(args.out, "serve", result, markdown(result))
     return 0
 
 

@@ -45,16 +45,17 @@ from pathlib import Path
 from xdistil_export.atomic import expect, remove_own
 
 from benchmarks import preamble
+from benchmarks.timing import REPO, settings
 
 log = logging.getLogger("benchmarks.throughput")
 
 # `--fresh` deletes the working folder only when its record names everything in it: each name
 # below is named there (`expect`) before it is written, the steps' folders carry their own.
 PRECISIONS = ("fp32", "bf16")
-STAGE_KINDS = ("hard", "soft", "intermediate")
 PACKED = "distill-soft-packed"  # the soft stage with the previous release's packed-sequence BiLSTM
+DISTILL_STEPS = {"distill-hard": ("hard", False), "distill-soft": ("soft", False),
+                 "distill-intermediate": ("intermediate", False), PACKED: ("soft", True)}  # -> (stage kind, packed)
 SEED = 13
-REPO = Path(__file__).resolve().parents[1]
 CHILD_CONFIG, CHILD_RESULT = "bench-config.json", "quality.json"  # a quality run's input and output
 
 
@@ -66,37 +67,19 @@ class Settings:
     overrides: dict = field(default_factory=dict)  # config sections -> values for the quality runs
 
 
-# Sized for well under 15 minutes on 2 quiet cores (measured on the AMD EPYC: ~10 minutes). The
-# quality runs are most of it: each precision fine-tunes the demo's teacher as the demo does
-# (1,000-sentence budget, 2 epochs), labels 1,600 sentences per language (budget + 600 transfer
-# sentences) and runs the demo's four distillation stages in full (every epoch, every batch: a
-# student cut to a few batches an epoch is too undertrained for its F1 to compare precisions);
-# dev F1 on the first 500 dev sentences per language, as the demo.
-FULL = Settings(teacher_steps=10, distill_batches=20, warm_passes=1, overrides={
-    "transfer": {"limit": 600},
-})
-QUICK = Settings(teacher_steps=2, distill_batches=2, warm_passes=1, overrides={
-    "data": {"labeled_budget": 60, "val_size": 20, "dev_limit": 30},
-    "teacher": {"epochs": 1, "batch_size": 8, "max_length": 32, "freeze_embeddings": False,
-                "min_selection_f1": 0.0},  # a random tiny teacher may learn next to nothing
-    "transfer": {"limit": 30, "batch_size": 16, "chunk_size": 100, "layers": [2]},  # the tiny teacher has 2 layers
-    "student": {"embedding_dim": 8, "hidden_dim": 16, "num_layers": 1, "max_length": 32},
-    "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}},
-})
+SETTINGS = settings("throughput")  # benchmarks/configs/timing-throughput.yaml
+FULL, QUICK = Settings(**SETTINGS["full"]), Settings(**SETTINGS["quick"])
+TARGETS = SETTINGS["targets"]  # issue 14's
 
 
 # ---- configs -------------------------------------------------------------------------------
 
 
 def with_overrides(cfg, overrides: dict, **top):
-    """``cfg`` with some fields of its sections replaced (validated again)."""
-    from xdistil.config import RunConfig, from_dict, to_dict
+    """``cfg`` with some fields of its sections (and top-level ``top``) replaced, validated again."""
+    from xdistil.config import RunConfig, apply_overrides, from_dict, to_dict
 
-    raw = to_dict(cfg)
-    for section, values in overrides.items():
-        raw[section] = {**raw[section], **values}
-    raw.update(top)
-    return from_dict(RunConfig, raw)
+    return from_dict(RunConfig, apply_overrides(to_dict(cfg), {**overrides, **top}))
 
 
 def tiny_teacher(cfg, dest: Path) -> Path:
@@ -371,10 +354,9 @@ def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions
 
     load_start = load_average()
     expect(run_dir, ["measurements.json", *precisions])
-    overrides = {section: dict(values) for section, values in settings.overrides.items()}
+    cfg = with_overrides(cfg, settings.overrides)
     if teacher:
-        overrides.setdefault("teacher", {}).update(model=teacher, models=[])
-    cfg = with_overrides(cfg, overrides)
+        cfg = with_overrides(cfg, {"teacher": {"model": teacher, "models": []}})
     done_path = run_dir / "measurements.json"
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
 
@@ -391,17 +373,13 @@ def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions
     labels = load_tagger(ref["teacher_dir"]).labels
     for p in precisions:
         measure(f"teacher/{p}", lambda p=p: time_teacher(cfg, p, labels, settings))
-    for kind in STAGE_KINDS:
+    for step, (kind, packed) in DISTILL_STEPS.items():
         for p in precisions:
-            measure(f"distill-{kind}/{p}", lambda p=p, kind=kind: time_distill(
-                cfg, p, kind, Path(ref["transfer_dir"]), Path(ref["student_dir"]), settings))
-
-    for p in precisions:  # the soft stage as the previous release ran it (packed BiLSTM)
-        measure(f"{PACKED}/{p}", lambda p=p: time_distill(
-            cfg, p, "soft", Path(ref["transfer_dir"]), Path(ref["student_dir"]), settings, packed=True))
+            measure(f"{step}/{p}", lambda p=p, kind=kind, packed=packed: time_distill(
+                cfg, p, kind, Path(ref["transfer_dir"]), Path(ref["student_dir"]), settings, packed))
 
     throughput = []
-    for step in ("teacher", "label", *(f"distill-{k}" for k in STAGE_KINDS), PACKED):
+    for step in ("teacher", "label", *DISTILL_STEPS):
         for p in precisions:
             m = quality[p]["label"] if step == "label" else done[f"{step}/{p}"]
             if not m:
@@ -428,8 +406,6 @@ def run(cfg, run_dir: Path, results: Path, settings: Settings = FULL, precisions
 
 # ---- report --------------------------------------------------------------------------------
 
-TARGETS = {"speedup": 1.8, "f1_gap": 0.5, "intermediate_vs_soft": 0.8, "soft_vs_before": 2.0}
-
 
 def _by(summary: dict) -> tuple[dict, dict]:
     tp = {(r["step"], r["precision"]): r for r in summary["throughput"]}
@@ -440,35 +416,31 @@ def _by(summary: dict) -> tuple[dict, dict]:
 def verdicts(summary: dict) -> list[tuple[str, str, str]]:
     """(target, measured, met?) for issue 14's targets that this benchmark measures."""
     tp, q = _by(summary)
-    out = []
+    t = TARGETS
 
-    def ratio(step, key="tokens_per_s"):
-        a, b = tp.get((step, "bf16"), {}).get(key), tp.get((step, "fp32"), {}).get(key)
+    def rate(step: str, precision: str, key: str = "tokens_per_s") -> float | None:
+        return tp.get((step, precision), {}).get(key)
+
+    def ratio(a, b) -> float | None:
         return a / b if a and b else None
 
-    for step, what in (("teacher", "teacher fine-tuning"), ("label", "labeling, end to end")):
-        r = ratio(step, "sentences_per_s")
-        out.append((f"bf16 >= {TARGETS['speedup']}x fp32: {what}", "–" if r is None else f"{r:.2f}x",
-                    "–" if r is None else "yes" if r >= TARGETS["speedup"] else "no"))
+    def verdict(target: str, x: float | None, fmt: str, met) -> tuple[str, str, str]:
+        return (target, "–", "–") if x is None else (target, fmt.format(x), "yes" if met(x) else "no")
+
+    out = [verdict(f"bf16 >= {t['speedup']}x fp32: {what}",
+                   ratio(rate(step, "bf16", "sentences_per_s"), rate(step, "fp32", "sentences_per_s")), "{:.2f}x",
+                   lambda r: r >= t["speedup"])
+           for step, what in (("teacher", "teacher fine-tuning"), ("label", "labeling, end to end"))]
     for model in ("teacher", "student"):
         a, b = q.get((model, "bf16")), q.get((model, "fp32"))
-        gap = None if a is None or b is None else a - b
-        out.append((f"bf16 F1 within {TARGETS['f1_gap']} of fp32: {model}", "–" if gap is None else f"{gap:+.2f}",
-                    "–" if gap is None else "yes" if abs(gap) <= TARGETS["f1_gap"] else "no"))
-    for p in ("fp32", "bf16"):
-        a = tp.get(("distill-intermediate", p), {}).get("tokens_per_s")
-        b = tp.get(("distill-soft", p), {}).get("tokens_per_s")
-        r = a / b if a and b else None
-        out.append((f"intermediate >= {TARGETS['intermediate_vs_soft']:.0%} of soft tokens/s ({p})",
-                    "–" if r is None else f"{r:.0%}",
-                    "–" if r is None else "yes" if r >= TARGETS["intermediate_vs_soft"] else "no"))
-    before = tp.get((PACKED, "fp32"), {}).get("tokens_per_s")  # the previous release: packed, fp32
-    for p in ("fp32", "bf16"):
-        a = tp.get(("distill-soft", p), {}).get("tokens_per_s")
-        r = a / before if a and before else None
-        out.append((f"soft tokens/s ({p}) >= {TARGETS['soft_vs_before']:.0f}x the previous release's "
-                    "(packed BiLSTM, fp32)", "–" if r is None else f"{r:.2f}x",
-                    "–" if r is None else "yes" if r >= TARGETS["soft_vs_before"] else "no"))
+        out.append(verdict(f"bf16 F1 within {t['f1_gap']} of fp32: {model}", None if a is None or b is None else a - b,
+                           "{:+.2f}", lambda gap: abs(gap) <= t["f1_gap"]))
+    out += [verdict(f"intermediate >= {t['intermediate_vs_soft']:.0%} of soft tokens/s ({p})",
+                    ratio(rate("distill-intermediate", p), rate("distill-soft", p)), "{:.0%}",
+                    lambda r: r >= t["intermediate_vs_soft"]) for p in PRECISIONS]
+    out += [verdict(f"soft tokens/s ({p}) >= {t['soft_vs_before']:.0f}x the previous release's (packed BiLSTM, fp32)",
+                    ratio(rate("distill-soft", p), rate(PACKED, "fp32")), "{:.2f}x",
+                    lambda r: r >= t["soft_vs_before"]) for p in PRECISIONS]
     return out
 
 

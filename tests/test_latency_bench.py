@@ -24,7 +24,7 @@ from xdistil.vocab import seen_piece_ids
 if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks import latency  # noqa: E402
+from benchmarks import latency, timing  # noqa: E402
 
 LABELS = list(DEFAULT_LABELS)
 BATCHES = ((1, 32), (4, 32))  # batch 1 x 32 is the online target's cell
@@ -131,3 +131,13 @@ def test_latency_run_on_tiny_models(models, tmp_path):
 def test_cli_parses_and_refuses_nothing_to_time():
     with pytest.raises(SystemExit):
         latency.main(["--shapes"])
+
+
+def test_interleaved_rounds_rotate_the_order_and_honour_warmup_and_limits():
+    calls = []
+    cells = {k: (lambda k=k: calls.append(k) or len(calls)) for k in "abc"}
+    got = timing.interleave(cells, 3, warmup=1, upto=lambda k: 1 if k == "c" else None)
+    # round 0 (warm-up) a b c; round 1 from b; round 2 from c (its one timed round used up: skipped); round 3 from a
+    assert calls == list("abc") + list("bca") + list("ab") + list("ab")
+    assert got == {"a": [6, 7, 9], "b": [4, 8, 10], "c": [5]}
+    assert timing.interleave({"x": lambda: 1, "y": lambda: 2}, 2, first=1) == {"x": [1, 1], "y": [2, 2]}

@@ -466,4 +466,20 @@ def test_runtime_benchmark_runs_briefly(export, tmp_path, shared_data, monkeypat
     keys = {"model", "runtime", "precision", "input", "batch", "words_per_s", "sentences"}
     assert rows and all(set(r) == keys and r["runtime"] == "xdistil" and r["words_per_s"] > 0 for r in rows)
     assert {(r["input"], r["batch"]) for r in rows} == {(i, b) for i in ("words", "text") for b in (1, 32, 256)}
-    assert "## Words per second" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "## Words per second" in md and "## Latency of one 20-word sentence" in md
+    (out / "results.md").unlink()  # `render` makes the same page again from details.json
+    assert bench.main(["render", str(out)]) == 0 and (out / "results.md").read_text() == md
+
+
+def test_runtime_benchmark_cells_line(export, shared_data, monkeypatch, capsys):
+    """`cells` (what `compare` runs in each version's process): the rows and the latency as one JSON line."""
+    from benchmarks import runtime as bench
+
+    monkeypatch.setattr(bench, "DE_DEV", shared_data / "wikiann" / "de" / "dev.tsv.gz")
+    monkeypatch.setattr(bench, "FR_DEV", shared_data / "wikiann" / "fr" / "dev.tsv.gz")
+    assert bench.main(["cells", str(export[1]), "--sentences", "4", "--threads", "1", "--batches", "1,32"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {(r["model"].rsplit("-", 1)[1], r["input"], r["batch"]) for r in got["rows"]} == \
+        {(d, i, b) for d in ("de", "fr") for i in ("words", "text") for b in (1, 32)}
+    assert 0 < got["latency"]["fp32_warm"]["p50_ms"] <= got["latency"]["fp32_warm"]["p95_ms"]
