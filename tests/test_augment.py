@@ -216,8 +216,10 @@ def test_fingerprint_fields_leave_old_sets_alone():
     from xdistil.run.fingerprints import transfer_fields as fingerprint_fields
 
     before = {"sources", "hf", "limit", "layers", "chunk_size", "hidden_dtype"}
-    assert set(fingerprint_fields(TransferConfig())) == before
-    on = fingerprint_fields(from_dict(TransferConfig, {"concat": 3, "augment_swap": 0.2}))
+    torch = from_dict(TransferConfig, {"engine": "torch"})  # the engine sets were labeled with before the key
+    assert set(fingerprint_fields(torch)) == before
+    assert set(fingerprint_fields(TransferConfig())) == before | {"engine"}  # the default, auto, is another set
+    on = fingerprint_fields(from_dict(TransferConfig, {"engine": "torch", "concat": 3, "augment_swap": 0.2}))
     assert set(on) == before | {"concat", "concat_max_words", "augment_case", "augment_dropout", "augment_swap",
                                 "augment_code_mix", "augment_seed"}
     assert on["concat"] == 3 and on["augment_swap"] == 0.2

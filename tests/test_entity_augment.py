@@ -1,7 +1,8 @@
 """Entity-aware augmentation of the transfer set (transfer.augment_entities = k): mentions
 swapped for mentions of their type, words for words of their tag, the words between mentions
 shuffled (`xdistil.augment`), the variants labeled by the teacher after the originals
-(`xdistil.labeling`), and never a variant of a held-out selection sentence trained on."""
+(`xdistil.labeling`), and never a variant of a held-out selection sentence, nor one that took
+a mention or a word from it, trained on."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from synth import synth_files
 from tiny import make_tiny_teacher
 
 from xdistil.augment import (
+    ENTITY_AUG_VERSION,
     EntityBank,
     EntityRates,
     augment_entities,
@@ -112,19 +114,55 @@ def test_variants_are_deterministic_distinct_and_deduped():
     words, tags = SENTS[1]
     got = entity_variants(words, tags, bank, 5, 13, "xx:1")
     assert got == entity_variants(words, tags, bank, 5, 13, "xx:1")  # the same seed and key: the same variants
+    got = [w for w, _ in got]
     assert 1 <= len(got) <= 4 and words not in got and len({tuple(v) for v in got}) == len(got)
     others = [entity_variants(w, t, bank, 5, 14, f"xx:{i}") for i, (w, t) in enumerate(SENTS)]
     assert others != [entity_variants(w, t, bank, 5, 13, f"xx:{i}") for i, (w, t) in enumerate(SENTS)]
     assert entity_variants(words, tags, bank, 1, 13, "xx:1") == []  # k = 1: none
     # one variant possible at all: k = 5 gives it once
     only = entity_bank([(["Obama", "spoke"], ["B-PER", "O"]), (["Merkel"], ["B-PER"])])
-    assert entity_variants(["Obama", "spoke"], ["B-PER", "O"], only, 5, 13, "xx:0", MENTIONS_ONLY) == [["Merkel", "spoke"]]
+    assert entity_variants(["Obama", "spoke"], ["B-PER", "O"], only, 5, 13, "xx:0", MENTIONS_ONLY) == [
+        (["Merkel", "spoke"], set())]  # a bank without origins: nothing to name
     # the stream drops what the set already holds, and what it gave before
     rows = [("a", ["Obama", "spoke"], ["B-PER", "O"])] * 2
     seen = {words_key(["Obama", "spoke"])}
-    assert list(augment_entities(rows, only, 5, 13, "xx", set(seen), MENTIONS_ONLY)) == [("a", ["Merkel", "spoke"])]
+    assert list(augment_entities(rows, only, 5, 13, "xx", set(seen), MENTIONS_ONLY)) == [
+        ("a", ["Merkel", "spoke"], set())]
     assert list(augment_entities(rows, only, 5, 13, "xx", seen | {words_key(["Merkel", "spoke"])},
                                  MENTIONS_ONLY)) == []
+
+
+def test_variants_name_the_sentences_they_took_from():
+    bank = EntityBank()
+    for i, (words, tags) in enumerate(SENTS):
+        bank.add(words, tags, f"s{i}")
+    bank.add(["Obama", "Paris"], ["B-PER", "B-LOC"], "late")  # nothing new: each value keeps its first origin
+    assert bank.mentions["PER"].origins == ["s0", "s1"] and bank.mentions["LOC"].origins == ["s0", "s1", "s2"]
+    for seed in range(20):  # Obama from s1, and Berlin from s1 or New York from s2
+        took: set = set()
+        v = entity_variant(*SENTS[0], bank, random.Random(seed), MENTIONS_ONLY, took)
+        assert took == {"s1", {("Berlin",): "s1", ("New", "York"): "s2"}[tuple(v[2:-1])]}
+    for seed in range(10):  # each word taken names the sentence that first held it
+        words, tags = SENTS[2]
+        took = set()
+        v = entity_variant(words, tags, bank, random.Random(seed), WORDS_ONLY, took)
+        assert took == {bank.words[t].origins[bank.words[t].index[new]]
+                        for w, new, t in zip(words, v, tags, strict=True) if new != w}
+    for seed in range(10):  # the one change made to an unchanged variant counts too
+        took = set()
+        v = entity_variant(*SENTS[0], bank, random.Random(seed), NOTHING, took)
+        assert took == ({"s1"} if v[0] == "Obama" else {{("Berlin",): "s1", ("New", "York"): "s2"}[tuple(v[3:-1])]})
+    took = set()  # a shuffle takes nothing from anyone
+    words = ["a", "b", "c", "d", "e", "f", "Obama"]
+    v = entity_variant(words, ["O"] * 6 + ["B-PER"], bank, random.Random(0), SHUFFLE_ONLY, took)
+    assert v != words and sorted(v) == sorted(words) and took == set()
+    # a sentence always trained on (origin None) is never named: its text cannot leak
+    trained = EntityBank()
+    trained.add(*SENTS[0])
+    trained.add(*SENTS[1], "s1")
+    took = set()
+    assert entity_variant(["Obama"], ["B-PER"], trained, random.Random(0), MENTIONS_ONLY, took) == ["Angela", "Merkel"]
+    assert took == set()
 
 
 def test_config_field_is_checked_and_a_flag(capsys):
@@ -151,6 +189,9 @@ def test_k1_keeps_the_label_fingerprint(tmp_path):
         return fingerprints.label(cfg, [tmp_path / "teacher"])["digest"]
 
     assert "augment_entities" not in fingerprints.transfer_fields(TransferConfig(augment_entities=1))
+    # what augmented rows record is in the digest of k > 1 only (sets from before borrowed_from relabel)
+    assert "entity_aug_version" not in fingerprints.transfer_fields(TransferConfig(augment_entities=1))
+    assert fingerprints.transfer_fields(TransferConfig(augment_entities=3))["entity_aug_version"] == ENTITY_AUG_VERSION
     base = digest()
     assert digest(augment_entities=1) == base and digest(augment_entities=1, augment_seed=5) == base
     k3 = digest(augment_entities=3)
@@ -200,7 +241,8 @@ def test_k3_labels_variants_after_the_originals(sets):
     tmp, teacher, paths = sets
     one, m1 = _rows(paths[1])
     three, m3 = _rows(paths[3])
-    assert "aug_of" not in one and "augmented" not in m1["counts"]["xx"] and "entity_augmentation" not in m1
+    assert "aug_of" not in one and "borrowed_from" not in one  # k = 1: the set (and its digest) as before
+    assert "augmented" not in m1["counts"]["xx"] and "entity_augmentation" not in m1
     n = len(one["words"])
     aug = [i for i, s in enumerate(three["source"]) if s.endswith("+entity-aug")]
     assert aug == list(range(n, len(three["words"])))  # after every original
@@ -210,15 +252,24 @@ def test_k3_labels_variants_after_the_originals(sets):
     assert transfer < len(aug) <= 2 * transfer  # up to k - 1 = 2 a transfer sentence, most of them kept
     assert m3["chunks"][: len(m1["chunks"])] == m1["chunks"]
     assert m3["chunks"][len(m1["chunks"]):] == [f"xx-aug-{i:05d}" for i in range(-(-len(aug) // 20))]
-    # the originals are labeled as at k = 1; only the aug_of column ("" on them) is new
-    assert {k: v[:n] for k, v in three.items() if k != "aug_of"} == one and set(three["aug_of"][:n]) == {""}
+    # the originals are labeled as at k = 1; only the aug_of ("" on them) and borrowed_from ([]) columns are new
+    assert {k: v[:n] for k, v in three.items() if k not in ("aug_of", "borrowed_from")} == one
+    assert set(three["aug_of"][:n]) == {""} and not any(three["borrowed_from"][:n])
     # every variant: a transfer row without gold, of a transfer original, never a duplicate
     originals = {words_key(w).hex(): (w, s) for w, s, sp in zip(one["words"], one["source"], one["split"],
                                                                 strict=True) if sp == "transfer"}
+    by_key = {words_key(w).hex(): w for w in one["words"]}
+    labeled = {w for ws, sp in zip(one["words"], one["split"], strict=True) if sp == "labeled" for w in ws}
     for i in aug:
         assert three["split"][i] == "transfer" and three["gold"][i] == [] and three["lang"][i] == "xx"
         w, source = originals[three["aug_of"][i]]
         assert three["source"][i] == f"{source}+entity-aug" and three["words"][i] != w
+        # borrowed_from: other transfer originals, sorted, and every new word is from them or a labeled row
+        took = three["borrowed_from"][i]
+        assert took == sorted(set(took)) and set(took) <= originals.keys() - {three["aug_of"][i]}
+        named = {x for k in took for x in by_key[k]}
+        assert set(three["words"][i]) - set(w) <= named | labeled
+    assert sum(map(bool, three["borrowed_from"][n:])) > len(aug) // 2  # most variants took from another row
     assert len({tuple(w) for w in three["words"]}) == len(three["words"])
     # the teacher's own labels of the new text
     rows = [TransferRow(three["words"][i], "xx", "transfer", None, "") for i in aug[:8]]
@@ -281,5 +332,59 @@ def test_no_variant_of_a_held_out_sentence_is_trained_on(sets, tmp_path, monkeyp
     held_keys = {words_key(three["words"][i]).hex() for i in held}
     of_held = {i for i, a in enumerate(three["aug_of"]) if a in held_keys}
     assert of_held and not (of_held | set(held)) & set(trained)
-    other_aug = {i for i, a in enumerate(three["aug_of"]) if a and a not in held_keys}
+    # variants of trained sentences that took a mention or a word from a held-out one: not trained on
+    took_held = {i for i, b in enumerate(three["borrowed_from"]) if set(b) & held_keys} - of_held
+    assert took_held and not took_held & set(trained)
+    other_aug = {i for i, a in enumerate(three["aug_of"]) if a and a not in held_keys} - took_held
     assert other_aug & set(trained)  # the other variants are trained on
+
+
+def _strip_borrowed_from(src, dst):
+    """A copy of the set ``src`` as labeled before rows recorded ``borrowed_from``, checksums and all."""
+    import datasets
+
+    from xdistil.labeling import _checksums
+
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for c in manifest["chunks"]:
+        folder, tmp = dst / "chunks" / c, dst / "chunks" / f"{c}.tmp"
+        datasets.load_from_disk(str(folder)).remove_columns("borrowed_from").save_to_disk(str(tmp))
+        record = json.loads((folder / "xdistil_chunk.json").read_text())
+        shutil.rmtree(folder)
+        tmp.rename(folder)
+        record["files"] = manifest["checksums"][c] = _checksums(folder)
+        (folder / "xdistil_chunk.json").write_text(json.dumps(record))
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_old_set_without_borrowed_from_still_loads(sets, tmp_path, caplog):
+    from xdistil import stages
+    from xdistil.labeling import load_transfer, scan_transfer
+
+    _, _, paths = sets
+    new, _ = load_transfer(paths[3])
+    held, variants = stages.held_out(new, scan_transfer(new)[1], 10)
+    _strip_borrowed_from(paths[3], tmp_path / "old")
+    old, _ = load_transfer(tmp_path / "old")  # verified against its checksums, loads
+    assert "borrowed_from" not in old.column_names and len(old) == len(new)
+    with caplog.at_level("WARNING", logger="xdistil.stages"):
+        held_old, variants_old = stages.held_out(old, scan_transfer(old)[1], 10)
+        again = stages.held_out(old, scan_transfer(old)[1], 10)
+    # as before: the same held-out rows, only the variants made from them left out, and one warning
+    assert held_old == held and again == (held_old, variants_old)
+    held_keys = {words_key(w).hex() for w in old.select(held)["words"]}
+    assert variants_old == [i for i, a in enumerate(old["aug_of"]) if a in held_keys]
+    assert set(variants_old) < set(variants)  # the new set also leaves out the variants that took from them
+    warned = [r for r in caplog.records if "borrowed_from" in r.getMessage()]
+    assert len(warned) == 1 and "relabel" in warned[0].getMessage() and str(tmp_path / "old") in warned[0].getMessage()
+
+
+def test_the_protocol_counts_augmented_rows_apart():
+    from xdistil.report import transfer_protocol
+
+    counts = {"xx": {"labeled": 30, "val": 10, "transfer": 50}, "yy": {"labeled": 30, "val": 10, "transfer": 20}}
+    assert transfer_protocol({"transfer": {"counts": counts}}) == "150 sentences (70 unlabeled + the labeled budget)"
+    counts["xx"]["augmented"], counts["yy"]["augmented"] = 90, 30
+    assert transfer_protocol({"transfer": {"counts": counts}}) == \
+        "270 sentences (70 unlabeled + 120 entity-augmented variants + the labeled budget)"

@@ -34,6 +34,11 @@ any. `augment_entities` streams the variants, none equal to its original or to a
 seen before (`words_key`), each seeded by the seed, the language, the sentence's position and
 the variant's number: a pure function of the labeled rows, so a resumed labeling makes the
 same ones.
+
+The bank remembers where each mention and word came from (its *origin*: the key of the first
+sentence that held it, none for a sentence always trained on), and each variant says which
+other sentences it took from: distillation holds some sentences out of training, and a
+variant of a trained sentence must not carry their text into training.
 """
 
 from __future__ import annotations
@@ -209,52 +214,64 @@ def _segments(tags: Sequence[str]) -> list[tuple[int, int, str | None]]:
 
 
 class _Pool:
-    """Distinct values in first-seen order; draws one other than a given value, uniformly."""
+    """Distinct values in first-seen order, each with the origin it was first seen with; draws
+    one other than a given value, uniformly."""
 
     def __init__(self):
         self.items: list = []
         self.index: dict = {}
+        self.origins: list = []
 
-    def add(self, x) -> None:
+    def add(self, x, origin=None) -> None:
         if x not in self.index:
             self.index[x] = len(self.items)
             self.items.append(x)
+            self.origins.append(origin)
 
     def has_other(self, x) -> bool:
         return len(self.items) > (x in self.index)
 
-    def other(self, x, rng: random.Random):
-        """A value other than ``x`` (None: there is none)."""
+    def other(self, x, rng: random.Random, took: list | None = None):
+        """A value other than ``x`` (None: there is none); its origin, if any, appended to ``took``."""
         at = self.index.get(x)
         n = len(self.items) - (at is not None)
         if n <= 0:
             return None
         i = rng.randrange(n)
-        return self.items[i + 1 if at is not None and i >= at else i]
+        i = i + 1 if at is not None and i >= at else i
+        if took is not None and self.origins[i] is not None:
+            took.append(self.origins[i])
+        return self.items[i]
 
 
 @dataclass
 class EntityBank:
     """What one language's tagged sentences offer for replacement: the distinct mentions
-    (tuples of words) of each entity type and the distinct words of each tag."""
+    (tuples of words) of each entity type and the distinct words of each tag, each with the
+    origin of the first sentence that held it."""
 
     mentions: dict[str, _Pool] = field(default_factory=dict)
     words: dict[str, _Pool] = field(default_factory=dict)
 
-    def add(self, words: Sequence[str], tags: Sequence[str]) -> None:
+    def add(self, words: Sequence[str], tags: Sequence[str], origin=None) -> None:
+        """Add a sentence's mentions and words; ``origin`` (e.g. its `words_key`; None: a
+        sentence always trained on, whose text cannot leak) goes with those it holds first."""
         for s, e, typ in entity_spans(tags):
-            self.mentions.setdefault(typ, _Pool()).add(tuple(words[s:e]))
+            self.mentions.setdefault(typ, _Pool()).add(tuple(words[s:e]), origin)
         for w, t in zip(words, tags, strict=True):
-            self.words.setdefault(t, _Pool()).add(w)
+            self.words.setdefault(t, _Pool()).add(w, origin)
 
-    def other_mention(self, typ: str, mention: Sequence[str], rng: random.Random) -> list[str] | None:
+    def other_mention(self, typ: str, mention: Sequence[str], rng: random.Random,
+                      took: list | None = None) -> list[str] | None:
+        """Another mention of type ``typ`` (None: there is none); its origin appended to ``took``."""
         pool = self.mentions.get(typ)
-        got = pool.other(tuple(mention), rng) if pool else None
+        got = pool.other(tuple(mention), rng, took) if pool else None
         return None if got is None else list(got)
 
-    def other_word(self, tag: str, word: str, rng: random.Random) -> str | None:
+    def other_word(self, tag: str, word: str, rng: random.Random, took: list | None = None) -> str | None:
+        """Another word of tag ``tag`` (None: there is none); its origin appended to ``took``."""
         pool = self.words.get(tag)
-        return pool.other(word, rng) if pool else None
+        return pool.other(word, rng, took) if pool else None
 
 
 def entity_bank(tagged: Iterable[tuple[Sequence[str], Sequence[str]]]) -> EntityBank:
@@ -279,43 +296,65 @@ class EntityRates:
 
 ENTITY_RATES = EntityRates()
 
+ENTITY_AUG_VERSION = 2
+"""What entity-augmented rows record: 1, the sentence they vary (``aug_of``); 2, also the other
+sentences they took mentions or words from (``borrowed_from``). In the label fingerprint of a
+set with k > 1 (`xdistil.run.fingerprints.transfer_fields`), so a set of version 1 is labeled again."""
+
 
 def entity_variant(words: Sequence[str], tags: Sequence[str], bank: EntityBank, rng: random.Random,
-                   rates: EntityRates = ENTITY_RATES) -> list[str]:
+                   rates: EntityRates = ENTITY_RATES, borrowed: set | None = None) -> list[str]:
     """One variant of a sentence tagged ``tags``: mentions replaced, words replaced and O
     segments shuffled at ``rates`` (mentions never move). When that changes nothing, one
     change is made where any can be: a mention replaced, else a word, else an O segment
-    reordered; a sentence that allows none comes back as it is."""
+    reordered; a sentence that allows none comes back as it is. ``borrowed``, when given,
+    gains the bank's origin of every mention and word the variant took."""
     segments = _segments(tags)
     parts: list[list[str]] = []
+    took: list = []
     for s, e, typ in segments:
         if typ is not None and rng.random() < rates.mention:
-            mention = bank.other_mention(typ, words[s:e], rng)
+            mention = bank.other_mention(typ, words[s:e], rng, took)
             if mention is not None:
                 parts.append(mention)
                 continue
-        part = [(bank.other_word(t, w, rng) or w) if rng.random() < rates.word else w
+        part = [_other_word(bank, t, w, rng, took) if rng.random() < rates.word else w
                 for w, t in zip(words[s:e], tags[s:e], strict=True)]
         if typ is None and len(part) > 1 and rng.random() < rates.shuffle:
             rng.shuffle(part)
         parts.append(part)
     out = [w for p in parts for w in p]
-    return out if out != list(words) else _one_change(words, tags, segments, bank, rng)
+    if out == list(words):  # what it took (if anything) is not in it
+        took = []
+        out = _one_change(words, tags, segments, bank, rng, took)
+    if borrowed is not None:
+        borrowed.update(took)
+    return out
+
+
+def _other_word(bank: EntityBank, tag: str, word: str, rng: random.Random, took: list) -> str:
+    """Another word of ``tag`` from the bank (its origin appended to ``took``), else ``word``."""
+    got: list = []
+    new = bank.other_word(tag, word, rng, got)
+    if not new:
+        return word
+    took += got
+    return new
 
 
 def _one_change(words: Sequence[str], tags: Sequence[str], segments, bank: EntityBank,
-                rng: random.Random) -> list[str]:
+                rng: random.Random, took: list) -> list[str]:
     out = list(words)
     mentions = [(s, e, typ) for s, e, typ in segments
                 if typ is not None and bank.mentions.get(typ) and bank.mentions[typ].has_other(tuple(words[s:e]))]
     if mentions:
         s, e, typ = rng.choice(mentions)
-        return out[:s] + bank.other_mention(typ, words[s:e], rng) + out[e:]
+        return out[:s] + bank.other_mention(typ, words[s:e], rng, took) + out[e:]
     replaceable = [i for i, (w, t) in enumerate(zip(words, tags, strict=True))
                    if bank.words.get(t) and bank.words[t].has_other(w)]
     if replaceable:
         i = rng.choice(replaceable)
-        out[i] = bank.other_word(tags[i], words[i], rng)
+        out[i] = bank.other_word(tags[i], words[i], rng, took)
         return out
     mixed = [(s, e) for s, e, typ in segments if typ is None and len(set(words[s:e])) > 1]
     if mixed:
@@ -329,27 +368,31 @@ def _one_change(words: Sequence[str], tags: Sequence[str], segments, bank: Entit
 
 
 def entity_variants(words: Sequence[str], tags: Sequence[str], bank: EntityBank, k: int, seed: int, key: str,
-                    rates: EntityRates = ENTITY_RATES) -> list[list[str]]:
-    """Up to ``k - 1`` distinct variants of a sentence, none equal to it: variant v is drawn
-    with ``random.Random(f"{seed}:entity:{key}:{v}")`` (``key``: the language and the
-    sentence's position), so the same sentence, tags and bank give the same variants."""
+                    rates: EntityRates = ENTITY_RATES) -> list[tuple[list[str], set]]:
+    """Up to ``k - 1`` distinct variants of a sentence, none equal to it, each with the bank's
+    origins of what it took (`entity_variant`): variant v is drawn with
+    ``random.Random(f"{seed}:entity:{key}:{v}")`` (``key``: the language and the sentence's
+    position), so the same sentence, tags and bank give the same variants."""
     seen, out = {tuple(words)}, []
     for v in range(1, k):
-        w = entity_variant(words, tags, bank, random.Random(f"{seed}:entity:{key}:{v}"), rates)
+        borrowed: set = set()
+        w = entity_variant(words, tags, bank, random.Random(f"{seed}:entity:{key}:{v}"), rates, borrowed)
         if tuple(w) not in seen:
             seen.add(tuple(w))
-            out.append(w)
+            out.append((w, borrowed))
     return out
 
 
 def augment_entities(rows: Iterable[tuple[Any, Sequence[str], Sequence[str]]], bank: EntityBank, k: int, seed: int,
-                     key: str, seen: set[bytes], rates: EntityRates = ENTITY_RATES) -> Iterator[tuple[Any, list[str]]]:
-    """``(item, words, tags)`` in; ``(item, variant)`` out: the `entity_variants` of every
-    sentence (the i-th seeded with ``f"{key}:{i}"``), in order, except those whose
-    `words_key` is in ``seen`` (the sentences of the set; it grows by the variants given)."""
+                     key: str, seen: set[bytes], rates: EntityRates = ENTITY_RATES
+                     ) -> Iterator[tuple[Any, list[str], set]]:
+    """``(item, words, tags)`` in; ``(item, variant, origins)`` out: the `entity_variants` of
+    every sentence (the i-th seeded with ``f"{key}:{i}"``), in order, except those whose
+    `words_key` is in ``seen`` (the sentences of the set; it grows by the variants given);
+    ``origins``: the bank's origins of the mentions and words the variant took."""
     for i, (item, words, tags) in enumerate(rows):
-        for w in entity_variants(words, tags, bank, k, seed, f"{key}:{i}", rates):
+        for w, borrowed in entity_variants(words, tags, bank, k, seed, f"{key}:{i}", rates):
             h = words_key(w)
             if h not in seen:
                 seen.add(h)
-                yield item, w
+                yield item, w, borrowed

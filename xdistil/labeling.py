@@ -31,9 +31,13 @@ barrier: every process reads the tags of every chunk) each language gets up to k
 of each of its transfer rows (`xdistil.augment.augment_entities`: teacher 0's mentions and
 words swapped, the words between mentions shuffled), labeled like any row into chunks
 ``<lang>-aug-00000`` ... after all the originals. Every chunk of such a set has an ``aug_of``
-column (the original's `xdistil.augment.words_key` in hex; "" on an original row), which
-distillation reads to keep variants of its held-out sentences out of training. The variants
-are a pure function of the labeled rows and ``transfer.augment_seed``: a rerun reuses them.
+column (the original's `xdistil.augment.words_key` in hex; "" on an original row) and a
+``borrowed_from`` column (the keys, sorted, of the other transfer rows of the language whose
+mentions or words the variant took: for each value, the first row that held it; none for a
+value a labeled row holds, always trained on; [] on an original row), which distillation
+reads to keep out of training the variants of its held-out sentences and the variants that
+took from them. The variants are a pure function of the labeled rows and
+``transfer.augment_seed``: a rerun reuses them.
 
 Each teacher runs on the engine ``transfer.engine`` resolves to (`xdistil.engines`: torch, or
 the teacher exported to onnxruntime in fp32 or int8; ``auto`` measures which is fastest here
@@ -83,6 +87,8 @@ AUGMENTED = "-aug"
 """Chunks of entity-augmented rows are named ``<lang>-aug-00000``."""
 ENTITY_AUG = "entity-aug"
 """What an entity-augmented row's ``source`` ends with (``<original source>+entity-aug``)."""
+BORROWED_FROM = "borrowed_from"
+"""The column of the keys of the other rows an entity-augmented row took mentions or words from."""
 
 
 class TransferSetError(ValueError):
@@ -237,7 +243,7 @@ class _ChunkWriter:
     precision: str
     state: Any  # accelerate's PartialState
     bar: Any
-    mark_augmented: bool = False  # every chunk gets the ``aug_of`` column (transfer.augment_entities > 1)
+    mark_augmented: bool = False  # every chunk gets ``aug_of`` and ``borrowed_from`` (transfer.augment_entities > 1)
     names: list[str] = field(default_factory=list)  # every chunk of the set, in order (whoever labels it)
     g: int = -1
     sentences: int = 0
@@ -263,6 +269,7 @@ class _ChunkWriter:
                                    tc.hidden_dtype, self.precision, self.state.device)
             if self.mark_augmented:
                 cols["aug_of"] = [r.aug_of or "" for r in chunk]
+                cols[BORROWED_FROM] = [r.borrowed_from or [] for r in chunk]
             expect(self.out, [f"chunks/{name}"])  # named in the set's record before it is written
             with atomic_dir(chunks_dir / name) as tmp:  # a killed run leaves no half chunk
                 datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
@@ -282,7 +289,9 @@ def entity_rows(cfg: RunConfig, lang: str, chunks: list[Path]) -> Iterator[Trans
     labeled ``chunks``: the bank of teacher 0's mentions and words over the rows a student
     trains on (labeled and transfer; never the gold selection slice, "val"), then up to k - 1
     variants of each transfer row, none equal to any sentence of the language, marked
-    ``<source>+entity-aug`` with ``aug_of`` the original's key."""
+    ``<source>+entity-aug`` with ``aug_of`` the original's key and ``borrowed_from`` the keys
+    of the other transfer rows whose mentions or words it took (each value's first row; a
+    value of a labeled row, which every student trains on, names none)."""
     import datasets
 
     labels = cfg.data.labels
@@ -296,13 +305,17 @@ def entity_rows(cfg: RunConfig, lang: str, chunks: list[Path]) -> Iterator[Trans
 
     bank, seen = EntityBank(), set()
     for words, split, _, tags in tagged():
-        seen.add(words_key(words))
-        if split != "val":
-            bank.add(words, tags)
+        key = words_key(words)
+        seen.add(key)
+        if split != "val":  # a transfer row may be held out of training: its values keep its key
+            bank.add(words, tags, key if split == "transfer" else None)
     originals = (((words, source), words, tags) for words, split, source, tags in tagged() if split == "transfer")
     tc = cfg.transfer
-    for (words, source), variant in augment_entities(originals, bank, tc.augment_entities, tc.augment_seed, lang, seen):
-        yield TransferRow(variant, lang, "transfer", None, f"{source}+{ENTITY_AUG}", aug_of=words_key(words).hex())
+    for (words, source), variant, took in augment_entities(originals, bank, tc.augment_entities, tc.augment_seed,
+                                                           lang, seen):
+        own = words_key(words)
+        yield TransferRow(variant, lang, "transfer", None, f"{source}+{ENTITY_AUG}", aug_of=own.hex(),
+                          borrowed_from=sorted(k.hex() for k in took - {own}))
 
 
 def chunk_language(name: str) -> str:

@@ -495,15 +495,21 @@ def _describe_student(st: dict | None) -> str:
         return arch
 
 
+def transfer_protocol(p: dict) -> str:
+    """The protocol's transfer-set line: its sentences, the unlabeled ones and the entity-augmented
+    variants (``augmented``, `xdistil.labeling`) counted apart from the labeled budget."""
+    t = p.get("transfer") if isinstance(p.get("transfer"), dict) else {}
+    if t.get("counts"):
+        total = sum(sum(c.values()) for c in t["counts"].values())
+        unl = sum(c.get("transfer", 0) for c in t["counts"].values())
+        aug = sum(c.get("augmented", 0) for c in t["counts"].values())
+        return (f"{total:,} sentences ({unl:,} unlabeled + "
+                + (f"{aug:,} entity-augmented variants + " if aug else "") + "the labeled budget)")
+    limit = t.get("limit_per_language", p.get("transfer_limit"))
+    return "all available" if limit is None else f"at most {limit:,} per language"
+
+
 def _protocol_table(sources: list[Source]) -> Table:
-    def transfer(p):
-        t = p.get("transfer") if isinstance(p.get("transfer"), dict) else {}
-        if t.get("counts"):
-            total = sum(sum(c.values()) for c in t["counts"].values())
-            unl = sum(c.get("transfer", 0) for c in t["counts"].values())
-            return f"{total:,} sentences ({unl:,} unlabeled + the labeled budget)"
-        limit = t.get("limit_per_language", p.get("transfer_limit"))
-        return "all available" if limit is None else f"at most {limit:,} per language"
 
     def sel(p):
         v = p.get("selection_slice")
@@ -512,7 +518,7 @@ def _protocol_table(sources: list[Source]) -> Table:
     fields = [("languages", lambda s, p: ", ".join(s.languages)),
               ("labeled budget", lambda s, p: f"{p.get('labeled_budget', '–')} sentences per language"),
               ("selection slice", lambda s, p: sel(p)),
-              ("transfer set", lambda s, p: transfer(p)),
+              ("transfer set", lambda s, p: transfer_protocol(p)),
               ("evaluation split", lambda s, p: p.get("evaluation", "–")),
               ("metric", lambda s, p: p.get("metric", "–")),
               ("teacher", lambda s, p: f"{p.get('teacher') or s.teacher.arch or s.teacher.name} "

@@ -12,7 +12,8 @@ or a stage's own overrides.
 Selection (``distill.select``, `select_signal`). With ``teacher`` (the default), a stage that
 learns from the teachers selects on the student's agreement with them on ``select_size``
 transfer sentences held out of training (`xdistil.data.transfer.selection_rows`; original
-sentences only, and their entity-augmented variants are not trained on either): entity F1
+sentences only, and neither their entity-augmented variants nor the variants that took a
+mention or a word from them are trained on): entity F1
 against the teachers' tags, or the hidden loss for a hidden-only stage. Thousands of such
 sentences cost nothing but labeling, where the gold slice has ``data.val_size`` a language:
 on 100 a language a 0.1-point difference once decided between 92 and 98 % retention. The
@@ -65,7 +66,7 @@ from xdistil.data.align import IGNORE_INDEX, shuffled_length_batches
 from xdistil.data.transfer import selection_rows, transfer_languages
 from xdistil.evaluate import score, selection_average
 from xdistil.fit import Job, check_launch, fit, load_checkpoint, make_accelerator, read_state
-from xdistil.labeling import load_transfer, scan_transfer
+from xdistil.labeling import BORROWED_FROM, load_transfer, scan_transfer
 from xdistil.memory import PeakMemory
 from xdistil.models import OnDevice, teacher_dirs
 from xdistil.objective import TERMS, TermInputs
@@ -526,7 +527,7 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
     val_task, fallback = validation_weights(ds, split_rows["val"], ids, len(labels),
                                             cfg.distill.teacher_weighting)
     held: list[int] = []
-    variants: list[int] = []  # entity-augmented variants of held-out sentences: as good as them, not trained on
+    variants: list[int] = []  # entity-augmented rows made from or taking from held-out sentences: not trained on
     if any(select_signal(cfg, s) == "teacher" for s in stages):
         held, variants = held_out(ds, split_rows, cfg.distill.select_size)
     trained = set(split_rows.get("labeled", []) + split_rows.get("transfer", [])) - set(held) - set(variants)
@@ -543,8 +544,9 @@ def _setup(cfg, stages, fps, dirs, out, accelerator, d, tokenizer, manifest, ids
 
 def held_out(ds, split_rows: dict[str, list[int]], size: int) -> tuple[list[int], list[int]]:
     """The transfer rows that selection on the teacher's tags holds out of training (drawn from
-    original sentences only), and the entity-augmented variants of them (not trained on
-    either): what a distillation never trains on. ``split_rows`` as `labeling.scan_transfer` gives it."""
+    original sentences only), and the entity-augmented rows made from them or that took a
+    mention or a word from them (not trained on either: they carry held-out text): what a
+    distillation never trains on. ``split_rows`` as `labeling.scan_transfer` gives it."""
     augmented = _augmented(ds)
     held = _held_out(ds, [r for r in split_rows.get("transfer", []) if not augmented[r]], size)
     return held, _variants_of(ds, held)
@@ -576,22 +578,50 @@ def _augmented(ds, batch_size: int = 10_000) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
+_SAID_NO_BORROWED: set[str] = set()
+"""The transfer sets already warned of lacking ``borrowed_from``: once a set a process."""
+
+
 def _variants_of(ds, rows: list[int], batch_size: int = 10_000) -> list[int]:
-    """The entity-augmented rows made from ``rows``: of their language, ``aug_of`` their key."""
+    """The entity-augmented rows made from ``rows`` (``aug_of`` one of their keys) or that took
+    a mention or a word from them (``borrowed_from`` holds one), of their language. A set
+    labeled before rows recorded ``borrowed_from``: the rows made from them alone, and a warning
+    (once) that the set needs a relabel for the rest."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not rows or "aug_of" not in ds.column_names:
         return []
+    borrowed = BORROWED_FROM in ds.column_names
+    if not borrowed:
+        _say_no_borrowed(ds)
     picked = ds.select_columns(["words", "lang"])[rows]
     keys = pa.array(sorted({f"{lang}:{words_key(w).hex()}"
                             for w, lang in zip(picked["words"], picked["lang"], strict=True)}))
+    columns = ["lang", "aug_of", *([BORROWED_FROM] if borrowed else [])]
     out, start = [], 0
-    for t in ds.select_columns(["lang", "aug_of"]).with_format("arrow").iter(batch_size=batch_size):
+    for t in ds.select_columns(columns).with_format("arrow").iter(batch_size=batch_size):
         hit = pc.is_in(pc.binary_join_element_wise(t["lang"], t["aug_of"], ":"), value_set=keys)
-        out += (np.flatnonzero(hit.to_numpy(zero_copy_only=False)) + start).tolist()
+        hit = np.array(hit.to_numpy(zero_copy_only=False), dtype=bool)
+        if borrowed:
+            lists = t[BORROWED_FROM].combine_chunks()
+            parent = pc.list_parent_indices(lists)  # each borrowed key's row in the batch
+            took = pc.binary_join_element_wise(pc.take(t["lang"], parent),
+                                               pc.list_flatten(lists).cast(pa.string()), ":")
+            leaks = pc.is_in(took, value_set=keys).to_numpy(zero_copy_only=False)
+            hit[parent.to_numpy(zero_copy_only=False)[leaks]] = True
+        out += (np.flatnonzero(hit) + start).tolist()
         start += t.num_rows
     return out
+
+
+def _say_no_borrowed(ds) -> None:
+    where = sorted({str(Path(f["filename"]).parents[2]) for f in ds.cache_files}) or ["the transfer set"]
+    if where[0] not in _SAID_NO_BORROWED:
+        _SAID_NO_BORROWED.add(where[0])
+        log.warning("%s was labeled before entity-augmented rows recorded what they took from (no %s column): "
+                    "variants of trained sentences may carry held-out text into training; relabel it "
+                    "('xdistil label') for the leak check", where[0], BORROWED_FROM)
 
 
 def _row_languages(ds, batch_size: int = 10_000) -> np.ndarray:

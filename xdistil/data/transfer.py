@@ -49,6 +49,7 @@ class TransferRow:
     gold: list[str] | None
     source: str
     aug_of: str | None = None  # an entity-augmented row: the hex `words_key` of the sentence it varies
+    borrowed_from: list[str] | None = None  # and those of the other sentences it took mentions or words from
 
 
 _key = words_key

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xdistil import digests
-from xdistil.augment import Augmentation
+from xdistil.augment import ENTITY_AUG_VERSION, Augmentation
 from xdistil.config import RunConfig, StageSpec, to_dict
 from xdistil.data.transfer import data_digests
 
@@ -41,7 +41,8 @@ _LEVERS = {"extra_sources": ("extra_sources",), "concat": ("concat", "concat_max
 # Transfer keys added after sets were labeled, with the value that labels as before: left out
 # of the fingerprint at that value. Another engine's numbers differ in the last digits (int8:
 # more), so it is in the digest: the engine asked for (``auto`` as the word, like `precision`).
-# augment_entities > 1 adds rows (and reads augment_seed: the augment lever counts as on).
+# augment_entities > 1 adds rows (and reads augment_seed: the augment lever counts as on), which
+# record what they took from since version 2 (`ENTITY_AUG_VERSION`, held only when k > 1).
 _TRANSFER_SINCE = {"engine": "torch", "augment_entities": 1}
 
 
@@ -58,6 +59,8 @@ def transfer_fields(tc) -> dict:
         if off[lever]:
             for k in keys:
                 out.pop(k)
+    if tc.augment_entities > 1:
+        out["entity_aug_version"] = ENTITY_AUG_VERSION
     return _since(out, _TRANSFER_SINCE)
 
 
