@@ -81,13 +81,20 @@ def selection(rows: list[dict], out: Path, command: str, machine: dict) -> str:
         kept = "the stage before's" if i["last_stage_kept_start"] else "its own best"
         lines.append(f"| {i['method']} | {i['seed']} | {i['last_stage_epochs']}, {kept} | "
                      f"{100 * i['retention_dev']:.1f} % | {100 * i['retention_test']:.1f} % | {i['distill_s']:.0f} |")
-    lines += ["", "| method | seeds | dev mean (spread) | test mean (spread) |", "|---|---:|---:|---:|"]
+    lines += ["", "| method | seeds | dev mean (spread) | test mean (spread) | dev: worst - best seed [95 % CI] | "
+              "test: worst - best seed [95 % CI] |", "|---|---:|---:|---:|---:|---:|"]
     for m in dict.fromkeys(i["method"] for i in items):
         mine = [i for i in items if i["method"] == m]
+        gaps = [seed_gap([r for r in rows if r["variant"] == m], part) for part in ("dev", "test")]
         lines.append(f"| {m} | {len(mine)} | {spread([i['retention_dev'] for i in mine])} | "
-                     f"{spread([i['retention_test'] for i in mine])} |")
-    lines += ["", "Spread = max - min of the final retention over the seeds, in points (target: <= 1). Training s: "
-              "the stages' fits summed (selection evaluations included), one job on the cores.", ""]
+                     f"{spread([i['retention_test'] for i in mine])} | "
+                     + " | ".join("–" if g is None else f"{g['diff']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]"
+                                  for g in gaps) + " |")
+    lines += ["", "Spread = max - min of the final retention over the seeds, in points (target: <= 1). Worst - best "
+              "seed: the same gap as a paired bootstrap over the split's sentences (`grid.bootstrap`): how far the two "
+              "seeds' students differ on sentences like these, not only on these. Training s: "
+              "the stages' fits summed (selection evaluations included); not a speed comparison, since cells may have run "
+              "beside other jobs (the distill-speed view times them alone).", ""]
     return _page(out / "selection.md", lines)
 
 
@@ -174,6 +181,17 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
               "", "![retention against transfer sentences](curve.png)", "",
               "![retention against CPU minutes](minutes.png)", ""]
     return _page(out / "results.md", lines)
+
+
+def seed_gap(rows: list[dict], test: str) -> dict | None:
+    """The worst seed's student against the best seed's on ``test`` (rows of one variant),
+    with its paired bootstrap interval; None with fewer than two seeds."""
+    if len(rows) < 2:
+        return None
+    worst, best = sorted(rows, key=lambda r: r["retention"][test])[:: len(rows) - 1]
+    keys = [k for k in best["scores"] if k.endswith(":" + test)]
+    return grid.bootstrap({k: (best["teacher_scores"][k]["counts"], [worst["scores"][k]["counts"]],
+                               [best["scores"][k]["counts"]]) for k in keys})
 
 
 def difference(rows: list[dict], a: str, b: str, test: str) -> dict:
