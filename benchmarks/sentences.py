@@ -164,7 +164,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         if bench["variants"][name].get("seed_of"):
             continue
         seeds = [name] + [n for n in verdicts if bench["variants"][n].get("seed_of") == name]
-        pooled[name] = {**verdict(_pool(rows, seeds), _pool(org, seeds), verdicts[name]["compression"]),
+        pooled[name] = {**verdict(pool(rows, seeds), pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
                         "runs_per_group": _runs_per_group(seeds, seconds, groups)}
     chosen = choose(pooled, steering) or next(iter(verdicts), None)
@@ -253,7 +253,7 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
     return summary
 
 
-def _pool(rows: list[dict], names: list[str]) -> list[dict]:
+def pool(rows: list[dict], names: list[str]) -> list[dict]:
     """Rows (or ORG rows) of ``names`` merged per (language, test): the mean retention over the
     names measured there, the entities of the first."""
     acc: dict[tuple, dict] = {}

@@ -31,9 +31,12 @@ def test_the_headline_quotes_the_result_files():
     assert f"**{batch['speedup']:.0f}x** at batch 32" in table
     demo = headline.Bench.read(headline.DEMO).quality
     assert f"**{demo.final.retained(demo.teacher):.1f} %**" in table
+    fair = json.loads(headline.FAIR.read_text())
+    chosen = json.loads((headline.FAIR.parent / "summary.json").read_text())["chosen"]
+    assert f"**{100 * fair['pooled'][chosen]['test']['in_avg']:.1f} %** of the teacher (test)" in table
     # every row names the CPU and the day it was measured on
     rows = [r for r in table.splitlines()[2:]]
-    assert len(rows) == 5 and all(re.search(r"(EPYC|Xeon|\w+), \d+ cores, 20\d\d-\d\d-\d\d", r) for r in rows)
+    assert len(rows) == 6 and all(re.search(r"(EPYC|Xeon|\w+), \d+ cores, 20\d\d-\d\d-\d\d", r) for r in rows)
 
 
 def test_a_result_measured_without_todays_default_says_so():
