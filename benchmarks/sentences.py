@@ -183,28 +183,25 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         "left_out_of_verdicts": sorted(f"{lang}:{test}" for lang, test in few),
         "teacher_dev_f1": teacher_dev, "not_steering": sorted(weak),
         "steer_min_teacher_f1": bench.get("steer_min_teacher_f1"),
-        "differences": differences(bench, done, list(pooled), groups),
+        "differences": differences(done, pooled, groups),
         "commands": done.get("commands", []), "provenance": prov,
     }
     return summary, details
 
 
-def differences(bench: dict, done: dict, names: list[str], groups: list[str]) -> dict:
-    """Every pooled variant against the first (``names[0]``), per group and split: the paired
-    bootstrap 95 % interval over test sentences of the difference in average retention, in
-    points (`benchmarks.grid.bootstrap`), each variant's seeds averaged; a lever counts where
-    the interval excludes 0."""
-    def seeds(name: str, g: str) -> list[str]:
-        cells = done[g]["variants"]
-        return [n for n in (name, *(m for m, v in bench["variants"].items() if v.get("seed_of") == name)) if n in cells]
-
+def differences(done: dict, pooled: dict, groups: list[str]) -> dict:
+    """Every pooled variant against the first, per group and split: the paired bootstrap 95 %
+    interval over test sentences of the difference in average retention, in points
+    (`benchmarks.grid.bootstrap`), each variant's seeds (``pooled[name]["seeds"]``) averaged;
+    a lever counts where the interval excludes 0."""
+    names = list(pooled)
     out: dict = {}
     for name in names[1:]:
         for g in groups:
-            a, b = seeds(name, g), seeds(names[0], g)
+            cells, teacher = done[g]["variants"], done[g]["teacher"]
+            a, b = ([n for n in pooled[v]["seeds"] if n in cells] for v in (name, names[0]))
             if not (a and b):
                 continue
-            cells, teacher = done[g]["variants"], done[g]["teacher"]
             for part in ("dev", "test"):
                 keys = [k for k in cells[a[0]]["scores"] if k.endswith(part) and "counts" in teacher[k]]
                 if keys:
