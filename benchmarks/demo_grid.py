@@ -114,17 +114,28 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
             "retention_dev_by_seed": [round(r["retention"]["dev"], 4) for r in mine],
             "retention_test_by_seed": [round(r["retention"]["test"], 4) for r in mine],
             "stages": {r["seed"]: r["stages"] for r in mine}})
+    for v in variants[1:]:  # equal F1? the retention against the first variant's, with its interval
+        v["vs_" + variants[0]["variant"]] = {t: difference(rows, v["variant"], variants[0]["variant"], t)
+                                             for t in ("dev", "test")}
     write_json(out / "summary.json", {"variants": variants, "teacher_f1": rows[0]["teacher_f1"] if rows else {},
                                       "machine": machine, "command": command})
     lines = [f"# Distillation throughput ({machine['cpu']}, {machine['threads']} threads)", "", f"Command: `{command}`",
              "", "| variant | seeds | sentences/s (fit) | without selection | selection share | fit s | "
-             "dev retention (by seed) | test retention (by seed) |", "|---|---|---:|---:|---:|---:|---|---|"]
+             "dev retention (by seed) | test retention (by seed) | test: points vs the first [95 % CI] |",
+             "|---|---|---:|---:|---:|---:|---|---|---:|"]
+    base = variants[0]["variant"] if variants else None
     for v in variants:
         ratio = f" ({v['sentences_per_s'] / variants[0]['sentences_per_s']:.2f}x)" if v is not variants[0] else ""
+        d = v.get("vs_" + base, {}).get("test")
+        ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
         lines.append(f"| {v['variant']} | {', '.join(map(str, v['seeds']))} | {v['sentences_per_s']:.0f}{ratio} | "
                      f"{v['train_sentences_per_s']:.0f} | {100 * v['select_share']:.1f} % | {v['fit_s']:.0f} | "
                      + " | ".join(", ".join(f"{100 * x:.1f}" for x in v[f"retention_{t}_by_seed"]) for t in ("dev", "test"))
-                     + " |")
+                     + f" | {ci} |")
+    lines += ["", f"Points vs {base}: the difference in test retention over the seeds both ran, with a paired bootstrap "
+              "95 % interval over test sentences (`benchmarks.grid.bootstrap`); * marks one that excludes 0. Sentences/s: "
+              "the stages' training sentences over their fits' seconds, each cell timed alone on the machine above "
+              "(cells linked from earlier runs keep that run's seconds).", ""]
     return _page(out / "results.md", lines)
 
 

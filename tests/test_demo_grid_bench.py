@@ -34,6 +34,7 @@ def test_every_variant_changes_what_it_says_and_nothing_else():
     assert [s.epochs for s in half.distill.stages] == [0.4 * s.epochs for s in base.distill.stages]
     assert half.distill.stages[-1].min_epochs == 2 and half.transfer.limit == 9000  # floor(5 * 0.4)
     assert [c for c, v, _ in g.cells(["demo", "1x-long"]) if v == "1x-long"] == ["1x-long-s13", "1x-long-s14"]
+    assert g.config("control", "h128").student.hidden_dim == 128 != base.student.hidden_dim
     for view in g.keys["views"].values():
         assert set(view["variants"]) <= set(g.variants)
     with pytest.raises(ValueError, match="steps_of 'nope' is not a variant"):
@@ -69,6 +70,15 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     diffs = summary["differences"]
     assert [d["variant"] for d in diffs] == ["3x-steps"] and diffs[0]["against"] == "demo"
     assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
+
+    # the throughput view on the same cells: no distillation, and each variant against the first with its interval
+    assert demo_grid.main(["distill-speed", "--variants", "demo", "gold", *common, str(out)]) == 0
+    speed = json.loads((out / "summary.json").read_text())["variants"]
+    assert [v["variant"] for v in speed] == ["demo", "gold"] and "vs_demo" not in speed[0]
+    gap = speed[1]["vs_demo"]["test"]
+    assert gap["low"] <= gap["diff"] <= gap["high"] and speed[1]["sentences_per_s"] > 0
+    assert "| gold | 13 |" in (out / "results.md").read_text()
+    assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 3
 
 
 def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
