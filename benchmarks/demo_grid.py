@@ -104,12 +104,14 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
         mine = [r for r in rows if r["variant"] == name]
         sents = [sum(s["steps"] * s["batch_size"] for s in r["stages"]) for r in mine]
         secs = [sum(s["seconds"] for s in r["stages"]) for r in mine]
-        sel = [sum(s["select_s"] for s in r["stages"]) for r in mine]
+        sel = [sum(s["select_s"] for s in r["stages"]) if _times_selection(r) else None for r in mine]
+        timed = [(n, s, x) for n, s, x in zip(sents, secs, sel, strict=True) if x is not None]
         variants.append({
             "variant": name, "seeds": [r["seed"] for r in mine],
             "sentences_per_s": round(statistics.fmean(n / s for n, s in zip(sents, secs, strict=True)), 1),
-            "train_sentences_per_s": round(statistics.fmean(n / (s - x) for n, s, x in zip(sents, secs, sel, strict=True)), 1),
-            "select_share": round(statistics.fmean(x / s for x, s in zip(sel, secs, strict=True)), 3),
+            # None where no cell's fits timed their selection (fits before that field)
+            "train_sentences_per_s": round(statistics.fmean(n / (s - x) for n, s, x in timed), 1) if timed else None,
+            "select_share": round(statistics.fmean(x / s for _, s, x in timed), 3) if timed else None,
             "fit_s": round(statistics.fmean(secs), 1),
             "retention_dev_by_seed": [round(r["retention"]["dev"], 4) for r in mine],
             "retention_test_by_seed": [round(r["retention"]["test"], 4) for r in mine],
@@ -129,7 +131,8 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
         d = v.get("vs_" + base, {}).get("test")
         ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
         lines.append(f"| {v['variant']} | {', '.join(map(str, v['seeds']))} | {v['sentences_per_s']:.0f}{ratio} | "
-                     f"{v['train_sentences_per_s']:.0f} | {100 * v['select_share']:.1f} % | {v['fit_s']:.0f} | "
+                     + ("n/a | n/a" if v["select_share"] is None else
+                        f"{v['train_sentences_per_s']:.0f} | {100 * v['select_share']:.1f} %") + f" | {v['fit_s']:.0f} | "
                      + " | ".join(", ".join(f"{100 * x:.1f}" for x in v[f"retention_{t}_by_seed"]) for t in ("dev", "test"))
                      + f" | {ci} |")
     lines += ["", f"Points vs {base}: the difference in test retention over the seeds both ran, with a paired bootstrap "
@@ -253,6 +256,13 @@ def _plot(points: list[dict], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
+
+
+def _times_selection(r: dict) -> bool:
+    """Whether the cell's fits recorded their selection seconds (``select_s``: fits since issue 33 step 1)."""
+    from xdistil.run.layout import read_distill_log
+
+    return all("select_s" in ph for st in read_distill_log(r["student_path"])["stages"] for ph in st["phases"])
 
 
 def _last_stage(r: dict) -> dict:
