@@ -7,6 +7,9 @@ transfer-set curves and fp32 against bf16.
     python -m benchmarks.demo_grid precision       # fp32 / bf16, one seed
         [--variants ...] [--seeds ...] [--run runs/demo-grid] [--quick] [-q]
 
+Another grid's views run the same way (``--config``): sentences-fair.yaml's ``transfer-size``
+puts the in-domain group's points beside the control's (its own page, ``in-domain.md``).
+
 The variants, seeds and views are data: ``benchmarks/configs/demo_grid.yaml``, run by the grid
 runner (`benchmarks.grid`), so a cell shared by two views (the recipe itself) is distilled once.
 Each view writes its results (its ``results`` folder in the YAML; ``--quick``: under the run
@@ -30,19 +33,26 @@ from benchmarks import grid, preamble
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_grid.yaml"
 
 
+def split_of(key: str) -> tuple[str, str]:
+    """(language, split) of a score key: "de:dev" -> (de, dev), "lv:newsner/lv/test" -> (lv, test)."""
+    lang, test = key.split(":", 1)
+    return lang, test.rsplit("/", 1)[-1]
+
+
 def f1s(scores: dict) -> dict[str, dict[str, float]]:
-    """Test name -> language -> F1, plus "avg" over the languages."""
+    """Split (dev, test) -> language -> F1, plus "avg" over the languages."""
     out: dict[str, dict[str, float]] = {}
     for key, s in scores.items():
-        lang, test = key.split(":", 1)
+        lang, test = split_of(key)
         out.setdefault(test, {})[lang] = float(s["f1"])
     return {t: {**v, "avg": statistics.fmean(v.values())} for t, v in out.items()}
 
 
-def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list) -> list[dict]:
-    """Every finished cell of ``variants`` x ``seeds``: its record, F1 and retention per test."""
-    group = next(iter(g.groups))
-    entry = done[group]
+def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list, group: str | None = None) -> list[dict]:
+    """Every finished cell of ``variants`` x ``seeds`` in ``group`` (default: the grid's first):
+    its record, F1 and retention per test. A variant that is another's seed (``seed_of``) counts
+    as that variant."""
+    entry = done[group or next(iter(g.groups))]
     teacher = f1s(entry["teacher"])
     out = []
     for name in variants:
@@ -50,7 +60,7 @@ def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list) -> list[di
             c = entry["variants"].get(grid.cell_name(name, seed))
             if c is not None:
                 f1 = f1s(c["scores"])
-                out.append({**c, "variant": name, "f1": f1, "teacher_f1": teacher, "teacher_scores": entry["teacher"],
+                out.append({**c, "variant": g.variants[name].get("seed_of") or name, "f1": f1, "teacher_f1": teacher, "teacher_scores": entry["teacher"],
                             "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
     return out
 
@@ -142,9 +152,11 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
     return _page(out / "results.md", lines)
 
 
-def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: grid.Grid) -> str:
-    """The issue's rows (one per cell, language and test) and the curves, averaged over seeds."""
-    group = next(iter(g.groups))
+def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: grid.Grid, group: str,
+                  page: str = "results") -> str:
+    """The issue's rows (one per cell, language and test) and the curves, averaged over seeds.
+    The summary keeps other groups' rows and differences; the page is ``{page}.md`` with its plots
+    (``curve.png`` and ``minutes.png``, prefixed ``{page}-`` for any page but ``results``)."""
     table = []
     for r in rows:
         budget = "steps" if g.variants[r["variant"]].get("steps_of") else "epochs"
@@ -158,7 +170,12 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
                                   "transfer_sentences": r["transfer_per_language"][lang], "budget": budget,
                                   "seed": r["seed"], "teacher_f1": round(t, 2), "student_f1": round(s, 2),
                                   "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
-    update_summary(out / "summary.json", {"rows": table, "rows_protocol": {"command": command, "machine": machine}})
+    old = _read(out / "summary.json")
+    protocol = {**(old.get("rows_protocol") or {}), group: {"command": command, "machine": machine}}
+    if "command" in protocol:  # before groups had their own: the demo grid's control group
+        protocol["control"] = {"command": protocol.pop("command"), "machine": protocol.pop("machine")}
+    update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", []) if r["group"] != group] + table,
+                                          "rows_protocol": protocol})
     points = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
@@ -172,11 +189,14 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     base = points[0]["variant"] if points else None
     for p in points[1:]:
         p["vs_" + base] = {t: difference(rows, p["variant"], base, t) for t in ("dev", "test")}
-    update_summary(out / "summary.json", {"differences": [{"variant": p["variant"], "against": base, **p["vs_" + base]}
-                                                   for p in points[1:]]})
-    _plot(points, out)
+    kept = [d for d in old.get("differences", []) if d.get("group", "control") != group]
+    update_summary(out / "summary.json", {"differences": kept + [
+        {"group": group, "variant": p["variant"], "against": base, **p["vs_" + base]} for p in points[1:]]})
+    prefix = "" if page == "results" else f"{page}-"
+    _plot(points, out, prefix)
     lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({machine['cpu']}, "
-             f"{machine['threads']} threads)", "", f"Command: `{command}`", "", _teacher_line(rows[0]["teacher_f1"]), "",
+             f"{machine['threads']} threads)", "", f"Command: `{command}`", "",
+             _teacher_line(rows[0]["teacher_f1"]) if group == "control" else _group_line(rows[0], group), "",
              "| variant | budget | transfer sentences a language | seeds | dev retention (spread) | "
              f"test retention (spread) | test: points vs {base} [95 % CI] | labeling min | distillation min |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
@@ -192,9 +212,9 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
               "", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps of X*: every "
               "stage's epochs scaled so that the student takes variant X's optimizer steps (`steps_of`). "
               "Minutes are each cell's own (labeling: the transfer set's, shared by the cells that use it).",
-              "", "![retention against transfer sentences](curve.png)", "",
-              "![retention against CPU minutes](minutes.png)", ""]
-    return _page(out / "results.md", lines)
+              "", f"![retention against transfer sentences]({prefix}curve.png)", "",
+              f"![retention against CPU minutes]({prefix}minutes.png)", ""]
+    return _page(out / f"{page}.md", lines)
 
 
 def seed_gap(rows: list[dict], test: str) -> dict | None:
@@ -203,7 +223,7 @@ def seed_gap(rows: list[dict], test: str) -> dict | None:
     if len(rows) < 2:
         return None
     worst, best = sorted(rows, key=lambda r: r["retention"][test])[:: len(rows) - 1]
-    keys = [k for k in best["scores"] if k.endswith(":" + test)]
+    keys = [k for k in best["scores"] if split_of(k)[1] == test]
     return grid.bootstrap({k: (best["teacher_scores"][k]["counts"], [worst["scores"][k]["counts"]],
                                [best["scores"][k]["counts"]]) for k in keys})
 
@@ -212,7 +232,7 @@ def difference(rows: list[dict], a: str, b: str, test: str) -> dict:
     """Variant ``a`` against ``b`` on ``test`` over the seeds both ran: `grid.bootstrap`."""
     by = {(r["variant"], r["seed"]): r for r in rows}
     seeds = sorted({s for v, s in by if v == a} & {s for v, s in by if v == b})
-    keys = [k for k in by[(a, seeds[0])]["scores"] if k.endswith(":" + test)]
+    keys = [k for k in by[(a, seeds[0])]["scores"] if split_of(k)[1] == test]
     return grid.bootstrap({k: (by[(a, seeds[0])]["teacher_scores"][k]["counts"],
                                [by[(a, s)]["scores"][k]["counts"] for s in seeds],
                                [by[(b, s)]["scores"][k]["counts"] for s in seeds]) for k in keys})
@@ -227,7 +247,7 @@ def precision(rows: list[dict], out: Path, command: str, machine: dict) -> str:
     return _page(out / "precision.md", lines)
 
 
-def _plot(points: list[dict], out: Path) -> None:
+def _plot(points: list[dict], out: Path, prefix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,7 +274,7 @@ def _plot(points: list[dict], out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
+        fig.savefig(out / f"{prefix}{name}", dpi=110)
         plt.close(fig)
 
 
@@ -277,9 +297,22 @@ def _teacher_line(t: dict) -> str:
             "0-499 a language, test = 500-999; de ar hi).") if t else ""
 
 
+def _group_line(row: dict, group: str) -> str:
+    t = row["teacher_f1"]
+    return (f"Group {group}: teacher average F1 " + ", ".join(f"{test} {v['avg']:.2f}" for test, v in t.items())
+            + " over " + " ".join(k for k in next(iter(t.values())) if k != "avg") + ". Retention here, as for the "
+            "control: the student's F1 averaged over the languages / the teacher's, every test counted (the sentence "
+            "benchmark's pages average each test's ratio and leave out tests with too few gold entities, so their "
+            "figures differ by tenths of a point).")
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def update_summary(path: Path, changes: dict) -> None:
     """Set ``changes`` in the summary.json at ``path``, keeping what other benchmarks wrote there."""
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = _read(path)
     summary.update(changes)
     for key in ("rows", "selection", "labeling", "peer"):
         summary.setdefault(key, [])
@@ -312,13 +345,15 @@ def main(argv=None) -> int:
     view = g.keys["views"][args.view]
     variants = args.variants or view["variants"]
     seeds = args.seeds or view.get("seeds") or g.seeds
-    done = grid.run(g, args.run, variants, None, args.quick, not args.quiet, command, args.reuse, seeds)
+    groups = [view["group"]] if view.get("group") else None
+    done = grid.run(g, args.run, variants, groups, args.quick, not args.quiet, command, args.reuse, seeds)
     out = args.results or (args.run / "results" if args.quick else Path(view["results"]))
     out.mkdir(parents=True, exist_ok=True)
     from xdistil.provenance import machine, usable_cpus
 
-    rows = cells(g, done, variants, seeds)
-    extra = (g,) if args.view == "transfer-size" else ()
+    group = view.get("group") or next(iter(g.groups))
+    rows = cells(g, done, variants, seeds, group)
+    extra = (g, group, view.get("page") or "results") if args.view == "transfer-size" else ()
     print(VIEWS[args.view](rows, out, command, machine(usable_cpus()), *extra))
     return 0
 

@@ -21,6 +21,7 @@ A grid is a YAML file (``benchmarks/configs/``): the base run config, then the g
     seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
     default_variants: [...]; default_groups: [...]
     reuse: [runs/selection]   # other runs whose finished steps with the same fingerprints are linked in
+    views: {NAME: {variants: [...], seeds: [...], group: in, results: DIR, page: NAME}}   # benchmarks.demo_grid's
     tag_map: {OTH: O}; test_limit: 300; ...   # how tests are read; other keys are the benchmark's own
 
 Every cell (group, variant, seed) is one run folder ``RUN/GROUP/CELL`` built by the step
@@ -50,7 +51,7 @@ from xdistil.provenance import provenance
 from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
-GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse")
+GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse", "views")
 VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of", "seeds", "about")
 """A variant's keys that are the grid's, not config overrides."""
 SPLITS = ("dev", "test")
@@ -83,7 +84,8 @@ class Grid:
     def load(cls, config: str | Path | dict, own: tuple[str, ...] = ()) -> Grid:
         """``own``: the benchmark's keys besides the grid's (kept in ``keys``, out of the run config)."""
         raw = copy.deepcopy(dict(config)) if isinstance(config, dict) else load_yaml(config)
-        keys = {k: raw.pop(k) for k in (*GRID_KEYS, *own, "tag_map", "test_limit", "notes", "min_entities")
+        keys = {k: raw.pop(k) for k in (*GRID_KEYS, *own, "tag_map", "test_limit", "notes", "min_entities",
+                                               "steer_min_teacher_f1")
                 if k in raw}
         base = raw.pop("base", None)
         if base is not None:  # a preset or config file under the grid's own keys

@@ -53,10 +53,16 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert set(done["control"]["variants"]) == {"demo-s13", "gold-s13"}
 
     capsys.readouterr()
+    # another grid's group already in the summary (sentences-fair's in-domain points) stays
+    other = {"group": "in", "variant": "preset", "language": "lv", "test": "test", "retention": 0.9}
+    demo_grid.update_summary(out / "summary.json", {"rows": [other], "differences": [{"group": "in", "variant": "x"}]})
     assert demo_grid.main(["transfer-size", "--variants", "demo", "3x-steps", *common, str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selection"]  # the other view's results stay
-    rows = summary["rows"]
+    assert [r for r in summary["rows"] if r["group"] == "in"] == [other]
+    assert [d["group"] for d in summary["differences"]] == ["in", "control"]
+    assert set(summary["rows_protocol"]) == {"control"}
+    rows = [r for r in summary["rows"] if r["group"] == "control"]
     assert {(r["variant"], r["budget"]) for r in rows} == {("demo", "epochs"), ("3x-steps", "steps")}
     assert {r["language"] for r in rows} == {"de", "ar", "hi"} and {r["test"] for r in rows} == {"dev", "test"}
     for r in rows:
@@ -67,7 +73,7 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert sorted(json.loads((run / "done.json").read_text())["control"]["variants"]) == \
         ["3x-steps-s13", "demo-s13", "gold-s13"]
     assert (out / "curve.png").stat().st_size > 0 and (out / "minutes.png").stat().st_size > 0
-    diffs = summary["differences"]
+    diffs = [d for d in summary["differences"] if d["group"] == "control"]
     assert [d["variant"] for d in diffs] == ["3x-steps"] and diffs[0]["against"] == "demo"
     assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
 
@@ -80,6 +86,20 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert 0 < speed[1]["select_share"] < 1  # these fits time their selection
     assert "| gold | 13 |" in (out / "results.md").read_text()
     assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 3
+
+
+def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
+    assert demo_grid.split_of("de:dev") == ("de", "dev")
+    assert demo_grid.split_of("lv:newsner/lv/test") == ("lv", "test")
+    g = grid.Grid.load(REPO / "benchmarks/configs/sentences-fair.yaml", ("views",))
+    view = g.keys["views"]["transfer-size"]
+    assert view["group"] in g.groups and set(view["variants"]) <= set(g.variants) and view["page"] != "results"
+    # its seeds count as their variant
+    done = {"in": {"teacher": {"lv:newsner/lv/test": {"f1": 80.0}}, "variants": {
+        name: {"seed": seed, "scores": {"lv:newsner/lv/test": {"f1": f1}}}
+        for name, seed, f1 in (("preset", 13, 72.0), ("preset-s2", 14, 76.0))}}}
+    got = demo_grid.cells(g, done, ["preset", "preset-s2"], [None], "in")
+    assert [(c["variant"], c["seed"], c["retention"]["test"]) for c in got] == [("preset", 13, 0.9), ("preset", 14, 0.95)]
 
 
 def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
