@@ -23,7 +23,7 @@ from xdistil_export.atomic import write_text
 
 from benchmarks import preamble
 from benchmarks.sentences import pool
-from xdistil.config import StudentConfig
+from xdistil.config import StudentConfig, load_yaml
 from xdistil.pipeline import score_table
 from xdistil.results import Bench, Latency, Summary
 
@@ -35,6 +35,7 @@ LATENCY = RESULTS / "latency" / "default" / "latency.json"
 LOWRES = RESULTS / "41-languages-lowresource" / "summary.json"
 SENTENCES = RESULTS / "sentences" / "details.json"
 FAIR = RESULTS / "sentences" / "fair" / "details.json"
+FAIR_CONFIG = Path(__file__).resolve().parent / "configs" / "sentences-fair.yaml"
 STAGED = RESULTS / "staged" / "summary.json"
 SELECTION = RESULTS / "transfer-size" / "summary.json"
 FRONTIER = RESULTS / "frontier" / "summary.json"
@@ -176,10 +177,11 @@ def fair_sentences() -> Row:
     p = d["pooled"][chosen]
     prov = d.get("provenance") or {}
     lowest = min((r for r in pool(summary["rows"], p["seeds"]) if r["test"].endswith("test")), key=lambda r: r["retention"])
+    about = (load_yaml(FAIR_CONFIG)["variants"][chosen] or {}).get("about")
     return Row("full sentences in domain, as the presets train",
                f"**{100 * p['test']['in_avg']:.1f} %** of the teacher (test), dev {100 * p['dev']['in_avg']:.1f} %",
                f"news NER lv no, UNER da hr sk sv at the 41-language preset's pieces a word, schedule and selection; "
-               f"variant `{chosen}`, {_count(p['runs_per_group'].get('in', 0), 'seed')}; lowest {lowest['language']} "
+               f"variant `{chosen}`" + (f" ({about})" if about else "") + f", {_count(p['runs_per_group'].get('in', 0), 'seed')}; lowest {lowest['language']} "
                f"{100 * lowest['retention']:.1f} %; target 95 %",
                _where(prov.get("machine") or {}, prov.get("time")),
                "`python -m benchmarks.sentences --config benchmarks/configs/sentences-fair.yaml`")
