@@ -36,6 +36,7 @@ LOWRES = RESULTS / "41-languages-lowresource" / "summary.json"
 SENTENCES = RESULTS / "sentences" / "details.json"
 FAIR = RESULTS / "sentences" / "fair" / "details.json"
 FAIR_CONFIG = Path(__file__).resolve().parent / "configs" / "sentences-fair.yaml"
+DEMO_GRID = FAIR_CONFIG.with_name("demo_grid.yaml")  # the grid of the seeds in the demo row
 STAGED = RESULTS / "staged" / "summary.json"
 SELECTION = RESULTS / "transfer-size" / "summary.json"
 FRONTIER = RESULTS / "frontier" / "summary.json"
@@ -107,13 +108,15 @@ def demo() -> Row:
     st, t = b.quality.final, b.quality.teacher
     minutes = sum(v for v in b.quality.timings.values() if v) / 60
     prec = b.quality.extra.get("precision") or {}
-    qual = [f"de ar hi, {st.params / 1e6:.2f}M BiLSTM", f"{minutes:.0f} min of teacher + labeling + distillation"]
+    qual = [f"de ar hi, {st.params / 1e6:.2f}M BiLSTM", f"{minutes:.0f} min of teacher + labeling + distillation"
+            + (f", labeled in {b.labeling.runtime}" if b.labeling else "")]
     if SELECTION.is_file():  # the same recipe over seeds (benchmarks/demo_grid.py selection): the range a user may see
         seeds = [r for r in json.loads(SELECTION.read_text(encoding="utf-8")).get("selection", [])
                  if r["method"] == "demo"]
         if len(seeds) > 1:
             dev = sorted(100 * r["retention_dev"] for r in seeds)
-            qual.append(f"{len(seeds)} seeds: {dev[0]:.1f}-{dev[-1]:.1f} %")
+            engine = (load_yaml(DEMO_GRID).get("transfer") or {}).get("engine", "auto")
+            qual.append(f"{len(seeds)} seeds labeled in {engine}: {dev[0]:.1f}-{dev[-1]:.1f} %")
     if prec:
         qual.append(f"precision {prec.get('resolved')} ({prec.get('asked')})")
     if note := _shape_note(b.quality.protocol):

@@ -110,6 +110,7 @@ def test_bench_json_has_every_figure(run, bench):
     assert (lab.sentences_per_s, lab.extra["forward_sentences_per_s"], lab.extra["overhead"]) == \
         (tp["label_sentences_per_s"], tp["forward_sentences_per_s"], tp["overhead"])
     assert lab.sentences == tp["sentences_labeled_this_run"] > 0
+    assert lab.runtime == "torch"  # the engine that labeled it (a tiny set: torch without probing)
 
     # distillation tokens/s per step, paired with the stage students through their stage records
     assert [(s.stage_index, s.stage, s.student) for s in bench.phases] == [(1, "hard", "stage1-hard"),

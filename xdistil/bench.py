@@ -244,7 +244,8 @@ def labeling(m: dict | None) -> Throughput | None:
     return Throughput("labeling", "end to end: reading, windowing, teacher forward, writing Arrow chunks; forward: "
                       "the teacher's forward pass alone; overhead: end-to-end time / forward time",
                       sentences=tp.get("sentences_labeled_this_run"), words=tp.get("words_labeled_this_run"),
-                      sentences_per_s=tp.get("label_sentences_per_s"), runtime="torch",
+                      sentences_per_s=tp.get("label_sentences_per_s"),
+                      runtime=", ".join(m.get("engines") or ["torch"]),  # the engine(s) `transfer.engine` ran
                       extra={"forward_sentences_per_s": tp.get("forward_sentences_per_s"),
                              "overhead": tp.get("overhead"), "processes": tp.get("processes", 1),
                              "batch_size": m.get("config", {}).get("batch_size"), "layers": m.get("layers"),
