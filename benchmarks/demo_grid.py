@@ -60,8 +60,8 @@ def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list, group: str
             c = entry["variants"].get(grid.cell_name(name, seed))
             if c is not None:
                 f1 = f1s(c["scores"])
-                out.append({**c, "variant": g.variants[name].get("seed_of") or name, "f1": f1, "teacher_f1": teacher, "teacher_scores": entry["teacher"],
-                            "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
+                out.append({**c, "variant": g.variants[name].get("seed_of") or name, "f1": f1, "teacher_f1": teacher,
+                            "teacher_scores": entry["teacher"], "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
     return out
 
 
@@ -138,8 +138,7 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
     base = variants[0]["variant"] if variants else None
     for v in variants:
         ratio = f" ({v['sentences_per_s'] / variants[0]['sentences_per_s']:.2f}x)" if v is not variants[0] else ""
-        d = v.get("vs_" + base, {}).get("test")
-        ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
+        ci = grid.interval(v.get("vs_" + base, {}).get("test"))
         lines.append(f"| {v['variant']} | {', '.join(map(str, v['seeds']))} | {v['sentences_per_s']:.0f}{ratio} | "
                      + ("n/a | n/a" if v["select_share"] is None else
                         f"{v['train_sentences_per_s']:.0f} | {100 * v['select_share']:.1f} %") + f" | {v['fit_s']:.0f} | "
@@ -172,8 +171,6 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
                                   "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
     old = _read(out / "summary.json")
     protocol = {**(old.get("rows_protocol") or {}), group: {"command": command, "machine": machine}}
-    if "command" in protocol:  # before groups had their own: the demo grid's control group
-        protocol["control"] = {"command": protocol.pop("command"), "machine": protocol.pop("machine")}
     update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", []) if r["group"] != group] + table,
                                           "rows_protocol": protocol})
     points = []
@@ -201,8 +198,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
              f"test retention (spread) | test: points vs {base} [95 % CI] | labeling min | distillation min |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for p in points:
-        d = p.get("vs_" + base, {}).get("test")
-        ci = f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "") if d else "–"
+        ci = grid.interval(p.get("vs_" + base, {}).get("test"))
         budget = p["budget"] + (f" of {p['steps_of']}" if p["steps_of"] else "")
         lines.append(f"| {p['variant']} | {budget} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
                      f"{spread(p['dev'])} | {spread(p['test'])} | {ci} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
@@ -341,7 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, help="instead of the view's results folder")
     args = p.parse_args(argv)
     command = preamble.start("demo_grid", argv, args.quiet)
-    g = grid.Grid.load(args.config, ("views",))
+    g = grid.Grid.load(args.config)
     view = g.keys["views"][args.view]
     variants = args.variants or view["variants"]
     seeds = args.seeds or view.get("seeds") or g.seeds

@@ -85,8 +85,7 @@ class Grid:
         """``own``: the benchmark's keys besides the grid's (kept in ``keys``, out of the run config)."""
         raw = copy.deepcopy(dict(config)) if isinstance(config, dict) else load_yaml(config)
         keys = {k: raw.pop(k) for k in (*GRID_KEYS, *own, "tag_map", "test_limit", "notes", "min_entities",
-                                               "steer_min_teacher_f1")
-                if k in raw}
+                                        "steer_min_teacher_f1") if k in raw}
         base = raw.pop("base", None)
         if base is not None:  # a preset or config file under the grid's own keys
             raw = apply_overrides(load_yaml(base), raw)
@@ -237,6 +236,13 @@ def _f1(c: np.ndarray) -> np.ndarray:
     tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
     den = 2 * tp + fp + fn
     return np.where(den > 0, 200 * tp / np.maximum(den, 1), 0.0)
+
+
+def interval(d: dict | None) -> str:
+    """A `bootstrap` result as a table cell: "+1.30 [+0.29, +2.35] *" (* where it excludes 0), "–" for none."""
+    if not d:
+        return "–"
+    return f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" *" if d["excludes_0"] else "")
 
 
 def bootstrap(tests: dict[str, tuple[list, list[list], list[list]]], samples: int = 1000, seed: int = 0,

@@ -119,8 +119,6 @@ def spacy_scores(model: Path, tests: dict[str, list]) -> dict[str, dict]:
     return out
 
 
-OWN_KEYS = ("views", "min_entities", "steer_min_teacher_f1")
-"""The keys of the grids a peer cell may come from (demo_grid.yaml, sentences*.yaml) besides the grid's."""
 LEGACY_GROUP = "demo_grid/control"  # the group of rows written before rows named their grid and group
 
 
@@ -177,7 +175,7 @@ def main(argv=None) -> int:
     from xdistil.provenance import machine, usable_cpus
     from xdistil.runner import outputs
 
-    g = grid.Grid.load(args.config, OWN_KEYS)
+    g = grid.Grid.load(args.config)
     group = args.group or next(iter(g.groups))
     if group not in g.groups:
         raise SystemExit(f"{args.config}: no group {group!r}; it has {', '.join(g.groups)}")

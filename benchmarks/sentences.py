@@ -62,13 +62,12 @@ from xdistil.provenance import provenance
 from xdistil.report import Heading, Para, Table, num, pct, write_page
 
 FORMAT = "xdistil-sentences/1"
-OWN_KEYS = ("min_entities", "steer_min_teacher_f1")
 # Issue 23's targets.
 TARGET_IN_AVG, TARGET_IN_MIN, TARGET_OUT, TARGET_ORG, TARGET_COMPRESSION = 0.95, 0.93, 0.90, 0.80, 35.0
 
 
 def load(config: str | Path | dict) -> grid.Grid:
-    g = grid.Grid.load(config, OWN_KEYS)
+    g = grid.Grid.load(config)
     if set(g.groups) == {"all"}:
         raise ValueError("sentences config: needs groups (name -> {domain, config, tests})")
     return g
@@ -341,7 +340,7 @@ def blocks(s: dict, d: dict) -> list:
                   verdict_rows, {2, 3, 4, 5, 6}),
             Para("Teacher seconds per group: " + json.dumps(d["teacher_s"]))]
     diff_rows = [[name, g, part, f"{x['seeds'][0]} / {x['seeds'][1]}",
-                  f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]" + (" *" if x["excludes_0"] else "")]
+                  grid.interval(x)]
                  for name, per in d.get("differences", {}).items() for g, parts in per.items()
                  for part, x in parts.items()]
     if diff_rows:

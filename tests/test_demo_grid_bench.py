@@ -18,7 +18,7 @@ from benchmarks import demo_grid, grid  # noqa: E402
 
 
 def test_every_variant_changes_what_it_says_and_nothing_else():
-    g = grid.Grid.load(demo_grid.CONFIG, ("views",))
+    g = grid.Grid.load(demo_grid.CONFIG)
     base = g.config("control")
     assert base.precision == "fp32" and base.data.languages == ["de", "ar", "hi"]
     for name in g.variants:
@@ -91,7 +91,7 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
 def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
     assert demo_grid.split_of("de:dev") == ("de", "dev")
     assert demo_grid.split_of("lv:newsner/lv/test") == ("lv", "test")
-    g = grid.Grid.load(REPO / "benchmarks/configs/sentences-fair.yaml", ("views",))
+    g = grid.Grid.load(REPO / "benchmarks/configs/sentences-fair.yaml")
     view = g.keys["views"]["transfer-size"]
     assert view["group"] in g.groups and set(view["variants"]) <= set(g.variants) and view["page"] != "results"
     # its seeds count as their variant

@@ -35,7 +35,7 @@ def test_spacy_trains_on_what_the_student_trains_on(cell):
     from xdistil.stages import held_out
 
     o = outputs(cell / "control" / "demo-s13")
-    select_size = grid.Grid.load(demo_grid.CONFIG, ("views",)).config("control", quick=grid.QUICK).distill.select_size
+    select_size = grid.Grid.load(demo_grid.CONFIG).config("control", quick=grid.QUICK).distill.select_size
     train, dev = peer.training_rows(o.transfer, select_size)
     ds, manifest = load_transfer(o.transfer)
     _, split = scan_transfer(ds)
