@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from xdistil_export.atomic import write_json
+from xdistil_export.atomic import atomic_dir, expect, write_json
 
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
@@ -67,6 +67,41 @@ QUICK = {
     "distill": {"max_steps_per_epoch": 2, "match": {"teacher_layer": 2}, "select_size": 20},
 }
 QUICK_TEST_LIMIT = 30
+
+
+def tiny_teacher(cfg, dest: Path) -> Path:
+    """A 2-layer, 32-wide random BERT token classifier with a Unigram tokenizer trained on the
+    config's labeled sentences: the --quick teacher (built once, reused)."""
+    if (dest / "config.json").exists():
+        return dest
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+
+    from xdistil import DEFAULT_LABELS
+    from xdistil.data.sources import budget_split
+
+    words = [s.words for lang in cfg.data.languages for s in budget_split(lang, cfg.data)[0]]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator([" ".join(w) for w in words], trainers.UnigramTrainer(
+        vocab_size=800, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", cls_token="<s>", sep_token="</s>", model_max_length=128)
+    labels = list(cfg.data.labels or DEFAULT_LABELS)
+    torch.manual_seed(13)
+    model = BertForTokenClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}))
+    expect(dest.parent, [dest.name])
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return dest
 
 
 @dataclass
@@ -300,8 +335,6 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
         gdir.mkdir(exist_ok=True)
         quick_over = None
         if quick:
-            from benchmarks.throughput import tiny_teacher
-
             tiny = tiny_teacher(grid.config(g, quick=QUICK), gdir / "tiny-teacher")
             quick_over = apply_overrides(QUICK, {"teacher": {"model": str(tiny)}})
         base = grid.config(g, quick=quick_over)

@@ -78,7 +78,7 @@ def load_config(path: str | Path = PRESET, languages: list[str] | None = None,
 
 def quick_config(cfg: RunConfig, work: Path, languages: list[str] | None = None) -> RunConfig:
     """``cfg`` shrunk to seconds: tiny sizes and a tiny random teacher built in ``work``."""
-    from benchmarks.throughput import tiny_teacher
+    from benchmarks.grid import tiny_teacher
 
     labeled = [lang for lang in languages or QUICK_LANGUAGES if lang not in without_labeled_data(cfg)]
     raw = apply_overrides(to_dict(cfg), {**QUICK, "data": {**QUICK["data"], "languages": labeled}})

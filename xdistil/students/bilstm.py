@@ -40,7 +40,7 @@ So `BiLSTMTagger.forward` runs each direction of each layer as one unidirectiona
 call on the padded batch (oneDNN), with the backward direction fed each sentence
 reversed *within its length* (padding stays on the right, after the sentence): the same
 numbers as the packed module to float rounding, 2x faster in fp32 and about 4x in bf16
-(`benchmarks/throughput.py`). The weights stay those of the one ``nn.LSTM`` (state dict,
+(docs/speed.md, "The BiLSTM on oneDNN"). The weights stay those of the one ``nn.LSTM`` (state dict,
 save/load, ONNX unchanged).
 
 ONNX: the forward exports (packed: `BiLSTMTagger.packed`) with
