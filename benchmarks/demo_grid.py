@@ -158,7 +158,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     (``curve.png`` and ``minutes.png``, prefixed ``{page}-`` for any page but ``results``)."""
     table = []
     for r in rows:
-        budget = "steps" if g.variants[r["variant"]].get("steps_of") else "epochs"
+        budget = g.budget(r["variant"])[0]
         cpu = (r["label_s"] or 0) + r["distill_s"]
         for test, f1 in r["f1"].items():
             for lang, s in f1.items():
@@ -176,8 +176,8 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     points = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
-        points.append({"variant": name, "budget": "steps" if g.variants[name].get("steps_of") else "epochs",
-                       "steps_of": g.variants[name].get("steps_of"),
+        budget, of = g.budget(name)
+        points.append({"variant": name, "budget": budget, "of": of,
                        "sentences": statistics.fmean(statistics.fmean(r["transfer_per_language"].values()) for r in mine),
                        "seeds": [r["seed"] for r in mine], "dev": [r["retention"]["dev"] for r in mine],
                        "test": [r["retention"]["test"] for r in mine],
@@ -199,14 +199,16 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for p in points:
         ci = grid.interval(p.get("vs_" + base, {}).get("test"))
-        budget = p["budget"] + (f" of {p['steps_of']}" if p["steps_of"] else "")
+        budget = p["budget"] + (f" of {p['of']}" if p["of"] else "")
         lines.append(f"| {p['variant']} | {budget} | {p['sentences']:,.0f} | {', '.join(map(str, p['seeds']))} | "
                      f"{spread(p['dev'])} | {spread(p['test'])} | {ci} | {p['label_min']:.1f} | {p['distill_min']:.1f} |")
     lines += ["", f"Points vs {base}: the difference in test retention (averaged over the seeds both ran, then over "
               "the languages) with a paired bootstrap 95 % interval over test sentences (`benchmarks.grid.bootstrap`, "
               "1,000 samples); * marks an interval that excludes 0, the only differences counted as a lever's.",
               "", "Budget *epochs*: the recipe's epochs, so the optimizer steps grow with the data; *steps of X*: every "
-              "stage's epochs scaled so that the student takes variant X's optimizer steps (`steps_of`). "
+              "stage's epochs scaled so that the student takes variant X's optimizer steps (`steps_of`); *wall of X*: "
+              "scaled so that labeling + distillation take X's CPU seconds, this transfer set's own labeling "
+              "first (`wall_of`; the distillation seconds at X's rows a second, so the minutes show how close). "
               "Minutes are each cell's own (labeling: the transfer set's, shared by the cells that use it).",
               "", f"![retention against transfer sentences]({prefix}curve.png)", "",
               f"![retention against CPU minutes]({prefix}minutes.png)", ""]
@@ -249,10 +251,12 @@ def _plot(points: list[dict], out: Path, prefix: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # one line per budget: the recipe's epochs, and each fixed step budget with the variant it is taken from
+    # one line per budget: the recipe's epochs, and each fixed budget with the variant it is taken from
     series = {"epochs (the steps grow with the data)": [p for p in points if p["budget"] == "epochs"]}
-    for base in dict.fromkeys(p["steps_of"] for p in points if p["steps_of"]):
-        series[f"the optimizer steps of {base}"] = [p for p in points if p["variant"] == base or p["steps_of"] == base]
+    what = {"steps": "the optimizer steps", "wall": "the CPU seconds"}
+    for budget, base in dict.fromkeys((p["budget"], p["of"]) for p in points if p["of"]):
+        series[f"{what[budget]} of {base}"] = [p for p in points if p["variant"] == base
+                                               or (p["budget"], p["of"]) == (budget, base)]
     for x, name, label in ((lambda p: p["sentences"], "curve.png", "distinct transfer sentences a language"),
                            (lambda p: p["label_min"] + p["distill_min"], "minutes.png", "CPU minutes (labeling + distillation)")):
         fig, ax = plt.subplots(figsize=(6.5, 4))

@@ -17,6 +17,8 @@ A grid is a YAML file (``benchmarks/configs/``): the base run config, then the g
                        # student takes as many optimizer steps as variant 1x (transfer rows / rows)
       big: {groups: {in: {student: {max_vocab: 9000}}}}    # overrides for one group only
       long: {steps_of: 3x, seeds: [13, 14]}   # a costly variant on fewer of the grid's seeds
+      3x-wall: {transfer: {limit: 9000}, wall_of: 1x}   # every stage's epochs scaled so that labeling
+                       # + distillation take variant 1x's CPU seconds (its own labeling measured first)
       cnn: {student: {arch: cnn}, about: "ID-CNN"}   # about: what it is, in words (for tables)
     seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
     default_variants: [...]; default_groups: [...]
@@ -52,7 +54,8 @@ from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse", "views")
-VARIANT_KEYS = ("every_stage", "steps_of", "groups", "seed_of", "seeds", "about")
+VARIANT_KEYS = ("every_stage", "steps_of", "wall_of", "groups", "seed_of", "seeds", "about")
+BUDGET_KEYS = ("steps_of", "wall_of")  # a variant that takes its budget from another
 """A variant's keys that are the grid's, not config overrides."""
 SPLITS = ("dev", "test")
 
@@ -132,8 +135,11 @@ class Grid:
             if g.get("domain", "in") not in ("in", "out"):
                 raise ValueError(f"{config}: group {name!r}: domain must be 'in' or 'out'")
         for name, v in variants.items():
-            if (v or {}).get("steps_of") and v["steps_of"] not in variants:
-                raise ValueError(f"{config}: variant {name!r}: steps_of {v['steps_of']!r} is not a variant")
+            for key in BUDGET_KEYS:
+                if (v or {}).get(key) and v[key] not in variants:
+                    raise ValueError(f"{config}: variant {name!r}: {key} {v[key]!r} is not a variant")
+            if len([k for k in BUDGET_KEYS if (v or {}).get(k)]) > 1:
+                raise ValueError(f"{config}: variant {name!r}: steps_of or wall_of, not both")
         return cls(raw, groups, {n: v or {} for n, v in variants.items()}, list(keys.pop("seeds", None) or [None]),
                    keys, str(config) if not isinstance(config, dict) else "")
 
@@ -149,7 +155,7 @@ class Grid:
                quick: dict | None = None, scale: float | None = None) -> RunConfig:
         """The base config, the group's config, the variant's overrides (its ``groups`` entry
         for this group last, its ``every_stage`` changes on every stage), the seed, the
-        ``steps_of`` epochs ``scale``, then the --quick overrides; validated."""
+        ``steps_of`` / ``wall_of`` epochs ``scale``, then the --quick overrides; validated."""
         v = self.variants[variant] if variant else {}
         merged = apply_overrides(self.raw, self.groups[group].get("config") or {})
         merged = apply_overrides(merged, {k: x for k, x in v.items() if k not in VARIANT_KEYS})
@@ -157,7 +163,7 @@ class Grid:
         stages = merged.get("distill", {}).get("stages")
         if v.get("every_stage") or scale is not None:
             if not isinstance(stages, list):
-                raise ValueError(f"variant {variant!r}: every_stage and steps_of need the stages as a list")
+                raise ValueError(f"variant {variant!r}: every_stage, steps_of and wall_of need the stages as a list")
             merged["distill"]["stages"] = [_stage(s, v.get("every_stage") or {}, scale) for s in stages]
         if seed is not None:
             merged = apply_overrides(merged, {"distill": {"seed": seed}})
@@ -165,10 +171,15 @@ class Grid:
 
     def cells(self, names: list[str], seeds: list[int] | None = None) -> list[tuple[str, str, int | None]]:
         """(cell name, variant, seed) in run order (``seeds``: these of the grid's): a variant
-        that others take their step budget from (``steps_of``) first."""
-        order = sorted(names, key=lambda n: 0 if any(self.variants[m].get("steps_of") == n for m in names) else 1)
+        that others take their budget from (``steps_of``, ``wall_of``) first."""
+        order = sorted(names, key=lambda n: 0 if any(self.budget(m)[1] == n for m in names) else 1)
         return [(cell_name(n, s), n, s) for s in (seeds or self.seeds) for n in order
                 if s in (self.variants[n].get("seeds") or [s])]
+
+    def budget(self, variant: str) -> tuple[str, str | None]:
+        """("steps", X) under ``steps_of: X``, ("wall", X) under ``wall_of: X``, else ("epochs", None)."""
+        v = self.variants[variant]
+        return next(((k.removesuffix("_of"), v[k]) for k in BUDGET_KEYS if v.get(k)), ("epochs", None))
 
     def tests(self, cfg: RunConfig, group: str, label_types: set[str]) -> dict[str, dict[str, dict]]:
         """Per language: test name -> {"domain", "sentences"} (see the module doc)."""
@@ -354,25 +365,25 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
             if (cfg.data, cfg.teacher) != (base.data, base.teacher):  # one teacher, one set of tests per group
                 raise ValueError(f"variant {name!r}: a variant may not change the data or teacher sections")
             runner = Runner(cfg, RunDir(gdir / cell), reuse=[gdir, *shared], progress=progress)
-            if steps_of := grid.variants[name].get("steps_of"):  # the epochs that give the other's steps
+            budget, of = grid.budget(name)
+            if of:  # the epochs that give the other's optimizer steps, or its CPU seconds
                 got = runner.run(only=("teacher", "label"))
-                other = entry["variants"].get(cell_name(steps_of, seed))
+                other = entry["variants"].get(cell_name(of, seed))
                 if other is None:
-                    raise ValueError(f"variant {name!r} takes its optimizer steps from {steps_of!r}: run that too")
-                scale = other["transfer_rows"] / sum(per_language(got.transfer).values())
+                    raise ValueError(f"variant {name!r} takes its {budget} budget from {of!r}: run that too")
+                scale = budget_scale(name, budget, other, read_transfer_manifest(got.transfer))
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
                 got = runner.run(only=("distill",))  # the teacher and transfer set as just built
             else:
                 got = runner.run()
             score, flat = scored(got.teacher)
             manifest = read_transfer_manifest(got.transfer)
-            rate = (manifest.get("throughput") or {}).get("label_sentences_per_s")
             rows = per_language(manifest)
             log = read_distill_log(got.student)
             entry["variants"][cell] = {
                 "variant": name, "seed": seed if seed is not None else cfg.distill.seed,
                 "scores": score(cell, got.student, flat),
-                "label_s": round(sum(rows.values()) / rate, 1) if rate else None,
+                "label_s": label_seconds(manifest),
                 "distill_s": round(sum(ph["seconds"] for st in log["stages"] for ph in st["phases"]), 1),
                 "wall_s": round(time.time() - t0, 1),
                 "transfer_rows": sum(rows.values()),
@@ -408,6 +419,29 @@ class _GroupTests:
             self.entry["teacher_s"] = _teacher_seconds(teacher)
             self.made = (score, flat)
         return self.made
+
+
+def label_seconds(manifest: dict) -> float | None:
+    """The labeling seconds of a transfer set's rows, at the sentences/s its manifest measured."""
+    rate = (manifest.get("throughput") or {}).get("label_sentences_per_s")
+    return round(sum(per_language(manifest).values()) / rate, 1) if rate else None
+
+
+def budget_scale(name: str, budget: str, other: dict, manifest: dict) -> float:
+    """The factor on every stage's epochs that gives variant ``name`` (its transfer set's
+    ``manifest``) the ``other`` cell's budget: its optimizer steps (``steps``: the epochs times
+    rows / rows), or its labeling + distillation seconds (``wall``: the seconds left after this
+    transfer set's own labeling, at the other's distillation rows a second)."""
+    rows = sum(per_language(manifest).values())
+    if budget == "steps":
+        return other["transfer_rows"] / rows
+    label_s, total = label_seconds(manifest), (other["label_s"] or 0) + other["distill_s"]
+    if label_s is None or other["label_s"] is None:
+        raise ValueError(f"variant {name!r}: a wall budget needs the labeling seconds of both transfer sets")
+    if label_s >= total:
+        raise ValueError(f"variant {name!r}: labeling its transfer set alone takes {label_s:.0f} s, "
+                         f"the whole budget is {total:.0f} s")
+    return (total - label_s) / other["distill_s"] * other["transfer_rows"] / rows
 
 
 def per_language(transfer: Path | dict) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """The demo recipe's grid (benchmarks/demo_grid.py + configs/demo_grid.yaml, issue 33) in its
 --quick settings on a tiny teacher and the real WikiANN de/ar/hi files (the numbers mean
 nothing here): every view writes its results from the cells, a cell shared by two views is
-distilled once, and the grid's variant keys (every_stage, steps_of) change what they say."""
+distilled once, and the grid's variant keys (every_stage, steps_of, wall_of) change what they say."""
 
 from __future__ import annotations
 
@@ -39,6 +39,25 @@ def test_every_variant_changes_what_it_says_and_nothing_else():
         assert set(view["variants"]) <= set(g.variants)
     with pytest.raises(ValueError, match="steps_of 'nope' is not a variant"):
         grid.Grid.load({"variants": {"a": {"steps_of": "nope"}}})
+    with pytest.raises(ValueError, match="steps_of or wall_of, not both"):
+        grid.Grid.load({"variants": {"a": {}, "b": {"steps_of": "a", "wall_of": "a"}}})
+    assert (g.budget("3x-wall"), g.budget("3x-steps"), g.budget("demo")) == \
+        (("wall", "demo"), ("steps", "demo"), ("epochs", None))
+
+
+def test_a_budget_taken_from_another_variant_scales_the_epochs():
+    other = {"transfer_rows": 9000, "label_s": 60.0, "distill_s": 240.0}  # 300 s in all
+    manifest = {"counts": {"de": {"transfer": 9000}, "ar": {"transfer": 6000, "augmented": 3000}},
+                "throughput": {"label_sentences_per_s": 200.0}}  # 18,000 rows: 90 s of labeling
+    assert grid.label_seconds(manifest) == 90.0
+    assert grid.budget_scale("x", "steps", other, manifest) == 0.5  # half the passes over twice the rows
+    # 210 s left for distillation, at the other's 37.5 rows a second: 7,875 rows, 0.4375 of 18,000
+    assert grid.budget_scale("x", "wall", other, manifest) == pytest.approx(0.4375)
+    slow = {**manifest, "throughput": {"label_sentences_per_s": 50.0}}  # 360 s of labeling > 300
+    with pytest.raises(ValueError, match="alone takes 360 s, the whole budget is 300 s"):
+        grid.budget_scale("x", "wall", other, slow)
+    with pytest.raises(ValueError, match="needs the labeling seconds"):
+        grid.budget_scale("x", "wall", {**other, "label_s": None}, manifest)
 
 
 def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, capsys):
@@ -56,14 +75,14 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     # another grid's group already in the summary (sentences-fair's in-domain points) stays
     other = {"group": "in", "variant": "preset", "language": "lv", "test": "test", "retention": 0.9}
     demo_grid.update_summary(out / "summary.json", {"rows": [other], "differences": [{"group": "in", "variant": "x"}]})
-    assert demo_grid.main(["transfer-size", "--variants", "demo", "3x-steps", *common, str(out)]) == 0
+    assert demo_grid.main(["transfer-size", "--variants", "demo", "3x-steps", "3x-wall", *common, str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selection"]  # the other view's results stay
     assert [r for r in summary["rows"] if r["group"] == "in"] == [other]
     assert [d["group"] for d in summary["differences"]] == ["in", "control"]
     assert set(summary["rows_protocol"]) == {"control"}
     rows = [r for r in summary["rows"] if r["group"] == "control"]
-    assert {(r["variant"], r["budget"]) for r in rows} == {("demo", "epochs"), ("3x-steps", "steps")}
+    assert {(r["variant"], r["budget"]) for r in rows} == {("demo", "epochs"), ("3x-steps", "steps"), ("3x-wall", "wall")}
     assert {r["language"] for r in rows} == {"de", "ar", "hi"} and {r["test"] for r in rows} == {"dev", "test"}
     for r in rows:
         assert set(r) >= {"group", "language", "test", "domain", "transfer_sentences", "budget", "seed",
@@ -71,10 +90,10 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
         assert r["transfer_sentences"] > 0 and r["cpu_s"] > 0
     # the recipe's cell was not distilled again for the second view
     assert sorted(json.loads((run / "done.json").read_text())["control"]["variants"]) == \
-        ["3x-steps-s13", "demo-s13", "gold-s13"]
+        ["3x-steps-s13", "3x-wall-s13", "demo-s13", "gold-s13"]
     assert (out / "curve.png").stat().st_size > 0 and (out / "minutes.png").stat().st_size > 0
     diffs = [d for d in summary["differences"] if d["group"] == "control"]
-    assert [d["variant"] for d in diffs] == ["3x-steps"] and diffs[0]["against"] == "demo"
+    assert [d["variant"] for d in diffs] == ["3x-steps", "3x-wall"] and diffs[0]["against"] == "demo"
     assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
 
     # the throughput view on the same cells: no distillation, and each variant against the first with its interval
@@ -85,7 +104,7 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert gap["low"] <= gap["diff"] <= gap["high"] and speed[1]["sentences_per_s"] > 0
     assert speed[1]["select_share"] is not None and 0 <= speed[1]["select_share"] < 1  # these fits time their selection
     assert "| gold | 13 |" in (out / "results.md").read_text()
-    assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 3
+    assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 4
 
 
 def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
