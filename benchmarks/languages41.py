@@ -1,6 +1,6 @@
 """All 41 languages (issue 15): one e5-small teacher, one BiLSTM student, per-language results.
 
-    python -m benchmarks.languages41                       # the preset: 95 min on 2 CPU cores
+    python -m benchmarks.languages41                       # the preset: 99 min on 2 CPU cores
     python -m benchmarks.languages41 --finetune-weakest 2  # + per-language fine-tuning of the 2 weakest
     python -m benchmarks.languages41 --quick               # tiny random models, 3 languages: seconds
 

@@ -83,7 +83,7 @@ def add_report(sub) -> None:
         epilog="A directory with only a summary.json ('xdistil run' or benchmarks/staged.py) adds its quality "
                "figures. Example: xdistil report runs/demo --out benchmarks/results/demo")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory with bench.json (from 'xdistil "
-                                                              "bench'), or a summary.json")
+                                                              "bench'), or a directory with a summary.json")
     s.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (created if missing); a file there that xdistil did not write is never "
                         "overwritten (report.files.json lists what the report wrote)")
