@@ -79,7 +79,7 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selection"]  # the other view's results stay
     assert [r for r in summary["rows"] if r["group"] == "in"] == [other]
-    assert [d["group"] for d in summary["differences"]] == ["in", "control"]
+    assert [d["group"] for d in summary["differences"]] == ["in", "control", "control"]
     assert set(summary["rows_protocol"]) == {"control"}
     rows = [r for r in summary["rows"] if r["group"] == "control"]
     assert {(r["variant"], r["budget"]) for r in rows} == {("demo", "epochs"), ("3x-steps", "steps"), ("3x-wall", "wall")}
