@@ -55,8 +55,8 @@ from xdistil.run.layout import read_distill_log, read_transfer_manifest
 
 GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse", "views")
 VARIANT_KEYS = ("every_stage", "steps_of", "wall_of", "groups", "seed_of", "seeds", "about")
-BUDGET_KEYS = ("steps_of", "wall_of")  # a variant that takes its budget from another
 """A variant's keys that are the grid's, not config overrides."""
+BUDGET_KEYS = ("steps_of", "wall_of")  # a variant that takes its budget from another
 SPLITS = ("dev", "test")
 
 # --quick: tiny models, a few sentences (the tiny teacher has 2 layers: layer 2 is stored);
@@ -135,11 +135,12 @@ class Grid:
             if g.get("domain", "in") not in ("in", "out"):
                 raise ValueError(f"{config}: group {name!r}: domain must be 'in' or 'out'")
         for name, v in variants.items():
-            for key in BUDGET_KEYS:
-                if (v or {}).get(key) and v[key] not in variants:
-                    raise ValueError(f"{config}: variant {name!r}: {key} {v[key]!r} is not a variant")
-            if len([k for k in BUDGET_KEYS if (v or {}).get(k)]) > 1:
+            given = [k for k in BUDGET_KEYS if (v or {}).get(k)]
+            if len(given) > 1:
                 raise ValueError(f"{config}: variant {name!r}: steps_of or wall_of, not both")
+            for key in given:
+                if v[key] not in variants:
+                    raise ValueError(f"{config}: variant {name!r}: {key} {v[key]!r} is not a variant")
         return cls(raw, groups, {n: v or {} for n, v in variants.items()}, list(keys.pop("seeds", None) or [None]),
                    keys, str(config) if not isinstance(config, dict) else "")
 
@@ -435,9 +436,10 @@ def budget_scale(name: str, budget: str, other: dict, manifest: dict) -> float:
     rows = sum(per_language(manifest).values())
     if budget == "steps":
         return other["transfer_rows"] / rows
-    label_s, total = label_seconds(manifest), (other["label_s"] or 0) + other["distill_s"]
+    label_s = label_seconds(manifest)
     if label_s is None or other["label_s"] is None:
         raise ValueError(f"variant {name!r}: a wall budget needs the labeling seconds of both transfer sets")
+    total = other["label_s"] + other["distill_s"]
     if label_s >= total:
         raise ValueError(f"variant {name!r}: labeling its transfer set alone takes {label_s:.0f} s, "
                          f"the whole budget is {total:.0f} s")
