@@ -5,6 +5,7 @@ transfer-set curves and fp32 against bf16.
     python -m benchmarks.demo_grid distill-speed   # the recipe / batch 256, 2 seeds
     python -m benchmarks.demo_grid transfer-size   # 1x / 3x / 3x at equal steps / 10x augmented
     python -m benchmarks.demo_grid precision       # fp32 / bf16, one seed
+    python -m benchmarks.demo_grid equal-time      # 3x / 10x augmented in 3x's CPU minutes (a transfer-size page)
         [--variants ...] [--seeds ...] [--run runs/demo-grid] [--quick] [-q]
 
 Another grid's views run the same way (``--config``): sentences-fair.yaml's ``transfer-size``
@@ -17,6 +18,8 @@ folder): ``selection`` the ``selection`` list of ``transfer-size/summary.json`` 
 ``selection.md``; ``distill-speed`` its ``summary.json`` and ``results.md``; ``transfer-size``
 the ``rows`` of ``transfer-size/summary.json`` (the issue's schema), ``results.md`` and two plots;
 ``precision`` ``precision.md``. Other keys of a summary.json (written by other benchmarks) are kept.
+A view's ``kind`` (default: its name) says which of these it is, so a view ``equal-time`` of kind
+``transfer-size`` writes its own page (``page``) and its variants' rows beside the curve's.
 """
 
 from __future__ import annotations
@@ -154,8 +157,10 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
 def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: grid.Grid, group: str,
                   page: str = "results") -> str:
     """The issue's rows (one per cell, language and test) and the curves, averaged over seeds.
-    The summary keeps other groups' rows and differences; the page is ``{page}.md`` with its plots
-    (``curve.png`` and ``minutes.png``, prefixed ``{page}-`` for any page but ``results``)."""
+    The rows of this page's variants replace theirs in the summary; other variants' and groups'
+    rows and differences stay (a page of a few points beside the curve's). The page is
+    ``{page}.md`` with its plots (``curve.png`` and ``minutes.png``, prefixed ``{page}-`` for any
+    page but ``results``)."""
     table = []
     for r in rows:
         budget = g.budget(r["variant"])[0]
@@ -170,8 +175,12 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
                                   "seed": r["seed"], "teacher_f1": round(t, 2), "student_f1": round(s, 2),
                                   "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
     old = _read(out / "summary.json")
-    protocol = {**(old.get("rows_protocol") or {}), group: {"command": command, "machine": machine}}
-    update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", []) if r["group"] != group] + table,
+    mine = {(group, r["variant"]) for r in rows}  # this page's variants replace their rows; the others stay
+    protocol = old.get("rows_protocol") or {}
+    by_variant = {**(protocol.get(group) or {}).get("by_variant", {}), **{v: command for _, v in sorted(mine)}}
+    protocol = {**protocol, group: {"command": command, "machine": machine, "by_variant": by_variant}}
+    update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", [])
+                                                   if (r["group"], r.get("variant")) not in mine] + table,
                                           "rows_protocol": protocol})
     points = []
     for name in dict.fromkeys(r["variant"] for r in rows):
@@ -186,7 +195,9 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     base = points[0]["variant"] if points else None
     for p in points[1:]:
         p["vs_" + base] = {t: difference(rows, p["variant"], base, t) for t in ("dev", "test")}
-    kept = [d for d in old.get("differences", []) if d.get("group", "control") != group]
+    kept = [d for d in old.get("differences", [])
+            if (d.get("group", "control"), d.get("variant"), d.get("against")) not in
+            {(group, p["variant"], base) for p in points[1:]}]
     update_summary(out / "summary.json", {"differences": kept + [
         {"group": group, "variant": p["variant"], "against": base, **p["vs_" + base]} for p in points[1:]]})
     prefix = "" if page == "results" else f"{page}-"
@@ -331,7 +342,8 @@ VIEWS = {"selection": selection, "distill-speed": distill_speed, "transfer-size"
 
 def main(argv=None) -> int:
     p = preamble.parser(__doc__)
-    p.add_argument("view", choices=list(VIEWS))
+    p.add_argument("view", help="a view of the grid's YAML: " + ", ".join(grid.Grid.load(CONFIG).keys["views"])
+                   + " (a view's 'kind' names which of " + ", ".join(VIEWS) + " it is; default: its name)")
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--run", type=Path, default=Path("runs/demo-grid"))
     p.add_argument("--variants", nargs="+", help="only these of the view's")
@@ -342,7 +354,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     command = preamble.start("demo_grid", argv, args.quiet)
     g = grid.Grid.load(args.config)
-    view = g.keys["views"][args.view]
+    views = g.keys.get("views") or {}
+    if args.view not in views:
+        p.error(f"{args.config} has no view {args.view!r}; it has: {', '.join(views) or 'none'}")
+    view = views[args.view]
+    kind = view.get("kind") or args.view
+    if kind not in VIEWS:
+        p.error(f"view {args.view!r}: kind {kind!r} is not one of {', '.join(VIEWS)}")
     variants = args.variants or view["variants"]
     seeds = args.seeds or view.get("seeds") or g.seeds
     groups = [view["group"]] if view.get("group") else None
@@ -353,8 +371,8 @@ def main(argv=None) -> int:
 
     group = view.get("group") or next(iter(g.groups))
     rows = cells(g, done, variants, seeds, group)
-    extra = (g, group, view.get("page") or "results") if args.view == "transfer-size" else ()
-    print(VIEWS[args.view](rows, out, command, machine(usable_cpus()), *extra))
+    extra = (g, group, view.get("page") or "results") if kind == "transfer-size" else ()
+    print(VIEWS[kind](rows, out, command, machine(usable_cpus()), *extra))
     return 0
 
 

@@ -23,7 +23,7 @@ A grid is a YAML file (``benchmarks/configs/``): the base run config, then the g
     seeds: [13, 14, 15]   # distill.seed of every variant (cells ``VARIANT-sSEED``); default: the config's
     default_variants: [...]; default_groups: [...]
     reuse: [runs/selection]   # other runs whose finished steps with the same fingerprints are linked in
-    views: {NAME: {variants: [...], seeds: [...], group: in, results: DIR, page: NAME}}   # benchmarks.demo_grid's
+    views: {NAME: {kind: VIEW, variants: [...], seeds: [...], group: in, results: DIR, page: NAME}}   # benchmarks.demo_grid's
     tag_map: {OTH: O}; test_limit: 300; ...   # how tests are read; other keys are the benchmark's own
 
 Every cell (group, variant, seed) is one run folder ``RUN/GROUP/CELL`` built by the step

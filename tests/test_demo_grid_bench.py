@@ -96,6 +96,25 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert [d["variant"] for d in diffs] == ["3x-steps", "3x-wall"] and diffs[0]["against"] == "demo"
     assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
 
+    # a view of kind transfer-size with a page of its own (equal-time): its variants' rows are
+    # replaced, the curve's other rows and differences stay, and nothing is distilled again
+    before = {(r["variant"], r["seed"], r["language"], r["test"]): r for r in rows}
+    assert demo_grid.main(["equal-time", "--variants", "demo", "3x-wall", *common, str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    after = {(r["variant"], r["seed"], r["language"], r["test"]): r for r in summary["rows"] if r["group"] == "control"}
+    assert after == before  # the same cells: the same rows, 3x-steps' kept
+    assert len([r for r in summary["rows"] if r["group"] == "control"]) == len(rows)  # none twice
+    assert summary["rows_protocol"]["control"]["by_variant"]["3x-steps"] != \
+        summary["rows_protocol"]["control"]["by_variant"]["3x-wall"]  # each row's variant names its command
+    assert [(d["variant"], d["against"]) for d in summary["differences"] if d["group"] == "control"] == \
+        [("3x-steps", "demo"), ("3x-wall", "demo")]
+    assert "| 3x-wall | wall of demo |" in (out / "equal-time.md").read_text()
+    assert "3x-steps" not in (out / "equal-time.md").read_text() and (out / "equal-time-curve.png").is_file()
+    assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 4
+    with pytest.raises(SystemExit):
+        demo_grid.main(["nope", *common, str(out)])
+    assert "has no view 'nope'" in capsys.readouterr().err
+
     # the throughput view on the same cells: no distillation, and each variant against the first with its interval
     assert demo_grid.main(["distill-speed", "--variants", "demo", "gold", *common, str(out)]) == 0
     speed = json.loads((out / "summary.json").read_text())["variants"]
