@@ -35,13 +35,14 @@ nothing): the test of this script.
 
 Writes ``summary.json``, exactly::
 
-    {"chosen": "<variant>", "compression": <teacher params / chosen student params>,
+    {"chosen": "<variant>" | null, "compression": <teacher params / chosen student params> | null,
      "rows": [{"variant", "language", "test", "domain": "in" | "out",
                "teacher_f1", "student_f1", "retention"}]}
 
 (retention = student F1 / teacher F1 on the same test, a fraction; the control group's rows
 are domain "in"), ``details.json`` (per entity type, parameters, seconds, protocol,
-provenance) and ``results.md``. The chosen variant is the one with the best mean retention on
+provenance) and ``results.md``. Nothing is chosen (null) where no group steers (only a control
+or groups whose teacher is under ``steer_min_teacher_f1``). The chosen variant is the one with the best mean retention on
 the sentence-level *dev* rows (in and out of domain, each test's retention averaged over the
 variant's seeds) among those at >= 35x compression measured in every sentence-level group with
 as many seeds as the most-measured variant there; tests
@@ -166,7 +167,8 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         pooled[name] = {**verdict(pool(rows, seeds), pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
                         "runs_per_group": _runs_per_group(seeds, seconds, groups)}
-    chosen = choose(pooled, steering) or next(iter(verdicts), None)
+    # nothing steers where every sentence group's teacher is too weak: reported, nothing chosen
+    chosen = choose(pooled, steering) or (next(iter(verdicts), None) if steering else None)
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
         "format": FORMAT, "org": org, "params": params, "seconds": seconds,
@@ -214,7 +216,10 @@ def differences(done: dict, pooled: dict, groups: list[str]) -> dict:
 def choose(pooled: dict, sentence_groups: list[str]) -> str | None:
     """The pooled variant with the best mean dev retention on sentences, among those at >= 35x
     measured in every sentence-level group with as many seeds there as the most-measured
-    variant (a lucky seed cannot win against a mean of four); None when none qualifies."""
+    variant (a lucky seed cannot win against a mean of four); None when none qualifies or no
+    group steers."""
+    if not sentence_groups:
+        return None
     most = {g: max((v["runs_per_group"].get(g, 0) for v in pooled.values()), default=0) for g in sentence_groups}
     eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
                 and all(v["runs_per_group"].get(g, 0) == most[g] for g in sentence_groups)]
@@ -241,8 +246,8 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
         v.setdefault("runs_per_group", _runs_per_group(v["seeds"], details["seconds"], details["groups"]))
     sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")
                        and g not in details.get("not_steering", [])]
-    summary["chosen"] = choose(details["pooled"], sentence_groups) or summary["chosen"]
-    summary["compression"] = details["verdicts"][summary["chosen"]]["compression"]
+    summary["chosen"] = choose(details["pooled"], sentence_groups) or (summary["chosen"] if sentence_groups else None)
+    summary["compression"] = details["verdicts"][summary["chosen"]]["compression"] if summary["chosen"] else None
     write_json(results / "summary.json", summary)
     write_json(results / "details.json", details)
     write_page(blocks(summary, details), results)
@@ -302,7 +307,10 @@ def blocks(s: dict, d: dict) -> list:
         Para(f"Chosen: **{s['chosen']}** (best mean dev retention on sentences, in and out of domain, at >= "
              f"{TARGET_COMPRESSION:.0f}x, each test's retention averaged over the variant's seeds; only variants "
              "with as many seeds in every sentence-level group as the most-measured one compete), "
-             f"compression {s['compression']}x."),
+             f"compression {s['compression']}x." if s["chosen"] else
+             "Chosen: none. No group here steers the choice (a control group, or one whose teacher averages "
+             f"under {d.get('steer_min_teacher_f1') or 0:g} dev F1: `steer_min_teacher_f1`), so these results "
+             "are a report only."),
     ]
     for name in d["verdicts"]:
         rows = []

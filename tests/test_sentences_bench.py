@@ -106,6 +106,7 @@ def test_quick_run_schema_pieces_and_resume(tmp_path, one_thread, monkeypatch):
     assert weak["not_steering"] == ["control", "in", "out"]
     assert all(v[p]["sentences_avg"] is None for v in weak["verdicts"].values() for p in ("dev", "test"))
     assert {r["variant"] for r in reported["rows"]} == set(variants)  # still reported
+    assert reported["chosen"] is None  # and nothing steers the choice
 
 
 def test_unknown_variant_or_group_is_one_line(tmp_path):
@@ -189,6 +190,21 @@ def test_the_choice_pools_a_variants_seeds():
     assert pooled["a"]["dev"]["out_avg"] == pytest.approx((0.95 + 0.5) / 2)
     assert summary["chosen"] == "b"  # a alone would have won; its two seeds do not
     assert {r["variant"] for r in summary["rows"]} == {"a", "b", "a-s2", "b-s2"}  # every run stays in the rows
+
+
+def test_nothing_is_chosen_where_no_group_steers(tmp_path):
+    """Only groups whose teacher is under steer_min_teacher_f1 (sentences-fair's out-of-domain
+    group run alone): every run is reported, no variant is chosen, and the page says why."""
+    bench = {"groups": {"out": {"domain": "out"}}, "variants": {"a": {}, "b": {}}, "min_entities": 0,
+             "steer_min_teacher_f1": 60}
+    done = {"out": _entry("yy", 50.0, {"a": 47.5, "b": 45.0})}
+    summary, details = sentences.build(bench, done, {"command": "test"})
+    assert (summary["chosen"], summary["compression"]) == (None, None) and details["not_steering"] == ["out"]
+    assert {r["variant"] for r in summary["rows"]} == {"a", "b"}
+    sentences.write_page(sentences.blocks(summary, details), tmp_path)
+    assert "Chosen: none. No group here steers the choice" in (tmp_path / "results.md").read_text()
+    bench["steer_min_teacher_f1"] = 40  # the same teacher now steers: b loses to a
+    assert sentences.build(bench, done, {"command": "test"})[0]["chosen"] == "a"
 
 
 def test_the_choice_needs_as_many_seeds_as_the_most_measured_variant():
