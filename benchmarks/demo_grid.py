@@ -157,8 +157,9 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
 def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: grid.Grid, group: str,
                   page: str = "results") -> str:
     """The issue's rows (one per cell, language and test) and the curves, averaged over seeds.
-    The rows of this page's variants replace theirs in the summary; other variants' and groups'
-    rows and differences stay (a page of a few points beside the curve's). The page is
+    Every row and difference names its group and page; this page's replace its own in the
+    summary, other pages' stay (a page of a few points beside the curve, from another run, keeps
+    its own cells' rows: a variant on two pages has rows on both). The page is
     ``{page}.md`` with its plots (``curve.png`` and ``minutes.png``, prefixed ``{page}-`` for any
     page but ``results``)."""
     table = []
@@ -169,19 +170,16 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
             for lang, s in f1.items():
                 if lang != "avg":
                     t = r["teacher_f1"][test][lang]
-                    table.append({"group": group, "variant": r["variant"], "language": lang, "test": test,
+                    table.append({"group": group, "page": page, "variant": r["variant"], "language": lang, "test": test,
                                   "domain": g.groups[group].get("domain", "in"),
                                   "transfer_sentences": r["transfer_per_language"][lang], "budget": budget,
                                   "seed": r["seed"], "teacher_f1": round(t, 2), "student_f1": round(s, 2),
                                   "retention": grid.ratio(s, t), "cpu_s": round(cpu, 1)})
     old = _read(out / "summary.json")
-    mine = {(group, r["variant"]) for r in rows}  # this page's variants replace their rows; the others stay
-    protocol = old.get("rows_protocol") or {}
-    by_variant = {**(protocol.get(group) or {}).get("by_variant", {}), **{v: command for _, v in sorted(mine)}}
-    protocol = {**protocol, group: {"command": command, "machine": machine, "by_variant": by_variant}}
-    update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", [])
-                                                   if (r["group"], r.get("variant")) not in mine] + table,
-                                          "rows_protocol": protocol})
+    key = group if page == "results" else f"{group}/{page}"  # this page's rows replace its own, others stay
+    protocol = {**(old.get("rows_protocol") or {}), key: {"command": command, "machine": machine}}
+    update_summary(out / "summary.json", {"rows": [r for r in old.get("rows", []) if _page_of(r) != (group, page)]
+                                          + table, "rows_protocol": protocol})
     points = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == name]
@@ -195,11 +193,10 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
     base = points[0]["variant"] if points else None
     for p in points[1:]:
         p["vs_" + base] = {t: difference(rows, p["variant"], base, t) for t in ("dev", "test")}
-    kept = [d for d in old.get("differences", [])
-            if (d.get("group", "control"), d.get("variant"), d.get("against")) not in
-            {(group, p["variant"], base) for p in points[1:]}]
+    kept = [d for d in old.get("differences", []) if _page_of(d) != (group, page)]
     update_summary(out / "summary.json", {"differences": kept + [
-        {"group": group, "variant": p["variant"], "against": base, **p["vs_" + base]} for p in points[1:]]})
+        {"group": group, "page": page, "variant": p["variant"], "against": base, **p["vs_" + base]}
+        for p in points[1:]]})
     prefix = "" if page == "results" else f"{page}-"
     _plot(points, out, prefix)
     lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({machine['cpu']}, "
@@ -224,6 +221,13 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
               "", f"![retention against transfer sentences]({prefix}curve.png)", "",
               f"![retention against CPU minutes]({prefix}minutes.png)", ""]
     return _page(out / f"{page}.md", lines)
+
+
+def _page_of(row: dict) -> tuple[str, str]:
+    """(group, page) of a summary row or difference: the page that wrote it (``results`` where
+    a row predates pages)."""
+    group = row.get("group", "control")
+    return group, row.get("page") or "results"
 
 
 def seed_gap(rows: list[dict], test: str) -> dict | None:

@@ -96,21 +96,26 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert [d["variant"] for d in diffs] == ["3x-steps", "3x-wall"] and diffs[0]["against"] == "demo"
     assert diffs[0]["test"]["low"] <= diffs[0]["test"]["diff"] <= diffs[0]["test"]["high"]
 
-    # a view of kind transfer-size with a page of its own (equal-time): its variants' rows are
-    # replaced, the curve's other rows and differences stay, and nothing is distilled again
-    before = {(r["variant"], r["seed"], r["language"], r["test"]): r for r in rows}
+    # a view of kind transfer-size with a page of its own (equal-time): its rows and differences
+    # are its page's, the curve's stay as they were, and nothing is distilled again
+    assert {r["page"] for r in rows} == {"results"}
     assert demo_grid.main(["equal-time", "--variants", "demo", "3x-wall", *common, str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    after = {(r["variant"], r["seed"], r["language"], r["test"]): r for r in summary["rows"] if r["group"] == "control"}
-    assert after == before  # the same cells: the same rows, 3x-steps' kept
-    assert len([r for r in summary["rows"] if r["group"] == "control"]) == len(rows)  # none twice
-    assert summary["rows_protocol"]["control"]["by_variant"]["3x-steps"] != \
-        summary["rows_protocol"]["control"]["by_variant"]["3x-wall"]  # each row's variant names its command
-    assert [(d["variant"], d["against"]) for d in summary["differences"] if d["group"] == "control"] == \
-        [("3x-steps", "demo"), ("3x-wall", "demo")]
+    by_page = {}
+    for r in summary["rows"]:
+        if r["group"] == "control":
+            by_page.setdefault(r["page"], []).append(r)
+    assert by_page["results"] == rows  # the curve's rows, 3x-steps' included, untouched
+    assert [{**r, "page": "results"} for r in by_page["equal-time"]] == [r for r in rows if r["variant"] != "3x-steps"]
+    assert [(d["page"], d["variant"], d["against"]) for d in summary["differences"] if d["group"] == "control"] == \
+        [("results", "3x-steps", "demo"), ("results", "3x-wall", "demo"), ("equal-time", "3x-wall", "demo")]
+    assert set(summary["rows_protocol"]) == {"control", "control/equal-time"}
     assert "| 3x-wall | wall of demo |" in (out / "equal-time.md").read_text()
     assert "3x-steps" not in (out / "equal-time.md").read_text() and (out / "equal-time-curve.png").is_file()
     assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 4
+    # the page again: its rows replaced, not added twice
+    assert demo_grid.main(["equal-time", "--variants", "demo", "3x-wall", *common, str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]
     with pytest.raises(SystemExit):
         demo_grid.main(["nope", *common, str(out)])
     assert "has no view 'nope'" in capsys.readouterr().err
