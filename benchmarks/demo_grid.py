@@ -346,7 +346,8 @@ VIEWS = {"selection": selection, "distill-speed": distill_speed, "transfer-size"
 
 def main(argv=None) -> int:
     p = preamble.parser(__doc__)
-    p.add_argument("view", help="a view of the grid's YAML: " + ", ".join(grid.Grid.load(CONFIG).keys["views"])
+    p.add_argument("view", help="a view of --config's YAML (the demo grid's: "
+                   + ", ".join(grid.Grid.load(CONFIG).keys["views"]) + ")"
                    + " (a view's 'kind' names which of " + ", ".join(VIEWS) + " it is; default: its name)")
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--run", type=Path, default=Path("runs/demo-grid"))
