@@ -59,7 +59,7 @@ def test_quick_peer_writes_the_peer_rows(cell, tmp_path):
     assert {r["group"] for r in rows} == {"demo_grid/control"}
     assert all(0 <= r["spacy_silver_f1"] <= 100 and 0 <= r["student_f1"] <= 100 for r in rows)
     md = (results / "peer.md").read_text()
-    assert "| test | teacher F1 | spaCy (silver) F1 |" in md and "## demo_grid/control" in md
+    assert "| test | teacher F1 | spaCy (silver) F1 |" in md and "## demo_grid/control (" in md  # and its machine
 
 
 def test_peers_of_several_grids_share_one_summary(tmp_path):
