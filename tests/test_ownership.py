@@ -32,8 +32,10 @@ from tiny import make_tiny_teacher, tiny_run_config
 
 from xdistil.cli import UsageError, build_parser, main
 
-# the world's student trains 2 steps: its tags are near-tied, so int8 agrees on 96-98 % of words
-INT8 = ("--int8", "--int8-min-agreement", "0.9")
+# the world's student trains 2 steps: its tags are near-tied, so int8 agrees on 96-98 % of words on
+# an AVX-512 CPU and on 60-66 % on an AVX2-only AMD EPYC (onnxruntime's int8 kernels differ); these
+# tests are about what each step owns, not int8 quality (tests/test_export.py checks that)
+INT8 = ("--int8", "--int8-min-agreement", "0.3")
 STAGES = [{"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "unfreeze": False}]
 
 
@@ -384,7 +386,7 @@ def test_cards_of_distill_and_export_name_languages_teacher_and_f1(tmp_path, wor
     assert front["language"] == ["xx"] and front["base_model"] == str(world["a"])
     assert set(front["xdistil"]["dev_f1"]) == {"xx"}  # distill evaluated it
     manifest = json.loads((world["export"] / "export_manifest.json").read_text())
-    assert manifest["int8"]["parity"]["min_tag_agreement"] == 0.9  # --int8-min-agreement reached the check
+    assert manifest["int8"]["parity"]["min_tag_agreement"] == 0.3  # --int8-min-agreement reached the check
     efront, _ = read_card(world["export"])
     assert efront["language"] == ["xx"] and efront["base_model"] == str(world["a"])
     assert efront["xdistil"]["dev_f1"] == front["xdistil"]["dev_f1"]

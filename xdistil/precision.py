@@ -113,6 +113,9 @@ def probe(work: str = "encoder", rounds: int = 3, repeats: int = 2) -> dict:
     ``auto`` takes from it."""
     g = torch.Generator().manual_seed(0)
     module, x = _workload(work, g)
+    if not cpu_has_bf16():  # oneDNN has no bf16 LSTM here (it fails to build one): say so in one line
+        raise ValueError(f"this CPU ({cpu_model() or 'unknown'}) has no native bf16 ({', '.join(CPU_BF16_FLAGS)}): "
+                         "nothing to probe; precision auto takes fp32 here")
     times = {"fp32": [], "bf16": []}
     for p in times:  # warm-up: kernels chosen, memory allocated
         _step_ms(module, x, p, 1)
