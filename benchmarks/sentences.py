@@ -167,8 +167,7 @@ def build(bench: dict, done: dict, prov: dict) -> tuple[dict, dict]:
         pooled[name] = {**verdict(pool(rows, seeds), pool(org, seeds), verdicts[name]["compression"]),
                         "seeds": seeds,
                         "runs_per_group": _runs_per_group(seeds, seconds, groups)}
-    # nothing steers where every sentence group's teacher is too weak: reported, nothing chosen
-    chosen = choose(pooled, steering) or (next(iter(verdicts), None) if steering else None)
+    chosen = choose(pooled, steering, fallback=next(iter(verdicts), None))
     summary = {"chosen": chosen, "compression": verdicts[chosen]["compression"] if chosen else None, "rows": rows}
     details = {
         "format": FORMAT, "org": org, "params": params, "seconds": seconds,
@@ -213,17 +212,17 @@ def differences(done: dict, pooled: dict, groups: list[str]) -> dict:
     return out
 
 
-def choose(pooled: dict, sentence_groups: list[str]) -> str | None:
+def choose(pooled: dict, sentence_groups: list[str], fallback: str | None = None) -> str | None:
     """The pooled variant with the best mean dev retention on sentences, among those at >= 35x
     measured in every sentence-level group with as many seeds there as the most-measured
-    variant (a lucky seed cannot win against a mean of four); None when none qualifies or no
-    group steers."""
+    variant (a lucky seed cannot win against a mean of four); ``fallback`` when none
+    qualifies; None when no group steers (every one a control or under steer_min_teacher_f1)."""
     if not sentence_groups:
         return None
     most = {g: max((v["runs_per_group"].get(g, 0) for v in pooled.values()), default=0) for g in sentence_groups}
     eligible = [n for n, v in pooled.items() if v["compression"] and v["compression"] >= TARGET_COMPRESSION
                 and all(v["runs_per_group"].get(g, 0) == most[g] for g in sentence_groups)]
-    return max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else None
+    return max(eligible, key=lambda n: pooled[n]["dev"]["sentences_avg"]) if eligible else fallback
 
 
 def refresh(config: str | Path | dict, results: Path, command: str | None = None) -> dict:
@@ -246,7 +245,7 @@ def refresh(config: str | Path | dict, results: Path, command: str | None = None
         v.setdefault("runs_per_group", _runs_per_group(v["seeds"], details["seconds"], details["groups"]))
     sentence_groups = [g for g in details["groups"] if not bench["groups"].get(g, {}).get("control")
                        and g not in details.get("not_steering", [])]
-    summary["chosen"] = choose(details["pooled"], sentence_groups) or (summary["chosen"] if sentence_groups else None)
+    summary["chosen"] = choose(details["pooled"], sentence_groups, fallback=summary["chosen"])
     summary["compression"] = details["verdicts"][summary["chosen"]]["compression"] if summary["chosen"] else None
     write_json(results / "summary.json", summary)
     write_json(results / "details.json", details)
