@@ -63,9 +63,16 @@ STAGES = [{"name": "hard", "losses": {"hard": 1.0, "gold": 1.0}, "epochs": 1, "u
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Bitwise comparisons need the same reduction order in the test and its subprocesses."""
+def one_thread(monkeypatch):
+    """Bitwise comparisons need the same reduction order in the test and its subprocesses.
+
+    The CLI sets its own thread count (``xdistil.threads.configure``: ``OMP_NUM_THREADS``,
+    else every usable CPU), so the in-process runs get one thread through the environment,
+    as the killed subprocess does; on an AVX2-only CPU oneDNN's LSTM gives other bits on two
+    threads than on one."""
     n = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
