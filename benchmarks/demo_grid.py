@@ -25,6 +25,7 @@ A view's ``kind`` (default: its name) says which of these it is, so a view ``equ
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -64,8 +65,14 @@ def cells(g: grid.Grid, done: dict, variants: list[str], seeds: list, group: str
             if c is not None:
                 f1 = f1s(c["scores"])
                 out.append({**c, "variant": g.variants[name].get("seed_of") or name, "f1": f1, "teacher_f1": teacher,
-                            "teacher_scores": entry["teacher"], "retention": {t: f1[t]["avg"] / teacher[t]["avg"] for t in f1}})
+                            "teacher_scores": entry["teacher"], "retention": {t: ratio(f1[t]["avg"], teacher[t]["avg"]) for t in f1}})
     return out
+
+
+def ratio(student: float, teacher: float) -> float:
+    """Retention, student / teacher F1; NaN where the teacher finds nothing (--quick's tiny one):
+    undefined, not a division error."""
+    return student / teacher if teacher else math.nan
 
 
 def spread(xs: list[float]) -> str:

@@ -6,6 +6,7 @@ distilled once, and the grid's variant keys (every_stage, steps_of, wall_of) cha
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -143,6 +144,16 @@ def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
         for name, seed, f1 in (("preset", 13, 72.0), ("preset-s2", 14, 76.0))}}}
     got = demo_grid.cells(g, done, ["preset", "preset-s2"], [None], "in")
     assert [(c["variant"], c["seed"], c["retention"]["test"]) for c in got] == [("preset", 13, 0.9), ("preset", 14, 0.95)]
+    # a teacher that finds nothing (--quick's tiny one): retention undefined, not a division error
+    done["in"]["teacher"]["lv:newsner/lv/test"]["f1"] = 0.0
+    assert all(math.isnan(c["retention"]["test"]) for c in demo_grid.cells(g, done, ["preset"], [None], "in"))
+    # the step-budget page: each seed of more-text-steps takes the optimizer steps of the preset's same seed
+    steps = g.keys["views"]["in-domain-steps"]
+    assert steps["kind"] == "transfer-size" and steps["page"] not in ("results", view["page"])
+    pairs = {(g.variants[n].get("distill", {}).get("seed"), g.budget(n)) for n in steps["variants"]
+             if g.variants[n].get("seed_of", n) == "more-text-steps"}
+    assert pairs == {(None, ("steps", "preset")), (14, ("steps", "preset-s2")), (15, ("steps", "preset-s3"))}
+    assert {g.variants[of].get("distill", {}).get("seed") for _, (_, of) in pairs} == {None, 14, 15}
 
 
 def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
