@@ -148,12 +148,12 @@ def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
     done["in"]["teacher"]["lv:newsner/lv/test"]["f1"] = 0.0
     assert all(math.isnan(c["retention"]["test"]) for c in demo_grid.cells(g, done, ["preset"], [None], "in"))
     # the step-budget page: each seed of more-text-steps takes the optimizer steps of the preset's same seed
-    steps = g.keys["views"]["in-domain-steps"]
+    steps = g.keys["views"]["in-domain-budgets"]
     assert steps["kind"] == "transfer-size" and steps["page"] not in ("results", view["page"])
-    pairs = {(g.variants[n].get("distill", {}).get("seed"), g.budget(n)) for n in steps["variants"]
-             if g.variants[n].get("seed_of", n) == "more-text-steps"}
-    assert pairs == {(None, ("steps", "preset")), (14, ("steps", "preset-s2")), (15, ("steps", "preset-s3"))}
-    assert {g.variants[of].get("distill", {}).get("seed") for _, (_, of) in pairs} == {None, 14, 15}
+    for lever, budget in (("more-text-steps", "steps"), ("more-text-wall", "wall")):
+        pairs = {(g.variants[n].get("distill", {}).get("seed"), g.budget(n)) for n in steps["variants"]
+                 if g.variants[n].get("seed_of", n) == lever}
+        assert pairs == {(None, (budget, "preset")), (14, (budget, "preset-s2")), (15, (budget, "preset-s3"))}
 
 
 def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
