@@ -9,7 +9,9 @@ transfer-set curves and fp32 against bf16.
         [--variants ...] [--seeds ...] [--run runs/demo-grid] [--quick] [-q]
 
 Another grid's views run the same way (``--config``): sentences-fair.yaml's ``transfer-size``
-puts the in-domain group's points beside the control's (its own page, ``in-domain.md``).
+puts the in-domain group's points beside the control's (its own page, ``in-domain.md``), and
+its ``in-domain-budgets`` the same group's text at the preset's optimizer steps
+(``in-domain-budgets.md``).
 
 The variants, seeds and views are data: ``benchmarks/configs/demo_grid.yaml``, run by the grid
 runner (`benchmarks.grid`), so a cell shared by two views (the recipe itself) is distilled once.

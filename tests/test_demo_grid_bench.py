@@ -151,7 +151,7 @@ def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
     steps = g.keys["views"]["in-domain-budgets"]
     assert steps["kind"] == "transfer-size" and steps["page"] not in ("results", view["page"])
     for lever, budget in (("more-text-steps", "steps"), ("more-text-wall", "wall")):
-        pairs = {(g.variants[n].get("distill", {}).get("seed"), g.budget(n)) for n in steps["variants"]
+        pairs = {(g.variants[n].get("distill", {}).get("seed"), g.budget(n)) for n in g.variants
                  if g.variants[n].get("seed_of", n) == lever}
         assert pairs == {(None, (budget, "preset")), (14, (budget, "preset-s2")), (15, (budget, "preset-s3"))}
 
