@@ -372,7 +372,11 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                 other = entry["variants"].get(cell_name(of, seed))
                 if other is None:
                     raise ValueError(f"variant {name!r} takes its {budget} budget from {of!r}: run that too")
-                scale = budget_scale(name, budget, other, read_transfer_manifest(got.transfer))
+                theirs = outputs(gdir / cell_name(of, seed)).transfer
+                other = {**other, "trained_rows": trained_rows(read_transfer_manifest(theirs),
+                                                               grid.config(g, of, seed, quick_over))}
+                manifest = read_transfer_manifest(got.transfer)
+                scale = budget_scale(name, budget, other, manifest, trained_rows(manifest, cfg))
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
                 got = runner.run(only=("distill",))  # the teacher and transfer set as just built
             else:
@@ -428,14 +432,35 @@ def label_seconds(manifest: dict) -> float | None:
     return round(sum(per_language(manifest).values()) / rate, 1) if rate else None
 
 
-def budget_scale(name: str, budget: str, other: dict, manifest: dict) -> float:
+def trained_rows(manifest: dict, cfg: RunConfig) -> int:
+    """The rows a student of ``cfg`` trains on an epoch of the transfer set ``manifest``: its
+    labeled, transfer and augmented rows, less the transfer sentences that selection on the
+    teacher's tags holds out (``xdistil.data.transfer.selection_rows``: ``select_size`` shared
+    by the languages, at most a quarter of a language's). The augmented variants of held-out
+    sentences, also left out of training, are counted: a few in a thousand rows."""
+    from xdistil.data.transfer import SELECTION_SHARE
+    from xdistil.stages import select_signal
+
+    counts = manifest["counts"]
+    total = sum(c.get("labeled", 0) + c.get("transfer", 0) + c.get("augmented", 0) for c in counts.values())
+    if any(select_signal(cfg, s) == "teacher" for s in cfg.distill.resolved_stages()):
+        with_transfer = [c["transfer"] for c in counts.values() if c.get("transfer")]
+        share = math.ceil(cfg.distill.select_size / max(len(with_transfer), 1))
+        total -= sum(min(share, int(n * SELECTION_SHARE)) for n in with_transfer)
+    return total
+
+
+def budget_scale(name: str, budget: str, other: dict, manifest: dict, rows: int) -> float:
     """The factor on every stage's epochs that gives variant ``name`` (its transfer set's
-    ``manifest``) the ``other`` cell's budget: its optimizer steps (``steps``: the epochs times
+    ``manifest``, ``rows`` trained on an epoch: `trained_rows`) the ``other`` cell's budget
+    (its ``trained_rows`` beside its record): its optimizer steps (``steps``: the epochs times
     rows / rows), or its labeling + distillation seconds (``wall``: the seconds left after this
-    transfer set's own labeling, at the other's distillation rows a second)."""
-    rows = sum(per_language(manifest).values())
+    transfer set's own labeling, at the other's distillation rows a second).
+
+    The cells of the committed step- and wall-budget pages before this counted transfer rows
+    only (no labeled rows, no selection slice): they took about 0.9 of the other's steps."""
     if budget == "steps":
-        return other["transfer_rows"] / rows
+        return other["trained_rows"] / rows
     label_s = label_seconds(manifest)
     if label_s is None or other["label_s"] is None:
         raise ValueError(f"variant {name!r}: a wall budget needs the labeling seconds of both transfer sets")
@@ -443,7 +468,7 @@ def budget_scale(name: str, budget: str, other: dict, manifest: dict) -> float:
     if label_s >= total:
         raise ValueError(f"variant {name!r}: labeling its transfer set alone takes {label_s:.0f} s, "
                          f"the whole budget is {total:.0f} s")
-    return (total - label_s) / other["distill_s"] * other["transfer_rows"] / rows
+    return (total - label_s) / other["distill_s"] * other["trained_rows"] / rows
 
 
 def per_language(transfer: Path | dict) -> dict[str, int]:

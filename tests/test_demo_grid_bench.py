@@ -16,6 +16,7 @@ if str(REPO) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
     sys.path.insert(0, str(REPO))
 
 from benchmarks import demo_grid, grid  # noqa: E402
+from xdistil.config import RunConfig, apply_overrides, from_dict, to_dict  # noqa: E402
 
 
 def test_every_variant_changes_what_it_says_and_nothing_else():
@@ -47,18 +48,33 @@ def test_every_variant_changes_what_it_says_and_nothing_else():
 
 
 def test_a_budget_taken_from_another_variant_scales_the_epochs():
-    other = {"transfer_rows": 9000, "label_s": 60.0, "distill_s": 240.0}  # 300 s in all
+    other = {"trained_rows": 9000, "label_s": 60.0, "distill_s": 240.0}  # 300 s in all
     manifest = {"counts": {"de": {"transfer": 9000}, "ar": {"transfer": 6000, "augmented": 3000}},
                 "throughput": {"label_sentences_per_s": 200.0}}  # 18,000 rows: 90 s of labeling
     assert grid.label_seconds(manifest) == 90.0
-    assert grid.budget_scale("x", "steps", other, manifest) == 0.5  # half the passes over twice the rows
+    assert grid.budget_scale("x", "steps", other, manifest, 18_000) == 0.5  # half the passes over twice the rows
     # 210 s left for distillation, at the other's 37.5 rows a second: 7,875 rows, 0.4375 of 18,000
-    assert grid.budget_scale("x", "wall", other, manifest) == pytest.approx(0.4375)
+    assert grid.budget_scale("x", "wall", other, manifest, 18_000) == pytest.approx(0.4375)
     slow = {**manifest, "throughput": {"label_sentences_per_s": 50.0}}  # 360 s of labeling > 300
     with pytest.raises(ValueError, match="alone takes 360 s, the whole budget is 300 s"):
-        grid.budget_scale("x", "wall", other, slow)
+        grid.budget_scale("x", "wall", other, slow, 18_000)
     with pytest.raises(ValueError, match="needs the labeling seconds"):
-        grid.budget_scale("x", "wall", {**other, "label_s": None}, manifest)
+        grid.budget_scale("x", "wall", {**other, "label_s": None}, manifest, 18_000)
+
+
+def test_the_rows_trained_on_count_gold_rows_and_leave_out_the_selection_slice():
+    """The in-domain preset's cell: 900 labeled + 3,000 transfer rows in each of 6 languages, 1,800
+    held out for selection: 21,600 rows an epoch, 338 steps at batch 64 (as its distillation took)."""
+    g = grid.Grid.load(REPO / "benchmarks/configs/sentences-fair.yaml")
+    cfg = g.config("in", "preset")
+    six = {lang: {"labeled": 900, "val": 100, "transfer": 3000} for lang in ("lv", "no", "da", "hr", "sk", "sv")}
+    assert grid.trained_rows({"counts": six}, cfg) == 21_600
+    # a language with few transfer sentences gives at most a quarter of them; the others their share
+    few = {**six, "sv": {"labeled": 900, "transfer": 400}}
+    assert grid.trained_rows({"counts": few}, cfg) == 5 * 900 + 900 + 5 * 2700 + 300
+    # selection on gold holds nothing out
+    gold = from_dict(RunConfig, apply_overrides(to_dict(cfg), {"distill": {"select": "gold"}}))
+    assert grid.trained_rows({"counts": six}, gold) == 23_400
 
 
 def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, capsys):
