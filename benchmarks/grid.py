@@ -435,18 +435,18 @@ def label_seconds(manifest: dict) -> float | None:
 def trained_rows(manifest: dict, cfg: RunConfig) -> int:
     """The rows a student of ``cfg`` trains on an epoch of the transfer set ``manifest``: its
     labeled, transfer and augmented rows, less the transfer sentences that selection on the
-    teacher's tags holds out (``xdistil.data.transfer.selection_rows``: ``select_size`` shared
-    by the languages, at most a quarter of a language's). The augmented variants of held-out
-    sentences, also left out of training, are counted: a few in a thousand rows."""
-    from xdistil.data.transfer import SELECTION_SHARE
+    teacher's tags holds out (drawn by ``xdistil.data.transfer.selection_rows``, as distillation
+    draws them). The augmented variants of held-out sentences, also left out of training, are
+    counted: a few in a thousand rows."""
+    from xdistil.data.transfer import selection_rows
     from xdistil.stages import select_signal
 
     counts = manifest["counts"]
     total = sum(c.get("labeled", 0) + c.get("transfer", 0) + c.get("augmented", 0) for c in counts.values())
     if any(select_signal(cfg, s) == "teacher" for s in cfg.distill.resolved_stages()):
-        with_transfer = [c["transfer"] for c in counts.values() if c.get("transfer")]
-        share = math.ceil(cfg.distill.select_size / max(len(with_transfer), 1))
-        total -= sum(min(share, int(n * SELECTION_SHARE)) for n in with_transfer)
+        held = selection_rows({lang: range(c["transfer"]) for lang, c in counts.items() if c.get("transfer")},
+                              cfg.distill.select_size)
+        total -= sum(map(len, held.values()))
     return total
 
 
