@@ -243,7 +243,39 @@ def test_fingerprints_follow_the_selection_fields(tmp_path):
     old = fingerprints.distill_fields(DistillConfig(select="gold", keep_margin=0))
     assert not set(old) & set(fingerprints.SELECTION_FIELDS)
     assert set(old) == set(to_dict(DistillConfig())) - {"stages", *fingerprints.NOT_OUTPUT,
-                                                        *fingerprints.SELECTION_FIELDS}
+                                                        *fingerprints.SELECTION_FIELDS, "precision"}
+
+
+def test_distill_precision_sets_the_students_alone(tmp_path):
+    """distill.precision: the students train in it, the teacher and labeling keep the run's; a
+    stage's fingerprint holds the precision it trains in, so bf16 set either way is one student."""
+    from xdistil.config import RunConfig, from_dict
+    from xdistil.run import fingerprints
+    from xdistil.stages import student_precision
+
+    (tmp_path / "transfer").mkdir()
+    (tmp_path / "teacher").mkdir()
+
+    def run(**top):
+        return from_dict(RunConfig, {"data": {"languages": ["xx"]}, **top,
+                                     "distill": {"stages": "hard,soft", **top.pop("distill", {})}})
+
+    def stage_digests(cfg):
+        return [fp["digest"] for fp in fingerprints.stages(cfg, cfg.distill.resolved_stages(), tmp_path / "transfer",
+                                                           [tmp_path / "teacher"])]
+
+    fp32, student_bf16, all_bf16 = run(precision="fp32"), run(precision="fp32", distill={"precision": "bf16"}), \
+        run(precision="bf16")
+    assert [student_precision(c) for c in (fp32, student_bf16, all_bf16)] == ["fp32", "bf16", "bf16"]
+    assert stage_digests(student_bf16) != stage_digests(fp32)
+    assert stage_digests(student_bf16) == stage_digests(all_bf16)
+    # the teacher's and the transfer set's fingerprints do not see it
+    assert fingerprints.teacher(student_bf16, checkpoint=True) == fingerprints.teacher(fp32, checkpoint=True)
+    assert fingerprints.label(student_bf16, [tmp_path / "teacher"]) == fingerprints.label(fp32, [tmp_path / "teacher"])
+    # unset, the distill step's fingerprint is the one made before the field existed
+    assert "precision" not in fingerprints.distill_fields(fp32.distill)
+    with pytest.raises(ConfigError, match="precision"):
+        run(distill={"precision": "int8"})
 
 
 def test_distill_help_shows_the_fields(capsys):

@@ -476,6 +476,10 @@ class DistillConfig:
     """A stage (and each unfreezing phase) keeps its own best weights unless the weights it started
     from score more than this many F1 points higher on the selection slice; 0: as before (the
     starting weights win ties and every epoch not above them counts against patience)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = None
+    """The precision the students train in, where it differs from the run's ``precision`` (the
+    default, None: the run's): e.g. a teacher fine-tuned and labeled in fp32 and a BiLSTM distilled
+    in bf16, which an AVX-512 BF16 CPU may run faster than the teacher's encoder layers."""
 
     def __post_init__(self):
         _positive(self, "eval_batch_size", "max_steps_per_epoch", "select_size")

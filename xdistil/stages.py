@@ -318,8 +318,9 @@ def student_precision(cfg) -> str:
     fp32 under ``auto`` until issue 23 measured bf16 at full size on 2 CPU cores
     (benchmarks/results/sentences, variant bf16): 1.3x faster distillation and the same
     retention (out of domain 83.9 / 78.6 % dev / test against 82.6 / 77.0 %, WikiANN control
-    90.9 % against 90.2 %). ``precision: fp32`` reproduces the results made before."""
-    return getattr(cfg, "precision", "fp32")
+    90.9 % against 90.2 %). ``precision: fp32`` reproduces the results made before;
+    ``distill.precision`` sets the students' alone (the teacher and labeling keep the run's)."""
+    return getattr(getattr(cfg, "distill", None), "precision", None) or getattr(cfg, "precision", "fp32")
 
 
 def _reusable(dirs: list[Path], fps: list[dict]) -> int:

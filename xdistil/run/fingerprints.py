@@ -99,7 +99,7 @@ def stage_fields(spec: StageSpec) -> dict:
 # Distillation keys added later, likewise: at the values that select as before (the gold
 # slice, the starting weights winning ties) they are left out; select_size only matters under
 # select teacher (as a lever that is off, `transfer_fields`).
-_DISTILL_SINCE = {"select": "gold", "keep_margin": 0.0}
+_DISTILL_SINCE = {"select": "gold", "keep_margin": 0.0, "precision": None}
 SELECTION_FIELDS = ("select", "select_size", "keep_margin")
 """The distillation settings that decide which weights a stage keeps (every stage's fingerprint)."""
 
@@ -193,7 +193,7 @@ def stages(cfg: RunConfig, specs: list[StageSpec], transfer_dir: str | Path, tea
     selection = {k: v for k, v in distill_fields(cfg.distill).items() if k in SELECTION_FIELDS}
     common = {"student": student_fields(cfg.student), "seed": cfg.distill.seed, "weighting": cfg.distill.teacher_weighting,
               "teachers": cfg.distill.teachers, "max_steps_per_epoch": cfg.distill.max_steps_per_epoch,
-              "languages": lang["languages"], "precision": _precision(cfg), **selection,
+              "languages": lang["languages"], "precision": cfg.distill.precision or _precision(cfg), **selection,
               **({"transfer_languages": lang["transfer_languages"]} if "transfer_languages" in lang else {})}
     inputs = {"transfer": transfer_input(transfer_dir),
               **{f"teacher{k}": digests.folder_digest(p) for k, p in enumerate(teacher_paths)}, **_init_from(cfg)}
