@@ -109,6 +109,28 @@ def test_fit_length_early_stopping_and_restore_best():
         assert torch.equal(v, start[k])
 
 
+def test_fit_seconds_hold_every_selection_the_starting_score_included(monkeypatch):
+    """select_seconds is a share of seconds (benchmarks divide one by the other): the starting
+    weights' score, before the first epoch, counts in both."""
+    import time
+
+    from xdistil.fit import fit
+
+    job, calls = _toy_job(scores=[1.0, 0.2, 0.1], epochs=2, select_start=True)
+    inner = job.select
+
+    def slow_start():  # the start's score takes 0.3 s, the epochs' nothing to speak of
+        if calls["select"] == 0:
+            time.sleep(0.3)
+        return inner()
+
+    job.select = slow_start
+    state = fit(job, _acc(), progress=False)
+    assert calls["select"] == 3
+    assert state.select_seconds >= 0.3
+    assert state.seconds >= state.select_seconds
+
+
 def test_fit_resume_is_exact(tmp_path):
     from xdistil.fit import STATE, fit
 

@@ -30,6 +30,13 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n\n")
     assert {"avx512_bf16", "amx_tile", "sse2"} <= P.cpu_flags(info)
     assert P.cpu_flags(tmp_path / "missing") == set()
+    # what a figure's provenance names beside the CPU: the flags that pick its kernels
+    from xdistil import cpuinfo, provenance
+
+    assert cpuinfo.vector_flags(info) == ["avx512f", "avx512_bf16"]  # amx_tile is not amx_bf16
+    assert cpuinfo.cpu_model(info) == "Some CPU" and cpuinfo.cpu_model(tmp_path / "missing") == ""
+    here = provenance.machine()
+    assert here["vector_flags"] == cpuinfo.vector_flags() and set(here["vector_flags"]) <= set(cpuinfo.VECTOR_FLAGS)
 
 
 @pytest.fixture
@@ -92,6 +99,11 @@ def test_calibration_is_cached_per_work_and_machine(monkeypatch, calibration, tm
     assert record["asked"] == "auto" and record["resolved"] == "bf16"
     assert record["calibration"]["bf16_speedup"] == 1.4 and "threads" in record["calibration"]["key"]
     assert P.choice_record("fp32", "cpu") == {"asked": "fp32", "resolved": "fp32"}
+    # so is a CPU of the same name with other vector flags (an AVX2-only and an AVX-512 "AMD EPYC")
+    n = len(calibration.calls)
+    monkeypatch.setattr(P, "vector_flags", lambda: ["a-flag-no-cpu-has"])
+    P.resolve("auto", "cpu", "encoder")
+    assert calibration.calls[n:] == ["encoder"]
 
 
 def test_the_real_probe_times_both_precisions_and_checks_accumulation():

@@ -150,9 +150,10 @@ class FitState:
     tokens: int = 0
     """Tokens trained on, over all processes and every invocation."""
     seconds: float = 0.0
-    """Training time over every invocation (the epochs' selection evaluations included)."""
+    """Training time over every invocation, every selection evaluation included (the epochs' and the
+    starting weights' score before the first epoch)."""
     select_seconds: float = 0.0
-    """Of which (plus the starting weights' score, before the first epoch) selection evaluations."""
+    """Of which selection evaluations."""
     history: list[dict] = field(default_factory=list)
     fingerprint: dict | None = None
 
@@ -423,6 +424,7 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             t_sel = time.time()
             score, extra_log = job.select()
             state.select_seconds += time.time() - t_sel
+            state.seconds += time.time() - t_sel  # a fit's seconds hold every selection it ran
             # the start competes ``start_margin`` below its score (Job.start_margin)
             state.start_score, state.best_score, state.best_epoch = score, score - job.start_margin, 0
             best = _weights(module, accelerator, model, job.state_keys)

@@ -6,7 +6,7 @@ runs on a device. On a CPU, ``auto`` is *measured, not assumed*: where the CPU c
 natively (AVX512-BF16 or AMX) a short calibration (`calibrate`, about a second) times one
 forward + backward pass of the work at hand -- an encoder layer for teachers, a BiLSTM for
 students -- in fp32 and in bf16, and bf16 is chosen only where it is at least `MIN_SPEEDUP`
-faster. The result is cached per machine (CPU model, torch version, threads) in
+faster. The result is cached per machine (CPU model and vector flags, torch version, threads) in
 ``$XDISTIL_CACHE/precision.json`` (else ``~/.cache/xdistil``) and recorded in the step's
 provenance (`choice_record`). Why: on an AMD EPYC bf16 fine-tuned the demo teacher 1.5x faster
 than fp32, on an Intel Xeon with the same flags 1.27x *slower* (benchmarks/results/precision).
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from xdistil.cpuinfo import cpu_flags, cpu_model, vector_flags
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # /proc/cpuinfo flags of native bf16 arithmetic: AVX-512 BF16 dot products, AMX tiles
@@ -41,32 +43,9 @@ WORKS = ("encoder", "bilstm")
 """What `calibrate` times: a Transformer encoder layer (teachers, Transformer students) or a BiLSTM."""
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):  # x86 / ARM
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (otherwise bf16 is emulated, and slower than fp32)."""
     return any(f in cpu_flags() for f in CPU_BF16_FLAGS)
-
-
-def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's name as /proc/cpuinfo gives it ("" where there is none)."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def cache_file() -> Path:
@@ -76,7 +55,9 @@ def cache_file() -> Path:
 
 
 def _key(work: str) -> str:
-    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {work}"
+    # the flags too: one CPU name covers AVX2-only and AVX-512 BF16 machines
+    return (f"{cpu_model()} ({' '.join(vector_flags()) or 'no vector flags'}) | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | {work}")
 
 
 def _workload(work: str, generator: torch.Generator):
@@ -138,7 +119,7 @@ def probe(work: str = "encoder", rounds: int = 3, repeats: int = 2) -> dict:
 
 
 def calibrate(work: str = "encoder", refresh: bool = False) -> dict:
-    """The cached `probe` of ``work`` on this machine (CPU model, torch, threads), measured at
+    """The cached `probe` of ``work`` on this machine (CPU model and flags, torch, threads), measured at
     first use. A cache that cannot be read or written costs a new measurement, not an error."""
     path, key = cache_file(), _key(work)
     try:

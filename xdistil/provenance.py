@@ -22,19 +22,15 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from xdistil import cpuinfo
+
 # Libraries whose versions change the figures (kernels, graph optimisations, tokenizers).
 LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "onnxruntime", "onnx", "tokenizers", "numpy")
 
 
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo.cpu_model() or platform.processor() or platform.machine()
 
 
 def usable_cpus() -> int:
@@ -48,14 +44,15 @@ def load_average() -> list[float] | None:
 
 
 def machine(threads: int | None = None) -> dict:
-    """CPU model, core counts and the intra-op thread count the figures were measured with.
+    """CPU model, its vector flags (`xdistil.cpuinfo.VECTOR_FLAGS`: one name covers CPUs with
+    other kernels), core counts and the intra-op thread count the figures were measured with.
 
     ``threads`` defaults to torch's current thread count when torch is already imported.
     """
     if threads is None and "torch" in sys.modules:
         threads = sys.modules["torch"].get_num_threads()
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(), "threads": threads,
-            "platform": platform.platform()}
+    return {"cpu": cpu_model(), "vector_flags": cpuinfo.vector_flags(), "logical_cpus": os.cpu_count(),
+            "usable_cpus": usable_cpus(), "threads": threads, "platform": platform.platform()}
 
 
 def versions() -> dict:
