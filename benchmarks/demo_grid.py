@@ -35,6 +35,7 @@ from pathlib import Path
 from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import grid, preamble
+from xdistil.provenance import cpu_name
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_grid.yaml"
 
@@ -95,7 +96,7 @@ def selection(rows: list[dict], out: Path, command: str, machine: dict) -> str:
     update_summary(out / "summary.json", {"selection": items, "selection_protocol": {
         "teacher_f1": teacher, "slices": {"dev": [0, 500], "test": [500, 1000]}, "machine": machine,
         "command": command}})
-    lines = [f"# Model selection over seeds (the demo recipe, {cpu(machine)}, {machine['threads']} threads)", "",
+    lines = [f"# Model selection over seeds (the demo recipe, {cpu_name(machine)}, {machine['threads']} threads)", "",
              f"Command: `{command}`", "", _teacher_line(teacher), "",
              "| method | seed | last stage: epochs run, weights kept | dev retention | test retention | training s |",
              "|---|---:|---|---:|---:|---:|"]
@@ -143,7 +144,7 @@ def distill_speed(rows: list[dict], out: Path, command: str, machine: dict) -> s
                                              for t in ("dev", "test")}
     write_json(out / "summary.json", {"variants": variants, "teacher_f1": rows[0]["teacher_f1"] if rows else {},
                                       "machine": machine, "command": command})
-    lines = [f"# Distillation throughput ({cpu(machine)}, {machine['threads']} threads)", "", f"Command: `{command}`",
+    lines = [f"# Distillation throughput ({cpu_name(machine)}, {machine['threads']} threads)", "", f"Command: `{command}`",
              "", "| variant | seeds | sentences/s (fit) | without selection | selection share | fit s | "
              "dev retention (by seed) | test retention (by seed) | test: points vs the first [95 % CI] |",
              "|---|---|---:|---:|---:|---:|---|---|---:|"]
@@ -208,7 +209,7 @@ def transfer_size(rows: list[dict], out: Path, command: str, machine: dict, g: g
         for p in points[1:]]})
     prefix = "" if page == "results" else f"{page}-"
     _plot(points, out, prefix)
-    lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({cpu(machine)}, "
+    lines = [f"# Transfer-set size: retention against distinct teacher-labeled sentences ({cpu_name(machine)}, "
              f"{machine['threads']} threads)", "", f"Command: `{command}`", "",
              _teacher_line(rows[0]["teacher_f1"]) if group == "control" else _group_line(rows[0], group), "",
              "| variant | budget | transfer sentences a language | seeds | dev retention (spread) | "
@@ -261,7 +262,7 @@ def difference(rows: list[dict], a: str, b: str, test: str) -> dict:
 
 
 def precision(rows: list[dict], out: Path, command: str, machine: dict) -> str:
-    lines = [f"# fp32 against bf16, the demo recipe ({cpu(machine)}, {machine['threads']} threads)", "",
+    lines = [f"# fp32 against bf16, the demo recipe ({cpu_name(machine)}, {machine['threads']} threads)", "",
              f"Command: `{command}`", "", "| variant | seed | dev retention | test retention | distillation s |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['variant']} | {r['seed']} | {100 * r['retention']['dev']:.1f} % | "
@@ -328,13 +329,6 @@ def _group_line(row: dict, group: str) -> str:
             "control: the student's F1 averaged over the languages / the teacher's, every test counted (the sentence "
             "benchmark's pages average each test's ratio and leave out tests with too few gold entities, so their "
             "figures differ by tenths of a point).")
-
-
-def cpu(machine: dict) -> str:
-    """The CPU a page's figures came from: its name and, where recorded, its vector flags (one
-    name covers CPUs with other kernels: an AVX2-only and an AVX-512 BF16 AMD EPYC)."""
-    flags = machine.get("vector_flags")
-    return f"{machine['cpu']}, {' '.join(flags) or 'no AVX2'}" if flags is not None else machine["cpu"]
 
 
 def _read(path: Path) -> dict:

@@ -38,6 +38,7 @@ from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import demo_grid, grid, preamble
 from benchmarks.runtime import DE_DEV, LATENCY_TEXT, _cold, _row, read_words
+from xdistil.provenance import cpu_name
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "frontier.yaml"
 RESULTS = Path(__file__).resolve().parent / "results" / "frontier"
@@ -192,7 +193,7 @@ def summarise(g: grid.Grid, state: dict, measured: dict, seeds: list[int], machi
 
 def markdown(s: dict) -> str:
     m = s["machine"]
-    lines = [f"# The deployment frontier ({m['cpu']}, {m['threads']} cores)", "", f"Command: `{s['command']}`", "",
+    lines = [f"# The deployment frontier ({cpu_name(m)}, {m['threads']} cores)", "", f"Command: `{s['command']}`", "",
              *table(s)]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(s)]
     if s.get("batch1_before_after"):
@@ -304,7 +305,7 @@ def plot(s: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("int8 words/s, word lists, batch 32, 2 threads (log)")
     ax.set_ylabel("retention of the teacher's dev F1 (%)")
-    ax.set_title(f"Students of the demo recipe ({s['machine']['cpu']})", fontsize=9)
+    ax.set_title(f"Students of the demo recipe ({cpu_name(s['machine'])})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,6 +32,7 @@ from pathlib import Path
 from xdistil_export.atomic import write_text
 
 from benchmarks import preamble, timing
+from xdistil.provenance import cpu_name
 from xdistil.report import Heading, Para, Table, to_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer-size"
@@ -138,7 +139,7 @@ def markdown(rows: list[dict], protocol: dict) -> str:
               f"{100 * r['tag_agreement']:.2f} %", ", ".join(f"{k} {v:.1e}" for k, v in r["hidden_rel_err"].items()),
               f"{r['max_abs_logit_diff']:.2e}"] for r in rows]
     return to_markdown([
-        Heading(1, f"Labeling engines on {m['cpu']} ({m['threads']} threads)"),
+        Heading(1, f"Labeling engines on {cpu_name(m)} ({m['threads']} threads)"),
         Para(f"{protocol['date']}: {protocol['sentences']} transfer sentences ({rows[0]['words']} words) of "
              f"`{protocol['transfer_config']}` labeled by `{protocol['teacher']}` as `xdistil label` does (chunks of "
              f"{protocol['chunk_size']}, batches of {protocol['batch_size']}, hidden layers {protocol['layers']}), "

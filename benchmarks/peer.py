@@ -33,6 +33,7 @@ from pathlib import Path
 from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import demo_grid, grid, preamble
+from xdistil.provenance import cpu_name
 
 
 def iob2(tags: list[str]) -> list[str]:
@@ -141,7 +142,7 @@ def page(rows: list[dict], protocols: dict) -> str:
         mine = [r for r in rows if r["group"] == key]
         ahead = [r for r in mine if r["student_f1"] > r["spacy_silver_f1"]]
         m = pr.get("machine") or {}
-        where = f" ({m['cpu']}, {m['threads']} threads)" if m else ""
+        where = f" ({cpu_name(m)}, {m['threads']} threads)" if m else ""
         lines += [f"## {key}{where}", "", f"Command: `{pr['command']}`", "",
                   f"spaCy {pr['spacy']}, blank `xx`, `ner` only, `--optimize efficiency`, trained on "
                   f"{pr['train_sentences']:,} sentences (the transfer set with the teacher's tags, plus the gold "

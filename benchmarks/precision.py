@@ -22,6 +22,7 @@ from pathlib import Path
 from xdistil_export.atomic import write_json, write_text
 
 from benchmarks import preamble
+from xdistil.provenance import cpu_name
 
 LANGS = ("de", "ar", "hi")
 RESULTS = Path(__file__).resolve().parent / "results" / "precision"
@@ -66,7 +67,7 @@ def findings(summary: dict) -> str:
 
 def markdown(summary: dict) -> str:
     rows = summary["teachers"]
-    lines = [f"# bf16 against fp32 on {summary['machine']['cpu']} ({summary['machine']['threads']} threads)", "",
+    lines = [f"# bf16 against fp32 on {cpu_name(summary['machine'])} ({summary['machine']['threads']} threads)", "",
              "The demo teacher (e5-small, 1,000 labeled sentences a language), dev F1 on 500 sentences a "
              "language. Seconds include loading and were taken while other jobs shared the 2 cores: they are "
              "not a speed comparison (the probe below is, side by side in one process).", "",

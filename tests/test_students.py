@@ -108,6 +108,28 @@ def test_bilstm_sentence_alone_equals_sentence_in_padded_batch():
         torch.testing.assert_close(alone, batched[b, :n], atol=1e-6, rtol=1e-5)
 
 
+def test_bilstm_locked_dropout_shares_one_mask_over_a_sentences_positions():
+    x = torch.ones(4, 9, 6)
+    locked, plain = small_bilstm(locked_dropout=True, dropout=0.5).train(), small_bilstm(dropout=0.5).train()
+    torch.manual_seed(1)
+    y = locked.drop(x)
+    assert set(y.unique().tolist()) <= {0.0, 2.0} and 0 < (y == 0).float().mean() < 1  # rate 0.5, rescaled
+    assert torch.equal(y, y[:, :1].expand_as(y))  # every position of a sentence has its mask
+    assert not torch.equal(y[0], y[1])  # sentences have their own (2^-54 odds of a false alarm)
+    z = locked.drop(x, 0.0)
+    assert torch.equal(z, x)
+    torch.manual_seed(1)
+    e = plain.drop(x)  # off, an element mask, the very numbers nn.Dropout draws
+    torch.manual_seed(1)
+    assert torch.equal(e, torch.nn.Dropout(0.5)(x)) and not torch.equal(e, e[:, :1].expand_as(e))
+    assert torch.equal(locked.eval().drop(x), x)  # off while tagging
+    # the whole model trains with it (the dropout between two layers too)
+    model = small_bilstm(locked_dropout=True, num_layers=2).train()
+    ids, am = random_batch()
+    model(ids, am, am).logits.sum().backward()
+    assert model.lstm.weight_ih_l1.grad is not None
+
+
 def test_bilstm_per_direction_calls_match_the_packed_lstm_values_and_gradients():
     """The fast path (one oneDNN call per direction and layer, reversed within each length)
     computes what the packed nn.LSTM computes, gradients included (dropout off)."""

@@ -428,6 +428,10 @@ class StudentConfig:
     residual: bool = False
     """cnn: every dilated convolution adds its input to its output, so a block applied
     num_layers times still trains (xdistil/students/cnn.py)."""
+    locked_dropout: bool = False
+    """bilstm: one dropout mask per sentence and feature, shared by all its positions (variational
+    / locked dropout), instead of one per element: the same rate, T times fewer random draws,
+    which on a CPU cost about a tenth of a fit (xdistil/students/bilstm.py, ``drop``)."""
 
     def __post_init__(self):
         if self.max_vocab is not None and self.max_vocab < 1:

@@ -33,6 +33,13 @@ def cpu_model() -> str:
     return cpuinfo.cpu_model() or platform.processor() or platform.machine()
 
 
+def cpu_name(machine_record: dict) -> str:
+    """A `machine` record's CPU as pages name it: the model and, where recorded, its vector flags
+    (one name covers CPUs with other kernels: an AVX2-only and an AVX-512 BF16 AMD EPYC)."""
+    flags = machine_record.get("vector_flags")
+    return machine_record["cpu"] if flags is None else f"{machine_record['cpu']}, {' '.join(flags) or 'no AVX2'}"
+
+
 def usable_cpus() -> int:
     """Cores this process may run on (a container or taskset can allow fewer than exist)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

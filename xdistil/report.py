@@ -27,6 +27,7 @@ from pathlib import Path
 
 from xdistil_export.atomic import NotOurs, copy_file, listing, write_bytes, write_json, write_text
 
+from xdistil.provenance import cpu_name
 from xdistil.results import Bench, LatencyCell, ModelScores, RecordError, Summary, read
 from xdistil.run.layout import BENCH_NAME, SUMMARY_NAME
 
@@ -179,7 +180,7 @@ def machine_text(prov) -> str:
     m = prov.machine if prov else None
     if not m:
         return "not recorded"
-    return f"{m['cpu']}, {n_(m['usable_cpus'], 'usable core')}, {n_(m['threads'], 'thread')}"
+    return f"{cpu_name(m)}, {n_(m['usable_cpus'], 'usable core')}, {n_(m['threads'], 'thread')}"
 
 
 def versions_text(prov) -> str:

@@ -66,15 +66,17 @@ def transfer_fields(tc) -> dict:
 
 # Student keys added after runs were made, with the value that keeps the student as it was:
 # left out of the fingerprint at that value, so an upgrade does not rebuild finished students.
-_STUDENT_SINCE = {"transformer_width": None, "ngram_dim": 0, "ngram_buckets": 4096, "residual": False}
+_STUDENT_SINCE = {"transformer_width": None, "ngram_dim": 0, "ngram_buckets": 4096, "residual": False,
+                  "locked_dropout": False}
 
 
 # Keys only some students read: another student holds them at the value they had before each
 # became a default, so a default change does not rebuild students it does not touch. The CNN
 # reads shape_dim since issue 35 (a CNN fingerprinted before holds 0 and is rebuilt: it changed).
 _READ_BY = {"factor_dim": ("bilstm",), "shape_dim": ("bilstm", "cnn"), "ngram_dim": ("bilstm",),
-            "ngram_buckets": ("bilstm",), "residual": ("cnn",)}
-_UNREAD = {"factor_dim": 0, "shape_dim": 0, "ngram_dim": 0, "ngram_buckets": 4096, "residual": False}
+            "ngram_buckets": ("bilstm",), "residual": ("cnn",), "locked_dropout": ("bilstm",)}
+_UNREAD = {"factor_dim": 0, "shape_dim": 0, "ngram_dim": 0, "ngram_buckets": 4096, "residual": False,
+           "locked_dropout": False}
 
 
 def student_fields(sc) -> dict:
