@@ -81,6 +81,7 @@ def test_config_fields_reach_the_architecture_config():
     assert default.factor_dim == default.ngram_dim == 0  # off by default
     assert default.shape_dim == 16  # on by default since issue 23's sentence benchmark
     assert config_from(StudentConfig(shape_dim=0)).shape_dim == 0
+    assert config_from(StudentConfig(locked_dropout=True)).locked_dropout and not default.locked_dropout
     with pytest.raises(ConfigError, match="shape_dim"):
         from_dict(StudentConfig, {"shape_dim": -1}, "student")
     with pytest.raises(ConfigError, match="ngram_buckets"):

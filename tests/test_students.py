@@ -538,3 +538,9 @@ def test_a_bilstm_default_leaves_other_students_fingerprints_alone():
            for extra in ({}, {"factor_dim": 4}, {"shape_dim": 0}, {"residual": True})]
     assert cnn[0] == cnn[1] and cnn[0]["shape_dim"] == 16 and "residual" not in cnn[0]
     assert cnn[2]["shape_dim"] == 0 and cnn[3]["residual"] is True
+    # locked_dropout: a BiLSTM's key only where it is on (students built before it keep their digests)
+    assert "locked_dropout" not in lstm
+    assert fingerprints.student_fields(from_dict(RunConfig, {"student": {"locked_dropout": True}}).student)[
+        "locked_dropout"] is True
+    assert "locked_dropout" not in fingerprints.student_fields(
+        from_dict(RunConfig, {"student": {"arch": "cnn", "locked_dropout": True}}).student)
