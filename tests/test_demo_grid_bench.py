@@ -196,3 +196,25 @@ def test_the_bootstrap_interval_sees_a_real_difference_and_only_that():
     assert r["diff"] == pytest.approx(want, abs=0.01)
     r = grid.bootstrap({"xx:test": (teacher, [counts(0.7)], [counts(0.7)])}, samples=500)
     assert not r["excludes_0"]  # two draws of the same student: no lever
+
+
+def test_interleaved_fits_train_the_same_sentences_at_every_batch_size(tmp_path, capsys):
+    from benchmarks import distill_interleaved as di
+
+    g = grid.Grid.load(di.CONFIG)
+    plain, fast = di.short_config(g, "demo", 13, 150), di.short_config(g, "h128-b128-bf16-locked", 13, 150)
+    assert all(s.epochs == 1 and s.min_epochs == 0 for s in plain.distill.resolved_stages())
+    assert [s.batch_size for s in fast.distill.resolved_stages()] == [128] * 4
+    assert plain.distill.max_steps_per_epoch * 64 == fast.distill.max_steps_per_epoch * 128 == 150 * 64
+    assert (fast.student.hidden_dim, fast.student.locked_dropout, fast.distill.precision) == (128, True, "bf16")
+    assert (plain.student.locked_dropout, plain.distill.precision, plain.precision) == (False, None, "fp32")
+    text = di.page({"machine": {"cpu": "X", "vector_flags": ["avx2"], "threads": 2}, "command": "c", "steps": 150,
+                    "rounds": 2, "variants": [
+                        {"variant": "demo", "rounds": [{"sentences_per_s": 500.0}, {"sentences_per_s": 520.0}],
+                         "sentences_per_s": 510.0, "ratio": 1.0},
+                        {"variant": "fast", "rounds": [{"sentences_per_s": 1000.0}, {"sentences_per_s": 1040.0}],
+                         "sentences_per_s": 1020.0, "ratio": 2.0}]})
+    assert "(X, avx2, 2 threads)" in text and "| fast | 1000, 1040 | 1020 | 2.00x |" in text
+    with pytest.raises(SystemExit):  # no grid cells to take the teacher from: says what to run
+        di.main(["--run", str(tmp_path), "-q"])
+    assert "distill-speed-bf16 first" in capsys.readouterr().err
