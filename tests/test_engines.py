@@ -81,6 +81,9 @@ def _label_cfg(tmp_path, **transfer):
         "data": {"languages": ["xx"], "labeled_budget": 40, "val_size": 10,
                  "files": synth_files(tmp_path / "data", n_train=60, n_dev=10, n_unlabeled=30)},
         "transfer": {"layers": LAYERS, "chunk_size": 30, "batch_size": 16, **transfer},
+        # fp32 on every CPU: auto takes bf16 where it is faster (an AVX-512 BF16 EPYC), and the
+        # engines are compared with torch fp32 (the cached choices below were made for fp32)
+        "precision": "fp32",
     })
 
 
