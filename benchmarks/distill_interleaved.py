@@ -90,9 +90,9 @@ def main(argv=None) -> int:
             got = fit_rate(short_config(g, v, args.seed, args.steps), args.run / "interleaved" / v, cells)
             rounds[v].append(got)
             print(f"round {r + 1} {v}: {got['sentences_per_s']:.0f} sentences/s", flush=True)
-    base = statistics.fmean(x["sentences_per_s"] for x in rounds[args.variants[0]])
-    variants = [{"variant": v, "rounds": rs, "sentences_per_s": round(statistics.fmean(x["sentences_per_s"] for x in rs), 1),
-                 "ratio": round(statistics.fmean(x["sentences_per_s"] for x in rs) / base, 3)} for v, rs in rounds.items()]
+    mean = {v: statistics.fmean(x["sentences_per_s"] for x in rs) for v, rs in rounds.items()}
+    variants = [{"variant": v, "rounds": rs, "sentences_per_s": round(mean[v], 1),
+                 "ratio": round(mean[v] / mean[args.variants[0]], 3)} for v, rs in rounds.items()]
     summary = {"variants": variants, "steps": args.steps, "rounds": args.rounds, "seed": args.seed,
                "machine": machine(usable_cpus()), "command": command}
     args.results.mkdir(parents=True, exist_ok=True)

@@ -423,8 +423,9 @@ def fit(job: Job, accelerator, *, checkpoint: str | Path | None = None, tag: str
             module.eval()
             t_sel = time.time()
             score, extra_log = job.select()
-            state.select_seconds += time.time() - t_sel
-            state.seconds += time.time() - t_sel  # a fit's seconds hold every selection it ran
+            spent = time.time() - t_sel
+            state.select_seconds += spent
+            state.seconds += spent  # a fit's seconds hold every selection it ran
             # the start competes ``start_margin`` below its score (Job.start_margin)
             state.start_score, state.best_score, state.best_epoch = score, score - job.start_margin, 0
             best = _weights(module, accelerator, model, job.state_keys)

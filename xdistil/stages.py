@@ -72,6 +72,7 @@ from xdistil.models import OnDevice, teacher_dirs
 from xdistil.objective import TERMS, TermInputs
 from xdistil.outputs import TaggerOutput
 from xdistil.run import fingerprints
+from xdistil.run.fingerprints import student_precision
 from xdistil.run.layout import DISTILL_LOG
 from xdistil.students import build_student, config_from, count_parameters, load_student, save_student
 from xdistil.taggers import Tagger, load_tagger, predict_tags
@@ -309,18 +310,6 @@ def distill(cfg: RunConfig, transfer_dir: str | Path, teacher_dir: str | Path, o
     if missing:
         raise RuntimeError(f"distill: the stages ran but {', '.join(missing)} was not written")
     return dirs
-
-
-def student_precision(cfg) -> str:
-    """The precision distillation trains in: the config's (``auto``: bf16 where the hardware
-    has it natively and, on a CPU, a calibration of a BiLSTM step found it faster,
-    `xdistil.precision.resolve`), for every student. The BiLSTM distilled in
-    fp32 under ``auto`` until issue 23 measured bf16 at full size on 2 CPU cores
-    (benchmarks/results/sentences, variant bf16): 1.3x faster distillation and the same
-    retention (out of domain 83.9 / 78.6 % dev / test against 82.6 / 77.0 %, WikiANN control
-    90.9 % against 90.2 %). ``precision: fp32`` reproduces the results made before;
-    ``distill.precision`` sets the students' alone (the teacher and labeling keep the run's)."""
-    return getattr(getattr(cfg, "distill", None), "precision", None) or getattr(cfg, "precision", "fp32")
 
 
 def _reusable(dirs: list[Path], fps: list[dict]) -> int:
