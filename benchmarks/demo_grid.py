@@ -22,6 +22,11 @@ the ``rows`` of ``transfer-size/summary.json`` (the issue's schema), ``results.m
 ``precision`` ``precision.md``. Other keys of a summary.json (written by other benchmarks) are kept.
 A view's ``kind`` (default: its name) says which of these it is, so a view ``equal-time`` of kind
 ``transfer-size`` writes its own page (``page``) and its variants' rows beside the curve's.
+
+A run folder does not outlive its session: every finished cell is also recorded in
+``benchmarks/results/cells/GRID.json.gz`` (commit it; `grid.Carry`), and a later session on the
+same kind of CPU takes the recorded cells of the same config and teacher instead of distilling
+them again, so a view's seeds can be run over several sessions (``--no-carry``: build them all).
 """
 
 from __future__ import annotations
@@ -303,17 +308,20 @@ def _plot(points: list[dict], out: Path, prefix: str = "") -> None:
         plt.close(fig)
 
 
-def _times_selection(r: dict) -> bool:
-    """Whether the cell's fits recorded their selection seconds (``select_s``: fits since issue 33 step 1)."""
+def _log(r: dict) -> dict:
+    """The cell's distillation log: in its record (cells since the carry, `grid.Carry`), else beside its student."""
     from xdistil.run.layout import read_distill_log
 
-    return all("select_s" in ph for st in read_distill_log(r["student_path"])["stages"] for ph in st["phases"])
+    return r.get("log") or read_distill_log(r["student_path"])
+
+
+def _times_selection(r: dict) -> bool:
+    """Whether the cell's fits recorded their selection seconds (``select_s``: fits since issue 33 step 1)."""
+    return all("select_s" in ph for st in _log(r)["stages"] for ph in st["phases"])
 
 
 def _last_stage(r: dict) -> dict:
-    from xdistil.run.layout import read_distill_log
-
-    last = read_distill_log(r["student_path"])["stages"][-1]["phases"][-1]
+    last = _log(r)["stages"][-1]["phases"][-1]
     return {"last_stage_epochs": len(last["history"]), "last_stage_kept_start": last["best_epoch"] == 0}
 
 
@@ -366,6 +374,7 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", nargs="*", type=Path, default=[], help="more runs to link finished steps from")
     p.add_argument("--quick", action="store_true", help="tiny random models, a few sentences: a smoke test")
     p.add_argument("--results", type=Path, help="instead of the view's results folder")
+    grid.carry_arguments(p)
     args = p.parse_args(argv)
     command = preamble.start("demo_grid", argv, args.quiet)
     g = grid.Grid.load(args.config)
@@ -379,7 +388,8 @@ def main(argv=None) -> int:
     variants = args.variants or view["variants"]
     seeds = args.seeds or view.get("seeds") or g.seeds
     groups = [view["group"]] if view.get("group") else None
-    done = grid.run(g, args.run, variants, groups, args.quick, not args.quiet, command, args.reuse, seeds)
+    done = grid.run(g, args.run, variants, groups, args.quick, not args.quiet, command, args.reuse, seeds,
+                    grid.carry_of(args, args.config))
     out = args.results or (args.run / "results" if args.quick else Path(view["results"]))
     out.mkdir(parents=True, exist_ok=True)
     from xdistil.provenance import machine, usable_cpus

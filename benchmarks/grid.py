@@ -33,25 +33,36 @@ trained or labeled twice). Scores are cached beside the models (``scores.json`` 
 ``done.json`` records every finished cell, so a grid runs in pieces and resumes after an
 interruption. The benchmark modules (`benchmarks.sentences`, `benchmarks.cross_domain`, ...)
 keep only their tables, plots and targets.
+
+A run folder does not outlive the session that made it, so a grid can also *carry* its finished
+cells in a committed file (`Carry`: ``benchmarks/results/cells/GRID.json.gz`` for
+`benchmarks.demo_grid`), by CPU (`xdistil.cpuinfo.cpu_id`) and group: a later session on the same
+kind of CPU takes them instead of distilling them again, when the variant's config is the one
+recorded and the teacher it builds scores exactly as the recorded one did (every test sentence's
+entity counts), so that its cells are only ever compared with cells of the same teacher.
 """
 
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from xdistil_export.atomic import atomic_dir, expect, write_json
+from xdistil_export.atomic import atomic_dir, expect, write_bytes, write_json
 
 from xdistil.config import RunConfig, apply_overrides, from_dict, load_yaml, to_dict
 from xdistil.provenance import provenance
 from xdistil.run import RunDir
 from xdistil.run.layout import read_distill_log, read_transfer_manifest
+
+log = logging.getLogger(__name__)
 
 GRID_KEYS = ("groups", "variants", "seeds", "default_variants", "default_groups", "reuse", "views")
 VARIANT_KEYS = ("every_stage", "steps_of", "wall_of", "groups", "seed_of", "seeds", "about")
@@ -320,15 +331,128 @@ def bootstrap(tests: dict[str, tuple[list, list[list], list[list]]], samples: in
             "excludes_0": bool(lo > 0 or hi < 0), "samples": samples}
 
 
+# ---- cells carried from one session to the next ---------------------------------------------
+
+
+class Carry:
+    """A grid's finished cells in one file (gzipped JSON, committed beside the results), by CPU
+    (`xdistil.cpuinfo.cpu_id`) and group: the teacher's scores, the tests' domains and every
+    cell's record as ``done.json`` has it, with the digest of its variant's config (`cell_digest`).
+
+    `grid.run` takes a group's recorded cells that its run folder lacks (`take`), and records
+    every cell it finishes on this CPU (`save`). Cells are taken only on the CPU they were built
+    on (timings, and the last bits of a result, follow the CPU's kernels), only where the
+    variant's config is still the recorded one, and only with the teacher that scored them:
+    where the run builds anything, its teacher is built and scored first, and the recorded cells
+    are taken only if it finds exactly the entities the recorded one found on every test sentence.
+    A code change that the config does not show is not seen: rebuild with ``--no-carry``."""
+
+    FORMAT = 1
+
+    def __init__(self, path: Path, cpu: str | None = None):
+        from xdistil.cpuinfo import cpu_id
+
+        self.path, self.cpu = Path(path), cpu or cpu_id()
+        self.data = json.loads(gzip.decompress(self.path.read_bytes())) if self.path.is_file() else \
+            {"format": self.FORMAT, "cpus": {}}
+        if self.data.get("format") != self.FORMAT:
+            raise ValueError(f"{self.path}: carried cells of format {self.data.get('format')!r}, "
+                             f"this grid reads {self.FORMAT}")
+
+    def group(self, group: str) -> dict | None:
+        """This CPU's record of ``group`` (teacher scores, domains, cells), or None."""
+        return self.data["cpus"].get(self.cpu, {}).get(group)
+
+    def take(self, group: str, entry: dict, wanted: dict[str, str], teacher: dict | None) -> list[str]:
+        """Copy into ``entry`` (done.json's group) the recorded cells it lacks among ``wanted``
+        (cell -> its config digest), those whose digest matches; ``teacher``: the scores of the
+        teacher this run built (None where it builds nothing), which must be the recorded
+        teacher's. Returns the cells taken."""
+        rec = self.group(group)
+        if rec is None:
+            return []
+        cells = {c: r for c, r in rec["variants"].items()
+                 if c in wanted and c not in entry["variants"] and r.get("config") == wanted[c]}
+        stale = sorted(c for c, r in rec["variants"].items() if c in wanted and c not in entry["variants"]
+                       and r.get("config") != wanted[c])
+        if stale:
+            log.warning("%s: %s recorded under another config of the variant: built again", self.path,
+                        ", ".join(stale))
+        if not cells:
+            return []
+        if teacher is not None and not same_teacher(teacher, rec["teacher"]):
+            log.warning("%s: the teacher built here does not find the entities the recorded one found (group %s): "
+                        "its %d recorded cells are not taken", self.path, group, len(rec["variants"]))
+            return []
+        for key in ("languages", "teacher", "teacher_s", "domains"):
+            if key in rec:
+                entry.setdefault(key, rec[key])
+        entry["variants"].update({c: {**r, "carried": str(self.path)} for c, r in cells.items()})
+        return sorted(cells)
+
+    def save(self, group: str, entry: dict) -> None:
+        """Record ``entry``'s cells that were built on this CPU (with their config digest); a
+        record of another teacher is replaced, not mixed."""
+        mine = {c: {k: v for k, v in r.items() if k != "carried"} for c, r in entry["variants"].items()
+                if r.get("cpu") == self.cpu and "config" in r}
+        if not mine or "teacher" not in entry:
+            return
+        old = self.group(group)
+        kept = old["variants"] if old and same_teacher(old["teacher"], entry["teacher"]) else {}
+        self.data["cpus"].setdefault(self.cpu, {})[group] = {
+            **{k: entry[k] for k in ("languages", "teacher", "teacher_s", "domains") if k in entry},
+            "variants": {**kept, **mine}}
+        body = json.dumps(self.data, separators=(",", ":")).encode()  # in order: the scores keep their tests
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(self.path, gzip.compress(body, mtime=0))
+
+
+CARRY_DIR = Path("benchmarks/results/cells")
+"""Where the benchmarks carry each grid's finished cells, one file a grid (``GRID.json.gz``)."""
+
+
+def carry_arguments(p) -> None:
+    """A benchmark's ``--carry`` and ``--no-carry`` (read back by `carry_of`)."""
+    p.add_argument("--carry", type=Path, help="the file of finished cells carried from session to session "
+                   f"(default: {CARRY_DIR}/GRID.json.gz, GRID the --config file's name; none under --quick): the "
+                   "cells recorded there on this kind of CPU, of the same config and teacher, are taken instead "
+                   "of distilled again, and every cell finished here is recorded (commit it)")
+    p.add_argument("--no-carry", action="store_true", help="neither take nor record carried cells")
+
+
+def carry_of(args, config: str | Path) -> Carry | None:
+    """The `Carry` that ``--carry`` / ``--no-carry`` / ``--quick`` ask for."""
+    if args.no_carry:
+        return None
+    path = args.carry or (None if args.quick else CARRY_DIR / f"{Path(config).name.split('.')[0]}.json.gz")
+    return Carry(path) if path else None
+
+
+def same_teacher(a: dict, b: dict) -> bool:
+    """Whether two teachers' scores (test -> seqeval score with per-sentence ``counts``) are
+    those of one teacher: the same tests, and on every sentence the same entity counts."""
+    return a.keys() == b.keys() and all(a[k].get("counts") is not None and a[k].get("counts") == b[k].get("counts")
+                                        for k in a)
+
+
+def cell_digest(grid: Grid, group: str, variant: str, seed: int | None, quick: bool) -> str:
+    """What a cell is, as a digest: its variant's config in its group (before any budget's
+    scaling, which follows from another cell), and whether it is a --quick cell."""
+    body = json.dumps({"config": to_dict(grid.config(group, variant, seed)), "quick": quick}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 
 def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: list[str] | None = None,
         quick: bool = False, progress: bool = True, command: str = "", reuse: list[Path] = (),
-        seeds: list[int] | None = None) -> dict:
+        seeds: list[int] | None = None, carry: Carry | None = None) -> dict:
     """Build and score every cell of ``groups`` x ``variants`` x seeds not yet in
-    ``run_dir/done.json``; returns it (per group: the teacher's scores, the tests' domains,
-    and per cell its scores, seconds, transfer rows, stages and student)."""
+    ``run_dir/done.json`` (nor in ``carry``, where it is given: see `Carry`); returns it (per
+    group: the teacher's scores, the tests' domains, and per cell its scores, seconds, transfer
+    rows, stages and student)."""
     from xdistil.runner import Runner, outputs
 
     names, gnames = grid.names(variants, groups)
@@ -353,7 +477,20 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
         entry = done.setdefault(g, {"variants": {}})
         entry["languages"] = base.data.languages
         scored = _GroupTests(grid, g, base, gdir, entry, progress)
-        for cell, name, seed in grid.cells(names, seeds):
+        plan = grid.cells(names, seeds)
+        digests = {cell: cell_digest(grid, g, name, seed, quick) for cell, name, seed in plan}
+        for cell, name, seed in plan:  # cells recorded before the carry: what it needs, while their folders are here
+            if (old := entry["variants"].get(cell)) is not None and "cpu" not in old and (gdir / cell).is_dir():
+                old.update(_carried_fields(digests[cell], outputs(gdir / cell), grid.config(g, name, seed, quick_over)))
+        if carry is not None:
+            def build_teacher(cell: str, name: str, seed: int | None, g=g, gdir=gdir, over=quick_over) -> Path:
+                runner = Runner(grid.config(g, name, seed, over), RunDir(gdir / cell), reuse=[gdir, *shared],
+                                progress=progress)
+                return runner.run(only=("teacher",)).teacher
+
+            _take_carried(carry, g, entry, plan, digests, scored, build_teacher)
+            write_json(done_path, done)
+        for cell, name, seed in plan:
             if (old := entry["variants"].get(cell)) is not None:
                 if any("counts" not in x for x in old["scores"].values()):  # scored before sentence counts
                     o = outputs(gdir / cell)
@@ -372,9 +509,10 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                 other = entry["variants"].get(cell_name(of, seed))
                 if other is None:
                     raise ValueError(f"variant {name!r} takes its {budget} budget from {of!r}: run that too")
-                theirs = outputs(gdir / cell_name(of, seed)).transfer
-                other = {**other, "trained_rows": trained_rows(read_transfer_manifest(theirs),
-                                                               grid.config(g, of, seed, quick_over))}
+                if "trained_rows" not in other:  # a record from before the carry kept it
+                    theirs = outputs(gdir / cell_name(of, seed)).transfer
+                    other = {**other, "trained_rows": trained_rows(read_transfer_manifest(theirs),
+                                                                   grid.config(g, of, seed, quick_over))}
                 manifest = read_transfer_manifest(got.transfer)
                 scale = budget_scale(name, budget, other, manifest, trained_rows(manifest, cfg))
                 runner.cfg = cfg = grid.config(g, name, seed, quick_over, scale=scale)
@@ -398,10 +536,55 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                             "select_s": round(sum(ph.get("select_s") or 0 for ph in st["phases"]), 1)}
                            for st, s in zip(log["stages"], cfg.distill.resolved_stages(), strict=False)],
                 "vocab": _vocab(got.student), "student": to_dict(cfg.student), "student_path": str(got.student),
+                **_carried_fields(digests[cell], got, cfg),
             }
             write_json(done_path, done)
+            if carry is not None:
+                carry.save(g, entry)
         write_json(done_path, done)
+        if carry is not None:  # the records made before the carry, too
+            carry.save(g, entry)
     return done
+
+
+def _carried_fields(digest: str, got, cfg: RunConfig) -> dict:
+    """What a cell's record needs to stand without its folder (`Carry`): the CPU it was built
+    on, its config's digest, the rows it trained on an epoch (a budget taken from it) and its
+    distillation log (the selection and throughput views read it)."""
+    from xdistil.cpuinfo import cpu_id
+
+    return {"cpu": cpu_id(), "config": digest, "trained_rows": trained_rows(read_transfer_manifest(got.transfer), cfg),
+            "log": read_distill_log(got.student)}
+
+
+def _take_carried(carry: Carry, group: str, entry: dict, plan: list[tuple[str, str, int | None]],
+                  digests: dict[str, str], scored, build_teacher) -> None:
+    """Take ``carry``'s cells of ``plan`` that ``entry`` lacks. Where cells are left to build
+    and this run folder has built none yet, its teacher is built and scored first, and cells
+    carried into it before are dropped when it is not the teacher that scored them."""
+    rec = carry.group(group)
+    ours = [c for c, r in entry["variants"].items() if not r.get("carried")]
+    carried = [c for c, r in entry["variants"].items() if r.get("carried")]
+    lacking = [(c, n, s) for c, n, s in plan if c not in entry["variants"]]
+    offered = {c for c, _, _ in lacking if rec and (rec["variants"].get(c) or {}).get("config") == digests[c]}
+    to_build = [x for x in lacking if x[0] not in offered]
+    if not offered and not carried:
+        return
+    teacher = None
+    if ours:
+        teacher = entry["teacher"]
+    elif to_build:
+        recorded = entry.get("teacher")
+        scored(build_teacher(*to_build[0]))  # sets entry["teacher"] to this run's
+        teacher = entry["teacher"]
+        if carried and not same_teacher(teacher, recorded):
+            log.warning("the teacher built here does not find the entities of the one that scored the carried "
+                        "cells %s: they are built again", ", ".join(carried))
+            for c in carried:
+                del entry["variants"][c]
+    taken = carry.take(group, entry, {c: digests[c] for c, _, _ in lacking}, teacher)
+    if taken:
+        log.info("taken from %s (built on this CPU in an earlier session): %s", carry.path, ", ".join(taken))
 
 
 class _GroupTests:

@@ -84,12 +84,13 @@ def bench_of(g: grid.Grid) -> dict:
 
 def run(config: str | Path | dict, run_dir: Path, results: Path, variants: list[str] | None = None,
         groups: list[str] | None = None, quick: bool = False, progress: bool = True,
-        command: str | None = None) -> dict:
-    """Build and score what ``groups`` x ``variants`` still lack (`benchmarks.grid`), then write
-    the results of everything finished so far (``run_dir/done.json``)."""
+        command: str | None = None, carry: grid.Carry | None = None) -> dict:
+    """Build and score what ``groups`` x ``variants`` still lack (`benchmarks.grid`; ``carry``:
+    cells carried from an earlier session, `grid.Carry`), then write the results of everything
+    finished so far (``run_dir/done.json``)."""
     g = load(config)
     command = command or preamble.start("sentences", sys.argv[1:])
-    done = grid.run(g, run_dir, variants, groups, quick, progress, command)
+    done = grid.run(g, run_dir, variants, groups, quick, progress, command, carry=carry)
     summary, details = build(bench_of(g), done, provenance(command))
     write_json(results / "summary.json", summary)
     write_json(results / "details.json", details)
@@ -382,6 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--refresh", action="store_true",
                    help="run nothing: rewrite --results from its own details.json (the choice rule and the page "
                         "as this version has them), for when the run directory is gone")
+    grid.carry_arguments(p)
     args = p.parse_args(argv)
     try:
         return _main(p, args, argv)
@@ -400,7 +402,8 @@ def _main(p, args, argv) -> int:
         run_dir = run_dir.with_name(run_dir.name + "-quick")
     if args.quick and args.results == p.get_default("results"):
         results = Path("runs/sentences-quick/results")  # never over the committed results
-    run(args.config, run_dir, results, args.variants, args.groups, args.quick, not args.quiet, command)
+    run(args.config, run_dir, results, args.variants, args.groups, args.quick, not args.quiet, command,
+        grid.carry_of(args, args.config))
     print((results / "results.md").read_text(encoding="utf-8"))
     return 0
 

@@ -148,6 +148,77 @@ def test_quick_views_share_cells_and_write_their_results(tmp_path, one_thread, c
     assert len(json.loads((run / "done.json").read_text())["control"]["variants"]) == 4
 
 
+def test_cells_carried_to_a_later_session_on_the_same_cpu_and_teacher_only(tmp_path, one_thread, caplog):
+    """A later session has no run folder: the cells recorded in the carry file on this CPU are
+    taken, not distilled again, where the teacher built now is the one that scored them."""
+    import gzip
+
+    carry, out = tmp_path / "cells.json.gz", tmp_path / "out"
+
+    def view(run, *variants, more=()):
+        return demo_grid.main(["transfer-size", "--variants", *variants, "--run", str(tmp_path / run), "--quick", "-q",
+                               "--seeds", "13", "--results", str(out), "--carry", str(carry), *more])
+
+    assert view("one", "demo", "3x-wall") == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    rec = grid.Carry(carry).group("control")
+    assert set(rec["variants"]) == {"demo-s13", "3x-wall-s13"} and rec["teacher"]
+    for r in rec["variants"].values():
+        assert r["cpu"] == grid.Carry(carry).cpu and r["trained_rows"] > 0 and r["log"]["stages"] and r["config"]
+    # a new session (another run folder), the same cells: nothing is built, not even the teacher
+    assert view("two", "demo", "3x-wall") == 0
+    assert not (tmp_path / "two" / "control" / "demo-s13").exists()
+    done = json.loads((tmp_path / "two" / "done.json").read_text())["control"]
+    assert all(c["carried"] == str(carry) for c in done["variants"].values())
+    assert json.loads((out / "summary.json").read_text())["rows"] == rows
+    # a cell to build beside a recorded one: the teacher is built and scored first (from run one's
+    # tiny random start: the quick teacher's tokenizer training does not repeat bit for bit, a
+    # real teacher's start is the hub's); it is the recorded one (the same entities on every
+    # sentence), so the recipe's cell is taken, and the new one takes its optimizer steps from its record
+    import shutil
+
+    for run in ("three", "four"):
+        shutil.copytree(tmp_path / "one" / "control" / "tiny-teacher", tmp_path / run / "control" / "tiny-teacher")
+    assert view("three", "demo", "3x-steps") == 0
+    assert not (tmp_path / "three" / "control" / "demo-s13").exists()
+    assert (tmp_path / "three" / "control" / "3x-steps-s13" / "distill").is_dir()
+    assert set(grid.Carry(carry).group("control")["variants"]) == {"demo-s13", "3x-wall-s13", "3x-steps-s13"}
+    # a record of another teacher is not taken where a cell is to be built (gold): the recipe's cell
+    # is built again (linked from run one's steps), and the record replaced
+    # by this teacher's cells, not mixed with them
+    data = json.loads(gzip.decompress(carry.read_bytes()))
+    key = next(iter(data["cpus"][grid.Carry(carry).cpu]["control"]["teacher"]))
+    data["cpus"][grid.Carry(carry).cpu]["control"]["teacher"][key]["counts"][0][0] += 1
+    carry.write_bytes(gzip.compress(json.dumps(data).encode()))
+    with caplog.at_level("WARNING", logger="benchmarks.grid"):
+        assert view("four", "demo", "gold", more=["--reuse", str(tmp_path / "one"), str(tmp_path / "three")]) == 0
+    assert any("not taken" in r.getMessage() for r in caplog.records)
+    done = json.loads((tmp_path / "four" / "done.json").read_text())["control"]
+    assert (tmp_path / "four" / "control" / "demo-s13").is_dir() and not any("carried" in c for c in done["variants"].values())
+    assert set(grid.Carry(carry).group("control")["variants"]) == {"demo-s13", "gold-s13"}
+    # another CPU sees none of it; a variant whose config changed since is built again
+    assert grid.Carry(carry, cpu="Another CPU (family 6, model 143) avx2 avx512f").group("control") is None
+    entry = {"variants": {}}
+    wanted = {"demo-s13": "another-digest"}
+    with caplog.at_level("WARNING", logger="benchmarks.grid"):
+        assert grid.Carry(carry).take("control", entry, wanted, None) == [] and entry["variants"] == {}
+    assert any("another config" in r.getMessage() for r in caplog.records)
+    right = {"demo-s13": grid.Carry(carry).group("control")["variants"]["demo-s13"]["config"]}
+    assert grid.Carry(carry).take("control", entry, right, None) == ["demo-s13"] and "teacher" in entry
+
+
+def test_a_cpu_id_names_the_kind_of_cpu(tmp_path):
+    from xdistil import cpuinfo
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nmodel\t\t: 1\n")
+    assert cpuinfo.cpu_id(info) == "AMD EPYC (family 25, model 17) avx2 avx512f avx512_bf16"
+    info.write_text("model name\t: Some CPU\nflags\t: neon\n")  # no family or model numbers
+    assert cpuinfo.cpu_id(info) == "Some CPU"
+    assert cpuinfo.cpu_id(tmp_path / "missing") == "unknown CPU"
+
+
 def test_a_sentence_grid_has_the_transfer_size_view_of_its_in_domain_group():
     assert demo_grid.split_of("de:dev") == ("de", "dev")
     assert demo_grid.split_of("lv:newsner/lv/test") == ("lv", "test")

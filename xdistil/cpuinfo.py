@@ -42,3 +42,16 @@ def vector_flags(cpuinfo: str | Path = CPUINFO) -> list[str]:
     """Which of `VECTOR_FLAGS` this CPU has, in that order."""
     have = cpu_flags(cpuinfo)
     return [f for f in VECTOR_FLAGS if f in have]
+
+
+def cpu_id(cpuinfo: str | Path = CPUINFO) -> str:
+    """One kind of CPU, in words: its name, x86 family and model numbers where the kernel gives
+    them, and its `vector_flags` ("AMD EPYC (family 25, model 1) avx2"). Two machines of one id
+    run the same kernels: what a benchmark measured on one holds for the other."""
+    fields: dict[str, str] = {}
+    for line in _lines(cpuinfo):
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    numbers = ", ".join(f"{k.removeprefix('cpu ')} {fields[k]}" for k in ("cpu family", "model") if fields.get(k))
+    name = cpu_model(cpuinfo) or "unknown CPU"
+    return " ".join(x for x in (name, f"({numbers})" if numbers else "", " ".join(vector_flags(cpuinfo))) if x)
