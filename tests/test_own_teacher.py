@@ -84,7 +84,9 @@ def test_readme_quick_start_runs_as_written(tmp_path, capsys, monkeypatch):
                            "min_steps": 0, "min_selection_f1": 0.0})
     cfg["transfer"].update({"layers": [2], "chunk_size": 100, "batch_size": 32})
     cfg["student"] = {"embedding_dim": 8, "hidden_dim": 16, "max_length": 24}
-    cfg["distill"] = {"match": {"teacher_layer": 2}, "max_steps_per_epoch": 2}
+    # enough steps that the student's tags are not near-ties: the int8 export checks that its tags
+    # agree with PyTorch's on 98 % of the words, which a student of 2 steps an epoch met on some runs only
+    cfg["distill"] = {"match": {"teacher_layer": 2}, "max_steps_per_epoch": 12}
     Path("mine.yaml").write_text(yaml.safe_dump(cfg))
 
     commands = [line.split("#")[0].split() for line in _readme_block("## Quick start", "bash").splitlines()]
