@@ -363,18 +363,19 @@ class Carry:
         """This CPU's record of ``group`` (teacher scores, domains, cells), or None."""
         return self.data["cpus"].get(self.cpu, {}).get(group)
 
-    def take(self, group: str, entry: dict, wanted: dict[str, str], teacher: dict | None) -> list[str]:
-        """Copy into ``entry`` (done.json's group) the recorded cells it lacks among ``wanted``
-        (cell -> its config digest), those whose digest matches; ``teacher``: the scores of the
-        teacher this run built (None where it builds nothing), which must be the recorded
-        teacher's. Returns the cells taken."""
+    def offered(self, group: str, wanted: dict[str, str]) -> dict[str, dict]:
+        """The recorded cells among ``wanted`` (cell -> its config digest) whose digest matches."""
         rec = self.group(group)
-        if rec is None:
-            return []
-        cells = {c: r for c, r in rec["variants"].items()
-                 if c in wanted and c not in entry["variants"] and r.get("config") == wanted[c]}
-        stale = sorted(c for c, r in rec["variants"].items() if c in wanted and c not in entry["variants"]
-                       and r.get("config") != wanted[c])
+        return {c: r for c, r in (rec or {}).get("variants", {}).items() if c in wanted and r.get("config") == wanted[c]}
+
+    def take(self, group: str, entry: dict, wanted: dict[str, str], teacher: dict | None) -> list[str]:
+        """Copy into ``entry`` (done.json's group) the `offered` cells among ``wanted`` that it
+        lacks; ``teacher``: the scores of the teacher this run built (None where it builds
+        nothing), which must be the recorded teacher's. Returns the cells taken."""
+        rec = self.group(group)
+        cells = {c: r for c, r in self.offered(group, wanted).items() if c not in entry["variants"]}
+        stale = sorted(c for c in (rec or {}).get("variants", {}) if c in wanted and c not in entry["variants"]
+                       and c not in cells)
         if stale:
             log.warning("%s: %s recorded under another config of the variant: built again", self.path,
                         ", ".join(stale))
@@ -481,7 +482,9 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
         digests = {cell: cell_digest(grid, g, name, seed, quick) for cell, name, seed in plan}
         for cell, name, seed in plan:  # cells recorded before the carry: what it needs, while their folders are here
             if (old := entry["variants"].get(cell)) is not None and "cpu" not in old and (gdir / cell).is_dir():
-                old.update(_carried_fields(digests[cell], outputs(gdir / cell), grid.config(g, name, seed, quick_over)))
+                o = outputs(gdir / cell)
+                old.update(_carried_fields(digests[cell], read_transfer_manifest(o.transfer),
+                                           read_distill_log(o.student), grid.config(g, name, seed, quick_over)))
         if carry is not None:
             def build_teacher(cell: str, name: str, seed: int | None, g=g, gdir=gdir, over=quick_over) -> Path:
                 runner = Runner(grid.config(g, name, seed, over), RunDir(gdir / cell), reuse=[gdir, *shared],
@@ -536,7 +539,7 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
                             "select_s": round(sum(ph.get("select_s") or 0 for ph in st["phases"]), 1)}
                            for st, s in zip(log["stages"], cfg.distill.resolved_stages(), strict=False)],
                 "vocab": _vocab(got.student), "student": to_dict(cfg.student), "student_path": str(got.student),
-                **_carried_fields(digests[cell], got, cfg),
+                **_carried_fields(digests[cell], manifest, log, cfg),
             }
             write_json(done_path, done)
             if carry is not None:
@@ -547,14 +550,13 @@ def run(grid: Grid, run_dir: Path, variants: list[str] | None = None, groups: li
     return done
 
 
-def _carried_fields(digest: str, got, cfg: RunConfig) -> dict:
+def _carried_fields(digest: str, manifest: dict, log: dict, cfg: RunConfig) -> dict:
     """What a cell's record needs to stand without its folder (`Carry`): the CPU it was built
-    on, its config's digest, the rows it trained on an epoch (a budget taken from it) and its
-    distillation log (the selection and throughput views read it)."""
+    on, its config's digest, the rows it trained on an epoch (its transfer ``manifest``: a
+    budget taken from it) and its distillation ``log`` (the selection and throughput views read it)."""
     from xdistil.cpuinfo import cpu_id
 
-    return {"cpu": cpu_id(), "config": digest, "trained_rows": trained_rows(read_transfer_manifest(got.transfer), cfg),
-            "log": read_distill_log(got.student)}
+    return {"cpu": cpu_id(), "config": digest, "trained_rows": trained_rows(manifest, cfg), "log": log}
 
 
 def _take_carried(carry: Carry, group: str, entry: dict, plan: list[tuple[str, str, int | None]],
@@ -562,11 +564,10 @@ def _take_carried(carry: Carry, group: str, entry: dict, plan: list[tuple[str, s
     """Take ``carry``'s cells of ``plan`` that ``entry`` lacks. Where cells are left to build
     and this run folder has built none yet, its teacher is built and scored first, and cells
     carried into it before are dropped when it is not the teacher that scored them."""
-    rec = carry.group(group)
     ours = [c for c, r in entry["variants"].items() if not r.get("carried")]
     carried = [c for c, r in entry["variants"].items() if r.get("carried")]
     lacking = [(c, n, s) for c, n, s in plan if c not in entry["variants"]]
-    offered = {c for c, _, _ in lacking if rec and (rec["variants"].get(c) or {}).get("config") == digests[c]}
+    offered = carry.offered(group, {c: digests[c] for c, _, _ in lacking})
     to_build = [x for x in lacking if x[0] not in offered]
     if not offered and not carried:
         return
